@@ -1,0 +1,1 @@
+//! Runs one approved command against its connection target.

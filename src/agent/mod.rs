@@ -1,0 +1,4 @@
+//! The connection agent: claims approved jobs, checks the command's SHA-256, runs it against the
+//! real resource and reports the result.
+
+pub mod executor;

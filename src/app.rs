@@ -1,0 +1,114 @@
+//! `hoop serve` as a library: build the application from a config, then run it until shutdown.
+//! Tests build it on `127.0.0.1:0` and talk to a real server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::changes::ChangeHub;
+use crate::config::Config;
+use crate::service::{Clock, Hoop};
+use crate::store;
+
+/// How often this replica looks for overdue requests and lost jobs. Any replica may do it; the
+/// compare-and-set makes sure each request moves once.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct App {
+    pub hoop: Hoop,
+    listener: TcpListener,
+}
+
+impl App {
+    /// Connects the store, runs migrations and binds the listener.
+    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<App> {
+        let changes = ChangeHub::new();
+        let store = store::connect(&config.server.database_url, changes.clone())
+            .await
+            .with_context(|| format!("cannot open database {}", redact(&config.server.database_url)))?;
+        store.migrate().await.context("cannot run database migrations")?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let hoop = Hoop {
+            config: Arc::new(config),
+            store,
+            changes,
+            clock,
+        };
+        Ok(App { hoop, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves HTTP and runs the background workers until `shutdown` completes, then drains
+    /// in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sweeper = tokio::spawn(sweep_forever(self.hoop.clone(), stop_rx.clone()));
+        let router = crate::http::router(self.hoop.clone());
+        let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+        server.await.context("server error")?;
+        let _ = sweeper.await;
+        Ok(())
+    }
+}
+
+async fn sweep_forever(hoop: Hoop, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = hoop.sweep().await {
+            tracing::warn!(error = %e, "sweep failed; will retry");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

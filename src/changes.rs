@@ -1,0 +1,112 @@
+//! Wake-ups for whoever waits on a request (the `wait` endpoint) or on new jobs (agents).
+//!
+//! This is only an accelerator: waiters always re-read the database, and poll it on a timer as a
+//! fallback, so a lost wake-up costs latency, never correctness. On Postgres the store also forwards
+//! other replicas' changes here through LISTEN/NOTIFY.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+
+use crate::domain::Status;
+
+#[derive(Default)]
+pub struct ChangeHub {
+    requests: Mutex<HashMap<String, Weak<Notify>>>,
+    jobs: Notify,
+}
+
+/// A subscription to one request's changes; unsubscribes when dropped.
+pub struct RequestWatch<'a> {
+    hub: &'a ChangeHub,
+    id: String,
+    notify: Arc<Notify>,
+}
+
+impl ChangeHub {
+    pub fn new() -> Arc<ChangeHub> {
+        Arc::new(ChangeHub::default())
+    }
+
+    /// Subscribes to changes of request `id`.
+    pub fn watch(&self, id: &str) -> RequestWatch<'_> {
+        let mut requests = self.requests.lock().expect("change hub lock");
+        let notify = match requests.get(id).and_then(Weak::upgrade) {
+            Some(existing) => existing,
+            None => {
+                let fresh = Arc::new(Notify::new());
+                requests.insert(id.to_string(), Arc::downgrade(&fresh));
+                fresh
+            }
+        };
+        RequestWatch {
+            hub: self,
+            id: id.to_string(),
+            notify,
+        }
+    }
+
+    /// Tells waiters that request `id` changed; `Approved` also wakes agents waiting for jobs.
+    pub fn publish(&self, id: &str, status: Option<Status>) {
+        let notify = self
+            .requests
+            .lock()
+            .expect("change hub lock")
+            .get(id)
+            .and_then(Weak::upgrade);
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+        if status == Some(Status::Approved) {
+            self.jobs.notify_waiters();
+        }
+    }
+
+    /// Notified when any request becomes approved (a job for some agent).
+    pub fn jobs(&self) -> &Notify {
+        &self.jobs
+    }
+}
+
+impl RequestWatch<'_> {
+    pub fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for RequestWatch<'_> {
+    fn drop(&mut self) {
+        let mut requests = self.hub.requests.lock().expect("change hub lock");
+        // The map holds a weak reference, so a count of one means we are the last subscriber.
+        // Both this check and `watch`'s upgrade happen under the lock, so they cannot interleave.
+        if Arc::strong_count(&self.notify) == 1 {
+            requests.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_publish_wakes_an_enabled_waiter_and_the_last_drop_unsubscribes() {
+        let hub = ChangeHub::new();
+        let watch = hub.watch("r1");
+        {
+            let notified = watch.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            hub.publish("r1", Some(Status::Approved));
+            tokio::time::timeout(std::time::Duration::from_secs(5), notified)
+                .await
+                .expect("woken");
+        }
+        let second = hub.watch("r1");
+        drop(watch);
+        assert_eq!(hub.requests.lock().unwrap().len(), 1);
+        drop(second);
+        assert!(hub.requests.lock().unwrap().is_empty());
+    }
+}

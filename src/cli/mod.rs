@@ -1,0 +1,104 @@
+//! The `hoop` command line: parse, dispatch, and turn errors into a message and an exit code.
+
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hoop",
+    version,
+    about = "Hold risky commands until the right people approve them, then run them once.",
+    long_about = "Hold risky commands until the right people approve them, then run them once.\n\n\
+        Start with `hoop serve` (no config file: a demo on 127.0.0.1:8009)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (API, sweeper, embedded agent). Without a config file, runs the demo.
+    Serve(ConfigArg),
+    /// Apply database migrations and exit (`serve` also does this at start).
+    Migrate(ConfigArg),
+    /// Manage API and agent tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Check or export the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Server config file [default: ./hoop.toml if present, else the demo config]
+    #[arg(long, short = 'c', env = "HOOP_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once. Only its SHA-256 is stored.
+    Create {
+        /// The user (email, as in the config) the token acts as
+        #[arg(required_unless_present = "agent", conflicts_with = "agent")]
+        email: Option<String>,
+        /// Create a token for the connection agent NAME instead
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit trail's hash chain; exits non-zero if any event was edited or deleted.
+    Verify(ConfigArg),
+    /// Write every audit event as JSON lines to stdout.
+    Export(ConfigArg),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(c) => server::serve(c.config).await,
+            Command::Migrate(c) => server::migrate(c.config).await,
+            Command::Token(TokenCommand::Create { email, agent, config }) => {
+                server::create_token(config.config, email, agent).await
+            }
+            Command::Audit(AuditCommand::Verify(c)) => server::verify_audit(c.config).await,
+            Command::Audit(AuditCommand::Export(c)) => server::export_audit(c.config).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

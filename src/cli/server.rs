@@ -1,0 +1,102 @@
+//! Server-side commands: they read the server config and talk to its database directly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::app::{App, shutdown_signal};
+use crate::changes::ChangeHub;
+use crate::config::Config;
+use crate::service::Clock;
+use crate::store::{self, Store, TokenSubject};
+
+/// The config to use and whether it is the demo's.
+fn load(path: Option<PathBuf>) -> anyhow::Result<(Config, bool)> {
+    match path.or_else(Config::default_path) {
+        Some(path) => Ok((Config::load(&path)?, false)),
+        None => Ok((crate::demo::config(), true)),
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let store = store::connect(&config.server.database_url, ChangeHub::new()).await?;
+    store.migrate().await.context("cannot run database migrations")?;
+    Ok(store)
+}
+
+pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, demo) = load(path)?;
+    for conn in config.connections.iter().filter(|c| !c.policy.enabled) {
+        tracing::warn!(connection = %conn.name, "access requests are off: commands on this connection run without approval");
+    }
+    let app = App::build(config, Clock::system()).await?;
+    if demo {
+        crate::demo::announce(&app.hoop).await?;
+    }
+    tracing::info!(address = %app.local_addr(), public_url = %app.hoop.config.server.public_url, "hoopbot listening");
+    app.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn migrate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, _) = load(path)?;
+    open_store(&config).await?;
+    println!("migrations applied to {}", crate::app::redact(&config.server.database_url));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn create_token(path: Option<PathBuf>, email: Option<String>, agent: Option<String>) -> anyhow::Result<ExitCode> {
+    let (config, _) = load(path)?;
+    let subject = match (email, agent) {
+        (_, Some(agent)) => TokenSubject::Agent(agent),
+        (Some(email), None) => {
+            let user = config
+                .user(&email)
+                .with_context(|| format!("{email} is not a user in the config; add it under [[users]] first"))?;
+            TokenSubject::User(user.email.clone())
+        }
+        (None, None) => anyhow::bail!("give an EMAIL or --agent NAME"),
+    };
+    let store = open_store(&config).await?;
+    let token = crate::token::create(store.as_ref(), &subject, Clock::system().now()).await?;
+    println!("{token}");
+    eprintln!("Store this token now: it is not shown again.");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn verify_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, _) = load(path)?;
+    let store = open_store(&config).await?;
+    let events = store.audit_events(None).await?;
+    let (seq, hash) = store.audit_head().await?;
+    match crate::audit::verify(&events, seq, &hash) {
+        Ok(()) => {
+            println!("audit trail intact: {} events, chain head {}", events.len(), short(&hash));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("audit trail BROKEN: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+pub async fn export_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let (config, _) = load(path)?;
+    let store = open_store(&config).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for event in store.audit_events(None).await? {
+        let line = crate::http::view::AuditEventView::from(event);
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}

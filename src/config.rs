@@ -1,0 +1,566 @@
+//! The TOML configuration: server settings, users and their groups, connections and their policies.
+//!
+//! Loading is strict: unknown keys, unknown groups, duplicate names and bad durations are errors that
+//! name the key and the line, so a typo never silently weakens a policy.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::domain::{Policy, RequireApprovalFor};
+
+/// Commands larger than this are refused unless `server.max_command_bytes` says otherwise.
+pub const DEFAULT_MAX_COMMAND_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_MAX_ROWS: usize = 10_000;
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+/// Agent name for connections run inside `hoop serve` itself.
+pub const EMBEDDED_AGENT: &str = "embedded";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub users: Vec<UserConfig>,
+    pub connections: Vec<ConnectionConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub database_url: String,
+    pub admin_group: String,
+    pub max_command_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub email: String,
+    pub groups: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionType {
+    Postgres,
+    Mysql,
+    Sqlite,
+    Command,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    pub name: String,
+    pub kind: ConnectionType,
+    pub target: ConnectionTarget,
+    /// Which agent runs this connection's commands: `embedded` or an agent's name.
+    pub agent: Option<String>,
+    pub policy: Policy,
+}
+
+/// How to reach a connection and the limits of one execution. Lives in the server's config for
+/// embedded connections and in the agent's config otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionTarget {
+    pub kind: ConnectionType,
+    pub url: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub statement_timeout: Option<Duration>,
+    pub max_rows: usize,
+    pub max_output_bytes: usize,
+}
+
+/// A configuration error, located in its file where possible.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigError {
+    pub location: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            location: path.display().to_string(),
+            message: format!("cannot read config file: {e}"),
+        })?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.apply_env_overrides();
+        Ok(config)
+    }
+
+    /// Parses config text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let text = substitute_env(text, origin)?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError {
+            location: match e.span() {
+                Some(span) => format!("{origin}:{}", line_of(&text, span.start)),
+                None => origin.to_string(),
+            },
+            message: e.message().to_string(),
+        })?;
+        Validator {
+            text: &text,
+            origin,
+        }
+        .validate(raw)
+    }
+
+    /// `HOOP_DATABASE_URL`, `HOOP_LISTEN` and `HOOP_PUBLIC_URL` win over the file, so a deployment can
+    /// keep secrets and addresses out of it.
+    pub fn apply_env_overrides(&mut self) {
+        if let Ok(url) = std::env::var("HOOP_DATABASE_URL") {
+            self.server.database_url = url;
+        }
+        if let Ok(listen) = std::env::var("HOOP_LISTEN")
+            && let Ok(addr) = listen.parse()
+        {
+            self.server.listen = addr;
+        }
+        if let Ok(url) = std::env::var("HOOP_PUBLIC_URL") {
+            self.server.public_url = url.trim_end_matches('/').to_string();
+        }
+    }
+
+    pub fn user(&self, email: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.email.eq_ignore_ascii_case(email))
+    }
+
+    pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+
+    /// The config file to use when none is given: `hoop.toml` in the working directory, if present.
+    pub fn default_path() -> Option<PathBuf> {
+        let path = PathBuf::from("hoop.toml");
+        path.exists().then_some(path)
+    }
+}
+
+// ---- raw, as written in the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    #[serde(default)]
+    users: Vec<RawUser>,
+    #[serde(default)]
+    connections: Vec<RawConnection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: Spanned<String>,
+    public_url: Option<String>,
+    #[serde(default = "default_database_url")]
+    database_url: String,
+    #[serde(default = "default_admin_group")]
+    admin_group: String,
+    max_command_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    email: Spanned<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnection {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: ConnectionType,
+    url: Option<String>,
+    command: Option<Spanned<Vec<String>>>,
+    agent: Option<String>,
+    statement_timeout: Option<Spanned<String>>,
+    max_rows: Option<usize>,
+    max_output_bytes: Option<usize>,
+    access_requests: Option<RawAccessRequests>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessRequests {
+    #[serde(default = "yes")]
+    enabled: bool,
+    approval_groups: Option<Spanned<Vec<Spanned<String>>>>,
+    require_approval_for: Option<Spanned<RawRequireFor>>,
+    #[serde(default)]
+    exempt_groups: Vec<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRequireFor {
+    Keyword(String),
+    Groups(Vec<String>),
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8009".to_string())
+}
+fn default_database_url() -> String {
+    "sqlite://hoop.db".to_string()
+}
+fn default_admin_group() -> String {
+    "admin".to_string()
+}
+fn yes() -> bool {
+    true
+}
+
+// ---- validation ----
+
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, span: std::ops::Range<usize>, key: &str, message: String) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            location: format!("{}:{}", self.origin, line_of(self.text, span.start)),
+            message: format!("{key}: {message}"),
+        })
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = match raw.server.listen.get_ref().parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                return self.err(
+                    raw.server.listen.span(),
+                    "server.listen",
+                    format!("{:?} is not an address like 127.0.0.1:8009", raw.server.listen.get_ref()),
+                );
+            }
+        };
+        let public_url = raw
+            .server
+            .public_url
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_string();
+        let server = ServerConfig {
+            listen,
+            public_url,
+            database_url: raw.server.database_url,
+            admin_group: raw.server.admin_group,
+            max_command_bytes: raw.server.max_command_bytes.unwrap_or(DEFAULT_MAX_COMMAND_BYTES),
+        };
+
+        let mut users: Vec<UserConfig> = Vec::new();
+        for (i, user) in raw.users.iter().enumerate() {
+            let email = user.email.get_ref().trim();
+            if !email.contains('@') {
+                return self.err(user.email.span(), &format!("users[{i}].email"), format!("{email:?} is not an email address"));
+            }
+            if users.iter().any(|u| u.email.eq_ignore_ascii_case(email)) {
+                return self.err(user.email.span(), &format!("users[{i}].email"), format!("duplicate user {email}"));
+            }
+            users.push(UserConfig {
+                email: email.to_string(),
+                groups: user.groups.iter().cloned().collect(),
+            });
+        }
+        let known: BTreeSet<String> = users
+            .iter()
+            .flat_map(|u| u.groups.iter().cloned())
+            .chain([server.admin_group.clone()])
+            .collect();
+
+        let mut connections: Vec<ConnectionConfig> = Vec::new();
+        for (i, conn) in raw.connections.into_iter().enumerate() {
+            let key = format!("connections[{i}]");
+            let name = conn.name.get_ref().trim().to_string();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return self.err(conn.name.span(), &format!("{key}.name"), format!("{name:?} must be letters, digits, '-', '_' or '.'"));
+            }
+            if connections.iter().any(|c| c.name == name) {
+                return self.err(conn.name.span(), &format!("{key}.name"), format!("duplicate connection {name}"));
+            }
+            let policy = match conn.access_requests {
+                None => Policy {
+                    enabled: false,
+                    approval_groups: vec![],
+                    require_approval_for: RequireApprovalFor::All,
+                    exempt_groups: vec![],
+                    timeout: DEFAULT_TIMEOUT,
+                },
+                Some(ar) => self.policy(&format!("{key}.access_requests"), ar, &known)?,
+            };
+            let statement_timeout = match &conn.statement_timeout {
+                None => None,
+                Some(t) => Some(self.duration(t, &format!("{key}.statement_timeout"))?),
+            };
+            let command = match conn.command {
+                Some(cmd) if cmd.get_ref().is_empty() => {
+                    return self.err(cmd.span(), &format!("{key}.command"), "must name a program, e.g. [\"bash\"]".into());
+                }
+                other => other.map(Spanned::into_inner),
+            };
+            let agent = conn.agent.or_else(|| {
+                (conn.url.is_some() || command.is_some()).then(|| EMBEDDED_AGENT.to_string())
+            });
+            let target = ConnectionTarget {
+                kind: conn.kind,
+                url: conn.url,
+                command,
+                statement_timeout,
+                max_rows: conn.max_rows.unwrap_or(DEFAULT_MAX_ROWS),
+                max_output_bytes: conn.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+            };
+            if agent.as_deref() == Some(EMBEDDED_AGENT)
+                && let Err(message) = target.check()
+            {
+                return self.err(conn.name.span(), &key, message);
+            }
+            connections.push(ConnectionConfig {
+                name,
+                kind: conn.kind,
+                target,
+                agent,
+                policy,
+            });
+        }
+        Ok(Config {
+            server,
+            users,
+            connections,
+        })
+    }
+
+    fn policy(&self, key: &str, ar: RawAccessRequests, known: &BTreeSet<String>) -> Result<Policy, ConfigError> {
+        let check = |g: &Spanned<String>, field: &str| -> Result<String, ConfigError> {
+            if known.contains(g.get_ref()) {
+                Ok(g.get_ref().clone())
+            } else {
+                self.err(
+                    g.span(),
+                    &format!("{key}.{field}"),
+                    format!(
+                        "unknown group {:?} (no user is in it; known groups: {})",
+                        g.get_ref(),
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            }
+        };
+        let listed = ar.approval_groups.unwrap_or_else(|| Spanned::new(0..0, Vec::new()));
+        let mut approval_groups = Vec::new();
+        for g in listed.get_ref() {
+            let name = check(g, "approval_groups")?;
+            if approval_groups.contains(&name) {
+                return self.err(g.span(), &format!("{key}.approval_groups"), format!("group {name} is listed twice"));
+            }
+            approval_groups.push(name);
+        }
+        if ar.enabled && approval_groups.is_empty() {
+            return self.err(
+                listed.span(),
+                &format!("{key}.approval_groups"),
+                "access requests are enabled but no approval group is listed".into(),
+            );
+        }
+        let require_approval_for = match ar.require_approval_for {
+            None => RequireApprovalFor::All,
+            Some(spanned) => {
+                let span = spanned.span();
+                match spanned.into_inner() {
+                    RawRequireFor::Keyword(k) if k == "all" => RequireApprovalFor::All,
+                    RawRequireFor::Keyword(k) => {
+                        return self.err(span, &format!("{key}.require_approval_for"), format!("{k:?} must be \"all\" or a list of groups"));
+                    }
+                    RawRequireFor::Groups(groups) => RequireApprovalFor::Groups(
+                        groups
+                            .into_iter()
+                            .map(|g| check(&Spanned::new(span.clone(), g), "require_approval_for"))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                }
+            }
+        };
+        let exempt_groups = ar.exempt_groups.iter().map(|g| check(g, "exempt_groups")).collect::<Result<_, _>>()?;
+        let timeout = match &ar.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => self.duration(t, &format!("{key}.timeout"))?,
+        };
+        Ok(Policy {
+            enabled: ar.enabled,
+            approval_groups,
+            require_approval_for,
+            exempt_groups,
+            timeout,
+        })
+    }
+
+    fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => self.err(value.span(), key, "must be longer than zero".into()),
+            Err(e) => self.err(value.span(), key, format!("{:?} is not a duration like 30s, 5m or 1h ({e})", value.get_ref())),
+        }
+    }
+}
+
+impl ConnectionTarget {
+    /// Whether this target has what its type needs to run a command.
+    pub fn check(&self) -> Result<(), String> {
+        match self.kind {
+            ConnectionType::Command if self.command.is_none() => {
+                Err("a command connection needs `command`, e.g. [\"bash\"]".into())
+            }
+            ConnectionType::Postgres | ConnectionType::Mysql | ConnectionType::Sqlite if self.url.is_none() => {
+                Err("this connection needs a `url` to run commands".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Replaces `${NAME}` with the environment variable `NAME`, so secrets stay out of the file.
+fn substitute_env(text: &str, origin: &str) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(value) => out.push_str(&value),
+            Err(_) => {
+                let offset = text.len() - rest.len() + start;
+                return Err(ConfigError {
+                    location: format!("{origin}:{}", line_of(text, offset)),
+                    message: format!("environment variable {name} is not set (referenced as ${{{name}}})"),
+                });
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8009"
+
+[[users]]
+email = "bob@x.com"
+groups = ["dba-team"]
+
+[[users]]
+email = "sam@x.com"
+groups = ["security"]
+"#;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{BASE}{extra}"), "hoop.toml")
+    }
+
+    #[test]
+    fn a_full_connection_parses() {
+        let config = parse(
+            r#"
+[[connections]]
+name = "prod-db"
+type = "postgres"
+
+[connections.access_requests]
+approval_groups = ["dba-team", "security"]
+require_approval_for = ["dba-team"]
+timeout = "5m"
+"#,
+        )
+        .unwrap();
+        let conn = config.connection("prod-db").unwrap();
+        assert!(conn.policy.enabled);
+        assert_eq!(conn.policy.approval_groups, ["dba-team", "security"]);
+        assert_eq!(conn.policy.require_approval_for, RequireApprovalFor::Groups(vec!["dba-team".into()]));
+        assert_eq!(conn.policy.timeout, Duration::from_secs(300));
+        assert_eq!(conn.agent, None);
+        assert_eq!(config.server.public_url, "http://127.0.0.1:8009");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let cases = [
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\n[connections.access_requests]\napproval_groups = [\"dba-tem\"]\n",
+                "hoop.toml:16: connections[0].access_requests.approval_groups: unknown group \"dba-tem\"",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\n[[connections]]\nname = \"db\"\ntype = \"mysql\"\n",
+                "hoop.toml:16: connections[1].name: duplicate connection db",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\n[connections.access_requests]\napproval_groups = [\"security\"]\ntimeout = \"soon\"\n",
+                "hoop.toml:17: connections[0].access_requests.timeout: \"soon\" is not a duration",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"oracle\"\n",
+                "hoop.toml:14: unknown variant `oracle`",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\npassword = \"x\"\n",
+                "hoop.toml:15: unknown field `password`",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\n[connections.access_requests]\napproval_groups = []\n",
+                "hoop.toml:16: connections[0].access_requests.approval_groups: access requests are enabled but no approval group",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"command\"\nagent = \"embedded\"\n",
+                "hoop.toml:13: connections[0]: a command connection needs `command`",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let err = parse(extra).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
+        }
+    }
+
+    #[test]
+    fn environment_variables_fill_placeholders() {
+        // SAFETY: the variable name is unique to this test, so no other test reads or writes it.
+        unsafe { std::env::set_var("HOOP_TEST_CONFIG_DB_URL", "postgres://db.internal/hoop") };
+        let config = Config::parse(
+            "[server]\ndatabase_url = \"${HOOP_TEST_CONFIG_DB_URL}\"\n",
+            "hoop.toml",
+        )
+        .unwrap();
+        assert_eq!(config.server.database_url, "postgres://db.internal/hoop");
+        let err = Config::parse("[server]\n\ndatabase_url = \"${HOOP_TEST_UNSET_VAR}\"\n", "hoop.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "hoop.toml:3: environment variable HOOP_TEST_UNSET_VAR is not set (referenced as ${HOOP_TEST_UNSET_VAR})"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+use super::{AccessRequest, GroupStatus, Identity, Millis, Status};
+
+/// What a person asks to do with a pending request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Approve for `group`, or for the first pending group the approver belongs to.
+    Approve { group: Option<String> },
+    Reject { reason: String },
+    /// The requester (or an admin) withdraws the request.
+    Cancel,
+}
+
+/// What a permitted decision does to the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `group` is satisfied; `completes` when it was the last pending group.
+    GroupApproved { group: String, completes: bool },
+    Rejected { reason: String },
+    Cancelled,
+}
+
+/// Why a decision is refused. Each maps to one API error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    #[error("this request is already {0}")]
+    AlreadyDecided(Status),
+    #[error("group {0} has already been approved by {1}")]
+    GroupAlreadyApproved(String, String),
+    #[error("this request expired before the decision")]
+    Expired,
+    #[error("you cannot approve or reject your own request")]
+    SelfApproval,
+    #[error("{0}")]
+    NotInGroup(String),
+    #[error("you already approved this request for group {0}; another person must approve the rest")]
+    AlreadyApprovedByYou(String),
+    #[error("only the requester or an admin can cancel a request")]
+    NotRequester,
+    #[error("a rejection needs a reason")]
+    ReasonRequired,
+}
+
+/// Checks `decision` by `actor` against the request as it is at `now`.
+///
+/// The caller applies the outcome with a compare-and-set on the request's version, so a decision
+/// that was valid for a state that changed meanwhile is re-checked, never applied blindly.
+pub fn decide(
+    request: &AccessRequest,
+    actor: &Identity,
+    decision: &Decision,
+    now: Millis,
+) -> Result<Outcome, DecisionError> {
+    if request.status == Status::Expired
+        || (request.status == Status::Pending && request.is_expired_at(now))
+    {
+        return Err(DecisionError::Expired);
+    }
+    if request.status != Status::Pending {
+        return Err(DecisionError::AlreadyDecided(request.status));
+    }
+    match decision {
+        Decision::Approve { group } => approve(request, actor, group.as_deref()),
+        Decision::Reject { reason } => reject(request, actor, reason),
+        Decision::Cancel => {
+            if actor.email == request.requester || actor.is_admin {
+                Ok(Outcome::Cancelled)
+            } else {
+                Err(DecisionError::NotRequester)
+            }
+        }
+    }
+}
+
+fn approve(
+    request: &AccessRequest,
+    actor: &Identity,
+    group: Option<&str>,
+) -> Result<Outcome, DecisionError> {
+    if actor.email == request.requester {
+        return Err(DecisionError::SelfApproval);
+    }
+    // One person satisfies at most one group: dual approval means two people.
+    if let Some(mine) = request
+        .approval_groups
+        .iter()
+        .find(|g| g.decided_by.as_deref() == Some(actor.email.as_str()))
+    {
+        return Err(DecisionError::AlreadyApprovedByYou(mine.group.clone()));
+    }
+    let target = match group {
+        Some(name) => {
+            let Some(target) = request.approval_groups.iter().find(|g| g.group == name) else {
+                return Err(DecisionError::NotInGroup(format!(
+                    "group {name} is not an approval group of this request"
+                )));
+            };
+            if !actor.in_group(name) {
+                return Err(DecisionError::NotInGroup(format!(
+                    "you are not a member of group {name}"
+                )));
+            }
+            target
+        }
+        None => {
+            let mine = request
+                .approval_groups
+                .iter()
+                .filter(|g| actor.in_group(&g.group));
+            let mut first_decided = None;
+            let mut pending = None;
+            for g in mine {
+                if g.status == GroupStatus::Pending {
+                    pending = Some(g);
+                    break;
+                }
+                first_decided.get_or_insert(g);
+            }
+            match (pending, first_decided) {
+                (Some(g), _) => g,
+                (None, Some(g)) => g,
+                (None, None) => {
+                    return Err(DecisionError::NotInGroup(format!(
+                        "you are not a member of any approval group of this request ({})",
+                        group_names(request)
+                    )));
+                }
+            }
+        }
+    };
+    if target.status == GroupStatus::Approved {
+        return Err(DecisionError::GroupAlreadyApproved(
+            target.group.clone(),
+            target.decided_by.clone().unwrap_or_default(),
+        ));
+    }
+    let completes = request.pending_groups().count() == 1;
+    Ok(Outcome::GroupApproved {
+        group: target.group.clone(),
+        completes,
+    })
+}
+
+fn reject(request: &AccessRequest, actor: &Identity, reason: &str) -> Result<Outcome, DecisionError> {
+    if actor.email == request.requester {
+        return Err(DecisionError::SelfApproval);
+    }
+    let eligible = actor.is_admin || request.approval_groups.iter().any(|g| actor.in_group(&g.group));
+    if !eligible {
+        return Err(DecisionError::NotInGroup(format!(
+            "only members of the approval groups ({}) can reject this request",
+            group_names(request)
+        )));
+    }
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(DecisionError::ReasonRequired);
+    }
+    Ok(Outcome::Rejected {
+        reason: reason.to_string(),
+    })
+}
+
+fn group_names(request: &AccessRequest) -> String {
+    request
+        .approval_groups
+        .iter()
+        .map(|g| g.group.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::GroupApproval;
+
+    const NOW: Millis = 1_000_000;
+
+    fn user(email: &str, groups: &[&str]) -> Identity {
+        Identity {
+            email: email.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            is_admin: groups.contains(&"admin"),
+        }
+    }
+
+    fn group(name: &str, approved_by: Option<&str>) -> GroupApproval {
+        GroupApproval {
+            group: name.into(),
+            status: if approved_by.is_some() {
+                GroupStatus::Approved
+            } else {
+                GroupStatus::Pending
+            },
+            decided_by: approved_by.map(Into::into),
+            decided_at: approved_by.map(|_| NOW - 10),
+            via: approved_by.map(|_| "api".into()),
+        }
+    }
+
+    /// A pending request by alice needing dba-team and security, with `approved` groups decided.
+    fn request(approved: &[(&str, &str)]) -> AccessRequest {
+        let by = |g: &str| approved.iter().find(|(n, _)| *n == g).map(|(_, who)| *who);
+        AccessRequest {
+            id: "r1".into(),
+            connection: "prod-db".into(),
+            command: "SELECT 1".into(),
+            command_sha256: crate::domain::command_sha256("SELECT 1"),
+            requester: "alice@x".into(),
+            justification: None,
+            status: Status::Pending,
+            created_at: NOW - 100,
+            expires_at: NOW + 100,
+            decided_at: None,
+            version: 1,
+            approval_groups: vec![group("dba-team", by("dba-team")), group("security", by("security"))],
+            rejection: None,
+            result: None,
+            claimed_by: None,
+        }
+    }
+
+    fn approve(g: Option<&str>) -> Decision {
+        Decision::Approve {
+            group: g.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let alice = user("alice@x", &["engineering", "dba-team"]);
+        let bob = user("bob@x", &["dba-team"]);
+        let sam = user("sam@x", &["security"]);
+        let both = user("bo@x", &["dba-team", "security"]);
+        let eve = user("eve@x", &["engineering"]);
+        let root = user("root@x", &["admin"]);
+        let dan = user("dan@x", &["dba-team"]);
+        let reject = |r: &str| Decision::Reject { reason: r.into() };
+        let group_approved = |g: &str, completes| {
+            Ok(Outcome::GroupApproved {
+                group: g.into(),
+                completes,
+            })
+        };
+
+        #[rustfmt::skip]
+        let cases: Vec<(&str, AccessRequest, &Identity, Decision, Result<Outcome, DecisionError>)> = vec![
+            ("member approves their group", request(&[]), &bob, approve(Some("dba-team")), group_approved("dba-team", false)),
+            ("group is picked when omitted", request(&[]), &sam, approve(None), group_approved("security", false)),
+            ("last group completes", request(&[("dba-team", "bob@x")]), &sam, approve(None), group_approved("security", true)),
+            ("two groups need two people", request(&[("dba-team", "bo@x")]), &both, approve(Some("security")),
+                Err(DecisionError::AlreadyApprovedByYou("dba-team".into()))),
+            ("one person in both groups satisfies one", request(&[]), &both, approve(None), group_approved("dba-team", false)),
+            ("requester in an approval group cannot approve", request(&[]), &alice, approve(Some("dba-team")), Err(DecisionError::SelfApproval)),
+            ("approver must be in the group", request(&[]), &bob, approve(Some("security")),
+                Err(DecisionError::NotInGroup("you are not a member of group security".into()))),
+            ("non-member cannot approve", request(&[]), &eve, approve(None),
+                Err(DecisionError::NotInGroup("you are not a member of any approval group of this request (dba-team, security)".into()))),
+            ("unknown group", request(&[]), &bob, approve(Some("nope")),
+                Err(DecisionError::NotInGroup("group nope is not an approval group of this request".into()))),
+            ("a decided group stays decided", request(&[("dba-team", "bob@x")]), &dan, approve(None),
+                Err(DecisionError::GroupAlreadyApproved("dba-team".into(), "bob@x".into()))),
+            ("same approver twice", request(&[("dba-team", "bob@x")]), &bob, approve(Some("dba-team")),
+                Err(DecisionError::AlreadyApprovedByYou("dba-team".into()))),
+            ("any eligible rejection wins", request(&[("dba-team", "bob@x")]), &sam, reject("not now"),
+                Ok(Outcome::Rejected { reason: "not now".into() })),
+            ("the approver of another group may still reject", request(&[("dba-team", "bob@x")]), &bob, reject(" risky "),
+                Ok(Outcome::Rejected { reason: "risky".into() })),
+            ("rejection needs a reason", request(&[]), &sam, reject("  "), Err(DecisionError::ReasonRequired)),
+            ("outsiders cannot reject", request(&[]), &eve, reject("no"),
+                Err(DecisionError::NotInGroup("only members of the approval groups (dba-team, security) can reject this request".into()))),
+            ("admins can reject", request(&[]), &root, reject("freeze"), Ok(Outcome::Rejected { reason: "freeze".into() })),
+            ("requester cannot reject their own", request(&[]), &alice, reject("oops"), Err(DecisionError::SelfApproval)),
+            ("requester cancels", request(&[]), &alice, Decision::Cancel, Ok(Outcome::Cancelled)),
+            ("admin cancels", request(&[]), &root, Decision::Cancel, Ok(Outcome::Cancelled)),
+            ("others cannot cancel", request(&[]), &bob, Decision::Cancel, Err(DecisionError::NotRequester)),
+        ];
+        for (name, req, actor, decision, expected) in cases {
+            assert_eq!(decide(&req, actor, &decision, NOW), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn decisions_after_expiry_fail_even_before_the_sweeper() {
+        let bob = user("bob@x", &["dba-team"]);
+        let req = request(&[]);
+        for decision in [approve(None), Decision::Reject { reason: "x".into() }, Decision::Cancel] {
+            assert_eq!(decide(&req, &bob, &decision, req.expires_at), Err(DecisionError::Expired));
+        }
+        let mut swept = request(&[]);
+        swept.status = Status::Expired;
+        assert_eq!(decide(&swept, &bob, &approve(None), NOW), Err(DecisionError::Expired));
+    }
+
+    #[test]
+    fn decided_requests_refuse_everything() {
+        let sam = user("sam@x", &["security"]);
+        for status in [Status::Approved, Status::Rejected, Status::Cancelled, Status::Executed] {
+            let mut req = request(&[]);
+            req.status = status;
+            assert_eq!(
+                decide(&req, &sam, &approve(None), NOW),
+                Err(DecisionError::AlreadyDecided(status))
+            );
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! `/api/v1`: submit commands, read and list access requests, wait for changes, decide.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::{Body, MaybeBody, Params, User};
+use super::view::{AccessRequestView, AuditEventView, Page};
+use crate::domain::{Decision, Status};
+use crate::error::{Error, Result};
+use crate::service::{Hoop, Submission};
+use crate::store::ListFilter;
+
+/// The channel recorded for decisions made through this API.
+const CHANNEL: &str = "api";
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+const DEFAULT_WAIT: u64 = 30;
+const MAX_WAIT: u64 = 300;
+
+pub fn router() -> Router<Hoop> {
+    Router::new()
+        .route("/exec", post(exec))
+        .route("/access-requests", get(list))
+        .route("/access-requests/{id}", get(show))
+        .route("/access-requests/{id}/wait", get(wait))
+        .route("/access-requests/{id}/approve", post(approve))
+        .route("/access-requests/{id}/reject", post(reject))
+        .route("/access-requests/{id}/cancel", post(cancel))
+        .route("/access-requests/{id}/audit", get(audit))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    connection: String,
+    command: String,
+    #[serde(default)]
+    justification: Option<String>,
+}
+
+async fn exec(
+    State(hoop): State<Hoop>,
+    User(user): User,
+    Body(body): Body<ExecBody>,
+) -> Result<(StatusCode, Json<AccessRequestView>)> {
+    let submission = Submission {
+        connection: body.connection,
+        command: body.command,
+        justification: body.justification,
+    };
+    let request = hoop.submit(&user, submission, CHANNEL).await?;
+    Ok((StatusCode::CREATED, Json(view(&hoop, request))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    connection: Option<String>,
+    requester: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list(State(hoop): State<Hoop>, User(_): User, Params(query): Params<ListQuery>) -> Result<Json<Page>> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "unknown status {s:?}; use one of {}",
+                Status::ALL.map(Status::as_str).join(", ")
+            ))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::InvalidInput(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let filter = ListFilter {
+        status,
+        connection: query.connection,
+        requester: query.requester,
+        before_id: query.cursor.filter(|c| !c.is_empty()),
+        // One extra row tells whether there is a next page.
+        limit: limit + 1,
+    };
+    let mut items = hoop.list(&filter).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        items: items.into_iter().map(|r| view(&hoop, r)).collect(),
+        next_cursor,
+    }))
+}
+
+async fn show(State(hoop): State<Hoop>, User(_): User, Path(id): Path<String>) -> Result<Json<AccessRequestView>> {
+    Ok(Json(view(&hoop, hoop.get(&id).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    #[serde(default)]
+    version: i64,
+    timeout_s: Option<u64>,
+}
+
+async fn wait(
+    State(hoop): State<Hoop>,
+    User(_): User,
+    Path(id): Path<String>,
+    Params(query): Params<WaitQuery>,
+) -> Result<Json<AccessRequestView>> {
+    let timeout = query.timeout_s.unwrap_or(DEFAULT_WAIT);
+    if timeout > MAX_WAIT {
+        return Err(Error::InvalidInput(format!("timeout_s must be at most {MAX_WAIT}")));
+    }
+    let request = hoop.wait(&id, query.version, Duration::from_secs(timeout)).await?;
+    Ok(Json(view(&hoop, request)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    group: Option<String>,
+}
+
+async fn approve(
+    State(hoop): State<Hoop>,
+    User(user): User,
+    Path(id): Path<String>,
+    MaybeBody(body): MaybeBody<ApproveBody>,
+) -> Result<Json<AccessRequestView>> {
+    let decision = Decision::Approve {
+        group: body.group.filter(|g| !g.is_empty()),
+    };
+    Ok(Json(view(&hoop, hoop.decide(&user, &id, decision, CHANNEL).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    reason: String,
+}
+
+async fn reject(
+    State(hoop): State<Hoop>,
+    User(user): User,
+    Path(id): Path<String>,
+    Body(body): Body<RejectBody>,
+) -> Result<Json<AccessRequestView>> {
+    let decision = Decision::Reject { reason: body.reason };
+    Ok(Json(view(&hoop, hoop.decide(&user, &id, decision, CHANNEL).await?)))
+}
+
+async fn cancel(State(hoop): State<Hoop>, User(user): User, Path(id): Path<String>) -> Result<Json<AccessRequestView>> {
+    Ok(Json(view(&hoop, hoop.decide(&user, &id, Decision::Cancel, CHANNEL).await?)))
+}
+
+async fn audit(State(hoop): State<Hoop>, User(_): User, Path(id): Path<String>) -> Result<Json<Value>> {
+    // 404 for unknown requests rather than an empty list.
+    hoop.get(&id).await?;
+    let events: Vec<AuditEventView> = hoop
+        .store
+        .audit_events(Some(&id))
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(json!({ "items": events })))
+}
+
+fn view(hoop: &Hoop, request: crate::domain::AccessRequest) -> AccessRequestView {
+    AccessRequestView::new(request, &hoop.config.server.public_url)
+}

@@ -1,0 +1,135 @@
+//! Extractors whose every rejection is our JSON error, so bad input never gets a bare text reply.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::domain::Identity;
+use crate::error::Error;
+use crate::service::Hoop;
+use crate::store::TokenSubject;
+
+/// A JSON body, required.
+pub struct Body<T>(pub T);
+
+/// A JSON body that may be left out (read as `T::default()`), so `POST …/approve` needs none.
+pub struct MaybeBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Hoop> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &Hoop) -> Result<Self, Error> {
+        match read_json(req, state).await? {
+            Some(value) => Ok(Body(value)),
+            None => Err(Error::InvalidInput("a JSON body is required".into())),
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Default> FromRequest<Hoop> for MaybeBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &Hoop) -> Result<Self, Error> {
+        Ok(MaybeBody(read_json(req, state).await?.unwrap_or_default()))
+    }
+}
+
+/// Reads a JSON body; `None` when the body is empty.
+async fn read_json<T: DeserializeOwned>(req: Request, state: &Hoop) -> Result<Option<T>, Error> {
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        });
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::TooLarge("the request body is too large".into())
+        } else {
+            Error::InvalidInput(e.body_text())
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if !is_json {
+        return Err(Error::UnsupportedMediaType(
+            "send the body as JSON with Content-Type: application/json".into(),
+        ));
+    }
+    match axum::Json::<T>::from_bytes(&bytes) {
+        Ok(axum::Json(value)) => Ok(Some(value)),
+        Err(JsonRejection::JsonDataError(e)) => Err(Error::InvalidInput(e.body_text())),
+        Err(e) => Err(Error::InvalidInput(e.body_text())),
+    }
+}
+
+/// Query-string parameters.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Hoop> for Params<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Hoop) -> Result<Self, Error> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Params(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(Error::InvalidInput(e.body_text())),
+            Err(other) => Err(Error::InvalidInput(other.body_text())),
+        }
+    }
+}
+
+/// The signed-in user, from `Authorization: Bearer <token>`.
+pub struct User(pub Identity);
+
+/// The calling agent, from an agent token.
+pub struct Agent(pub String);
+
+async fn token_subject(parts: &Parts, hoop: &Hoop) -> Result<TokenSubject, Error> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthenticated("missing Authorization: Bearer <token> header".into()))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
+    hoop.store
+        .find_token(&crate::token::digest(token))
+        .await?
+        .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))
+}
+
+impl FromRequestParts<Hoop> for User {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, hoop: &Hoop) -> Result<Self, Error> {
+        match token_subject(parts, hoop).await? {
+            TokenSubject::User(email) => hoop.identity(&email).map(User).ok_or_else(|| {
+                Error::Forbidden(format!("user {email} is no longer in the configuration"))
+            }),
+            TokenSubject::Agent(_) => Err(Error::Forbidden("agent tokens can only use the agent protocol".into())),
+        }
+    }
+}
+
+impl FromRequestParts<Hoop> for Agent {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, hoop: &Hoop) -> Result<Self, Error> {
+        match token_subject(parts, hoop).await? {
+            TokenSubject::Agent(name) => Ok(Agent(name)),
+            TokenSubject::User(_) => Err(Error::Forbidden("this endpoint is for agents; use an agent token".into())),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The JSON shapes of the API. Times are RFC 3339 UTC; the shapes are a fixed contract.
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditEvent;
+use crate::domain::{AccessRequest, ExecutionResult, GroupStatus, Millis, Status};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccessRequestView {
+    pub id: String,
+    pub url: String,
+    pub connection: String,
+    pub command: String,
+    pub command_sha256: String,
+    pub requester: String,
+    pub justification: Option<String>,
+    pub status: Status,
+    pub created_at: String,
+    pub expires_at: String,
+    pub decided_at: Option<String>,
+    pub version: i64,
+    pub approval_groups: Vec<GroupView>,
+    pub rejection: Option<RejectionView>,
+    pub result: Option<ExecutionResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GroupView {
+    pub group: String,
+    pub status: GroupStatus,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub via: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RejectionView {
+    pub by: String,
+    pub reason: String,
+    pub at: String,
+    pub via: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEventView {
+    pub seq: i64,
+    pub request_id: String,
+    pub kind: String,
+    pub actor: String,
+    pub channel: String,
+    pub at: String,
+    pub detail: serde_json::Value,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page {
+    pub items: Vec<AccessRequestView>,
+    pub next_cursor: Option<String>,
+}
+
+/// RFC 3339 with milliseconds, in UTC.
+pub fn time(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl AccessRequestView {
+    pub fn new(request: AccessRequest, public_url: &str) -> AccessRequestView {
+        AccessRequestView {
+            url: format!("{public_url}/access-requests/{}", request.id),
+            id: request.id,
+            connection: request.connection,
+            command: request.command,
+            command_sha256: request.command_sha256,
+            requester: request.requester,
+            justification: request.justification,
+            status: request.status,
+            created_at: time(request.created_at),
+            expires_at: time(request.expires_at),
+            decided_at: request.decided_at.map(time),
+            version: request.version,
+            approval_groups: request
+                .approval_groups
+                .into_iter()
+                .map(|g| GroupView {
+                    group: g.group,
+                    status: g.status,
+                    decided_by: g.decided_by,
+                    decided_at: g.decided_at.map(time),
+                    via: g.via,
+                })
+                .collect(),
+            rejection: request.rejection.map(|r| RejectionView {
+                by: r.by,
+                reason: r.reason,
+                at: time(r.at),
+                via: r.via,
+            }),
+            result: request.result,
+        }
+    }
+}
+
+impl From<AuditEvent> for AuditEventView {
+    fn from(e: AuditEvent) -> AuditEventView {
+        AuditEventView {
+            seq: e.seq,
+            request_id: e.request_id,
+            kind: e.kind,
+            actor: e.actor,
+            channel: e.channel,
+            at: time(e.at),
+            detail: e.detail,
+            hash: e.hash,
+        }
+    }
+}

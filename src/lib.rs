@@ -1,0 +1,22 @@
+//! hoopbot holds risky commands until the right people approve that exact command, then has a
+//! connection agent run it once and returns the result. See `docs/architecture.md`.
+
+pub mod agent;
+pub mod app;
+pub mod audit;
+pub mod changes;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod service;
+pub mod store;
+pub mod token;
+
+/// Installs the process-wide TLS crypto provider. Our HTTP client and database drivers would
+/// otherwise each pick one, and rustls refuses to guess between two.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

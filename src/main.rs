@@ -1,0 +1,4 @@
+fn main() -> std::process::ExitCode {
+    hoopbot::install_crypto_provider();
+    hoopbot::cli::main()
+}

@@ -1,0 +1,203 @@
+//! Storage: one [`Store`] trait, implemented for SQLite (the embedded default) and Postgres (for
+//! several replicas). Both share their SQL through [`sql`]; only connection set-up, migrations and a
+//! few clauses differ.
+//!
+//! Every state change goes through [`Store::apply`]: a compare-and-set on the request's version that
+//! commits the change, its audit events and its outbox entries in one transaction, or nothing.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::audit::AuditEvent;
+use crate::changes::ChangeHub;
+use crate::domain::{AccessRequest, ExecutionResult, Millis, Rejection, Status};
+
+#[macro_use]
+mod sql;
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request changed since it was read; re-read and decide again.
+    #[error("the request changed concurrently")]
+    Conflict,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A request as first stored.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub id: String,
+    pub connection: String,
+    pub command: String,
+    pub command_sha256: String,
+    pub requester: String,
+    pub justification: Option<String>,
+    pub status: Status,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub decided_at: Option<Millis>,
+    pub approval_groups: Vec<String>,
+}
+
+/// An audit event to append; the store fills in sequence, request, time and hashes.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub kind: &'static str,
+    pub actor: String,
+    pub channel: String,
+    pub detail: serde_json::Value,
+}
+
+/// A message for the outbox workers (chat cards, webhooks).
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub topic: String,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub request_id: String,
+    pub topic: String,
+    pub payload: serde_json::Value,
+    pub created_at: Millis,
+    pub attempts: i64,
+    pub delivered_at: Option<Millis>,
+    pub last_error: Option<String>,
+}
+
+/// One compare-and-set on a request: applies only if the request is still at `expected_version`
+/// and `expected_status`.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub request_id: String,
+    pub expected_version: i64,
+    pub expected_status: Status,
+    pub at: Millis,
+    pub status: Option<Status>,
+    pub decided_at: Option<Millis>,
+    pub group_approval: Option<GroupDecision>,
+    pub rejection: Option<Rejection>,
+    pub result: Option<ExecutionResult>,
+    /// Extends a running job's lease (heartbeats).
+    pub lease_until: Option<Millis>,
+    pub audit: Vec<AuditEntry>,
+    pub outbox: Vec<OutboxEntry>,
+}
+
+impl Change {
+    /// A change to `request` as it was read, with nothing set yet.
+    pub fn to(request: &AccessRequest, at: Millis) -> Change {
+        Change {
+            request_id: request.id.clone(),
+            expected_version: request.version,
+            expected_status: request.status,
+            at,
+            status: None,
+            decided_at: None,
+            group_approval: None,
+            rejection: None,
+            result: None,
+            lease_until: None,
+            audit: Vec::new(),
+            outbox: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupDecision {
+    pub group: String,
+    pub by: String,
+    pub via: String,
+}
+
+/// Which requests to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub connection: Option<String>,
+    pub requester: Option<String>,
+    /// Only requests with ids below this one (ids grow with time).
+    pub before_id: Option<String>,
+    pub limit: i64,
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSubject {
+    User(String),
+    Agent(String),
+}
+
+/// A job handed to an agent: the request it claimed.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub agent: String,
+    pub connections: Vec<String>,
+    pub now: Millis,
+    pub lease_until: Millis,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Runs pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Checks the database answers (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Stores a new request with its first audit events and outbox entries, atomically.
+    async fn insert_request(
+        &self,
+        new: &NewRequest,
+        audit: &[AuditEntry],
+        outbox: &[OutboxEntry],
+    ) -> StoreResult<()>;
+    async fn get_request(&self, id: &str) -> StoreResult<Option<AccessRequest>>;
+    async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<AccessRequest>>;
+    /// Applies `change` if the request is unchanged since it was read; [`StoreError::Conflict`] if not.
+    async fn apply(&self, change: &Change) -> StoreResult<()>;
+
+    /// Pending requests whose deadline has passed.
+    async fn overdue_requests(&self, now: Millis, limit: i64) -> StoreResult<Vec<AccessRequest>>;
+    /// Running jobs whose agent stopped heartbeating.
+    async fn lost_jobs(&self, now: Millis, limit: i64) -> StoreResult<Vec<AccessRequest>>;
+    /// Atomically moves the oldest approved request of `claim.connections` to `running` for
+    /// `claim.agent`; at most one caller can ever win a given request.
+    async fn claim_next(&self, claim: &Claim) -> StoreResult<Option<AccessRequest>>;
+
+    /// Audit events of one request, or of all requests, in chain order.
+    async fn audit_events(&self, request_id: Option<&str>) -> StoreResult<Vec<AuditEvent>>;
+    /// The chain head: the last event's sequence number and hash.
+    async fn audit_head(&self) -> StoreResult<(i64, String)>;
+
+    async fn outbox(&self) -> StoreResult<Vec<OutboxRow>>;
+
+    async fn insert_token(&self, sha256: &str, subject: &TokenSubject, now: Millis) -> StoreResult<()>;
+    async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>>;
+}
+
+/// Opens the store named by `database_url` (`sqlite://…` or `postgres://…`).
+pub async fn connect(database_url: &str, changes: Arc<ChangeHub>) -> anyhow::Result<Arc<dyn Store>> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(database_url, changes).await?))
+    } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::connect(database_url, changes).await?))
+    } else {
+        anyhow::bail!(
+            "database_url {database_url:?} must start with sqlite:// or postgres://"
+        )
+    }
+}

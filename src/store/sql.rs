@@ -1,0 +1,457 @@
+//! The SQL both backends share. It is written once, as a macro instantiated for each backend's
+//! concrete sqlx types: sqlx's generic database traits cannot express "a transaction of any backend"
+//! without bounds that would drown the queries, and `sqlx::Any` cannot carry our types. Every query
+//! uses `$n` placeholders, which SQLite and Postgres both accept.
+//!
+//! Dynamic SQL (wrapped in `AssertSqlSafe`) only ever splices in constants and `$n` placeholders;
+//! values are always bound.
+//!
+//! Each backend provides `run_migrations` and `announce` (called inside every write transaction, so
+//! other replicas can be told about the change when it commits).
+
+pub(super) const REQUEST_COLUMNS: &str = "id, connection, command, command_sha256, requester, \
+    justification, status, created_at, expires_at, decided_at, version, rejected_by, \
+    rejection_reason, rejected_at, rejected_via, result, agent";
+
+/// `$first, $first+1, …` for `count` values, for `in (…)` lists.
+pub(super) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+macro_rules! sql_store {
+    ($store:ty, $db:ty, claim_lock = $claim_lock:expr) => {
+        type DbRow = <$db as sqlx::Database>::Row;
+        type Tx<'c> = sqlx::Transaction<'c, $db>;
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn migrate(&self) -> StoreResult<()> {
+                self.run_migrations().await
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("select 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            #[tracing::instrument(skip_all, fields(request_id = %new.id), err)]
+            async fn insert_request(
+                &self,
+                new: &NewRequest,
+                audit: &[AuditEntry],
+                outbox: &[OutboxEntry],
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "insert into access_request (id, connection, command, command_sha256, requester, \
+                     justification, status, created_at, expires_at, decided_at, version) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)",
+                )
+                .bind(&new.id)
+                .bind(&new.connection)
+                .bind(&new.command)
+                .bind(&new.command_sha256)
+                .bind(&new.requester)
+                .bind(&new.justification)
+                .bind(new.status.as_str())
+                .bind(new.created_at)
+                .bind(new.expires_at)
+                .bind(new.decided_at)
+                .execute(&mut *tx)
+                .await?;
+                for (position, group) in new.approval_groups.iter().enumerate() {
+                    sqlx::query(
+                        "insert into access_request_approval (request_id, position, group_name, status) \
+                         values ($1, $2, $3, 'pending')",
+                    )
+                    .bind(&new.id)
+                    .bind(position as i64)
+                    .bind(group)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Self::record(&mut tx, &new.id, new.created_at, audit, outbox).await?;
+                Self::announce(&mut tx, &new.id, Some(new.status)).await?;
+                tx.commit().await?;
+                self.changes.publish(&new.id, Some(new.status));
+                Ok(())
+            }
+
+            async fn get_request(&self, id: &str) -> StoreResult<Option<AccessRequest>> {
+                let sql = format!("select {REQUEST_COLUMNS} from access_request where id = $1");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&self.pool).await?;
+                Ok(self.with_approvals(rows).await?.pop())
+            }
+
+            async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<AccessRequest>> {
+                // Absent filters bind NULL and match everything, keeping one static statement.
+                let sql = format!(
+                    "select {REQUEST_COLUMNS} from access_request \
+                     where ($1 is null or status = $1) and ($2 is null or connection = $2) \
+                     and ($3 is null or requester = $3) and ($4 is null or id < $4) \
+                     order by id desc limit $5"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(filter.status.map(|s| s.as_str()))
+                    .bind(&filter.connection)
+                    .bind(&filter.requester)
+                    .bind(&filter.before_id)
+                    .bind(filter.limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                self.with_approvals(rows).await
+            }
+
+            #[tracing::instrument(skip_all, fields(request_id = %change.request_id), err(level = "debug"))]
+            async fn apply(&self, change: &Change) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let rejection = change.rejection.as_ref();
+                let result = change
+                    .result
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                // The compare-and-set: only the writer that read this exact version wins.
+                let updated = sqlx::query(
+                    "update access_request set version = version + 1, \
+                     status = coalesce($3, status), decided_at = coalesce($4, decided_at), \
+                     rejected_by = coalesce($5, rejected_by), \
+                     rejection_reason = coalesce($6, rejection_reason), \
+                     rejected_at = coalesce($7, rejected_at), rejected_via = coalesce($8, rejected_via), \
+                     result = coalesce($9, result), lease_until = coalesce($10, lease_until) \
+                     where id = $1 and version = $2 and status = $11",
+                )
+                .bind(&change.request_id)
+                .bind(change.expected_version)
+                .bind(change.status.map(|s| s.as_str()))
+                .bind(change.decided_at)
+                .bind(rejection.map(|r| r.by.as_str()))
+                .bind(rejection.map(|r| r.reason.as_str()))
+                .bind(rejection.map(|r| r.at))
+                .bind(rejection.map(|r| r.via.as_str()))
+                .bind(result)
+                .bind(change.lease_until)
+                .bind(change.expected_status.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(StoreError::Conflict);
+                }
+                if let Some(decision) = &change.group_approval {
+                    let approved = sqlx::query(
+                        "update access_request_approval set status = 'approved', decided_by = $3, \
+                         decided_at = $4, via = $5 \
+                         where request_id = $1 and group_name = $2 and status = 'pending'",
+                    )
+                    .bind(&change.request_id)
+                    .bind(&decision.group)
+                    .bind(&decision.by)
+                    .bind(change.at)
+                    .bind(&decision.via)
+                    .execute(&mut *tx)
+                    .await?;
+                    if approved.rows_affected() != 1 {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+                Self::record(&mut tx, &change.request_id, change.at, &change.audit, &change.outbox).await?;
+                Self::announce(&mut tx, &change.request_id, change.status).await?;
+                tx.commit().await?;
+                self.changes.publish(&change.request_id, change.status);
+                Ok(())
+            }
+
+            async fn overdue_requests(&self, now: Millis, limit: i64) -> StoreResult<Vec<AccessRequest>> {
+                let sql = format!(
+                    "select {REQUEST_COLUMNS} from access_request \
+                     where status = 'pending' and expires_at <= $1 order by expires_at limit $2"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                self.with_approvals(rows).await
+            }
+
+            async fn lost_jobs(&self, now: Millis, limit: i64) -> StoreResult<Vec<AccessRequest>> {
+                let sql = format!(
+                    "select {REQUEST_COLUMNS} from access_request \
+                     where status = 'running' and lease_until <= $1 order by lease_until limit $2"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                self.with_approvals(rows).await
+            }
+
+            #[tracing::instrument(skip_all, fields(agent = %claim.agent), err)]
+            async fn claim_next(&self, claim: &Claim) -> StoreResult<Option<AccessRequest>> {
+                if claim.connections.is_empty() {
+                    return Ok(None);
+                }
+                let sql = format!(
+                    "update access_request set status = 'running', version = version + 1, \
+                     agent = $1, lease_until = $2 \
+                     where id = (select id from access_request where status = 'approved' \
+                                 and connection in ({}) order by decided_at, id limit 1{}) \
+                     and status = 'approved' returning id",
+                    placeholders(3, claim.connections.len()),
+                    $claim_lock,
+                );
+                let mut tx = self.pool.begin().await?;
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&claim.agent).bind(claim.lease_until);
+                for connection in &claim.connections {
+                    query = query.bind(connection);
+                }
+                let Some(row) = query.fetch_optional(&mut *tx).await? else {
+                    return Ok(None);
+                };
+                let id: String = row.try_get("id")?;
+                let claimed = AuditEntry {
+                    kind: "claimed",
+                    actor: claim.agent.clone(),
+                    channel: "agent".into(),
+                    detail: serde_json::json!({ "lease_until": claim.lease_until }),
+                };
+                Self::record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
+                Self::announce(&mut tx, &id, Some(Status::Running)).await?;
+                tx.commit().await?;
+                self.changes.publish(&id, Some(Status::Running));
+                self.get_request(&id).await
+            }
+
+            async fn audit_events(&self, request_id: Option<&str>) -> StoreResult<Vec<AuditEvent>> {
+                let rows = sqlx::query(
+                    "select seq, request_id, kind, actor, channel, at, detail, prev_hash, hash \
+                     from audit_event where ($1 is null or request_id = $1) order by seq",
+                )
+                .bind(request_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let detail: String = row.try_get("detail")?;
+                        Ok(AuditEvent {
+                            seq: row.try_get("seq")?,
+                            request_id: row.try_get("request_id")?,
+                            kind: row.try_get("kind")?,
+                            actor: row.try_get("actor")?,
+                            channel: row.try_get("channel")?,
+                            at: row.try_get("at")?,
+                            detail: serde_json::from_str(&detail)
+                                .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+                            prev_hash: row.try_get("prev_hash")?,
+                            hash: row.try_get("hash")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn audit_head(&self) -> StoreResult<(i64, String)> {
+                let row = sqlx::query("select seq, hash from audit_head where id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok((row.try_get("seq")?, row.try_get("hash")?))
+            }
+
+            async fn outbox(&self) -> StoreResult<Vec<OutboxRow>> {
+                let rows = sqlx::query(
+                    "select id, request_id, topic, payload, created_at, attempts, delivered_at, \
+                     last_error from outbox order by id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let payload: String = row.try_get("payload")?;
+                        Ok(OutboxRow {
+                            id: row.try_get("id")?,
+                            request_id: row.try_get("request_id")?,
+                            topic: row.try_get("topic")?,
+                            payload: serde_json::from_str(&payload)
+                                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+                            created_at: row.try_get("created_at")?,
+                            attempts: row.try_get("attempts")?,
+                            delivered_at: row.try_get("delivered_at")?,
+                            last_error: row.try_get("last_error")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn insert_token(
+                &self,
+                sha256: &str,
+                subject: &TokenSubject,
+                now: Millis,
+            ) -> StoreResult<()> {
+                let (kind, name) = match subject {
+                    TokenSubject::User(email) => ("user", email),
+                    TokenSubject::Agent(name) => ("agent", name),
+                };
+                sqlx::query(
+                    "insert into api_token (token_sha256, subject, kind, created_at) values ($1, $2, $3, $4)",
+                )
+                .bind(sha256)
+                .bind(name)
+                .bind(kind)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>> {
+                let row = sqlx::query(
+                    "select subject, kind from api_token where token_sha256 = $1 and revoked_at is null",
+                )
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let subject: String = row.try_get("subject")?;
+                match row.try_get::<String, _>("kind")?.as_str() {
+                    "user" => Ok(Some(TokenSubject::User(subject))),
+                    "agent" => Ok(Some(TokenSubject::Agent(subject))),
+                    other => Err(StoreError::Corrupt(format!("token kind {other:?}"))),
+                }
+            }
+        }
+
+        impl $store {
+            /// Appends audit events to the hash chain and queues outbox entries, inside `tx`.
+            async fn record(
+                tx: &mut Tx<'_>,
+                request_id: &str,
+                at: Millis,
+                audit: &[AuditEntry],
+                outbox: &[OutboxEntry],
+            ) -> StoreResult<()> {
+                for entry in audit {
+                    // Bumping the head row first locks it: appends are serialized across replicas,
+                    // so the chain never forks.
+                    let head = sqlx::query(
+                        "update audit_head set seq = seq + 1 where id = 1 returning seq, hash",
+                    )
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    let prev_hash: String = head.try_get("hash")?;
+                    let mut event = AuditEvent {
+                        seq: head.try_get("seq")?,
+                        request_id: request_id.to_string(),
+                        kind: entry.kind.to_string(),
+                        actor: entry.actor.clone(),
+                        channel: entry.channel.clone(),
+                        at,
+                        detail: entry.detail.clone(),
+                        prev_hash,
+                        hash: String::new(),
+                    };
+                    event.hash = $crate::audit::event_hash(&event.prev_hash, &event);
+                    sqlx::query(
+                        "insert into audit_event (seq, request_id, kind, actor, channel, at, detail, \
+                         prev_hash, hash) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(event.seq)
+                    .bind(&event.request_id)
+                    .bind(&event.kind)
+                    .bind(&event.actor)
+                    .bind(&event.channel)
+                    .bind(event.at)
+                    .bind(event.detail.to_string())
+                    .bind(&event.prev_hash)
+                    .bind(&event.hash)
+                    .execute(&mut **tx)
+                    .await?;
+                    sqlx::query("update audit_head set hash = $1 where id = 1")
+                        .bind(&event.hash)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                for entry in outbox {
+                    sqlx::query(
+                        "insert into outbox (request_id, topic, payload, created_at, next_attempt_at) \
+                         values ($1, $2, $3, $4, $4)",
+                    )
+                    .bind(request_id)
+                    .bind(&entry.topic)
+                    .bind(entry.payload.to_string())
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            /// Turns request rows into requests, loading their approval groups in one query.
+            async fn with_approvals(&self, rows: Vec<DbRow>) -> StoreResult<Vec<AccessRequest>> {
+                let mut requests = rows.iter().map(request_from_row).collect::<StoreResult<Vec<_>>>()?;
+                if requests.is_empty() {
+                    return Ok(requests);
+                }
+                let sql = format!(
+                    "select request_id, group_name, status, decided_by, decided_at, via \
+                     from access_request_approval where request_id in ({}) order by request_id, position",
+                    placeholders(1, requests.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for request in &requests {
+                    query = query.bind(&request.id);
+                }
+                for row in query.fetch_all(&self.pool).await? {
+                    let request_id: String = row.try_get("request_id")?;
+                    let status: String = row.try_get("status")?;
+                    let approval = GroupApproval {
+                        group: row.try_get("group_name")?,
+                        status: match status.as_str() {
+                            "pending" => GroupStatus::Pending,
+                            "approved" => GroupStatus::Approved,
+                            other => return Err(StoreError::Corrupt(format!("group status {other:?}"))),
+                        },
+                        decided_by: row.try_get("decided_by")?,
+                        decided_at: row.try_get("decided_at")?,
+                        via: row.try_get("via")?,
+                    };
+                    if let Some(request) = requests.iter_mut().find(|r| r.id == request_id) {
+                        request.approval_groups.push(approval);
+                    }
+                }
+                Ok(requests)
+            }
+        }
+
+        fn request_from_row(row: &DbRow) -> StoreResult<AccessRequest> {
+            let status: String = row.try_get("status")?;
+            let rejected_by: Option<String> = row.try_get("rejected_by")?;
+            let result: Option<String> = row.try_get("result")?;
+            Ok(AccessRequest {
+                id: row.try_get("id")?,
+                connection: row.try_get("connection")?,
+                command: row.try_get("command")?,
+                command_sha256: row.try_get("command_sha256")?,
+                requester: row.try_get("requester")?,
+                justification: row.try_get("justification")?,
+                status: Status::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("request status {status:?}")))?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                decided_at: row.try_get("decided_at")?,
+                version: row.try_get("version")?,
+                approval_groups: Vec::new(),
+                rejection: match rejected_by {
+                    None => None,
+                    Some(by) => Some(Rejection {
+                        by,
+                        reason: row.try_get::<Option<String>, _>("rejection_reason")?.unwrap_or_default(),
+                        at: row.try_get::<Option<i64>, _>("rejected_at")?.unwrap_or_default(),
+                        via: row.try_get::<Option<String>, _>("rejected_via")?.unwrap_or_default(),
+                    }),
+                },
+                result: result
+                    .map(|json| serde_json::from_str(&json))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?,
+                claimed_by: row.try_get("agent")?,
+            })
+        }
+    };
+}

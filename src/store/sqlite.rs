@@ -1,0 +1,49 @@
+//! SQLite: the embedded default. One file in WAL mode; every write transaction starts with a write,
+//! so concurrent writers queue on SQLite's lock (busy timeout) instead of failing on a stale snapshot.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::sql::{REQUEST_COLUMNS, placeholders};
+use super::*;
+use crate::domain::{GroupApproval, GroupStatus};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    changes: Arc<ChangeHub>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file named by a `sqlite://path` URL.
+    pub async fn connect(url: &str, changes: Arc<ChangeHub>) -> Result<SqliteStore, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool, changes })
+    }
+
+    async fn run_migrations(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Database(e.into()))
+    }
+
+    /// Nothing to do: in-process waiters are woken after commit, and SQLite has one process.
+    async fn announce(_tx: &mut Tx<'_>, _id: &str, _status: Option<Status>) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite, claim_lock = "");
