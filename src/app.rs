@@ -22,6 +22,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub struct App {
     pub hoop: Hoop,
     listener: TcpListener,
+    sweep_interval: Option<Duration>,
 }
 
 impl App {
@@ -30,8 +31,16 @@ impl App {
         let changes = ChangeHub::new();
         let store = store::connect(&config.server.database_url, changes.clone())
             .await
-            .with_context(|| format!("cannot open database {}", redact(&config.server.database_url)))?;
-        store.migrate().await.context("cannot run database migrations")?;
+            .with_context(|| {
+                format!(
+                    "cannot open database {}",
+                    redact(&config.server.database_url)
+                )
+            })?;
+        store
+            .migrate()
+            .await
+            .context("cannot run database migrations")?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -41,18 +50,35 @@ impl App {
             changes,
             clock,
         };
-        Ok(App { hoop, listener })
+        Ok(App {
+            hoop,
+            listener,
+            sweep_interval: Some(SWEEP_INTERVAL),
+        })
+    }
+
+    /// Without background sweeps, tests drive expiry step by step with [`Hoop::sweep`].
+    pub fn without_background_sweeps(mut self) -> App {
+        self.sweep_interval = None;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves HTTP and runs the background workers until `shutdown` completes, then drains
     /// in-flight requests.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sweeper = tokio::spawn(sweep_forever(self.hoop.clone(), stop_rx.clone()));
+        let sweeper = self
+            .sweep_interval
+            .map(|every| tokio::spawn(sweep_forever(self.hoop.clone(), every, stop_rx.clone())));
         let router = crate::http::router(self.hoop.clone());
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -60,18 +86,20 @@ impl App {
             let _ = stop_tx.send(true);
         });
         server.await.context("server error")?;
-        let _ = sweeper.await;
+        if let Some(sweeper) = sweeper {
+            let _ = sweeper.await;
+        }
         Ok(())
     }
 }
 
-async fn sweep_forever(hoop: Hoop, mut stop: watch::Receiver<bool>) {
+async fn sweep_forever(hoop: Hoop, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         if let Err(e) = hoop.sweep().await {
             tracing::warn!(error = %e, "sweep failed; will retry");
         }
         tokio::select! {
-            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
     }

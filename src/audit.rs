@@ -54,7 +54,9 @@ pub enum ChainError {
     Altered { seq: i64 },
     #[error("event {seq} does not follow event {prev}: the chain was rewritten")]
     Broken { seq: i64, prev: i64 },
-    #[error("the chain ends at event {last} but its head says {head}: events at the end were deleted or added")]
+    #[error(
+        "the chain ends at event {last} but its head says {head}: events at the end were deleted or added"
+    )]
     HeadMismatch { last: i64, head: i64 },
 }
 

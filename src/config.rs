@@ -128,7 +128,9 @@ impl Config {
     }
 
     pub fn user(&self, email: &str) -> Option<&UserConfig> {
-        self.users.iter().find(|u| u.email.eq_ignore_ascii_case(email))
+        self.users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
     }
 
     pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
@@ -230,7 +232,12 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(&self, span: std::ops::Range<usize>, key: &str, message: String) -> Result<T, ConfigError> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: String,
+    ) -> Result<T, ConfigError> {
         Err(ConfigError {
             location: format!("{}:{}", self.origin, line_of(self.text, span.start)),
             message: format!("{key}: {message}"),
@@ -244,7 +251,10 @@ impl Validator<'_> {
                 return self.err(
                     raw.server.listen.span(),
                     "server.listen",
-                    format!("{:?} is not an address like 127.0.0.1:8009", raw.server.listen.get_ref()),
+                    format!(
+                        "{:?} is not an address like 127.0.0.1:8009",
+                        raw.server.listen.get_ref()
+                    ),
                 );
             }
         };
@@ -259,17 +269,28 @@ impl Validator<'_> {
             public_url,
             database_url: raw.server.database_url,
             admin_group: raw.server.admin_group,
-            max_command_bytes: raw.server.max_command_bytes.unwrap_or(DEFAULT_MAX_COMMAND_BYTES),
+            max_command_bytes: raw
+                .server
+                .max_command_bytes
+                .unwrap_or(DEFAULT_MAX_COMMAND_BYTES),
         };
 
         let mut users: Vec<UserConfig> = Vec::new();
         for (i, user) in raw.users.iter().enumerate() {
             let email = user.email.get_ref().trim();
             if !email.contains('@') {
-                return self.err(user.email.span(), &format!("users[{i}].email"), format!("{email:?} is not an email address"));
+                return self.err(
+                    user.email.span(),
+                    &format!("users[{i}].email"),
+                    format!("{email:?} is not an email address"),
+                );
             }
             if users.iter().any(|u| u.email.eq_ignore_ascii_case(email)) {
-                return self.err(user.email.span(), &format!("users[{i}].email"), format!("duplicate user {email}"));
+                return self.err(
+                    user.email.span(),
+                    &format!("users[{i}].email"),
+                    format!("duplicate user {email}"),
+                );
             }
             users.push(UserConfig {
                 email: email.to_string(),
@@ -286,11 +307,23 @@ impl Validator<'_> {
         for (i, conn) in raw.connections.into_iter().enumerate() {
             let key = format!("connections[{i}]");
             let name = conn.name.get_ref().trim().to_string();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return self.err(conn.name.span(), &format!("{key}.name"), format!("{name:?} must be letters, digits, '-', '_' or '.'"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return self.err(
+                    conn.name.span(),
+                    &format!("{key}.name"),
+                    format!("{name:?} must be letters, digits, '-', '_' or '.'"),
+                );
             }
             if connections.iter().any(|c| c.name == name) {
-                return self.err(conn.name.span(), &format!("{key}.name"), format!("duplicate connection {name}"));
+                return self.err(
+                    conn.name.span(),
+                    &format!("{key}.name"),
+                    format!("duplicate connection {name}"),
+                );
             }
             let policy = match conn.access_requests {
                 None => Policy {
@@ -308,7 +341,11 @@ impl Validator<'_> {
             };
             let command = match conn.command {
                 Some(cmd) if cmd.get_ref().is_empty() => {
-                    return self.err(cmd.span(), &format!("{key}.command"), "must name a program, e.g. [\"bash\"]".into());
+                    return self.err(
+                        cmd.span(),
+                        &format!("{key}.command"),
+                        "must name a program, e.g. [\"bash\"]".into(),
+                    );
                 }
                 other => other.map(Spanned::into_inner),
             };
@@ -343,7 +380,12 @@ impl Validator<'_> {
         })
     }
 
-    fn policy(&self, key: &str, ar: RawAccessRequests, known: &BTreeSet<String>) -> Result<Policy, ConfigError> {
+    fn policy(
+        &self,
+        key: &str,
+        ar: RawAccessRequests,
+        known: &BTreeSet<String>,
+    ) -> Result<Policy, ConfigError> {
         let check = |g: &Spanned<String>, field: &str| -> Result<String, ConfigError> {
             if known.contains(g.get_ref()) {
                 Ok(g.get_ref().clone())
@@ -359,12 +401,18 @@ impl Validator<'_> {
                 )
             }
         };
-        let listed = ar.approval_groups.unwrap_or_else(|| Spanned::new(0..0, Vec::new()));
+        let listed = ar
+            .approval_groups
+            .unwrap_or_else(|| Spanned::new(0..0, Vec::new()));
         let mut approval_groups = Vec::new();
         for g in listed.get_ref() {
             let name = check(g, "approval_groups")?;
             if approval_groups.contains(&name) {
-                return self.err(g.span(), &format!("{key}.approval_groups"), format!("group {name} is listed twice"));
+                return self.err(
+                    g.span(),
+                    &format!("{key}.approval_groups"),
+                    format!("group {name} is listed twice"),
+                );
             }
             approval_groups.push(name);
         }
@@ -382,7 +430,11 @@ impl Validator<'_> {
                 match spanned.into_inner() {
                     RawRequireFor::Keyword(k) if k == "all" => RequireApprovalFor::All,
                     RawRequireFor::Keyword(k) => {
-                        return self.err(span, &format!("{key}.require_approval_for"), format!("{k:?} must be \"all\" or a list of groups"));
+                        return self.err(
+                            span,
+                            &format!("{key}.require_approval_for"),
+                            format!("{k:?} must be \"all\" or a list of groups"),
+                        );
                     }
                     RawRequireFor::Groups(groups) => RequireApprovalFor::Groups(
                         groups
@@ -393,7 +445,11 @@ impl Validator<'_> {
                 }
             }
         };
-        let exempt_groups = ar.exempt_groups.iter().map(|g| check(g, "exempt_groups")).collect::<Result<_, _>>()?;
+        let exempt_groups = ar
+            .exempt_groups
+            .iter()
+            .map(|g| check(g, "exempt_groups"))
+            .collect::<Result<_, _>>()?;
         let timeout = match &ar.timeout {
             None => DEFAULT_TIMEOUT,
             Some(t) => self.duration(t, &format!("{key}.timeout"))?,
@@ -411,7 +467,14 @@ impl Validator<'_> {
         match humantime::parse_duration(value.get_ref()) {
             Ok(d) if !d.is_zero() => Ok(d),
             Ok(_) => self.err(value.span(), key, "must be longer than zero".into()),
-            Err(e) => self.err(value.span(), key, format!("{:?} is not a duration like 30s, 5m or 1h ({e})", value.get_ref())),
+            Err(e) => self.err(
+                value.span(),
+                key,
+                format!(
+                    "{:?} is not a duration like 30s, 5m or 1h ({e})",
+                    value.get_ref()
+                ),
+            ),
         }
     }
 }
@@ -423,7 +486,9 @@ impl ConnectionTarget {
             ConnectionType::Command if self.command.is_none() => {
                 Err("a command connection needs `command`, e.g. [\"bash\"]".into())
             }
-            ConnectionType::Postgres | ConnectionType::Mysql | ConnectionType::Sqlite if self.url.is_none() => {
+            ConnectionType::Postgres | ConnectionType::Mysql | ConnectionType::Sqlite
+                if self.url.is_none() =>
+            {
                 Err("this connection needs a `url` to run commands".into())
             }
             _ => Ok(()),
@@ -432,31 +497,32 @@ impl ConnectionTarget {
 }
 
 /// Replaces `${NAME}` with the environment variable `NAME`, so secrets stay out of the file.
+/// Comment lines are left alone, so they can mention the syntax.
 fn substitute_env(text: &str, origin: &str) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            rest = "";
-            break;
-        };
-        let name = &after[..end];
-        match std::env::var(name) {
-            Ok(value) => out.push_str(&value),
-            Err(_) => {
-                let offset = text.len() - rest.len() + start;
-                return Err(ConfigError {
-                    location: format!("{origin}:{}", line_of(text, offset)),
-                    message: format!("environment variable {name} is not set (referenced as ${{{name}}})"),
-                });
-            }
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
         }
-        rest = &after[end + 1..];
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            let Some(end) = rest[start..].find('}') else {
+                break;
+            };
+            let name = &rest[start + 2..start + end];
+            let value = std::env::var(name).map_err(|_| ConfigError {
+                location: format!("{origin}:{}", index + 1),
+                message: format!(
+                    "environment variable {name} is not set (referenced as ${{{name}}})"
+                ),
+            })?;
+            out.push_str(&rest[..start]);
+            out.push_str(&value);
+            rest = &rest[start + end + 1..];
+        }
+        out.push_str(rest);
     }
-    out.push_str(rest);
     Ok(out)
 }
 
@@ -503,7 +569,10 @@ timeout = "5m"
         let conn = config.connection("prod-db").unwrap();
         assert!(conn.policy.enabled);
         assert_eq!(conn.policy.approval_groups, ["dba-team", "security"]);
-        assert_eq!(conn.policy.require_approval_for, RequireApprovalFor::Groups(vec!["dba-team".into()]));
+        assert_eq!(
+            conn.policy.require_approval_for,
+            RequireApprovalFor::Groups(vec!["dba-team".into()])
+        );
         assert_eq!(conn.policy.timeout, Duration::from_secs(300));
         assert_eq!(conn.agent, None);
         assert_eq!(config.server.public_url, "http://127.0.0.1:8009");
@@ -543,7 +612,10 @@ timeout = "5m"
         ];
         for (extra, expected) in cases {
             let err = parse(extra).unwrap_err().to_string();
-            assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
         }
     }
 
@@ -557,7 +629,11 @@ timeout = "5m"
         )
         .unwrap();
         assert_eq!(config.server.database_url, "postgres://db.internal/hoop");
-        let err = Config::parse("[server]\n\ndatabase_url = \"${HOOP_TEST_UNSET_VAR}\"\n", "hoop.toml").unwrap_err();
+        let err = Config::parse(
+            "[server]\n\ndatabase_url = \"${HOOP_TEST_UNSET_VAR}\"\n",
+            "hoop.toml",
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "hoop.toml:3: environment variable HOOP_TEST_UNSET_VAR is not set (referenced as ${HOOP_TEST_UNSET_VAR})"

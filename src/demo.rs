@@ -65,9 +65,17 @@ pub async fn announce(hoop: &Hoop) -> anyhow::Result<()> {
             hoop.clock.now(),
         )
         .await?;
-        let var = user.email.split('@').next().unwrap_or("user").to_uppercase();
+        let var = user
+            .email
+            .split('@')
+            .next()
+            .unwrap_or("user")
+            .to_uppercase();
         let groups = user.groups.iter().cloned().collect::<Vec<_>>().join(", ");
-        lines.push(format!("  export {var}={token}   # {} [{groups}]", user.email));
+        lines.push(format!(
+            "  export {var}={token}   # {} [{groups}]",
+            user.email
+        ));
     }
     lines.extend([
         String::new(),

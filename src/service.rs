@@ -17,7 +17,8 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::store::{
-    AuditEntry, Change, Claim, GroupDecision, ListFilter, NewRequest, OutboxEntry, Store, StoreError,
+    AuditEntry, Change, Claim, GroupDecision, ListFilter, NewRequest, OutboxEntry, Store,
+    StoreError,
 };
 
 /// How long an agent's claim on a job holds without a heartbeat.
@@ -77,12 +78,22 @@ impl Hoop {
     }
 
     #[tracing::instrument(skip_all, fields(requester = %requester.email, connection = %input.connection), err(level = "info"))]
-    pub async fn submit(&self, requester: &Identity, input: Submission, channel: &str) -> Result<AccessRequest> {
+    pub async fn submit(
+        &self,
+        requester: &Identity,
+        input: Submission,
+        channel: &str,
+    ) -> Result<AccessRequest> {
         let connection = self.config.connection(&input.connection).ok_or_else(|| {
             Error::NotFound(format!(
                 "connection {:?} not found; known connections: {}",
                 input.connection,
-                self.config.connections.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.config
+                    .connections
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         self.check_command(&input.command)?;
@@ -99,7 +110,8 @@ impl Hoop {
         let now = self.clock.now();
         let admission = domain::admit(&connection.policy, requester);
         let sha256 = domain::command_sha256(&input.command);
-        let timeout_ms = i64::try_from(connection.policy.timeout.as_millis()).unwrap_or(i64::MAX / 2);
+        let timeout_ms =
+            i64::try_from(connection.policy.timeout.as_millis()).unwrap_or(i64::MAX / 2);
         let mut new = NewRequest {
             id: uuid::Uuid::now_v7().to_string(),
             connection: connection.name.clone(),
@@ -163,7 +175,9 @@ impl Hoop {
             return Err(Error::InvalidInput("the command is empty".into()));
         }
         if command.contains('\0') {
-            return Err(Error::InvalidInput("the command contains a NUL byte".into()));
+            return Err(Error::InvalidInput(
+                "the command contains a NUL byte".into(),
+            ));
         }
         Ok(())
     }
@@ -192,11 +206,19 @@ impl Hoop {
 
     /// Approves, rejects or cancels request `id` on behalf of `actor`.
     #[tracing::instrument(skip_all, fields(request_id = %id, actor = %actor.email), err(level = "info"))]
-    pub async fn decide(&self, actor: &Identity, id: &str, decision: Decision, channel: &str) -> Result<AccessRequest> {
+    pub async fn decide(
+        &self,
+        actor: &Identity,
+        id: &str,
+        decision: Decision,
+        channel: &str,
+    ) -> Result<AccessRequest> {
         if let Decision::Reject { reason } = &decision
             && reason.len() > MAX_REASON_BYTES
         {
-            return Err(Error::InvalidInput(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
+            return Err(Error::InvalidInput(format!(
+                "reason is longer than {MAX_REASON_BYTES} bytes"
+            )));
         }
         for _ in 0..MAX_ATTEMPTS {
             let request = self.fetch(id).await?;
@@ -221,7 +243,9 @@ impl Hoop {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Internal(anyhow::anyhow!("request {id} kept changing; gave up deciding")))
+        Err(Error::Internal(anyhow::anyhow!(
+            "request {id} kept changing; gave up deciding"
+        )))
     }
 
     /// Moves a pending, overdue request to `expired`. Losing the race (to a decision made in time or
@@ -237,7 +261,9 @@ impl Hoop {
             channel: "system".into(),
             detail: json!({ "expires_at": request.expires_at }),
         });
-        change.outbox.push(event(&request.id, "expired", Status::Expired, now));
+        change
+            .outbox
+            .push(event(&request.id, "expired", Status::Expired, now));
         match self.store.apply(&change).await {
             Ok(()) => {
                 tracing::info!(request_id = %request.id, "request expired");
@@ -272,7 +298,9 @@ impl Hoop {
                 channel: "system".into(),
                 detail: json!({ "error": "agent lost; outcome unknown", "agent": job.claimed_by }),
             });
-            change.outbox.push(event(&job.id, "failed", Status::Failed, now));
+            change
+                .outbox
+                .push(event(&job.id, "failed", Status::Failed, now));
             match self.store.apply(&change).await {
                 Ok(()) => {
                     tracing::warn!(request_id = %job.id, agent = ?job.claimed_by, "agent lost; job failed with outcome unknown");
@@ -315,7 +343,12 @@ impl Hoop {
     }
 
     /// Hands agent `agent` the oldest approved job of `connections`, waiting up to `timeout`.
-    pub async fn claim(&self, agent: &str, connections: &[String], timeout: Duration) -> Result<Option<AccessRequest>> {
+    pub async fn claim(
+        &self,
+        agent: &str,
+        connections: &[String],
+        timeout: Duration,
+    ) -> Result<Option<AccessRequest>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changes.jobs().notified();
@@ -360,16 +393,29 @@ impl Hoop {
     }
 
     /// Records the outcome of a job `agent` ran: `executed`, or `failed` when `result.error` is set.
-    pub async fn report(&self, agent: &str, id: &str, mut result: ExecutionResult) -> Result<AccessRequest> {
+    pub async fn report(
+        &self,
+        agent: &str,
+        id: &str,
+        mut result: ExecutionResult,
+    ) -> Result<AccessRequest> {
         result.agent = Some(agent.to_string());
         for _ in 0..MAX_ATTEMPTS {
             let job = self.running_job(agent, id).await?;
             let now = self.clock.now();
-            let status = if result.error.is_some() { Status::Failed } else { Status::Executed };
+            let status = if result.error.is_some() {
+                Status::Failed
+            } else {
+                Status::Executed
+            };
             let mut change = Change::to(&job, now);
             change.status = Some(status);
             change.audit.push(AuditEntry {
-                kind: if status == Status::Failed { "failed" } else { "executed" },
+                kind: if status == Status::Failed {
+                    "failed"
+                } else {
+                    "executed"
+                },
                 actor: agent.to_string(),
                 channel: "agent".into(),
                 detail: json!({
@@ -405,17 +451,28 @@ impl Hoop {
     async fn running_job(&self, agent: &str, id: &str) -> Result<AccessRequest> {
         let job = self.fetch(id).await?;
         if job.claimed_by.as_deref() != Some(agent) {
-            return Err(Error::Forbidden(format!("job {id} is not claimed by agent {agent}")));
+            return Err(Error::Forbidden(format!(
+                "job {id} is not claimed by agent {agent}"
+            )));
         }
         if job.status != Status::Running {
-            return Err(Error::AlreadyDecided(format!("job {id} is {}, not running", job.status)));
+            return Err(Error::AlreadyDecided(format!(
+                "job {id} is {}, not running",
+                job.status
+            )));
         }
         Ok(job)
     }
 }
 
 /// The change a permitted decision makes, with its audit events and outbox entries.
-fn decision_change(request: &AccessRequest, actor: &Identity, outcome: Outcome, channel: &str, now: Millis) -> Change {
+fn decision_change(
+    request: &AccessRequest,
+    actor: &Identity,
+    outcome: Outcome,
+    channel: &str,
+    now: Millis,
+) -> Change {
     let mut change = Change::to(request, now);
     let audit = |kind: &'static str, detail| AuditEntry {
         kind,
@@ -425,7 +482,9 @@ fn decision_change(request: &AccessRequest, actor: &Identity, outcome: Outcome, 
     };
     match outcome {
         Outcome::GroupApproved { group, completes } => {
-            change.audit.push(audit("group_approved", json!({ "group": group })));
+            change
+                .audit
+                .push(audit("group_approved", json!({ "group": group })));
             change.group_approval = Some(GroupDecision {
                 group,
                 by: actor.email.clone(),
@@ -440,13 +499,19 @@ fn decision_change(request: &AccessRequest, actor: &Identity, outcome: Outcome, 
                     channel: "system".into(),
                     detail: json!({ "reason": "every approval group approved" }),
                 });
-                change.outbox.push(event(&request.id, "approved", Status::Approved, now));
+                change
+                    .outbox
+                    .push(event(&request.id, "approved", Status::Approved, now));
             } else {
-                change.outbox.push(event(&request.id, "group_approved", Status::Pending, now));
+                change
+                    .outbox
+                    .push(event(&request.id, "group_approved", Status::Pending, now));
             }
         }
         Outcome::Rejected { reason } => {
-            change.audit.push(audit("rejected", json!({ "reason": reason })));
+            change
+                .audit
+                .push(audit("rejected", json!({ "reason": reason })));
             change.status = Some(Status::Rejected);
             change.decided_at = Some(now);
             change.rejection = Some(Rejection {
@@ -455,13 +520,17 @@ fn decision_change(request: &AccessRequest, actor: &Identity, outcome: Outcome, 
                 at: now,
                 via: channel.to_string(),
             });
-            change.outbox.push(event(&request.id, "rejected", Status::Rejected, now));
+            change
+                .outbox
+                .push(event(&request.id, "rejected", Status::Rejected, now));
         }
         Outcome::Cancelled => {
             change.audit.push(audit("cancelled", json!({})));
             change.status = Some(Status::Cancelled);
             change.decided_at = Some(now);
-            change.outbox.push(event(&request.id, "cancelled", Status::Cancelled, now));
+            change
+                .outbox
+                .push(event(&request.id, "cancelled", Status::Cancelled, now));
         }
     }
     change

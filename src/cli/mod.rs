@@ -78,9 +78,11 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(c) => server::serve(c.config).await,
             Command::Migrate(c) => server::migrate(c.config).await,
-            Command::Token(TokenCommand::Create { email, agent, config }) => {
-                server::create_token(config.config, email, agent).await
-            }
+            Command::Token(TokenCommand::Create {
+                email,
+                agent,
+                config,
+            }) => server::create_token(config.config, email, agent).await,
             Command::Audit(AuditCommand::Verify(c)) => server::verify_audit(c.config).await,
             Command::Audit(AuditCommand::Export(c)) => server::export_audit(c.config).await,
         }

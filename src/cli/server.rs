@@ -21,7 +21,10 @@ fn load(path: Option<PathBuf>) -> anyhow::Result<(Config, bool)> {
 
 async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     let store = store::connect(&config.server.database_url, ChangeHub::new()).await?;
-    store.migrate().await.context("cannot run database migrations")?;
+    store
+        .migrate()
+        .await
+        .context("cannot run database migrations")?;
     Ok(store)
 }
 
@@ -42,18 +45,25 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 pub async fn migrate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (config, _) = load(path)?;
     open_store(&config).await?;
-    println!("migrations applied to {}", crate::app::redact(&config.server.database_url));
+    println!(
+        "migrations applied to {}",
+        crate::app::redact(&config.server.database_url)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn create_token(path: Option<PathBuf>, email: Option<String>, agent: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn create_token(
+    path: Option<PathBuf>,
+    email: Option<String>,
+    agent: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let (config, _) = load(path)?;
     let subject = match (email, agent) {
         (_, Some(agent)) => TokenSubject::Agent(agent),
         (Some(email), None) => {
-            let user = config
-                .user(&email)
-                .with_context(|| format!("{email} is not a user in the config; add it under [[users]] first"))?;
+            let user = config.user(&email).with_context(|| {
+                format!("{email} is not a user in the config; add it under [[users]] first")
+            })?;
             TokenSubject::User(user.email.clone())
         }
         (None, None) => anyhow::bail!("give an EMAIL or --agent NAME"),
@@ -72,7 +82,11 @@ pub async fn verify_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (seq, hash) = store.audit_head().await?;
     match crate::audit::verify(&events, seq, &hash) {
         Ok(()) => {
-            println!("audit trail intact: {} events, chain head {}", events.len(), short(&hash));
+            println!(
+                "audit trail intact: {} events, chain head {}",
+                events.len(),
+                short(&hash)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

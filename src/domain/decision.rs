@@ -4,8 +4,12 @@ use super::{AccessRequest, GroupStatus, Identity, Millis, Status};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Approve for `group`, or for the first pending group the approver belongs to.
-    Approve { group: Option<String> },
-    Reject { reason: String },
+    Approve {
+        group: Option<String>,
+    },
+    Reject {
+        reason: String,
+    },
     /// The requester (or an admin) withdraws the request.
     Cancel,
 }
@@ -14,8 +18,13 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// `group` is satisfied; `completes` when it was the last pending group.
-    GroupApproved { group: String, completes: bool },
-    Rejected { reason: String },
+    GroupApproved {
+        group: String,
+        completes: bool,
+    },
+    Rejected {
+        reason: String,
+    },
     Cancelled,
 }
 
@@ -32,7 +41,9 @@ pub enum DecisionError {
     SelfApproval,
     #[error("{0}")]
     NotInGroup(String),
-    #[error("you already approved this request for group {0}; another person must approve the rest")]
+    #[error(
+        "you already approved this request for group {0}; another person must approve the rest"
+    )]
     AlreadyApprovedByYou(String),
     #[error("only the requester or an admin can cancel a request")]
     NotRequester,
@@ -140,11 +151,19 @@ fn approve(
     })
 }
 
-fn reject(request: &AccessRequest, actor: &Identity, reason: &str) -> Result<Outcome, DecisionError> {
+fn reject(
+    request: &AccessRequest,
+    actor: &Identity,
+    reason: &str,
+) -> Result<Outcome, DecisionError> {
     if actor.email == request.requester {
         return Err(DecisionError::SelfApproval);
     }
-    let eligible = actor.is_admin || request.approval_groups.iter().any(|g| actor.in_group(&g.group));
+    let eligible = actor.is_admin
+        || request
+            .approval_groups
+            .iter()
+            .any(|g| actor.in_group(&g.group));
     if !eligible {
         return Err(DecisionError::NotInGroup(format!(
             "only members of the approval groups ({}) can reject this request",
@@ -213,7 +232,10 @@ mod tests {
             expires_at: NOW + 100,
             decided_at: None,
             version: 1,
-            approval_groups: vec![group("dba-team", by("dba-team")), group("security", by("security"))],
+            approval_groups: vec![
+                group("dba-team", by("dba-team")),
+                group("security", by("security")),
+            ],
             rejection: None,
             result: None,
             claimed_by: None,
@@ -225,6 +247,15 @@ mod tests {
             group: g.map(Into::into),
         }
     }
+
+    /// Name, request, actor, decision, expected outcome.
+    type Case<'a> = (
+        &'a str,
+        AccessRequest,
+        &'a Identity,
+        Decision,
+        Result<Outcome, DecisionError>,
+    );
 
     #[test]
     fn decision_table() {
@@ -244,7 +275,7 @@ mod tests {
         };
 
         #[rustfmt::skip]
-        let cases: Vec<(&str, AccessRequest, &Identity, Decision, Result<Outcome, DecisionError>)> = vec![
+        let cases: Vec<Case> = vec![
             ("member approves their group", request(&[]), &bob, approve(Some("dba-team")), group_approved("dba-team", false)),
             ("group is picked when omitted", request(&[]), &sam, approve(None), group_approved("security", false)),
             ("last group completes", request(&[("dba-team", "bob@x")]), &sam, approve(None), group_approved("security", true)),
@@ -284,18 +315,33 @@ mod tests {
     fn decisions_after_expiry_fail_even_before_the_sweeper() {
         let bob = user("bob@x", &["dba-team"]);
         let req = request(&[]);
-        for decision in [approve(None), Decision::Reject { reason: "x".into() }, Decision::Cancel] {
-            assert_eq!(decide(&req, &bob, &decision, req.expires_at), Err(DecisionError::Expired));
+        for decision in [
+            approve(None),
+            Decision::Reject { reason: "x".into() },
+            Decision::Cancel,
+        ] {
+            assert_eq!(
+                decide(&req, &bob, &decision, req.expires_at),
+                Err(DecisionError::Expired)
+            );
         }
         let mut swept = request(&[]);
         swept.status = Status::Expired;
-        assert_eq!(decide(&swept, &bob, &approve(None), NOW), Err(DecisionError::Expired));
+        assert_eq!(
+            decide(&swept, &bob, &approve(None), NOW),
+            Err(DecisionError::Expired)
+        );
     }
 
     #[test]
     fn decided_requests_refuse_everything() {
         let sam = user("sam@x", &["security"]);
-        for status in [Status::Approved, Status::Rejected, Status::Cancelled, Status::Executed] {
+        for status in [
+            Status::Approved,
+            Status::Rejected,
+            Status::Cancelled,
+            Status::Executed,
+        ] {
             let mut req = request(&[]);
             req.status = status;
             assert_eq!(

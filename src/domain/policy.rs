@@ -138,8 +138,18 @@ mod tests {
             ..policy()
         };
         let cases: Vec<(&str, Policy, Identity, Admission)> = vec![
-            ("everyone is held", policy(), user("a@x", &["engineering"]), held.clone()),
-            ("approvers are held too", policy(), user("b@x", &["dba-team"]), held.clone()),
+            (
+                "everyone is held",
+                policy(),
+                user("a@x", &["engineering"]),
+                held.clone(),
+            ),
+            (
+                "approvers are held too",
+                policy(),
+                user("b@x", &["dba-team"]),
+                held.clone(),
+            ),
             (
                 "disabled runs at once",
                 disabled,

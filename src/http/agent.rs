@@ -67,15 +67,23 @@ async fn claim(
     };
     let timeout = body.timeout_s.unwrap_or(DEFAULT_CLAIM_WAIT);
     if timeout > MAX_CLAIM_WAIT {
-        return Err(Error::InvalidInput(format!("timeout_s must be at most {MAX_CLAIM_WAIT}")));
+        return Err(Error::InvalidInput(format!(
+            "timeout_s must be at most {MAX_CLAIM_WAIT}"
+        )));
     }
-    let job = hoop.claim(&agent, &connections, Duration::from_secs(timeout)).await?;
+    let job = hoop
+        .claim(&agent, &connections, Duration::from_secs(timeout))
+        .await?;
     Ok(Json(JobReply {
         job: job.map(|j| AccessRequestView::new(j, &hoop.config.server.public_url)),
     }))
 }
 
-async fn heartbeat(State(hoop): State<Hoop>, Agent(agent): Agent, Path(id): Path<String>) -> Result<Json<JobReply>> {
+async fn heartbeat(
+    State(hoop): State<Hoop>,
+    Agent(agent): Agent,
+    Path(id): Path<String>,
+) -> Result<Json<JobReply>> {
     let job = hoop.heartbeat(&agent, &id).await?;
     Ok(Json(JobReply {
         job: Some(AccessRequestView::new(job, &hoop.config.server.public_url)),

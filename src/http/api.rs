@@ -68,7 +68,11 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list(State(hoop): State<Hoop>, User(_): User, Params(query): Params<ListQuery>) -> Result<Json<Page>> {
+async fn list(
+    State(hoop): State<Hoop>,
+    User(_): User,
+    Params(query): Params<ListQuery>,
+) -> Result<Json<Page>> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -80,7 +84,9 @@ async fn list(State(hoop): State<Hoop>, User(_): User, Params(query): Params<Lis
     };
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::InvalidInput(format!("limit must be between 1 and {MAX_PAGE}")));
+        return Err(Error::InvalidInput(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
     }
     let filter = ListFilter {
         status,
@@ -103,7 +109,11 @@ async fn list(State(hoop): State<Hoop>, User(_): User, Params(query): Params<Lis
     }))
 }
 
-async fn show(State(hoop): State<Hoop>, User(_): User, Path(id): Path<String>) -> Result<Json<AccessRequestView>> {
+async fn show(
+    State(hoop): State<Hoop>,
+    User(_): User,
+    Path(id): Path<String>,
+) -> Result<Json<AccessRequestView>> {
     Ok(Json(view(&hoop, hoop.get(&id).await?)))
 }
 
@@ -123,9 +133,13 @@ async fn wait(
 ) -> Result<Json<AccessRequestView>> {
     let timeout = query.timeout_s.unwrap_or(DEFAULT_WAIT);
     if timeout > MAX_WAIT {
-        return Err(Error::InvalidInput(format!("timeout_s must be at most {MAX_WAIT}")));
+        return Err(Error::InvalidInput(format!(
+            "timeout_s must be at most {MAX_WAIT}"
+        )));
     }
-    let request = hoop.wait(&id, query.version, Duration::from_secs(timeout)).await?;
+    let request = hoop
+        .wait(&id, query.version, Duration::from_secs(timeout))
+        .await?;
     Ok(Json(view(&hoop, request)))
 }
 
@@ -144,7 +158,10 @@ async fn approve(
     let decision = Decision::Approve {
         group: body.group.filter(|g| !g.is_empty()),
     };
-    Ok(Json(view(&hoop, hoop.decide(&user, &id, decision, CHANNEL).await?)))
+    Ok(Json(view(
+        &hoop,
+        hoop.decide(&user, &id, decision, CHANNEL).await?,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -159,15 +176,31 @@ async fn reject(
     Path(id): Path<String>,
     Body(body): Body<RejectBody>,
 ) -> Result<Json<AccessRequestView>> {
-    let decision = Decision::Reject { reason: body.reason };
-    Ok(Json(view(&hoop, hoop.decide(&user, &id, decision, CHANNEL).await?)))
+    let decision = Decision::Reject {
+        reason: body.reason,
+    };
+    Ok(Json(view(
+        &hoop,
+        hoop.decide(&user, &id, decision, CHANNEL).await?,
+    )))
 }
 
-async fn cancel(State(hoop): State<Hoop>, User(user): User, Path(id): Path<String>) -> Result<Json<AccessRequestView>> {
-    Ok(Json(view(&hoop, hoop.decide(&user, &id, Decision::Cancel, CHANNEL).await?)))
+async fn cancel(
+    State(hoop): State<Hoop>,
+    User(user): User,
+    Path(id): Path<String>,
+) -> Result<Json<AccessRequestView>> {
+    Ok(Json(view(
+        &hoop,
+        hoop.decide(&user, &id, Decision::Cancel, CHANNEL).await?,
+    )))
 }
 
-async fn audit(State(hoop): State<Hoop>, User(_): User, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn audit(
+    State(hoop): State<Hoop>,
+    User(_): User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
     // 404 for unknown requests rather than an empty list.
     hoop.get(&id).await?;
     let events: Vec<AuditEventView> = hoop

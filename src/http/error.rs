@@ -10,9 +10,13 @@ impl Error {
         match self {
             Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) | Error::NotInGroup(_) | Error::SelfApproval => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::NotInGroup(_) | Error::SelfApproval => {
+                StatusCode::FORBIDDEN
+            }
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::AlreadyDecided(_) | Error::Expired(_) | Error::AlreadyApprovedByYou(_) => StatusCode::CONFLICT,
+            Error::AlreadyDecided(_) | Error::Expired(_) | Error::AlreadyApprovedByYou(_) => {
+                StatusCode::CONFLICT
+            }
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

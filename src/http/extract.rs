@@ -1,8 +1,8 @@
 //! Extractors whose every rejection is our JSON error, so bad input never gets a bare text reply.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
@@ -80,7 +80,9 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Hoop> for Params<T> {
     async fn from_request_parts(parts: &mut Parts, state: &Hoop) -> Result<Self, Error> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(Params(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(Error::InvalidInput(e.body_text())),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(Error::InvalidInput(e.body_text()))
+            }
             Err(other) => Err(Error::InvalidInput(other.body_text())),
         }
     }
@@ -93,17 +95,18 @@ pub struct User(pub Identity);
 pub struct Agent(pub String);
 
 async fn token_subject(parts: &Parts, hoop: &Hoop) -> Result<TokenSubject, Error> {
-    let header = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| Error::Unauthenticated("missing Authorization: Bearer <token> header".into()))?;
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        Error::Unauthenticated("missing Authorization: Bearer <token> header".into())
+    })?;
     let token = header
         .to_str()
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
+        .ok_or_else(|| {
+            Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
+        })?;
     hoop.store
         .find_token(&crate::token::digest(token))
         .await?
@@ -118,7 +121,9 @@ impl FromRequestParts<Hoop> for User {
             TokenSubject::User(email) => hoop.identity(&email).map(User).ok_or_else(|| {
                 Error::Forbidden(format!("user {email} is no longer in the configuration"))
             }),
-            TokenSubject::Agent(_) => Err(Error::Forbidden("agent tokens can only use the agent protocol".into())),
+            TokenSubject::Agent(_) => Err(Error::Forbidden(
+                "agent tokens can only use the agent protocol".into(),
+            )),
         }
     }
 }
@@ -129,7 +134,9 @@ impl FromRequestParts<Hoop> for Agent {
     async fn from_request_parts(parts: &mut Parts, hoop: &Hoop) -> Result<Self, Error> {
         match token_subject(parts, hoop).await? {
             TokenSubject::Agent(name) => Ok(Agent(name)),
-            TokenSubject::User(_) => Err(Error::Forbidden("this endpoint is for agents; use an agent token".into())),
+            TokenSubject::User(_) => Err(Error::Forbidden(
+                "this endpoint is for agents; use an agent token".into(),
+            )),
         }
     }
 }

@@ -38,7 +38,10 @@ async fn ready(State(hoop): State<Hoop>) -> Result<&'static str, (StatusCode, St
         Ok(()) => Ok("ready"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err((StatusCode::SERVICE_UNAVAILABLE, "database unreachable".into()))
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unreachable".into(),
+            ))
         }
     }
 }

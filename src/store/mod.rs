@@ -185,19 +185,27 @@ pub trait Store: Send + Sync + 'static {
 
     async fn outbox(&self) -> StoreResult<Vec<OutboxRow>>;
 
-    async fn insert_token(&self, sha256: &str, subject: &TokenSubject, now: Millis) -> StoreResult<()>;
+    async fn insert_token(
+        &self,
+        sha256: &str,
+        subject: &TokenSubject,
+        now: Millis,
+    ) -> StoreResult<()>;
     async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>>;
 }
 
 /// Opens the store named by `database_url` (`sqlite://…` or `postgres://…`).
-pub async fn connect(database_url: &str, changes: Arc<ChangeHub>) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn connect(
+    database_url: &str,
+    changes: Arc<ChangeHub>,
+) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(database_url, changes).await?))
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresStore::connect(database_url, changes).await?))
+        Ok(Arc::new(
+            PostgresStore::connect(database_url, changes).await?,
+        ))
     } else {
-        anyhow::bail!(
-            "database_url {database_url:?} must start with sqlite:// or postgres://"
-        )
+        anyhow::bail!("database_url {database_url:?} must start with sqlite:// or postgres://")
     }
 }

@@ -1,1 +1,7 @@
+//! One integration-test binary: a real server on a random port, on SQLite and on Postgres.
 
+mod helpers;
+
+mod audit_trail;
+mod bad_input;
+mod flow;

@@ -1,0 +1,322 @@
+//! Every 4xx of the API: the right status and code, a JSON error body, and nothing changed.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Backend, MAX_COMMAND_BYTES, Reply, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(bad_requests_get_clean_errors_and_change_nothing);
+
+/// Runs `call` and checks its status, error code, and that no request, audit event or outbox entry
+/// changed.
+async fn refused(
+    app: &TestApp,
+    expected: (StatusCode, &str),
+    reply: Reply,
+    before: &impl PartialEq<Snapshot>,
+) {
+    assert_eq!((reply.status, reply.code()), expected, "{:?}", reply.body);
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    let after = app.snapshot().await;
+    assert!(
+        before == &after,
+        "a refused call changed state: {expected:?}"
+    );
+}
+
+type Snapshot = (Vec<hoopbot::domain::AccessRequest>, (i64, String), usize);
+
+async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app.held("SELECT 1").await;
+    app.approve("bob@x.com", &id, None).await;
+    let closed = app.held("SELECT 2").await;
+    app.reject("sam@x.com", &closed, "no").await;
+    let before = app.snapshot().await;
+    let exec = app.url("/api/v1/exec");
+    let alice = app.token("alice@x.com").to_string();
+
+    // 400 invalid_input
+    let bad = (StatusCode::BAD_REQUEST, "invalid_input");
+    let raw = |body: &'static str| {
+        app.client
+            .post(&exec)
+            .bearer_auth(&alice)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    refused(
+        &app,
+        bad,
+        app.send(raw("{\"connection\": \"prod-db\", \"command\": "))
+            .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        bad,
+        app.send(raw(
+            "{\"connection\": \"prod-db\", \"command\": \"x\", \"sudo\": true}",
+        ))
+        .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        bad,
+        app.send(raw("{\"connection\": \"prod-db\"}")).await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        bad,
+        app.send(raw("{\"connection\": \"prod-db\", \"command\": 42}"))
+            .await,
+        &before,
+    )
+    .await;
+    refused(&app, bad, app.send(raw("")).await, &before).await;
+    refused(
+        &app,
+        bad,
+        app.submit("alice@x.com", "prod-db", "   ").await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        bad,
+        app.submit("alice@x.com", "prod-db", "SELECT 1\0; DROP TABLE x")
+            .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        bad,
+        app.get("bob@x.com", "/api/v1/access-requests?status=done")
+            .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        bad,
+        app.get("bob@x.com", "/api/v1/access-requests?limit=0")
+            .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        bad,
+        app.get("bob@x.com", "/api/v1/access-requests?colour=red")
+            .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        bad,
+        app.get(
+            "bob@x.com",
+            &format!("/api/v1/access-requests/{id}/wait?timeout_s=9999"),
+        )
+        .await,
+        &before,
+    )
+    .await;
+    refused(&app, bad, app.reject("sam@x.com", &id, "  ").await, &before).await;
+    refused(
+        &app,
+        bad,
+        app.post(
+            "sam@x.com",
+            &format!("/api/v1/access-requests/{id}/approve"),
+            Some(json!({"group": 1})),
+        )
+        .await,
+        &before,
+    )
+    .await;
+
+    // 401 unauthenticated
+    let unauth = (StatusCode::UNAUTHORIZED, "unauthenticated");
+    refused(
+        &app,
+        unauth,
+        app.send(
+            app.client
+                .post(&exec)
+                .json(&json!({"connection": "prod-db", "command": "x"})),
+        )
+        .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        unauth,
+        app.send(
+            app.client
+                .post(&exec)
+                .bearer_auth("hoop_nope")
+                .json(&json!({"connection": "prod-db", "command": "x"})),
+        )
+        .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        unauth,
+        app.send(
+            app.client
+                .get(app.url(&format!("/api/v1/access-requests/{id}")))
+                .header("authorization", "Basic abc"),
+        )
+        .await,
+        &before,
+    )
+    .await;
+
+    // 403
+    refused(
+        &app,
+        (StatusCode::FORBIDDEN, "not_in_group"),
+        app.approve("eve@x.com", &id, None).await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        (StatusCode::FORBIDDEN, "not_in_group"),
+        app.approve("dora@x.com", &id, Some("security")).await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        (StatusCode::FORBIDDEN, "self_approval"),
+        app.approve("alice@x.com", &id, None).await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        (StatusCode::FORBIDDEN, "forbidden"),
+        app.cancel("sam@x.com", &id).await,
+        &before,
+    )
+    .await;
+
+    // 404
+    let missing = (StatusCode::NOT_FOUND, "not_found");
+    refused(
+        &app,
+        missing,
+        app.get("bob@x.com", "/api/v1/access-requests/no-such-id")
+            .await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        missing,
+        app.approve("bob@x.com", "no-such-id", None).await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        missing,
+        app.submit("alice@x.com", "nope-db", "SELECT 1").await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        missing,
+        app.get("bob@x.com", "/api/v1/nothing-here").await,
+        &before,
+    )
+    .await;
+
+    // 409
+    refused(
+        &app,
+        (StatusCode::CONFLICT, "already_approved_by_you"),
+        app.approve("bob@x.com", &id, Some("dba-team")).await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        (StatusCode::CONFLICT, "already_decided"),
+        app.approve("dora@x.com", &id, Some("dba-team")).await,
+        &before,
+    )
+    .await;
+    refused(
+        &app,
+        (StatusCode::CONFLICT, "already_decided"),
+        app.approve("bob@x.com", &closed, None).await,
+        &before,
+    )
+    .await;
+
+    // 413 too_large: over the command limit, and over the body limit
+    let too_large = (StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    let big = "x".repeat(MAX_COMMAND_BYTES + 1);
+    refused(
+        &app,
+        too_large,
+        app.submit("alice@x.com", "prod-db", &big).await,
+        &before,
+    )
+    .await;
+    let huge = "y".repeat(MAX_COMMAND_BYTES * 4);
+    refused(
+        &app,
+        too_large,
+        app.submit("alice@x.com", "prod-db", &huge).await,
+        &before,
+    )
+    .await;
+
+    // 415 wrong content type
+    let form = app
+        .client
+        .post(&exec)
+        .bearer_auth(&alice)
+        .header("content-type", "text/plain")
+        .body("SELECT 1");
+    refused(
+        &app,
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        app.send(form).await,
+        &before,
+    )
+    .await;
+
+    // 409 expired last, since it moves the request on.
+    app.advance(std::time::Duration::from_secs(3600));
+    let late = app.approve("sam@x.com", &id, None).await;
+    assert_eq!(
+        (late.status, late.code()),
+        (StatusCode::CONFLICT, "expired")
+    );
+    assert_eq!(
+        app.request(&id).await["approval_groups"][1]["status"],
+        "pending",
+        "the late approval was not recorded"
+    );
+}

@@ -1,0 +1,385 @@
+//! A real hoopbot server on a random port, on SQLite or Postgres, with one database per test.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use hoopbot::app::App;
+use hoopbot::config::Config;
+use hoopbot::service::{Clock, Hoop};
+use hoopbot::store::TokenSubject;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const POSTGRES_ENV: &str = "HOOP_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one test per backend from an `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::helpers::postgres_url().is_none() {
+                    eprintln!("skipping: {} not set", $crate::helpers::POSTGRES_ENV);
+                    return;
+                }
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+pub fn postgres_url() -> Option<String> {
+    std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty())
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A database of its own for one test, dropped with it.
+pub struct TestDb {
+    pub url: String,
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("hoop.db").display());
+                TestDb {
+                    url,
+                    postgres: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_url().expect("postgres url");
+                let name = format!("hoop_test_{}", random_suffix());
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to postgres");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let url = replace_database(&admin, &name);
+                TestDb {
+                    url,
+                    postgres: Some((admin, name)),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+pub fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    format!("{host_part}/{name}{query}")
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.postgres.take() {
+            // Drop runs outside async context; a fresh runtime on a thread of its own does the cleanup.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "drop database if exists {name} with (force)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub const USERS: &[(&str, &[&str])] = &[
+    ("alice@x.com", &["engineering"]),
+    ("bob@x.com", &["dba-team"]),
+    ("dora@x.com", &["dba-team"]),
+    ("sam@x.com", &["security"]),
+    ("eve@x.com", &["engineering", "sre"]),
+    ("root@x.com", &["admin"]),
+];
+
+/// Commands above this many bytes are refused in tests (kept small to test 413 cheaply).
+pub const MAX_COMMAND_BYTES: usize = 4096;
+
+pub fn test_config(database_url: &str) -> Config {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://hoop.test\"\ndatabase_url = \"{database_url}\"\nmax_command_bytes = {MAX_COMMAND_BYTES}\n"
+    );
+    for (email, groups) in USERS {
+        text.push_str(&format!(
+            "[[users]]\nemail = \"{email}\"\ngroups = {groups:?}\n"
+        ));
+    }
+    text.push_str(
+        r#"
+[[connections]]
+name = "prod-db"
+type = "postgres"
+[connections.access_requests]
+approval_groups = ["dba-team", "security"]
+exempt_groups = ["sre"]
+timeout = "30m"
+
+[[connections]]
+name = "scratch-db"
+type = "postgres"
+"#,
+    );
+    Config::parse(&text, "test config").expect("valid test config")
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub hoop: Hoop,
+    pub db: TestDb,
+    pub now: Arc<AtomicI64>,
+    pub tokens: HashMap<&'static str, String>,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// A response: status and JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        hoopbot::install_crypto_provider();
+        let db = TestDb::new(backend).await;
+        let now = Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_millis()));
+        let (hoop, server) = start(&db.url, now.clone()).await;
+        let mut app = TestApp {
+            addr: server.local_addr(),
+            hoop,
+            db,
+            now,
+            tokens: HashMap::new(),
+            client: reqwest::Client::new(),
+            stop: None,
+            server: None,
+        };
+        app.launch(server);
+        for (email, _) in USERS {
+            let token = hoopbot::token::create(
+                app.hoop.store.as_ref(),
+                &TokenSubject::User(email.to_string()),
+                app.hoop.clock.now(),
+            )
+            .await
+            .unwrap();
+            app.tokens.insert(email, token);
+        }
+        app
+    }
+
+    /// Stops the server (if running) and starts a new one on the same database.
+    pub async fn stop_and_start(&mut self) {
+        self.stop().await;
+        let (_, app) = start(&self.db.url, self.now.clone()).await;
+        self.launch(app);
+    }
+
+    fn launch(&mut self, app: App) {
+        self.addr = app.local_addr();
+        let hoop = app.hoop.clone();
+        self.hoop = hoop;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        self.stop = Some(stop_tx);
+        self.server = Some(tokio::spawn(async move {
+            app.run(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+        }));
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        self.now.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn token(&self, email: &str) -> &str {
+        &self.tokens[email]
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("JSON body, got {status} {text:?}"));
+        Reply { status, body }
+    }
+
+    pub async fn post(&self, who: &str, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(self.token(who));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    pub async fn get(&self, who: &str, path: &str) -> Reply {
+        self.send(self.client.get(self.url(path)).bearer_auth(self.token(who)))
+            .await
+    }
+
+    pub async fn submit(&self, who: &str, connection: &str, command: &str) -> Reply {
+        self.post(
+            who,
+            "/api/v1/exec",
+            Some(json!({ "connection": connection, "command": command })),
+        )
+        .await
+    }
+
+    /// Submits as alice on prod-db and returns the new request's id.
+    pub async fn held(&self, command: &str) -> String {
+        let reply = self.submit("alice@x.com", "prod-db", command).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        assert_eq!(reply.body["status"], "pending");
+        reply.body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn approve(&self, who: &str, id: &str, group: Option<&str>) -> Reply {
+        let body = group.map(|g| json!({ "group": g }));
+        self.post(who, &format!("/api/v1/access-requests/{id}/approve"), body)
+            .await
+    }
+
+    pub async fn reject(&self, who: &str, id: &str, reason: &str) -> Reply {
+        self.post(
+            who,
+            &format!("/api/v1/access-requests/{id}/reject"),
+            Some(json!({ "reason": reason })),
+        )
+        .await
+    }
+
+    pub async fn cancel(&self, who: &str, id: &str) -> Reply {
+        self.post(who, &format!("/api/v1/access-requests/{id}/cancel"), None)
+            .await
+    }
+
+    pub async fn request(&self, id: &str) -> Value {
+        let reply = self
+            .get("root@x.com", &format!("/api/v1/access-requests/{id}"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        reply.body
+    }
+
+    /// The kinds of a request's audit events, in order.
+    pub async fn audit_kinds(&self, id: &str) -> Vec<String> {
+        let reply = self
+            .get("root@x.com", &format!("/api/v1/access-requests/{id}/audit"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Everything a bad request must leave untouched: requests, audit chain and outbox.
+    pub async fn snapshot(&self) -> (Vec<hoopbot::domain::AccessRequest>, (i64, String), usize) {
+        let store = &self.hoop.store;
+        let filter = hoopbot::store::ListFilter {
+            limit: 10_000,
+            ..Default::default()
+        };
+        (
+            store.list_requests(&filter).await.unwrap(),
+            store.audit_head().await.unwrap(),
+            store.outbox().await.unwrap().len(),
+        )
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start(database_url: &str, now: Arc<AtomicI64>) -> (Hoop, App) {
+    let app = App::build(test_config(database_url), Clock::manual(now))
+        .await
+        .expect("app builds")
+        .without_background_sweeps();
+    (app.hoop.clone(), app)
+}
