@@ -10,8 +10,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::agent::{Agent, LocalQueue};
 use crate::changes::ChangeHub;
-use crate::config::Config;
+use crate::config::{Config, EMBEDDED_AGENT};
 use crate::service::{Clock, Hoop};
 use crate::store;
 
@@ -23,6 +24,7 @@ pub struct App {
     pub hoop: Hoop,
     listener: TcpListener,
     sweep_interval: Option<Duration>,
+    embedded_agent: bool,
 }
 
 impl App {
@@ -54,6 +56,7 @@ impl App {
             hoop,
             listener,
             sweep_interval: Some(SWEEP_INTERVAL),
+            embedded_agent: true,
         })
     }
 
@@ -69,6 +72,12 @@ impl App {
             .expect("bound listener has an address")
     }
 
+    /// Without the in-process agent, tests drive embedded jobs themselves.
+    pub fn without_embedded_agent(mut self) -> App {
+        self.embedded_agent = false;
+        self
+    }
+
     /// Serves HTTP and runs the background workers until `shutdown` completes, then drains
     /// in-flight requests.
     pub async fn run(
@@ -79,6 +88,14 @@ impl App {
         let sweeper = self
             .sweep_interval
             .map(|every| tokio::spawn(sweep_forever(self.hoop.clone(), every, stop_rx.clone())));
+        let agent = self
+            .embedded_agent
+            .then(|| embedded_agent(&self.hoop))
+            .flatten()
+            .map(|agent| {
+                let stop = stop_rx.clone();
+                tokio::spawn(async move { agent.run(stop).await })
+            });
         let router = crate::http::router(self.hoop.clone());
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -86,11 +103,28 @@ impl App {
             let _ = stop_tx.send(true);
         });
         server.await.context("server error")?;
-        if let Some(sweeper) = sweeper {
-            let _ = sweeper.await;
+        for worker in sweeper.into_iter().chain(agent) {
+            let _ = worker.await;
         }
         Ok(())
     }
+}
+
+/// The agent for connections this server runs itself (`agent = "embedded"`), if it has any.
+fn embedded_agent(hoop: &Hoop) -> Option<Agent> {
+    let targets: Vec<_> = hoop
+        .config
+        .connections
+        .iter()
+        .filter(|c| c.agent.as_deref() == Some(EMBEDDED_AGENT))
+        .map(|c| (c.name.clone(), c.target.clone()))
+        .collect();
+    if targets.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
+    tracing::info!(connections = ?names, "running embedded connections in-process");
+    Some(Agent::new(Arc::new(LocalQueue(hoop.clone())), targets))
 }
 
 async fn sweep_forever(hoop: Hoop, every: Duration, mut stop: watch::Receiver<bool>) {

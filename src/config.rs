@@ -16,6 +16,7 @@ use crate::domain::{Policy, RequireApprovalFor};
 /// Commands larger than this are refused unless `server.max_command_bytes` says otherwise.
 pub const DEFAULT_MAX_COMMAND_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_JOB_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_ROWS: usize = 10_000;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 /// Agent name for connections run inside `hoop serve` itself.
@@ -35,6 +36,8 @@ pub struct ServerConfig {
     pub database_url: String,
     pub admin_group: String,
     pub max_command_bytes: usize,
+    /// How long an agent's claim on a job holds without a heartbeat.
+    pub job_lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +147,56 @@ impl Config {
     }
 }
 
+/// The connection agent's config: where the server is, its token, and the connections it runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub server_url: String,
+    pub token: String,
+    pub connections: Vec<(String, ConnectionTarget)>,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            location: path.display().to_string(),
+            message: format!("cannot read agent config file: {e}"),
+        })?;
+        AgentConfig::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
+        let text = substitute_env(text, origin)?;
+        let raw: RawAgentConfig = toml::from_str(&text).map_err(|e| ConfigError {
+            location: match e.span() {
+                Some(span) => format!("{origin}:{}", line_of(&text, span.start)),
+                None => origin.to_string(),
+            },
+            message: e.message().to_string(),
+        })?;
+        Validator {
+            text: &text,
+            origin,
+        }
+        .agent(raw)
+    }
+}
+
 // ---- raw, as written in the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgentConfig {
+    agent: RawAgent,
+    #[serde(default)]
+    connections: Vec<RawConnection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    server_url: String,
+    token: String,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +219,7 @@ struct RawServer {
     #[serde(default = "default_admin_group")]
     admin_group: String,
     max_command_bytes: Option<usize>,
+    job_lease: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +326,10 @@ impl Validator<'_> {
                 .server
                 .max_command_bytes
                 .unwrap_or(DEFAULT_MAX_COMMAND_BYTES),
+            job_lease: match &raw.server.job_lease {
+                Some(lease) => self.duration(lease, "server.job_lease")?,
+                None => DEFAULT_JOB_LEASE,
+            },
         };
 
         let mut users: Vec<UserConfig> = Vec::new();
@@ -325,6 +382,7 @@ impl Validator<'_> {
                     format!("duplicate connection {name}"),
                 );
             }
+            let target = self.target(&key, &conn)?;
             let policy = match conn.access_requests {
                 None => Policy {
                     enabled: false,
@@ -335,31 +393,10 @@ impl Validator<'_> {
                 },
                 Some(ar) => self.policy(&format!("{key}.access_requests"), ar, &known)?,
             };
-            let statement_timeout = match &conn.statement_timeout {
-                None => None,
-                Some(t) => Some(self.duration(t, &format!("{key}.statement_timeout"))?),
-            };
-            let command = match conn.command {
-                Some(cmd) if cmd.get_ref().is_empty() => {
-                    return self.err(
-                        cmd.span(),
-                        &format!("{key}.command"),
-                        "must name a program, e.g. [\"bash\"]".into(),
-                    );
-                }
-                other => other.map(Spanned::into_inner),
-            };
             let agent = conn.agent.or_else(|| {
-                (conn.url.is_some() || command.is_some()).then(|| EMBEDDED_AGENT.to_string())
+                (target.url.is_some() || target.command.is_some())
+                    .then(|| EMBEDDED_AGENT.to_string())
             });
-            let target = ConnectionTarget {
-                kind: conn.kind,
-                url: conn.url,
-                command,
-                statement_timeout,
-                max_rows: conn.max_rows.unwrap_or(DEFAULT_MAX_ROWS),
-                max_output_bytes: conn.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
-            };
             if agent.as_deref() == Some(EMBEDDED_AGENT)
                 && let Err(message) = target.check()
             {
@@ -376,6 +413,71 @@ impl Validator<'_> {
         Ok(Config {
             server,
             users,
+            connections,
+        })
+    }
+
+    /// How to reach a connection, from its `url`/`command` and limits.
+    fn target(&self, key: &str, conn: &RawConnection) -> Result<ConnectionTarget, ConfigError> {
+        let statement_timeout = match &conn.statement_timeout {
+            None => None,
+            Some(t) => Some(self.duration(t, &format!("{key}.statement_timeout"))?),
+        };
+        let command = match &conn.command {
+            Some(cmd) if cmd.get_ref().is_empty() => {
+                return self.err(
+                    cmd.span(),
+                    &format!("{key}.command"),
+                    "must name a program, e.g. [\"bash\"]".into(),
+                );
+            }
+            other => other.as_ref().map(|c| c.get_ref().clone()),
+        };
+        Ok(ConnectionTarget {
+            kind: conn.kind,
+            url: conn.url.clone(),
+            command,
+            statement_timeout,
+            max_rows: conn.max_rows.unwrap_or(DEFAULT_MAX_ROWS),
+            max_output_bytes: conn.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+        })
+    }
+
+    fn agent(&self, raw: RawAgentConfig) -> Result<AgentConfig, ConfigError> {
+        let mut connections: Vec<(String, ConnectionTarget)> = Vec::new();
+        for (i, conn) in raw.connections.iter().enumerate() {
+            let key = format!("connections[{i}]");
+            let name = conn.name.get_ref().trim().to_string();
+            if connections.iter().any(|(n, _)| *n == name) {
+                return self.err(
+                    conn.name.span(),
+                    &format!("{key}.name"),
+                    format!("duplicate connection {name}"),
+                );
+            }
+            if conn.access_requests.is_some() || conn.agent.is_some() {
+                return self.err(
+                    conn.name.span(),
+                    &key,
+                    "access_requests and agent belong in the server's config, not the agent's"
+                        .into(),
+                );
+            }
+            let target = self.target(&key, conn)?;
+            if let Err(message) = target.check() {
+                return self.err(conn.name.span(), &key, message);
+            }
+            connections.push((name, target));
+        }
+        if connections.is_empty() {
+            return Err(ConfigError {
+                location: self.origin.to_string(),
+                message: "connections: an agent needs at least one [[connections]] entry".into(),
+            });
+        }
+        Ok(AgentConfig {
+            server_url: raw.agent.server_url.trim_end_matches('/').to_string(),
+            token: raw.agent.token,
             connections,
         })
     }

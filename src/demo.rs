@@ -49,6 +49,35 @@ pub fn config() -> Config {
     config
 }
 
+/// The demo's target database: a SQLite file with a `users` table, created on first start.
+pub async fn prepare_target(config: &Config) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    use std::str::FromStr;
+    let Some(url) = config
+        .connection("demo-db")
+        .and_then(|c| c.target.url.clone())
+    else {
+        return Ok(());
+    };
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?.create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::raw_sql(
+        "create table if not exists users (
+             id integer primary key,
+             email text not null,
+             status text not null default 'active'
+         );
+         insert into users (id, email)
+             with recursive n(i) as (select 1 union all select i + 1 from n where i < 12345)
+             select i, 'user' || i || '@example.com' from n
+             where not exists (select 1 from users);",
+    )
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// Creates a fresh token for every demo user and prints how to use them.
 pub async fn announce(hoop: &Hoop) -> anyhow::Result<()> {
     let url = &hoop.config.server.public_url;
@@ -79,7 +108,12 @@ pub async fn announce(hoop: &Hoop) -> anyhow::Result<()> {
     }
     lines.extend([
         String::new(),
-        "Try it:".to_string(),
+        "Try it (as alice, approved by bob and sam):".to_string(),
+        format!("  HOOP_URL={url} HOOP_TOKEN=$ALICE hoop exec demo-db -i \"SELECT count(*) FROM users\""),
+        format!("  HOOP_URL={url} HOOP_TOKEN=$BOB hoop requests approve ID"),
+        format!("  HOOP_URL={url} HOOP_TOKEN=$SAM hoop requests approve ID"),
+        String::new(),
+        "or with curl:".to_string(),
         format!(
             "  curl -s -H \"Authorization: Bearer $ALICE\" -H 'Content-Type: application/json' \\\n    -d '{{\"connection\":\"demo-db\",\"command\":\"SELECT count(*) FROM users\"}}' {url}/api/v1/exec"
         ),

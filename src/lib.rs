@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit;
 pub mod changes;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod domain;

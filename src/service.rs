@@ -21,8 +21,6 @@ use crate::store::{
     StoreError,
 };
 
-/// How long an agent's claim on a job holds without a heartbeat.
-pub const JOB_LEASE: Duration = Duration::from_secs(30);
 /// Waiters re-read the database at least this often, in case a wake-up was missed.
 const WAIT_POLL: Duration = Duration::from_secs(2);
 /// Attempts at a compare-and-set before giving up under extreme contention.
@@ -359,7 +357,7 @@ impl Hoop {
                 agent: agent.to_string(),
                 connections: connections.to_vec(),
                 now,
-                lease_until: now + JOB_LEASE.as_millis() as i64,
+                lease_until: now + self.lease_ms(),
             };
             if let Some(job) = self.store.claim_next(&claim).await? {
                 tracing::info!(request_id = %job.id, agent, "job claimed");
@@ -376,13 +374,17 @@ impl Hoop {
         }
     }
 
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.server.job_lease.as_millis()).unwrap_or(i64::MAX / 4)
+    }
+
     /// Extends the lease of a job `agent` is running.
     pub async fn heartbeat(&self, agent: &str, id: &str) -> Result<AccessRequest> {
         for _ in 0..MAX_ATTEMPTS {
             let job = self.running_job(agent, id).await?;
             let now = self.clock.now();
             let mut change = Change::to(&job, now);
-            change.lease_until = Some(now + JOB_LEASE.as_millis() as i64);
+            change.lease_until = Some(now + self.lease_ms());
             match self.store.apply(&change).await {
                 Ok(()) => return self.fetch(id).await,
                 Err(StoreError::Conflict) => continue,

@@ -2,3 +2,8 @@
 //! real resource and reports the result.
 
 pub mod executor;
+mod queue;
+mod worker;
+
+pub use queue::{HttpQueue, LocalQueue};
+pub use worker::{Agent, Job, JobQueue, QueueError};

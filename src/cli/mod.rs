@@ -1,6 +1,12 @@
 //! The `hoop` command line: parse, dispatch, and turn errors into a message and an exit code.
 
+mod agent;
+mod exec;
+mod follow;
+mod remote;
+mod requests;
 mod server;
+pub mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +28,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Submit a command for a connection and wait for approval and its result
+    Exec(exec::ExecArgs),
+    /// Approve, reject, list and follow access requests
+    #[command(subcommand)]
+    Requests(requests::RequestsCommand),
+    /// Store the server URL and your API token for later commands
+    Login {
+        /// The server, e.g. https://hoop.company.com
+        #[arg(long)]
+        url: String,
+        /// Your API token (from `hoop token create EMAIL`)
+        #[arg(long)]
+        token: String,
+    },
+    /// Run a connection agent: dials out to the server and runs approved jobs
+    Agent {
+        /// Agent config file
+        #[arg(long, short = 'c', default_value = "agent.toml")]
+        config: PathBuf,
+    },
     /// Run the server (API, sweeper, embedded agent). Without a config file, runs the demo.
     Serve(ConfigArg),
     /// Apply database migrations and exit (`serve` also does this at start).
@@ -76,6 +102,12 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Exec(args) => exec::run(args).await,
+            Command::Requests(command) => requests::run(command).await,
+            Command::Login { url, token } => remote::login(&url, &token)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Agent { config } => agent::run(&config).await,
             Command::Serve(c) => server::serve(c.config).await,
             Command::Migrate(c) => server::migrate(c.config).await,
             Command::Token(TokenCommand::Create {

@@ -33,6 +33,9 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     for conn in config.connections.iter().filter(|c| !c.policy.enabled) {
         tracing::warn!(connection = %conn.name, "access requests are off: commands on this connection run without approval");
     }
+    if demo {
+        crate::demo::prepare_target(&config).await?;
+    }
     let app = App::build(config, Clock::system()).await?;
     if demo {
         crate::demo::announce(&app.hoop).await?;

@@ -36,9 +36,20 @@ pub struct ClaimBody {
     pub timeout_s: Option<u64>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 pub struct JobReply {
     pub job: Option<AccessRequestView>,
+    /// Seconds the claim holds without a heartbeat; agents heartbeat well within it.
+    pub lease_s: u64,
+}
+
+impl JobReply {
+    fn new(hoop: &Hoop, job: Option<crate::domain::AccessRequest>) -> Json<JobReply> {
+        Json(JobReply {
+            job: job.map(|j| AccessRequestView::new(j, &hoop.config.server.public_url)),
+            lease_s: hoop.config.server.job_lease.as_secs().max(1),
+        })
+    }
 }
 
 /// Long-polls for the oldest approved job of the agent's connections.
@@ -74,9 +85,7 @@ async fn claim(
     let job = hoop
         .claim(&agent, &connections, Duration::from_secs(timeout))
         .await?;
-    Ok(Json(JobReply {
-        job: job.map(|j| AccessRequestView::new(j, &hoop.config.server.public_url)),
-    }))
+    Ok(JobReply::new(&hoop, job))
 }
 
 async fn heartbeat(
@@ -85,9 +94,7 @@ async fn heartbeat(
     Path(id): Path<String>,
 ) -> Result<Json<JobReply>> {
     let job = hoop.heartbeat(&agent, &id).await?;
-    Ok(Json(JobReply {
-        job: Some(AccessRequestView::new(job, &hoop.config.server.public_url)),
-    }))
+    Ok(JobReply::new(&hoop, Some(job)))
 }
 
 async fn result(
@@ -97,9 +104,7 @@ async fn result(
     Body(result): Body<ExecutionResult>,
 ) -> Result<Json<JobReply>> {
     let job = hoop.report(&agent, &id, result).await?;
-    Ok(Json(JobReply {
-        job: Some(AccessRequestView::new(job, &hoop.config.server.public_url)),
-    }))
+    Ok(JobReply::new(&hoop, Some(job)))
 }
 
 #[derive(Deserialize)]
@@ -116,7 +121,5 @@ async fn refuse(
 ) -> Result<Json<JobReply>> {
     tracing::warn!(request_id = %id, agent, reason = %body.reason, "agent refused a job");
     let job = hoop.refuse(&agent, &id, &body.reason).await?;
-    Ok(Json(JobReply {
-        job: Some(AccessRequestView::new(job, &hoop.config.server.public_url)),
-    }))
+    Ok(JobReply::new(&hoop, Some(job)))
 }

@@ -25,6 +25,7 @@ const MAX_WAIT: u64 = 300;
 
 pub fn router() -> Router<Hoop> {
     Router::new()
+        .route("/me", get(me))
         .route("/exec", post(exec))
         .route("/access-requests", get(list))
         .route("/access-requests/{id}", get(show))
@@ -33,6 +34,11 @@ pub fn router() -> Router<Hoop> {
         .route("/access-requests/{id}/reject", post(reject))
         .route("/access-requests/{id}/cancel", post(cancel))
         .route("/access-requests/{id}/audit", get(audit))
+}
+
+/// Who the token belongs to, with their current groups.
+async fn me(User(user): User) -> Json<Value> {
+    Json(json!({ "email": user.email, "groups": user.groups, "is_admin": user.is_admin }))
 }
 
 #[derive(Deserialize)]

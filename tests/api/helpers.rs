@@ -164,6 +164,17 @@ timeout = "30m"
 [[connections]]
 name = "scratch-db"
 type = "postgres"
+
+# Run by the remote agent "racer"; no approval needed, so jobs are ready at once.
+[[connections]]
+name = "counter"
+type = "sqlite"
+agent = "racer"
+
+[[connections]]
+name = "box"
+type = "command"
+agent = "racer"
 "#,
     );
     Config::parse(&text, "test config").expect("valid test config")
@@ -224,6 +235,27 @@ impl TestApp {
             app.tokens.insert(email, token);
         }
         app
+    }
+
+    /// A new token for agent `name`.
+    pub async fn agent_token(&self, name: &str) -> String {
+        hoopbot::token::create(
+            self.hoop.store.as_ref(),
+            &TokenSubject::Agent(name.to_string()),
+            self.hoop.clock.now(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// An agent talking HTTP to this server as `name`, running `targets`.
+    pub async fn agent(
+        &self,
+        name: &str,
+        targets: Vec<(String, hoopbot::config::ConnectionTarget)>,
+    ) -> hoopbot::agent::Agent {
+        let client = hoopbot::client::Client::new(&self.url(""), &self.agent_token(name).await);
+        hoopbot::agent::Agent::new(Arc::new(hoopbot::agent::HttpQueue(client)), targets)
     }
 
     /// Stops the server (if running) and starts a new one on the same database.
@@ -380,6 +412,7 @@ async fn start(database_url: &str, now: Arc<AtomicI64>) -> (Hoop, App) {
     let app = App::build(test_config(database_url), Clock::manual(now))
         .await
         .expect("app builds")
-        .without_background_sweeps();
+        .without_background_sweeps()
+        .without_embedded_agent();
     (app.hoop.clone(), app)
 }

@@ -4,4 +4,6 @@ mod helpers;
 
 mod audit_trail;
 mod bad_input;
+mod execution;
 mod flow;
+mod processes;

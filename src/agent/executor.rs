@@ -1,1 +1,0 @@
-//! Runs one approved command against its connection target.

@@ -1,0 +1,117 @@
+//! The two ways an agent reaches jobs: the server's agent protocol over HTTP, or the service itself
+//! when `hoop serve` runs embedded connections.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::worker::{Job, JobQueue, QueueError};
+use crate::client::{Client, ClientError};
+use crate::config::EMBEDDED_AGENT;
+use crate::domain::{AccessRequest, ExecutionResult};
+use crate::error::Error;
+use crate::service::Hoop;
+
+/// Jobs from a remote server, as `hoop agent` gets them.
+pub struct HttpQueue(pub Client);
+
+fn remote(e: ClientError) -> QueueError {
+    QueueError {
+        transient: e.is_transient(),
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl JobQueue for HttpQueue {
+    async fn claim(
+        &self,
+        connections: &[String],
+        wait: Duration,
+    ) -> Result<Option<(Job, Duration)>, QueueError> {
+        let reply = self.0.claim(connections, wait).await.map_err(remote)?;
+        let lease = Duration::from_secs(reply.lease_s.unwrap_or(30));
+        Ok(reply.job.map(|j| {
+            (
+                Job {
+                    id: j.id,
+                    connection: j.connection,
+                    command: j.command,
+                    command_sha256: j.command_sha256,
+                },
+                lease,
+            )
+        }))
+    }
+
+    async fn heartbeat(&self, id: &str) -> Result<(), QueueError> {
+        self.0.heartbeat(id).await.map(drop).map_err(remote)
+    }
+
+    async fn report(&self, id: &str, result: &ExecutionResult) -> Result<(), QueueError> {
+        self.0.report(id, result).await.map(drop).map_err(remote)
+    }
+
+    async fn refuse(&self, id: &str, reason: &str) -> Result<(), QueueError> {
+        self.0.refuse(id, reason).await.map(drop).map_err(remote)
+    }
+}
+
+/// Jobs of the connections `hoop serve` runs itself (agent `embedded`).
+pub struct LocalQueue(pub Hoop);
+
+fn local(e: Error) -> QueueError {
+    QueueError {
+        transient: matches!(e, Error::Internal(_)),
+        message: e.to_string(),
+    }
+}
+
+fn job(request: AccessRequest) -> Job {
+    Job {
+        id: request.id,
+        connection: request.connection,
+        command: request.command,
+        command_sha256: request.command_sha256,
+    }
+}
+
+#[async_trait]
+impl JobQueue for LocalQueue {
+    async fn claim(
+        &self,
+        connections: &[String],
+        wait: Duration,
+    ) -> Result<Option<(Job, Duration)>, QueueError> {
+        let claimed = self
+            .0
+            .claim(EMBEDDED_AGENT, connections, wait)
+            .await
+            .map_err(local)?;
+        Ok(claimed.map(|r| (job(r), self.0.config.server.job_lease)))
+    }
+
+    async fn heartbeat(&self, id: &str) -> Result<(), QueueError> {
+        self.0
+            .heartbeat(EMBEDDED_AGENT, id)
+            .await
+            .map(drop)
+            .map_err(local)
+    }
+
+    async fn report(&self, id: &str, result: &ExecutionResult) -> Result<(), QueueError> {
+        self.0
+            .report(EMBEDDED_AGENT, id, result.clone())
+            .await
+            .map(drop)
+            .map_err(local)
+    }
+
+    async fn refuse(&self, id: &str, reason: &str) -> Result<(), QueueError> {
+        self.0
+            .refuse(EMBEDDED_AGENT, id, reason)
+            .await
+            .map(drop)
+            .map_err(local)
+    }
+}

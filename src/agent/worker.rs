@@ -1,0 +1,191 @@
+//! The claim loop, shared by `hoop agent` (talking HTTP to the server) and `hoop serve` (running
+//! embedded connections in-process): claim a job, check its SHA-256, keep its lease alive while it
+//! runs, report the result. A claimed job is never given up silently and never run twice: if this
+//! process dies, the server marks the job failed with "outcome unknown" when the lease runs out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::executor;
+use crate::config::ConnectionTarget;
+use crate::domain::{self, ExecutionResult};
+
+/// How long one claim request waits for a job before asking again.
+const CLAIM_WAIT: Duration = Duration::from_secs(25);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A job as handed to an agent.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub connection: String,
+    pub command: String,
+    pub command_sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct QueueError {
+    /// Worth retrying: the server was unreachable or failing, not refusing.
+    pub transient: bool,
+    pub message: String,
+}
+
+/// Where jobs come from and results go: the server over HTTP, or the service in-process.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Waits up to `wait` for a job of `connections`; returns it with its lease.
+    async fn claim(
+        &self,
+        connections: &[String],
+        wait: Duration,
+    ) -> Result<Option<(Job, Duration)>, QueueError>;
+    async fn heartbeat(&self, id: &str) -> Result<(), QueueError>;
+    async fn report(&self, id: &str, result: &ExecutionResult) -> Result<(), QueueError>;
+    async fn refuse(&self, id: &str, reason: &str) -> Result<(), QueueError>;
+}
+
+/// What an agent tells the server about a job it claimed.
+#[derive(Clone, Copy)]
+enum Report<'a> {
+    Ran(&'a ExecutionResult),
+    Refused(&'a str),
+}
+
+/// Runs the jobs of the connections it has targets for.
+pub struct Agent {
+    queue: Arc<dyn JobQueue>,
+    targets: BTreeMap<String, ConnectionTarget>,
+}
+
+impl Agent {
+    pub fn new(
+        queue: Arc<dyn JobQueue>,
+        targets: impl IntoIterator<Item = (String, ConnectionTarget)>,
+    ) -> Agent {
+        Agent {
+            queue,
+            targets: targets.into_iter().collect(),
+        }
+    }
+
+    pub fn connections(&self) -> Vec<String> {
+        self.targets.keys().cloned().collect()
+    }
+
+    /// Claims and runs jobs until `stop` turns true. A job in progress is finished first.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_secs(1);
+        while !*stop.borrow() {
+            let step = tokio::select! {
+                step = self.claim(CLAIM_WAIT) => step,
+                _ = stop.changed() => return,
+            };
+            match step {
+                Ok(Some((job, lease))) => {
+                    backoff = Duration::from_secs(1);
+                    self.handle(job, lease).await;
+                }
+                Ok(None) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot claim jobs");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// One claim and, if a job came, its run. Returns the job's id.
+    pub async fn run_once(&self, wait: Duration) -> Result<Option<String>, QueueError> {
+        match self.claim(wait).await? {
+            Some((job, lease)) => {
+                let id = job.id.clone();
+                self.handle(job, lease).await;
+                Ok(Some(id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn claim(&self, wait: Duration) -> Result<Option<(Job, Duration)>, QueueError> {
+        self.queue.claim(&self.connections(), wait).await
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = %job.id, connection = %job.connection))]
+    async fn handle(&self, job: Job, lease: Duration) {
+        // The exact-command check: what runs must be what was approved.
+        let actual = domain::command_sha256(&job.command);
+        if actual != job.command_sha256 {
+            tracing::error!(approved = %job.command_sha256, received = %actual, "command does not match its approved SHA-256; refusing");
+            let reason = format!(
+                "the command's SHA-256 {actual} does not match the approved {}; nothing was run",
+                job.command_sha256
+            );
+            self.deliver(&job.id, Report::Refused(&reason), lease).await;
+            return;
+        }
+        let Some(target) = self.targets.get(&job.connection) else {
+            let reason = format!("this agent has no connection named {}", job.connection);
+            self.deliver(&job.id, Report::Refused(&reason), lease).await;
+            return;
+        };
+        tracing::info!("running approved command");
+        let heartbeats = self.keep_alive(&job.id, lease);
+        let result = executor::execute(target, &job.command).await;
+        heartbeats.abort();
+        match &result.error {
+            Some(error) => tracing::warn!(%error, "command failed"),
+            None => tracing::info!("command executed"),
+        }
+        self.deliver(&job.id, Report::Ran(&result), lease).await;
+    }
+
+    /// Sends a report until the server takes it (heartbeating meanwhile, so the job is not taken
+    /// for lost) or refuses it for good.
+    async fn deliver(&self, id: &str, report: Report<'_>, lease: Duration) {
+        let heartbeats = self.keep_alive(id, lease);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let sent = match report {
+                Report::Ran(result) => self.queue.report(id, result).await,
+                Report::Refused(reason) => self.queue.refuse(id, reason).await,
+            };
+            match sent {
+                Ok(()) => break,
+                Err(e) if e.transient => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot report the result yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the server refused the report");
+                    break;
+                }
+            }
+        }
+        heartbeats.abort();
+    }
+
+    /// Heartbeats every third of the lease until aborted.
+    fn keep_alive(&self, id: &str, lease: Duration) -> tokio::task::JoinHandle<()> {
+        let queue = self.queue.clone();
+        let id = id.to_string();
+        let every = (lease / 3).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = queue.heartbeat(&id).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        })
+    }
+}

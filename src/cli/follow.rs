@@ -1,0 +1,268 @@
+//! Following a request from the terminal until it ends: the spinner while it waits, the result or
+//! a clear message when it ends, Ctrl-C to withdraw it. Shared by `hoop exec` and `hoop requests wait`.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::client::{Client, ClientError, ClientResult};
+use crate::domain::{GroupStatus, Status};
+use crate::http::view::AccessRequestView;
+
+/// How the final request is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// A psql-style table (or the program's own output)
+    Table,
+    /// The final access request as JSON, with its result
+    Json,
+}
+
+/// The exit code for Ctrl-C, as shells report it.
+const INTERRUPTED: u8 = 130;
+const LONG_POLL: Duration = Duration::from_secs(25);
+const FRAMES: [char; 8] = ['⣾', '⣽', '⣻', '⢿', '⡿', '⣟', '⣯', '⣷'];
+
+/// Waits for `request` to end, showing progress, and prints the outcome.
+pub async fn follow(
+    client: &Client,
+    mut request: AccessRequestView,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let mut status = StatusLine::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut backoff = Duration::from_secs(1);
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut waiting = Box::pin(next_change(
+        client,
+        request.id.clone(),
+        request.version,
+        Duration::ZERO,
+    ));
+    loop {
+        if request.status.is_terminal() {
+            status.clear();
+            return Ok(finish(&request, output));
+        }
+        status.show(&progress(&request));
+        tokio::select! {
+            changed = &mut waiting => {
+                let delay = match changed {
+                    Ok(newer) => {
+                        request = newer;
+                        backoff = Duration::from_secs(1);
+                        Duration::ZERO
+                    }
+                    Err(e) if e.is_transient() => {
+                        status.clear();
+                        eprintln!(
+                            "Lost contact with the server ({e}); retrying in {}s. The request is still held; \
+                             resume any time with `hoop requests wait {}`.",
+                            backoff.as_secs(),
+                            request.id
+                        );
+                        let delay = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        delay
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                waiting = Box::pin(next_change(client, request.id.clone(), request.version, delay));
+            }
+            _ = ticker.tick() => status.tick(),
+            _ = &mut ctrl_c => {
+                status.clear();
+                return interrupted(client, &request).await;
+            }
+        }
+    }
+}
+
+async fn next_change(
+    client: &Client,
+    id: String,
+    version: i64,
+    delay: Duration,
+) -> ClientResult<AccessRequestView> {
+    tokio::time::sleep(delay).await;
+    client.wait(&id, version, LONG_POLL).await
+}
+
+/// Ctrl-C: a pending request is withdrawn; one already approved runs anyway, and we say so.
+async fn interrupted(client: &Client, request: &AccessRequestView) -> anyhow::Result<ExitCode> {
+    if request.status == Status::Pending {
+        match client.cancel(&request.id).await {
+            Ok(_) => eprintln!("Cancelled request {}.", request.id),
+            Err(ClientError::Api { code, .. })
+                if code == "already_decided" || code == "expired" =>
+            {
+                let now = client.get(&request.id).await?;
+                eprintln!(
+                    "Too late to cancel: request {} is already {}. Follow it with `hoop requests wait {}`.",
+                    request.id, now.status, request.id
+                );
+            }
+            Err(e) => eprintln!("Could not cancel request {}: {e}", request.id),
+        }
+    } else {
+        eprintln!(
+            "Stopped waiting. Request {} is {} and cannot be withdrawn; see its result with `hoop requests wait {}`.",
+            request.id, request.status, request.id
+        );
+    }
+    Ok(ExitCode::from(INTERRUPTED))
+}
+
+/// What the spinner says while the request is not finished.
+fn progress(request: &AccessRequestView) -> String {
+    match request.status {
+        Status::Pending => {
+            let groups: Vec<String> = request
+                .approval_groups
+                .iter()
+                .map(|g| match (&g.status, &g.decided_by) {
+                    (GroupStatus::Approved, Some(by)) => format!("{} ✓ {by}", g.group),
+                    _ => format!("{} …", g.group),
+                })
+                .collect();
+            format!(
+                "Waiting for approval at {}... {}",
+                request.url,
+                groups.join(" · ")
+            )
+        }
+        Status::Approved => format!(
+            "Approved; waiting for an agent to run it on {}...",
+            request.connection
+        ),
+        _ => format!("Running on {}...", request.connection),
+    }
+}
+
+/// Prints the final request and returns the exit code: 0 when it ran (or the program's own exit
+/// code), 1 when it was rejected, expired, cancelled or failed.
+pub fn finish(request: &AccessRequestView, output: Output) -> ExitCode {
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(request).expect("requests serialize")
+        );
+    }
+    let result = request.result.as_ref();
+    let failed = |message: String| {
+        eprintln!("{message}");
+        ExitCode::FAILURE
+    };
+    match request.status {
+        Status::Executed => {
+            let result = result.cloned().unwrap_or_default();
+            if output == Output::Table {
+                print!("{}", super::table::render(&result));
+                if let Some(stderr) = result.stderr.as_deref().filter(|s| !s.is_empty()) {
+                    eprint!("{stderr}");
+                }
+                let _ = std::io::stdout().flush();
+            }
+            match result.exit_code {
+                Some(code) if code != 0 => {
+                    ExitCode::from(u8::try_from(code.clamp(1, 255)).unwrap_or(1))
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Status::Failed => {
+            let error = result
+                .and_then(|r| r.error.clone())
+                .unwrap_or_else(|| "unknown error".into());
+            failed(format!("Failed: {error}"))
+        }
+        Status::Rejected => match &request.rejection {
+            Some(r) => failed(format!("Rejected by {} ({}): {}", r.by, r.via, r.reason)),
+            None => failed("Rejected.".into()),
+        },
+        Status::Expired => {
+            let waiting: Vec<&str> = request
+                .approval_groups
+                .iter()
+                .filter(|g| g.status == GroupStatus::Pending)
+                .map(|g| g.group.as_str())
+                .collect();
+            failed(format!(
+                "Expired after {} without approval (still needed: {}).",
+                lifetime(request),
+                waiting.join(", ")
+            ))
+        }
+        Status::Cancelled => failed(format!("Request {} was cancelled.", request.id)),
+        Status::Pending | Status::Approved | Status::Running => failed(format!(
+            "Request {} is still {}.",
+            request.id, request.status
+        )),
+    }
+}
+
+/// How long the request could wait, e.g. "30m".
+fn lifetime(request: &AccessRequestView) -> String {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    match (parse(&request.created_at), parse(&request.expires_at)) {
+        (Some(from), Some(to)) => {
+            let secs = (to - from).num_seconds().max(0) as u64;
+            humantime::format_duration(Duration::from_secs(secs)).to_string()
+        }
+        _ => "its timeout".into(),
+    }
+}
+
+/// The one-line status on stderr: an animated spinner on a terminal, plain lines otherwise.
+struct StatusLine {
+    terminal: bool,
+    frame: usize,
+    message: String,
+    shown: bool,
+}
+
+impl StatusLine {
+    fn new() -> StatusLine {
+        StatusLine {
+            terminal: std::io::stderr().is_terminal(),
+            frame: 0,
+            message: String::new(),
+            shown: false,
+        }
+    }
+
+    fn show(&mut self, message: &str) {
+        if message == self.message {
+            return;
+        }
+        self.message = message.to_string();
+        if self.terminal {
+            self.draw();
+        } else {
+            eprintln!("{message}");
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.terminal && !self.message.is_empty() {
+            self.frame = (self.frame + 1) % FRAMES.len();
+            self.draw();
+        }
+    }
+
+    fn draw(&mut self) {
+        eprint!("\r\x1b[2K{} {}", FRAMES[self.frame], self.message);
+        let _ = std::io::stderr().flush();
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.terminal && self.shown {
+            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().flush();
+            self.shown = false;
+        }
+        self.message.clear();
+    }
+}

@@ -1,0 +1,510 @@
+//! The whole story with real processes: `hoop serve`, `hoop agent` and `hoop exec` as a user runs
+//! them, against real Postgres, MariaDB, SQLite and bash targets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::Connection;
+
+use crate::helpers::{POSTGRES_ENV, postgres_url, replace_database};
+
+pub const MYSQL_ENV: &str = "HOOP_TEST_MYSQL_URL";
+
+fn hoop() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hoop"));
+    command
+        .env("HOOP_LOG", "warn")
+        .env_remove("HOOP_CONFIG")
+        .env_remove("HOOP_URL")
+        .env_remove("HOOP_TOKEN");
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `hoop serve` and `hoop agent`, with tokens for alice (requester), bob (dba-team) and
+/// sam (security). Both processes are killed when it is dropped.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub tokens: std::collections::HashMap<&'static str, String>,
+    server: Child,
+    agent: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// `connection` is the `[[connections]]` entry's type-specific lines for the agent's config
+    /// (e.g. `type = "sqlite"\nurl = "…"`); `timeout` is the approval timeout.
+    pub async fn start(connection: &str, timeout: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let kind = connection.lines().find(|l| l.starts_with("type")).unwrap();
+        let server_config = dir.path().join("hoop.toml");
+        std::fs::write(
+            &server_config,
+            format!(
+                r#"[server]
+listen = "127.0.0.1:{port}"
+public_url = "{url}"
+database_url = "sqlite://{db}"
+
+[[users]]
+email = "alice@x.com"
+groups = ["engineering"]
+[[users]]
+email = "bob@x.com"
+groups = ["dba-team"]
+[[users]]
+email = "sam@x.com"
+groups = ["security"]
+
+[[connections]]
+name = "target"
+{kind}
+agent = "edge"
+[connections.access_requests]
+approval_groups = ["dba-team", "security"]
+timeout = "{timeout}"
+"#,
+                db = dir.path().join("hoop.db").display()
+            ),
+        )
+        .unwrap();
+        let token = |args: &[&str]| {
+            let out = hoop()
+                .args(["token", "create"])
+                .args(args)
+                .arg("--config")
+                .arg(&server_config)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let mut tokens = std::collections::HashMap::new();
+        for who in ["alice@x.com", "bob@x.com", "sam@x.com"] {
+            tokens.insert(who, token(&[who]));
+        }
+        let agent_token = token(&["--agent", "edge"]);
+        let server = hoop()
+            .args(["serve", "--config"])
+            .arg(&server_config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent_config = dir.path().join("agent.toml");
+        std::fs::write(
+            &agent_config,
+            format!("[agent]\nserver_url = \"{url}\"\ntoken = \"{agent_token}\"\n\n[[connections]]\nname = \"target\"\n{connection}\n"),
+        )
+        .unwrap();
+        let agent = hoop()
+            .args(["agent", "--config"])
+            .arg(&agent_config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stack = Stack {
+            dir,
+            url,
+            tokens,
+            server,
+            agent: Some(agent),
+            http: reqwest::Client::new(),
+        };
+        stack.until_healthy().await;
+        stack
+    }
+
+    async fn until_healthy(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("hoop serve did not come up at {}", self.url);
+    }
+
+    /// `hoop exec target …` as alice, started in the background with its output captured.
+    pub fn exec(&self, args: &[&str]) -> Child {
+        hoop()
+            .args(["exec", "target"])
+            .args(args)
+            .env("HOOP_URL", &self.url)
+            .env("HOOP_TOKEN", &self.tokens["alice@x.com"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Any `hoop` command as `who`.
+    pub fn hoop_as(&self, who: &str, args: &[&str]) -> Output {
+        hoop()
+            .args(args)
+            .env("HOOP_URL", &self.url)
+            .env("HOOP_TOKEN", &self.tokens[who])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub async fn api(
+        &self,
+        who: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.tokens[who]);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The id of the pending request, once `hoop exec` has submitted it.
+    pub async fn pending_request(&self) -> String {
+        for _ in 0..200 {
+            let page = self
+                .api(
+                    "bob@x.com",
+                    reqwest::Method::GET,
+                    "/access-requests?status=pending",
+                    None,
+                )
+                .await;
+            if let Some(id) = page["items"][0]["id"].as_str() {
+                return id.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no pending request appeared");
+    }
+
+    pub async fn approve_as_both(&self, id: &str) {
+        for who in ["bob@x.com", "sam@x.com"] {
+            let reply = self
+                .api(
+                    who,
+                    reqwest::Method::POST,
+                    &format!("/access-requests/{id}/approve"),
+                    None,
+                )
+                .await;
+            assert!(reply["error"].is_null(), "{reply}");
+        }
+    }
+
+    pub fn stop_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_agent();
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// Waits for a background `hoop` process and returns (exit code, stdout, stderr).
+pub async fn finished(child: Child) -> (i32, String, String) {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Submits `command` with `hoop exec`, approves it as bob and sam, and returns what exec printed.
+async fn approved_run(stack: &Stack, command: &str) -> (i32, String, String) {
+    let exec = stack.exec(&["-i", command]);
+    let id = stack.pending_request().await;
+    stack.approve_as_both(&id).await;
+    finished(exec).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_target_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = sqlite_with_users(dir.path()).await;
+    let stack = Stack::start(&format!("type = \"sqlite\"\nurl = \"{target}\""), "30m").await;
+    let (code, stdout, stderr) = approved_run(&stack, "SELECT count(*) AS count FROM users").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, " count \n-------\n     3\n(1 row)\n\n");
+    assert!(
+        stderr.contains(&format!(
+            "Waiting for approval at {}/access-requests/",
+            stack.url
+        )),
+        "{stderr}"
+    );
+}
+
+async fn sqlite_with_users(dir: &Path) -> String {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("shop.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("create table users (id integer primary key, status text); insert into users (status) values ('active'), ('active'), ('active')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_target_end_to_end() {
+    let Some(admin) = postgres_url() else {
+        eprintln!("skipping: {POSTGRES_ENV} not set");
+        return;
+    };
+    let name = format!("hoop_target_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = replace_database(&admin, &name);
+    let mut target = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("create table users (id serial primary key, status text); insert into users (status) select 'active' from generate_series(1, 12345)")
+        .execute(&mut target)
+        .await
+        .unwrap();
+    target.close().await.unwrap();
+
+    let stack = Stack::start(&format!("type = \"postgres\"\nurl = \"{url}\""), "30m").await;
+    let (code, stdout, stderr) = approved_run(&stack, "SELECT count(*) FROM users").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, " count \n-------\n 12345\n(1 row)\n\n");
+    let (code, stdout, stderr) =
+        approved_run(&stack, "UPDATE users SET status='inactive' WHERE id=123").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "UPDATE 1\n");
+    drop(stack);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "drop database {name} with (force)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_target_end_to_end() {
+    let Some(admin) = std::env::var(MYSQL_ENV).ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipping: {MYSQL_ENV} not set");
+        return;
+    };
+    let name = format!("hoop_target_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = replace_database(&admin, &name);
+    let mut target = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("create table users (id int primary key auto_increment, status text); insert into users (status) values ('active'), ('active')")
+        .execute(&mut target)
+        .await
+        .unwrap();
+    target.close().await.unwrap();
+
+    let stack = Stack::start(&format!("type = \"mysql\"\nurl = \"{url}\""), "30m").await;
+    let (code, stdout, stderr) = approved_run(&stack, "SELECT count(*) AS count FROM users").await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, " count \n-------\n     2\n(1 row)\n\n");
+    drop(stack);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bash_target_passes_the_exact_text_and_the_exit_code() {
+    let stack = Stack::start("type = \"command\"\ncommand = [\"bash\"]", "30m").await;
+    // Quotes and $(…) reach bash exactly as approved: bash expands them, not us.
+    let (code, stdout, stderr) =
+        approved_run(&stack, "echo \"it's $((6 * 7))\"; echo oops >&2; exit 3").await;
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(stdout, "it's 42\n");
+    assert!(stderr.contains("oops"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reports_rejection_expiry_cancel_and_resumes() {
+    let stack = Stack::start("type = \"command\"\ncommand = [\"bash\"]", "3s").await;
+
+    // Rejection: who and why, exit code 1.
+    let exec = stack.exec(&["-i", "rm -rf /tmp/nothing"]);
+    let id = stack.pending_request().await;
+    let reply = stack.hoop_as(
+        "sam@x.com",
+        &["requests", "reject", &id, "--reason", "use the runbook"],
+    );
+    assert!(
+        reply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reply.stderr)
+    );
+    let (code, _, stderr) = finished(exec).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("Rejected by sam@x.com (api): use the runbook"),
+        "{stderr}"
+    );
+
+    // Expiry: nobody decides within the 3s timeout.
+    let (code, _, stderr) = finished(stack.exec(&["-i", "echo late"])).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("Expired after 3s without approval (still needed: dba-team, security)"),
+        "{stderr}"
+    );
+
+    // Ctrl-C while waiting withdraws the request and exits 130.
+    let exec = stack.exec(&["-i", "echo never"]);
+    let id = stack.pending_request().await;
+    // SAFETY: kill(2) on a child process we own.
+    unsafe { libc::kill(exec.id() as i32, libc::SIGINT) };
+    let (code, _, stderr) = finished(exec).await;
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        stderr.contains(&format!("Cancelled request {id}.")),
+        "{stderr}"
+    );
+    let request = stack
+        .api(
+            "bob@x.com",
+            reqwest::Method::GET,
+            &format!("/access-requests/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(request["status"], "cancelled");
+
+    // --no-wait, then approvals from the terminal, then `requests wait` prints the result.
+    let out = stack.hoop_as(
+        "alice@x.com",
+        &["exec", "target", "--no-wait", "-i", "echo resumed"],
+    );
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let id = stdout.lines().next().unwrap().to_string();
+    assert_eq!(
+        stdout.lines().nth(1).unwrap(),
+        format!("{}/access-requests/{id}", stack.url)
+    );
+    for (who, group) in [("bob@x.com", "dba-team"), ("sam@x.com", "security")] {
+        let out = stack.hoop_as(who, &["requests", "approve", &id, "--group", group]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = stack.hoop_as("alice@x.com", &["requests", "wait", &id]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "resumed\n");
+    assert!(out.status.success());
+
+    // -o json: the final request with its result.
+    let out = stack.hoop_as("alice@x.com", &["requests", "wait", &id, "-o", "json"]);
+    let request: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(request["status"], "executed");
+    assert_eq!(request["result"]["stdout"], "resumed\n");
+    assert_eq!(request["result"]["exit_code"], 0);
+    assert_eq!(request["result"]["agent"], "edge");
+
+    // A second approval attempt says why it was refused and exits non-zero.
+    let out = stack.hoop_as("bob@x.com", &["requests", "approve", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already executed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_stores_credentials_privately() {
+    let stack = Stack::start("type = \"command\"\ncommand = [\"bash\"]", "30m").await;
+    let home = stack.path("home");
+    let out = hoop()
+        .args([
+            "login",
+            "--url",
+            &stack.url,
+            "--token",
+            &stack.tokens["alice@x.com"],
+        ])
+        .env("XDG_CONFIG_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as alice@x.com"));
+    let file = home.join("hoop/credentials.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let list = hoop()
+        .args(["requests", "list"])
+        .env("XDG_CONFIG_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "No access requests.\n"
+    );
+
+    let bad = hoop()
+        .args(["login", "--url", &stack.url, "--token", "hoop_wrong"])
+        .env("XDG_CONFIG_HOME", stack.path("other"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown or revoked token"));
+}
