@@ -18,7 +18,49 @@ on_both_backends!(
     a_restart_keeps_pending_requests_and_their_deadlines,
     listing_filters_and_pages_newest_first,
     every_change_queues_an_outbox_entry,
+    a_change_on_one_replica_wakes_a_waiter_on_another,
+    health_and_readiness,
 );
+
+async fn a_change_on_one_replica_wakes_a_waiter_on_another(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let other = app.replica().await;
+    let id = app.held("SELECT 1").await;
+    let waiter = {
+        let (client, url) = (
+            app.client.clone(),
+            app.url(&format!(
+                "/api/v1/access-requests/{id}/wait?version=1&timeout_s=60"
+            )),
+        );
+        let token = app.token("alice@x.com").to_string();
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let approved = other.approve("bob@x.com", &id, None).await;
+    assert_eq!(approved.status, StatusCode::OK);
+    let woken = waiter.await.unwrap();
+    assert_eq!(woken["version"], 2);
+    assert_eq!(woken["approval_groups"][0]["decided_by"], "bob@x.com");
+}
+
+async fn health_and_readiness(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let reply = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+        assert_eq!(reply.text().await.unwrap(), body);
+    }
+}
 
 async fn two_groups_approve_and_a_waiter_wakes(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -237,6 +237,22 @@ impl TestApp {
         app
     }
 
+    /// A second server on the same database, sharing this one's clock and tokens.
+    pub async fn replica(&self) -> Replica {
+        let (_, app) = start(&self.db.url, self.now.clone()).await;
+        let addr = app.local_addr();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(app.run(async move {
+            let _ = stop_rx.await;
+        }));
+        Replica {
+            addr,
+            tokens: self.tokens.clone(),
+            client: self.client.clone(),
+            _stop: stop,
+        }
+    }
+
     /// A new token for agent `name`.
     pub async fn agent_token(&self, name: &str) -> String {
         hoopbot::token::create(
@@ -397,6 +413,34 @@ impl TestApp {
             store.audit_head().await.unwrap(),
             store.outbox().await.unwrap().len(),
         )
+    }
+}
+
+/// Another replica of a [`TestApp`]; stops when dropped.
+pub struct Replica {
+    addr: std::net::SocketAddr,
+    tokens: HashMap<&'static str, String>,
+    client: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Replica {
+    pub async fn approve(&self, who: &str, id: &str, group: Option<&str>) -> Reply {
+        let mut request = self
+            .client
+            .post(format!(
+                "http://{}/api/v1/access-requests/{id}/approve",
+                self.addr
+            ))
+            .bearer_auth(&self.tokens[who]);
+        if let Some(group) = group {
+            request = request.json(&json!({ "group": group }));
+        }
+        let response = request.send().await.unwrap();
+        Reply {
+            status: response.status(),
+            body: response.json().await.unwrap(),
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub struct Stack {
     pub url: String,
     pub tokens: std::collections::HashMap<&'static str, String>,
     server: Child,
+    server_config: PathBuf,
     agent: Option<Child>,
     http: reqwest::Client,
 }
@@ -100,12 +101,7 @@ timeout = "{timeout}"
             tokens.insert(who, token(&[who]));
         }
         let agent_token = token(&["--agent", "edge"]);
-        let server = hoop()
-            .args(["serve", "--config"])
-            .arg(&server_config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let server = serve(&server_config);
         let agent_config = dir.path().join("agent.toml");
         std::fs::write(
             &agent_config,
@@ -123,11 +119,21 @@ timeout = "{timeout}"
             url,
             tokens,
             server,
+            server_config,
             agent: Some(agent),
             http: reqwest::Client::new(),
         };
         stack.until_healthy().await;
         stack
+    }
+
+    /// Kills the server outright and starts it again on the same port and database.
+    pub async fn restart_server(&mut self, down_for: Duration) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        tokio::time::sleep(down_for).await;
+        self.server = serve(&self.server_config);
+        self.until_healthy().await;
     }
 
     async fn until_healthy(&self) {
@@ -235,6 +241,15 @@ impl Drop for Stack {
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
+}
+
+fn serve(config: &Path) -> Child {
+    hoop()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Waits for a background `hoop` process and returns (exit code, stdout, stderr).
@@ -455,6 +470,70 @@ async fn the_cli_reports_rejection_expiry_cancel_and_resumes() {
         String::from_utf8_lossy(&out.stderr).contains("already executed"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_come_from_files_and_stdin_exactly() {
+    let stack = Stack::start("type = \"command\"\ncommand = [\"bash\"]", "30m").await;
+    let script = stack.path("job.sh");
+    std::fs::write(&script, "printf '%s|' one 'two three'\necho\n").unwrap();
+    let exec = stack.exec(&["-f", script.to_str().unwrap(), "-j", "TICKET-7"]);
+    let id = stack.pending_request().await;
+    let request = stack
+        .api(
+            "bob@x.com",
+            reqwest::Method::GET,
+            &format!("/access-requests/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(request["command"], "printf '%s|' one 'two three'\necho\n");
+    assert_eq!(request["justification"], "TICKET-7");
+    stack.approve_as_both(&id).await;
+    let (code, stdout, stderr) = finished(exec).await;
+    assert_eq!((code, stdout.as_str()), (0, "one|two three|\n"), "{stderr}");
+
+    let mut piped = hoop()
+        .args(["exec", "target"])
+        .env("HOOP_URL", &stack.url)
+        .env("HOOP_TOKEN", &stack.tokens["alice@x.com"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    piped
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo from stdin")
+        .unwrap();
+    let id = stack.pending_request().await;
+    stack.approve_as_both(&id).await;
+    let (code, stdout, _) = finished(piped).await;
+    assert_eq!((code, stdout.as_str()), (0, "from stdin\n"));
+
+    let unknown = stack.hoop_as("alice@x.com", &["exec", "nope", "-i", "echo"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("connection \"nope\" not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_rides_out_a_server_restart() {
+    let mut stack = Stack::start("type = \"command\"\ncommand = [\"bash\"]", "30m").await;
+    let exec = stack.exec(&["-i", "echo survived"]);
+    let id = stack.pending_request().await;
+    stack.restart_server(Duration::from_millis(1500)).await;
+    stack.approve_as_both(&id).await;
+    let (code, stdout, stderr) = finished(exec).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "survived\n");
+    assert!(stderr.contains("Lost contact with the server"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("hoop requests wait {id}")),
+        "{stderr}"
     );
 }
 

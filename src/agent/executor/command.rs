@@ -187,3 +187,179 @@ fn failed(error: String) -> ExecutionResult {
         ..ExecutionResult::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::executor::execute;
+    use crate::config::{ConnectionType, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_ROWS};
+
+    fn program(argv: &[&str]) -> ConnectionTarget {
+        ConnectionTarget {
+            kind: ConnectionType::Command,
+            url: None,
+            command: Some(argv.iter().map(|a| a.to_string()).collect()),
+            statement_timeout: None,
+            max_rows: DEFAULT_MAX_ROWS,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+
+    fn with_timeout(target: ConnectionTarget, seconds: u64) -> ConnectionTarget {
+        ConnectionTarget {
+            statement_timeout: Some(Duration::from_secs(seconds)),
+            ..target
+        }
+    }
+
+    /// Whether `pid` is gone (or a zombie waiting to be reaped), polling a while since SIGKILL
+    /// is delivered asynchronously.
+    async fn dies(pid: i32) -> bool {
+        for _ in 0..100 {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                // The state follows the parenthesised command name.
+                Ok(stat)
+                    if stat
+                        .rsplit_once(") ")
+                        .is_some_and(|(_, s)| s.starts_with('Z')) =>
+                {
+                    return true;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn stdout_stderr_and_exit_code_are_captured() {
+        let result = execute(&program(&["bash"]), "echo out; echo err >&2; exit 3").await;
+        assert_eq!(result.stdout.as_deref(), Some("out\n"));
+        assert_eq!(result.stderr.as_deref(), Some("err\n"));
+        assert_eq!(result.exit_code, Some(3));
+        // A failing program is a result, not an execution error.
+        assert_eq!(result.error, None);
+        assert!(!result.truncated);
+        assert!(result.results.is_empty());
+        for time in [&result.started_at, &result.finished_at] {
+            let time = time.as_deref().expect("a timestamp");
+            assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
+            // RFC 3339 in UTC with milliseconds: 2024-02-29T13:45:01.500Z
+            assert_eq!(
+                (time.len(), time.as_bytes()[19], time.ends_with('Z')),
+                (24, b'.', true)
+            );
+        }
+
+        let result = execute(&program(&["bash"]), "kill -TERM $$").await;
+        assert_eq!(result.exit_code, Some(128 + libc::SIGTERM));
+        assert_eq!(result.error, None);
+    }
+
+    #[tokio::test]
+    async fn the_exact_text_reaches_stdin_unexpanded() {
+        let text = "echo \"$(whoami)\" `id -u` 'it''s' $HOME \\n; rm -rf /nonexistent\n\
+                    ünïcödé\n\tlast line without newline";
+        let result = execute(&program(&["cat"]), text).await;
+        assert_eq!(result.stdout.as_deref(), Some(text));
+        assert_eq!(result.exit_code, Some(0));
+
+        // The configured arguments are passed as they are, also without a shell.
+        let result = execute(
+            &program(&["bash", "-c", "cat; echo \"[$0]\"", "a b"]),
+            "x\n",
+        )
+        .await;
+        assert_eq!(result.stdout.as_deref(), Some("x\n[a b]\n"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_an_error() {
+        let result = execute(&program(&["/nonexistent/hoop-program"]), "anything").await;
+        assert_eq!(
+            result.error.as_deref(),
+            Some("cannot run /nonexistent/hoop-program: No such file or directory (os error 2)")
+        );
+        assert_eq!((result.stdout, result.exit_code), (None, None));
+        assert!(result.started_at.is_some() && result.finished_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        // The background sleep holds the output pipe open too; only killing the group ends it.
+        let script = "sleep 60 &\necho $!\nsleep 60\n";
+        let result = execute(&with_timeout(program(&["bash"]), 1), script).await;
+        assert_eq!(result.error.as_deref(), Some("command timed out after 1s"));
+        assert_eq!(result.exit_code, Some(128 + libc::SIGKILL));
+        let stdout = result.stdout.expect("the output before the timeout");
+        let grandchild: i32 = stdout.trim().parse().expect("the background pid");
+        assert!(
+            dies(grandchild).await,
+            "background process {grandchild} survived"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_execution_kills_the_process_group() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let pids = dir.path().join("pids");
+        let script = format!("sleep 60 &\necho $$ $! > {}\nwait\n", pids.display());
+        let target = program(&["bash"]);
+        let running = execute(&target, &script);
+        tokio::pin!(running);
+        let written = loop {
+            tokio::select! {
+                _ = &mut running => panic!("the script should still be running"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            match std::fs::read_to_string(&pids) {
+                Ok(text) if text.ends_with('\n') => break text,
+                _ => continue,
+            }
+        };
+        drop(running);
+        for pid in written.split_whitespace() {
+            let pid: i32 = pid.parse().expect("a pid");
+            eprintln!(
+                "DEBUG {pid}: {:?}",
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            eprintln!(
+                "DEBUG {pid}: {:?}",
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            );
+            assert!(dies(pid).await, "process {pid} survived the cancellation");
+        }
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_per_stream() {
+        let capped = ConnectionTarget {
+            max_output_bytes: 1000,
+            ..program(&["bash"])
+        };
+        let result = execute(
+            &capped,
+            "head -c 100000 /dev/zero | tr '\\0' a; echo done >&2",
+        )
+        .await;
+        assert_eq!(result.stdout.as_deref(), Some("a".repeat(1000).as_str()));
+        assert_eq!(result.stderr.as_deref(), Some("done\n"));
+        assert!(result.truncated);
+        assert_eq!(result.exit_code, Some(0));
+    }
+
+    #[tokio::test]
+    async fn large_input_and_output_do_not_deadlock() {
+        // Far beyond a pipe's buffer both ways: cat blocks writing unless we read as we write.
+        let text = "0123456789abcdef\n".repeat(64 * 1024);
+        let result = execute(&program(&["cat"]), &text).await;
+        assert_eq!(result.stdout.as_deref(), Some(text.as_str()));
+
+        // A program that never reads its input still finishes cleanly.
+        let result = execute(&program(&["true"]), &text).await;
+        assert_eq!((result.exit_code, result.error), (Some(0), None));
+    }
+}
