@@ -99,19 +99,7 @@ impl Config {
 
     /// Parses config text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let text = substitute_env(text, origin)?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError {
-            location: match e.span() {
-                Some(span) => format!("{origin}:{}", line_of(&text, span.start)),
-                None => origin.to_string(),
-            },
-            message: e.message().to_string(),
-        })?;
-        Validator {
-            text: &text,
-            origin,
-        }
-        .validate(raw)
+        parse_with(text, origin, |v, raw| v.validate(raw))
     }
 
     /// `HOOP_DATABASE_URL`, `HOOP_LISTEN` and `HOOP_PUBLIC_URL` win over the file, so a deployment can
@@ -165,20 +153,31 @@ impl AgentConfig {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
-        let text = substitute_env(text, origin)?;
-        let raw: RawAgentConfig = toml::from_str(&text).map_err(|e| ConfigError {
-            location: match e.span() {
-                Some(span) => format!("{origin}:{}", line_of(&text, span.start)),
-                None => origin.to_string(),
-            },
-            message: e.message().to_string(),
-        })?;
-        Validator {
+        parse_with(text, origin, |v, raw| v.agent(raw))
+    }
+}
+
+/// Substitutes `${ENV}`, parses the TOML into `Raw`, and validates it with `validate`.
+fn parse_with<Raw: serde::de::DeserializeOwned, T>(
+    text: &str,
+    origin: &str,
+    validate: impl FnOnce(&Validator<'_>, Raw) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let text = substitute_env(text, origin)?;
+    let raw: Raw = toml::from_str(&text).map_err(|e| ConfigError {
+        location: match e.span() {
+            Some(span) => format!("{origin}:{}", line_of(&text, span.start)),
+            None => origin.to_string(),
+        },
+        message: e.message().to_string(),
+    })?;
+    validate(
+        &Validator {
             text: &text,
             origin,
-        }
-        .agent(raw)
-    }
+        },
+        raw,
+    )
 }
 
 // ---- raw, as written in the file ----

@@ -38,6 +38,12 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
     let closed = app.held("SELECT 2").await;
     app.reject("sam@x.com", &closed, "no").await;
     let before = app.snapshot().await;
+    // Each refused call: the expected (status, code), and nothing changed.
+    macro_rules! refused {
+        ($expected:expr, $reply:expr) => {
+            refused(&app, $expected, $reply, &before).await
+        };
+    }
     let exec = app.url("/api/v1/exec");
     let alice = app.token("alice@x.com").to_string();
 
@@ -50,120 +56,77 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
             .header("content-type", "application/json")
             .body(body)
     };
-    refused(
-        &app,
+    refused!(
         bad,
         app.send(raw("{\"connection\": \"prod-db\", \"command\": "))
-            .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+            .await
+    );
+    refused!(
         bad,
         app.send(raw(
             "{\"connection\": \"prod-db\", \"command\": \"x\", \"sudo\": true}",
         ))
-        .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
-        bad,
-        app.send(raw("{\"connection\": \"prod-db\"}")).await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+        .await
+    );
+    refused!(bad, app.send(raw("{\"connection\": \"prod-db\"}")).await);
+    refused!(
         bad,
         app.send(raw("{\"connection\": \"prod-db\", \"command\": 42}"))
-            .await,
-        &before,
-    )
-    .await;
-    refused(&app, bad, app.send(raw("")).await, &before).await;
-    refused(
-        &app,
-        bad,
-        app.submit("alice@x.com", "prod-db", "   ").await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+            .await
+    );
+    refused!(bad, app.send(raw("")).await);
+    refused!(bad, app.submit("alice@x.com", "prod-db", " ").await);
+    refused!(
         bad,
         app.submit("alice@x.com", "prod-db", "SELECT 1\0; DROP TABLE x")
-            .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+            .await
+    );
+    refused!(
         bad,
         app.get("bob@x.com", "/api/v1/access-requests?status=done")
-            .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+            .await
+    );
+    refused!(
         bad,
         app.get("bob@x.com", "/api/v1/access-requests?limit=0")
-            .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+            .await
+    );
+    refused!(
         bad,
         app.get("bob@x.com", "/api/v1/access-requests?colour=red")
-            .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+            .await
+    );
+    refused!(
         bad,
         app.get(
             "bob@x.com",
             &format!("/api/v1/access-requests/{id}/wait?timeout_s=9999"),
         )
-        .await,
-        &before,
-    )
-    .await;
-    refused(&app, bad, app.reject("sam@x.com", &id, "  ").await, &before).await;
-    refused(
-        &app,
+        .await
+    );
+    refused!(bad, app.reject("sam@x.com", &id, " ").await);
+    refused!(
         bad,
         app.post(
             "sam@x.com",
             &format!("/api/v1/access-requests/{id}/approve"),
             Some(json!({"group": 1})),
         )
-        .await,
-        &before,
-    )
-    .await;
+        .await
+    );
 
     // 401 unauthenticated
     let unauth = (StatusCode::UNAUTHORIZED, "unauthenticated");
-    refused(
-        &app,
+    refused!(
         unauth,
         app.send(
             app.client
                 .post(&exec)
                 .json(&json!({"connection": "prod-db", "command": "x"})),
         )
-        .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+        .await
+    );
+    refused!(
         unauth,
         app.send(
             app.client
@@ -171,126 +134,70 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
                 .bearer_auth("hoop_nope")
                 .json(&json!({"connection": "prod-db", "command": "x"})),
         )
-        .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+        .await
+    );
+    refused!(
         unauth,
         app.send(
             app.client
                 .get(app.url(&format!("/api/v1/access-requests/{id}")))
                 .header("authorization", "Basic abc"),
         )
-        .await,
-        &before,
-    )
-    .await;
+        .await
+    );
 
     // 403
-    refused(
-        &app,
+    refused!(
         (StatusCode::FORBIDDEN, "not_in_group"),
-        app.approve("eve@x.com", &id, None).await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+        app.approve("eve@x.com", &id, None).await
+    );
+    refused!(
         (StatusCode::FORBIDDEN, "not_in_group"),
-        app.approve("dora@x.com", &id, Some("security")).await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+        app.approve("dora@x.com", &id, Some("security")).await
+    );
+    refused!(
         (StatusCode::FORBIDDEN, "self_approval"),
-        app.approve("alice@x.com", &id, None).await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+        app.approve("alice@x.com", &id, None).await
+    );
+    refused!(
         (StatusCode::FORBIDDEN, "forbidden"),
-        app.cancel("sam@x.com", &id).await,
-        &before,
-    )
-    .await;
+        app.cancel("sam@x.com", &id).await
+    );
 
     // 404
     let missing = (StatusCode::NOT_FOUND, "not_found");
-    refused(
-        &app,
+    refused!(
         missing,
         app.get("bob@x.com", "/api/v1/access-requests/no-such-id")
-            .await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+            .await
+    );
+    refused!(missing, app.approve("bob@x.com", "no-such-id", None).await);
+    refused!(
         missing,
-        app.approve("bob@x.com", "no-such-id", None).await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
-        missing,
-        app.submit("alice@x.com", "nope-db", "SELECT 1").await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
-        missing,
-        app.get("bob@x.com", "/api/v1/nothing-here").await,
-        &before,
-    )
-    .await;
+        app.submit("alice@x.com", "nope-db", "SELECT 1").await
+    );
+    refused!(missing, app.get("bob@x.com", "/api/v1/nothing-here").await);
 
     // 409
-    refused(
-        &app,
+    refused!(
         (StatusCode::CONFLICT, "already_approved_by_you"),
-        app.approve("bob@x.com", &id, Some("dba-team")).await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+        app.approve("bob@x.com", &id, Some("dba-team")).await
+    );
+    refused!(
         (StatusCode::CONFLICT, "already_decided"),
-        app.approve("dora@x.com", &id, Some("dba-team")).await,
-        &before,
-    )
-    .await;
-    refused(
-        &app,
+        app.approve("dora@x.com", &id, Some("dba-team")).await
+    );
+    refused!(
         (StatusCode::CONFLICT, "already_decided"),
-        app.approve("bob@x.com", &closed, None).await,
-        &before,
-    )
-    .await;
+        app.approve("bob@x.com", &closed, None).await
+    );
 
     // 413 too_large: over the command limit, and over the body limit
     let too_large = (StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     let big = "x".repeat(MAX_COMMAND_BYTES + 1);
-    refused(
-        &app,
-        too_large,
-        app.submit("alice@x.com", "prod-db", &big).await,
-        &before,
-    )
-    .await;
+    refused!(too_large, app.submit("alice@x.com", "prod-db", &big).await);
     let huge = "y".repeat(MAX_COMMAND_BYTES * 4);
-    refused(
-        &app,
-        too_large,
-        app.submit("alice@x.com", "prod-db", &huge).await,
-        &before,
-    )
-    .await;
+    refused!(too_large, app.submit("alice@x.com", "prod-db", &huge).await);
 
     // 415 wrong content type
     let form = app
@@ -299,13 +206,10 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
         .bearer_auth(&alice)
         .header("content-type", "text/plain")
         .body("SELECT 1");
-    refused(
-        &app,
+    refused!(
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        app.send(form).await,
-        &before,
-    )
-    .await;
+        app.send(form).await
+    );
 
     // 409 expired last, since it moves the request on.
     app.advance(std::time::Duration::from_secs(3600));

@@ -46,6 +46,7 @@ impl Stack {
     /// `connection` is the `[[connections]]` entry's type-specific lines for the agent's config
     /// (e.g. `type = "sqlite"\nurl = "…"`); `timeout` is the approval timeout.
     pub async fn start(connection: &str, timeout: &str) -> Stack {
+        hoopbot::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
@@ -288,6 +289,66 @@ async fn sqlite_target_end_to_end() {
         )),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains('⣾') && !stderr.contains('\r'),
+        "no spinner without a terminal: {stderr:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_gets_a_spinner_with_group_progress() {
+    let stack = Stack::start("type = \"command\"\ncommand = [\"bash\"]", "30m").await;
+    // `script` runs exec under a pseudo-terminal, as a person's shell would.
+    let exec = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} exec target -i 'echo done'", env!("CARGO_BIN_EXE_hoop")),
+            "/dev/null",
+        ])
+        .env("HOOP_URL", &stack.url)
+        .env("HOOP_TOKEN", &stack.tokens["alice@x.com"])
+        .env("HOOP_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = stack.pending_request().await;
+    stack
+        .api(
+            "bob@x.com",
+            reqwest::Method::POST,
+            &format!("/access-requests/{id}/approve"),
+            None,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // let a few frames show the progress
+    stack
+        .api(
+            "sam@x.com",
+            reqwest::Method::POST,
+            &format!("/access-requests/{id}/approve"),
+            None,
+        )
+        .await;
+    let (code, screen, _) = finished(exec).await;
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains(&format!(
+            "⣾ Waiting for approval at {}/access-requests/{id}... dba-team … · security …",
+            stack.url
+        )),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("dba-team ✓ bob@x.com · security …"),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("\r\x1b[2K"),
+        "the spinner redraws its line: {screen:?}"
+    );
+    assert!(screen.ends_with("done\r\n"), "{screen:?}");
 }
 
 async fn sqlite_with_users(dir: &Path) -> String {

@@ -19,6 +19,7 @@ use crate::domain::ExecutionResult;
 /// behind may still be writing to the inherited pipes.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
+/// Runs `target.command` with `text` on its stdin and captures what it prints.
 pub(super) async fn run(target: &ConnectionTarget, text: &str) -> ExecutionResult {
     let Some((program, args)) = target
         .command
@@ -55,7 +56,7 @@ pub(super) async fn run(target: &ConnectionTarget, text: &str) -> ExecutionResul
     let cap = target.max_output_bytes;
     let mut out = Captured::default();
     let mut err = Captured::default();
-    let waited = {
+    let (status, error) = {
         // Feeding stdin and draining both pipes run alongside the wait, so a program that
         // writes a lot before reading all its input cannot deadlock against us.
         let io = async {
@@ -75,16 +76,11 @@ pub(super) async fn run(target: &ConnectionTarget, text: &str) -> ExecutionResul
                 waited = &mut wait => break waited,
             }
         };
-        // Exited or killed: from here on the group id may be reused, so it must not be killed.
         group.disarm();
         if !io_done {
             let _ = tokio::time::timeout(OUTPUT_GRACE, &mut io).await;
         }
         waited
-    };
-    let (status, error) = match waited {
-        Ok(status) => (Some(status), None),
-        Err(error) => (None, Some(error)),
     };
     ExecutionResult {
         exit_code: status.as_ref().and_then(exit_code),
@@ -96,22 +92,28 @@ pub(super) async fn run(target: &ConnectionTarget, text: &str) -> ExecutionResul
     }
 }
 
-/// Waits for the program, killing its whole process group once `timeout` has passed.
+/// Waits for the program, killing its whole process group once `timeout` has passed. Returns
+/// the exit status (if it could be had) and, for a timeout, the error.
 async fn wait(
     child: &mut Child,
     group: &ProcessGroup,
     timeout: Option<Duration>,
-) -> Result<ExitStatus, String> {
+) -> (Option<ExitStatus>, Option<String>) {
+    let outcome = |waited: std::io::Result<ExitStatus>| match waited {
+        Ok(status) => (Some(status), None),
+        Err(e) => (None, Some(format!("cannot wait for the program: {e}"))),
+    };
     let Some(timeout) = timeout else {
-        return child.wait().await.map_err(|e| e.to_string());
+        return outcome(child.wait().await);
     };
     match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => status.map_err(|e| e.to_string()),
+        Ok(waited) => outcome(waited),
         Err(_) => {
             group.kill();
-            // Reap it; SIGKILL cannot be ignored, so this returns promptly.
-            let _ = child.wait().await;
-            Err(format!("command timed out after {}", human(timeout)))
+            // SIGKILL cannot be ignored, so reaping returns promptly.
+            let status = child.wait().await.ok();
+            let error = format!("command timed out after {}", human(timeout));
+            (status, Some(error))
         }
     }
 }
@@ -167,9 +169,8 @@ impl ProcessGroup {
             }
         }
     }
-}
 
-impl ProcessGroup {
+    /// Called once the leader is reaped: its id may then be reused, so it must not be killed.
     fn disarm(&self) {
         self.0.store(0, Ordering::Relaxed);
     }
@@ -306,8 +307,8 @@ mod tests {
         let pids = dir.path().join("pids");
         let script = format!("sleep 60 &\necho $$ $! > {}\nwait\n", pids.display());
         let target = program(&["bash"]);
-        let running = execute(&target, &script);
-        tokio::pin!(running);
+        // Boxed, so that dropping it really drops the execution.
+        let mut running = Box::pin(execute(&target, &script));
         let written = loop {
             tokio::select! {
                 _ = &mut running => panic!("the script should still be running"),

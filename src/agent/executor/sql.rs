@@ -183,6 +183,15 @@ fn message(e: &sqlx::Error) -> String {
             text
         }
         sqlx::Error::Io(io) => io.to_string(),
+        // The server waits for the client to stream the data, which only psql's COPY handling
+        // does; the driver sees a message it does not expect.
+        sqlx::Error::Protocol(text)
+            if text.contains("CopyInResponse") || text.contains("CopyOutResponse") =>
+        {
+            "COPY FROM STDIN and COPY TO STDOUT are not supported: they need psql to stream the \
+             data. Copy to or from a file on the server, or use INSERT and SELECT."
+                .into()
+        }
         other => other.to_string(),
     }
 }
@@ -554,6 +563,7 @@ fn dml_tag(verb: &str, n: u64) -> String {
 
 // ---- splitting and classifying statements ----
 
+/// Whose rules for strings, identifiers and comments apply when splitting statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dialect {
     Postgres,
@@ -905,8 +915,11 @@ fn classify(words: &[Word]) -> Kind {
         returning: top_level("RETURNING"),
     };
     match word(0) {
-        "SELECT" | "VALUES" | "TABLE" | "SHOW" | "EXPLAIN" | "DESCRIBE" | "DESC" | "PRAGMA"
-        | "FETCH" => Kind::Rows,
+        // (SQLite's PRAGMA returns rows or not depending on the pragma: it falls through to
+        // Other, and a result set, when there is one, is shown all the same.)
+        "SELECT" | "VALUES" | "TABLE" | "SHOW" | "EXPLAIN" | "DESCRIBE" | "DESC" | "FETCH" => {
+            Kind::Rows
+        }
         // The statement after the common table expressions decides.
         "WITH" => match words.iter().skip(1).find(|w| {
             w.depth == 0
@@ -1288,17 +1301,21 @@ mod tests {
 
     /// `url` with its database (path) replaced by `name`.
     fn with_database(url: &str, name: &str) -> String {
-        let (base, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
-        let authority_start = base.find("://").map_or(0, |i| i + 3);
-        let path_start = base[authority_start..]
-            .find('/')
-            .map_or(base.len(), |i| authority_start + i);
-        let query = if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{query}")
-        };
-        format!("{}/{name}{query}", &base[..path_start])
+        let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let query = rest.find('?').map_or("", |i| &rest[i..]);
+        format!("{scheme}://{}/{name}{query}", &rest[..authority_end])
+    }
+
+    /// `url` with its user (and password) replaced by `userinfo`.
+    fn with_userinfo(url: &str, userinfo: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        format!("{scheme}://{userinfo}@{host}{path}")
     }
 
     fn assert_success(result: &ExecutionResult) {
@@ -1346,6 +1363,29 @@ mod tests {
                 returning,
                 rows(&["id", "name"], &[]),
                 tagged("UPDATE 0", Some(0)),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn postgres_bodies_with_semicolons_stay_one_statement() {
+        let Some(db) = TestDb::create(ConnectionType::Postgres).await else {
+            return;
+        };
+        let result = db
+            .run(
+                "CREATE FUNCTION two() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 2; END; $$;\n\
+                 CREATE FUNCTION three() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 3; END;\n\
+                 SELECT two() + three() AS five",
+            )
+            .await;
+        assert_success(&result);
+        assert_eq!(
+            result.results,
+            [
+                tagged("CREATE FUNCTION", None),
+                tagged("CREATE FUNCTION", None),
+                rows(&["five"], &[&["5"]]),
             ]
         );
     }
@@ -1464,6 +1504,13 @@ mod tests {
                  DETAIL: Key (id)=(1) already exists."
             )
         );
+
+        let result = db.run("COPY (SELECT 1) TO STDOUT").await;
+        let error = result.error.expect("an error");
+        assert!(
+            error.starts_with("COPY FROM STDIN and COPY TO STDOUT are not supported"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -1480,14 +1527,8 @@ mod tests {
             "{error}"
         );
 
-        let result = execute(
-            &target(
-                ConnectionType::Postgres,
-                "postgres://hoop_no_such_role@127.0.0.1:5432/postgres",
-            ),
-            "SELECT 1",
-        )
-        .await;
+        let no_role = with_userinfo(&db.url, "hoop_no_such_role");
+        let result = execute(&target(ConnectionType::Postgres, &no_role), "SELECT 1").await;
         let error = result.error.expect("an error");
         assert!(
             error.contains("role \"hoop_no_such_role\" does not exist"),
@@ -1557,6 +1598,32 @@ mod tests {
                 rows(&["id", "name"], &[]),
                 // The server's sql_mode, untouched: || is OR, not concatenation.
                 rows(&["ored"], &[&["0"]]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn mysql_bodies_with_semicolons_stay_one_statement() {
+        let Some(db) = TestDb::create(ConnectionType::Mysql).await else {
+            return;
+        };
+        let result = db
+            .run(
+                "CREATE TABLE t (a int, b int);\n\
+                 CREATE TRIGGER fill BEFORE INSERT ON t FOR EACH ROW \
+                 BEGIN SET NEW.b = NEW.a * 2; IF NEW.a > 1 THEN SET NEW.b = 0; END IF; END;\n\
+                 INSERT INTO t (a) VALUES (1);\n\
+                 SELECT a, b FROM t",
+            )
+            .await;
+        assert_success(&result);
+        assert_eq!(
+            result.results,
+            [
+                tagged("CREATE TABLE", None),
+                tagged("CREATE TRIGGER", None),
+                tagged("INSERT 0 1", Some(1)),
+                rows(&["a", "b"], &[&["1", "2"]]),
             ]
         );
     }
@@ -1636,11 +1703,7 @@ mod tests {
         );
         assert_eq!(result.results, [rows(&["one"], &[&["1"]])]);
 
-        let wrong_password = db.url.replacen("://root@", "://root:wrong@", 1);
-        assert_ne!(
-            wrong_password, db.url,
-            "the test expects a root URL without password"
-        );
+        let wrong_password = with_userinfo(&db.url, "root:hoop-wrong-password");
         let result = execute(&target(ConnectionType::Mysql, &wrong_password), "SELECT 1").await;
         let error = result.error.expect("an error");
         assert!(
