@@ -235,7 +235,7 @@ impl Hoop {
             match self.store.apply(&change).await {
                 Ok(()) => {
                     tracing::info!(status = ?change.status, "decision recorded");
-                    return self.fetch(id).await;
+                    return Ok(change.applied_to(request));
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -386,7 +386,7 @@ impl Hoop {
             let mut change = Change::to(&job, now);
             change.lease_until = Some(now + self.lease_ms());
             match self.store.apply(&change).await {
-                Ok(()) => return self.fetch(id).await,
+                Ok(()) => return Ok(change.applied_to(job)),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -432,7 +432,7 @@ impl Hoop {
             match self.store.apply(&change).await {
                 Ok(()) => {
                     tracing::info!(request_id = %id, agent, %status, "job finished");
-                    return self.fetch(id).await;
+                    return Ok(change.applied_to(job));
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),

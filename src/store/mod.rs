@@ -117,6 +117,38 @@ impl Change {
     }
 }
 
+impl Change {
+    /// `request` as it is once this change has committed. The compare-and-set guarantees the stored
+    /// row went from exactly `request` to exactly this, so callers can answer without re-reading.
+    pub fn applied_to(&self, mut request: AccessRequest) -> AccessRequest {
+        request.version += 1;
+        if let Some(status) = self.status {
+            request.status = status;
+        }
+        if let Some(at) = self.decided_at {
+            request.decided_at = Some(at);
+        }
+        if let Some(decision) = &self.group_approval
+            && let Some(group) = request
+                .approval_groups
+                .iter_mut()
+                .find(|g| g.group == decision.group)
+        {
+            group.status = crate::domain::GroupStatus::Approved;
+            group.decided_by = Some(decision.by.clone());
+            group.decided_at = Some(self.at);
+            group.via = Some(decision.via.clone());
+        }
+        if let Some(rejection) = &self.rejection {
+            request.rejection = Some(rejection.clone());
+        }
+        if let Some(result) = &self.result {
+            request.result = Some(result.clone());
+        }
+        request
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GroupDecision {
     pub group: String,

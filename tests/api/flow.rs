@@ -110,6 +110,7 @@ async fn two_groups_approve_and_a_waiter_wakes(backend: Backend) {
     assert_eq!(woken["version"], 2);
     assert_eq!(woken["approval_groups"][0]["decided_by"], "bob@x.com");
     assert_eq!(woken["approval_groups"][0]["via"], "api");
+    assert_eq!(woken, first.body, "the reply is what was stored");
 
     let second = app.approve("sam@x.com", &id, None).await;
     assert_eq!(second.status, StatusCode::OK, "{:?}", second.body);
@@ -117,6 +118,11 @@ async fn two_groups_approve_and_a_waiter_wakes(backend: Backend) {
     assert_eq!(second.body["approval_groups"][1]["group"], "security");
     assert_eq!(second.body["approval_groups"][1]["decided_by"], "sam@x.com");
     assert!(second.body["decided_at"].is_string());
+    assert_eq!(
+        second.body,
+        app.request(&id).await,
+        "the reply is what was stored"
+    );
 
     // A wait on an old version returns at once with the current state.
     let now = app
@@ -152,6 +158,11 @@ async fn a_rejection_with_its_reason_ends_the_request(backend: Backend) {
         "not during the freeze"
     );
     assert_eq!(rejected.body["rejection"]["via"], "api");
+    assert_eq!(
+        rejected.body,
+        app.request(&id).await,
+        "the reply is what was stored"
+    );
     let late = app.approve("dora@x.com", &id, None).await;
     assert_eq!(
         (late.status, late.code()),
