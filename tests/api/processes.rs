@@ -648,3 +648,126 @@ async fn login_stores_credentials_privately() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown or revoked token"));
 }
+
+/// The README's first command: `hoop serve` with no config runs the demo, whose `demo-db` the server
+/// runs itself; a held command is approved from the terminal and its table printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_a_held_command_end_to_end() {
+    hoopbot::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = hoop()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("HOOP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOP_PUBLIC_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The demo prints `export NAME=token   # email [groups]` for each user.
+    let stdout = server.stdout.take().unwrap();
+    let tokens = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut tokens = std::collections::HashMap::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some((name, rest)) = line
+                .trim()
+                .strip_prefix("export ")
+                .and_then(|l| l.split_once('='))
+            {
+                tokens.insert(
+                    name.to_string(),
+                    rest.split_whitespace().next().unwrap().to_string(),
+                );
+            }
+            if tokens.len() == 4 {
+                break;
+            }
+        }
+        tokens
+    })
+    .await
+    .unwrap();
+    let as_user = |name: &str| {
+        let mut command = hoop();
+        command
+            .env("HOOP_URL", &url)
+            .env("HOOP_TOKEN", &tokens[name])
+            .stdin(Stdio::null());
+        command
+    };
+    let exec = as_user("ALICE")
+        .args(["exec", "demo-db", "-i", "SELECT count(*) FROM users"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    for _ in 0..200 {
+        let list = as_user("BOB")
+            .args(["requests", "list", "--status", "pending"])
+            .output()
+            .unwrap();
+        if let Some(row) = String::from_utf8_lossy(&list.stdout).lines().nth(1) {
+            id = row.split_whitespace().next().unwrap().to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for approver in ["BOB", "SAM"] {
+        let out = as_user(approver)
+            .args(["requests", "approve", &id])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (code, stdout, stderr) = finished(exec).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, " count(*) \n----------\n    12345\n(1 row)\n\n");
+    let audit = as_user("SAM")
+        .args(["requests", "show", &id])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&audit.stdout).contains("Status      executed"));
+
+    // SIGTERM stops the server gracefully.
+    // SAFETY: kill(2) on a child process we own, by its pid.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_bad_config_stops_the_server_with_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hoop.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[users]]\nemail = \"a@x.com\"\ngroups = [\"dba\"]\n\n[[connections]]\nname = \"db\"\ntype = \"postgres\"\n[connections.access_requests]\napproval_groups = [\"dba\", \"secruity\"]\n",
+    )
+    .unwrap();
+    let out = hoop()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:12: connections[0].access_requests.approval_groups: unknown group \"secruity\"",
+            config.display()
+        )),
+        "{stderr}"
+    );
+}
