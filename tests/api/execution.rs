@@ -18,7 +18,76 @@ on_both_backends!(
     a_killed_agent_leaves_its_job_failed_and_never_rerun,
     database_errors_come_back_as_failed_results,
     agents_only_claim_their_own_connections,
+    heartbeats_keep_a_job_and_only_its_agent_may_report,
 );
+
+async fn heartbeats_keep_a_job_and_only_its_agent_may_report(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = approved(&app, "counter", "select 1").await;
+    let racer = app.agent_token("racer").await;
+    let call = |token: &str, path: String, body: serde_json::Value| {
+        app.send(
+            app.client
+                .post(app.url(&path))
+                .bearer_auth(token)
+                .json(&body),
+        )
+    };
+    let claimed = call(
+        &racer,
+        "/api/v1/agent/jobs/claim".into(),
+        json!({ "timeout_s": 0 }),
+    )
+    .await;
+    assert_eq!(claimed.body["job"]["id"], id.as_str());
+    assert_eq!(claimed.body["job"]["status"], "running");
+    assert_eq!(claimed.body["lease_s"], 30);
+
+    app.advance(Duration::from_secs(20));
+    let beat = call(
+        &racer,
+        format!("/api/v1/agent/jobs/{id}/heartbeat"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(beat.status, StatusCode::OK, "{:?}", beat.body);
+    app.advance(Duration::from_secs(20)); // 40 s after the claim, 20 s after the heartbeat
+    assert_eq!(
+        app.hoop.sweep().await.unwrap(),
+        0,
+        "the heartbeat extended the lease"
+    );
+
+    // Another agent can neither heartbeat nor report this job.
+    let other = app.agent_token("other").await;
+    let stolen = call(
+        &other,
+        format!("/api/v1/agent/jobs/{id}/result"),
+        json!({ "results": [] }),
+    )
+    .await;
+    assert_eq!(
+        (stolen.status, stolen.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+
+    app.advance(Duration::from_secs(11)); // past the extended lease
+    assert_eq!(app.hoop.sweep().await.unwrap(), 1);
+    let late = call(
+        &racer,
+        format!("/api/v1/agent/jobs/{id}/result"),
+        json!({ "results": [] }),
+    )
+    .await;
+    assert_eq!(
+        (late.status, late.code()),
+        (StatusCode::CONFLICT, "already_decided")
+    );
+    assert_eq!(
+        app.request(&id).await["result"]["error"],
+        "agent lost; outcome unknown"
+    );
+}
 
 fn sqlite_target(url: &str) -> ConnectionTarget {
     ConnectionTarget {

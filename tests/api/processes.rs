@@ -364,7 +364,7 @@ async fn sqlite_with_users(dir: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_target_end_to_end() {
     let Some(admin) = postgres_url() else {
-        eprintln!("skipping: {POSTGRES_ENV} not set");
+        crate::helpers::skip(POSTGRES_ENV);
         return;
     };
     let name = format!("hoop_target_{:016x}", rand::random::<u64>());
@@ -401,7 +401,7 @@ async fn postgres_target_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_target_end_to_end() {
     let Some(admin) = std::env::var(MYSQL_ENV).ok().filter(|u| !u.is_empty()) else {
-        eprintln!("skipping: {MYSQL_ENV} not set");
+        crate::helpers::skip(MYSQL_ENV);
         return;
     };
     let name = format!("hoop_target_{:016x}", rand::random::<u64>());
