@@ -26,26 +26,7 @@ async fn a_change_on_one_replica_wakes_a_waiter_on_another(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let other = app.replica().await;
     let id = app.held("SELECT 1").await;
-    let waiter = {
-        let (client, url) = (
-            app.client.clone(),
-            app.url(&format!(
-                "/api/v1/access-requests/{id}/wait?version=1&timeout_s=60"
-            )),
-        );
-        let token = app.token("alice@x.com").to_string();
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiter = app.spawn_wait(&id, 1);
     let approved = other.approve("bob@x.com", &id, None).await;
     assert_eq!(approved.status, StatusCode::OK);
     let woken = waiter.await.unwrap();
@@ -83,24 +64,7 @@ async fn two_groups_approve_and_a_waiter_wakes(backend: Backend) {
     assert_eq!(created["version"], 1);
 
     // A waiter parked on version 1 is woken by the first approval.
-    let waiter = {
-        let client = app.client.clone();
-        let url = app.url(&format!(
-            "/api/v1/access-requests/{id}/wait?version=1&timeout_s=60"
-        ));
-        let token = app.token("alice@x.com").to_string();
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiter = app.spawn_wait(&id, 1);
     // Give the waiter a moment to park; correctness does not depend on it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let first = app.approve("bob@x.com", &id, Some("dba-team")).await;

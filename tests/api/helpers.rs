@@ -358,6 +358,17 @@ impl TestApp {
         .await
     }
 
+    /// Starts a `wait` for request `id` past `version` (as alice, up to 60 s) in the background.
+    pub fn spawn_wait(&self, id: &str, version: i64) -> JoinHandle<Value> {
+        let request = self
+            .client
+            .get(self.url(&format!(
+                "/api/v1/access-requests/{id}/wait?version={version}&timeout_s=60"
+            )))
+            .bearer_auth(self.token("alice@x.com"));
+        tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() })
+    }
+
     /// Submits as alice on prod-db and returns the new request's id.
     pub async fn held(&self, command: &str) -> String {
         let reply = self.submit("alice@x.com", "prod-db", command).await;

@@ -361,41 +361,59 @@ async fn sqlite_with_users(dir: &Path) -> String {
     url
 }
 
+/// Runs `test` against a database of its own on the server at `admin`, created and filled with
+/// `setup`, and removed afterwards with `drop` (`{name}` stands for its name).
+async fn with_scratch_database<C, Fut>(
+    admin: &str,
+    setup: &'static str,
+    drop: &str,
+    test: impl FnOnce(String) -> Fut,
+) where
+    C: Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    Fut: std::future::Future<Output = ()>,
+{
+    let name = format!("hoop_target_{:016x}", rand::random::<u64>());
+    let mut conn = C::connect(admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = replace_database(admin, &name);
+    let mut target = C::connect(&url).await.unwrap();
+    sqlx::raw_sql(setup).execute(&mut target).await.unwrap();
+    target.close().await.unwrap();
+    test(url).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop.replace("{name}", &name)))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_target_end_to_end() {
     let Some(admin) = postgres_url() else {
         crate::helpers::skip(POSTGRES_ENV);
         return;
     };
-    let name = format!("hoop_target_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = replace_database(&admin, &name);
-    let mut target = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql("create table users (id serial primary key, status text); insert into users (status) select 'active' from generate_series(1, 12345)")
-        .execute(&mut target)
-        .await
-        .unwrap();
-    target.close().await.unwrap();
-
-    let stack = Stack::start(&format!("type = \"postgres\"\nurl = \"{url}\""), "30m").await;
-    let (code, stdout, stderr) = approved_run(&stack, "SELECT count(*) FROM users").await;
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout, " count \n-------\n 12345\n(1 row)\n\n");
-    let (code, stdout, stderr) =
-        approved_run(&stack, "UPDATE users SET status='inactive' WHERE id=123").await;
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout, "UPDATE 1\n");
-    drop(stack);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "drop database {name} with (force)"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    let setup = "create table users (id serial primary key, status text); \
+                 insert into users (status) select 'active' from generate_series(1, 12345)";
+    with_scratch_database::<sqlx::PgConnection, _>(
+        &admin,
+        setup,
+        "drop database {name} with (force)",
+        |url| async move {
+            let stack = Stack::start(&format!("type = \"postgres\"\nurl = \"{url}\""), "30m").await;
+            let (code, stdout, stderr) = approved_run(&stack, "SELECT count(*) FROM users").await;
+            assert_eq!(code, 0, "{stderr}");
+            assert_eq!(stdout, " count \n-------\n 12345\n(1 row)\n\n");
+            let (code, stdout, stderr) =
+                approved_run(&stack, "UPDATE users SET status='inactive' WHERE id=123").await;
+            assert_eq!(code, 0, "{stderr}");
+            assert_eq!(stdout, "UPDATE 1\n");
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,29 +422,21 @@ async fn mariadb_target_end_to_end() {
         crate::helpers::skip(MYSQL_ENV);
         return;
     };
-    let name = format!("hoop_target_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = replace_database(&admin, &name);
-    let mut target = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql("create table users (id int primary key auto_increment, status text); insert into users (status) values ('active'), ('active')")
-        .execute(&mut target)
-        .await
-        .unwrap();
-    target.close().await.unwrap();
-
-    let stack = Stack::start(&format!("type = \"mysql\"\nurl = \"{url}\""), "30m").await;
-    let (code, stdout, stderr) = approved_run(&stack, "SELECT count(*) AS count FROM users").await;
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout, " count \n-------\n     2\n(1 row)\n\n");
-    drop(stack);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let setup = "create table users (id int primary key auto_increment, status text); \
+                 insert into users (status) values ('active'), ('active')";
+    with_scratch_database::<sqlx::MySqlConnection, _>(
+        &admin,
+        setup,
+        "drop database {name}",
+        |url| async move {
+            let stack = Stack::start(&format!("type = \"mysql\"\nurl = \"{url}\""), "30m").await;
+            let (code, stdout, stderr) =
+                approved_run(&stack, "SELECT count(*) AS count FROM users").await;
+            assert_eq!(code, 0, "{stderr}");
+            assert_eq!(stdout, " count \n-------\n     2\n(1 row)\n\n");
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
