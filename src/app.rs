@@ -97,10 +97,12 @@ impl App {
                 tokio::spawn(async move { agent.run(stop).await })
             });
         let router = crate::http::router(self.hoop.clone());
+        let changes = self.hoop.changes.clone();
         let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
+            tracing::info!("shutting down: answering long polls, finishing in-flight requests");
             let _ = stop_tx.send(true);
+            changes.close();
         });
         server.await.context("server error")?;
         for worker in sweeper.into_iter().chain(agent) {

@@ -7,14 +7,26 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::domain::Status;
 
-#[derive(Default)]
 pub struct ChangeHub {
     requests: Mutex<HashMap<String, Weak<Notify>>>,
     jobs: Notify,
+    /// Turns true when the server shuts down, so long polls answer at once instead of holding
+    /// the shutdown up until they time out.
+    closing: watch::Sender<bool>,
+}
+
+impl Default for ChangeHub {
+    fn default() -> ChangeHub {
+        ChangeHub {
+            requests: Mutex::default(),
+            jobs: Notify::new(),
+            closing: watch::Sender::new(false),
+        }
+    }
 }
 
 /// A subscription to one request's changes; unsubscribes when dropped.
@@ -61,6 +73,17 @@ impl ChangeHub {
         if status == Some(Status::Approved) {
             self.jobs.notify_waiters();
         }
+    }
+
+    /// Ends every long poll: the server is shutting down.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Completes once [`ChangeHub::close`] has been called.
+    pub async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        let _ = closing.wait_for(|closed| *closed).await;
     }
 
     /// Notified when any request becomes approved (a job for some agent).

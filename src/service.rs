@@ -314,9 +314,11 @@ impl Hoop {
 
     /// Waits until request `id` is newer than `version`, or `timeout` passes, and returns it.
     /// Woken by the change itself; re-reads on a timer too, and expires the request at its deadline.
+    /// Answers at once when the server shuts down; clients simply wait again elsewhere.
     pub async fn wait(&self, id: &str, version: i64, timeout: Duration) -> Result<AccessRequest> {
         let watch = self.changes.watch(id);
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut closing = false;
         loop {
             // Enabled before reading, so a change committed between the read and the sleep still
             // wakes us.
@@ -325,7 +327,7 @@ impl Hoop {
             notified.as_mut().enable();
 
             let request = self.get(id).await?;
-            if request.version > version || tokio::time::Instant::now() >= deadline {
+            if request.version > version || tokio::time::Instant::now() >= deadline || closing {
                 return Ok(request);
             }
             let mut next = deadline.min(tokio::time::Instant::now() + WAIT_POLL);
@@ -336,6 +338,7 @@ impl Hoop {
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(next) => {}
+                _ = self.changes.closed() => closing = true,
             }
         }
     }
@@ -370,6 +373,7 @@ impl Hoop {
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(next) => {}
+                _ = self.changes.closed() => return Ok(None),
             }
         }
     }

@@ -20,13 +20,35 @@ on_both_backends!(
     every_change_queues_an_outbox_entry,
     a_change_on_one_replica_wakes_a_waiter_on_another,
     health_and_readiness,
+    shutdown_answers_long_polls_at_once,
 );
+
+async fn shutdown_answers_long_polls_at_once(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let id = app.held("SELECT 1").await;
+    let waiter = app.spawn_wait(&id, 1, 300);
+    // Let the waiter park, then stop. Draining must not sit on the five-minute poll until it runs
+    // out; the generous bound only tells a hang from an answer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(120), app.stop())
+        .await
+        .expect("shutdown waited for the long poll to time out");
+    let answer = waiter.await.unwrap();
+    assert_eq!(answer["status"], "pending");
+    assert_eq!(answer["version"], 1);
+    app.stop_and_start().await;
+    assert_eq!(
+        app.request(&id).await["status"],
+        "pending",
+        "nothing changed on the way down"
+    );
+}
 
 async fn a_change_on_one_replica_wakes_a_waiter_on_another(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let other = app.replica().await;
     let id = app.held("SELECT 1").await;
-    let waiter = app.spawn_wait(&id, 1);
+    let waiter = app.spawn_wait(&id, 1, 60);
     let approved = other.approve("bob@x.com", &id, None).await;
     assert_eq!(approved.status, StatusCode::OK);
     let woken = waiter.await.unwrap();
@@ -64,7 +86,7 @@ async fn two_groups_approve_and_a_waiter_wakes(backend: Backend) {
     assert_eq!(created["version"], 1);
 
     // A waiter parked on version 1 is woken by the first approval.
-    let waiter = app.spawn_wait(&id, 1);
+    let waiter = app.spawn_wait(&id, 1, 60);
     // Give the waiter a moment to park; correctness does not depend on it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let first = app.approve("bob@x.com", &id, Some("dba-team")).await;

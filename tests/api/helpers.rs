@@ -358,12 +358,13 @@ impl TestApp {
         .await
     }
 
-    /// Starts a `wait` for request `id` past `version` (as alice, up to 60 s) in the background.
-    pub fn spawn_wait(&self, id: &str, version: i64) -> JoinHandle<Value> {
+    /// Starts a `wait` for request `id` past `version` (as alice, up to `timeout_s`) in the
+    /// background.
+    pub fn spawn_wait(&self, id: &str, version: i64, timeout_s: u64) -> JoinHandle<Value> {
         let request = self
             .client
             .get(self.url(&format!(
-                "/api/v1/access-requests/{id}/wait?version={version}&timeout_s=60"
+                "/api/v1/access-requests/{id}/wait?version={version}&timeout_s={timeout_s}"
             )))
             .bearer_auth(self.token("alice@x.com"));
         tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() })
