@@ -1,7 +1,6 @@
 //! Extractors whose every rejection is our JSON error, so bad input never gets a bare text reply.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -64,11 +63,10 @@ async fn read_json<T: DeserializeOwned>(req: Request, state: &Hoop) -> Result<Op
             "send the body as JSON with Content-Type: application/json".into(),
         ));
     }
-    match axum::Json::<T>::from_bytes(&bytes) {
-        Ok(axum::Json(value)) => Ok(Some(value)),
-        Err(JsonRejection::JsonDataError(e)) => Err(Error::InvalidInput(e.body_text())),
-        Err(e) => Err(Error::InvalidInput(e.body_text())),
-    }
+    // Syntax errors, wrong types, missing and unknown fields: all the client's to fix.
+    axum::Json::<T>::from_bytes(&bytes)
+        .map(|axum::Json(value)| Some(value))
+        .map_err(|e| Error::InvalidInput(e.body_text()))
 }
 
 /// Query-string parameters.
@@ -78,13 +76,10 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Hoop> for Params<T> {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &Hoop) -> Result<Self, Error> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(value)) => Ok(Params(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(Error::InvalidInput(e.body_text()))
-            }
-            Err(other) => Err(Error::InvalidInput(other.body_text())),
-        }
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Params(value))
+            .map_err(|e| Error::InvalidInput(e.body_text()))
     }
 }
 

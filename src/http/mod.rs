@@ -21,6 +21,7 @@ pub fn router(hoop: Hoop) -> Router {
     let body_limit = hoop.config.server.max_command_bytes * 2 + 64 * 1024;
     Router::new()
         .nest("/api/v1", api::router().merge(agent::router()))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { Error::NotFound("no such endpoint".into()) })
@@ -30,6 +31,14 @@ pub fn router(hoop: Hoop) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(hoop)
+}
+
+/// The API's OpenAPI description, as kept in `docs/openapi.json`.
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../../docs/openapi.json"),
+    )
 }
 
 /// Ready when the database answers.

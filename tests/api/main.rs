@@ -6,4 +6,5 @@ mod audit_trail;
 mod bad_input;
 mod execution;
 mod flow;
+mod openapi;
 mod processes;
