@@ -94,7 +94,11 @@ impl App {
             .flatten()
             .map(|agent| {
                 let stop = stop_rx.clone();
-                tokio::spawn(async move { agent.run(stop).await })
+                tokio::spawn(async move {
+                    if let Err(e) = agent.run(stop).await {
+                        tracing::error!(error = %e, "embedded agent stopped");
+                    }
+                })
             });
         let router = crate::http::router(self.hoop.clone());
         let changes = self.hoop.changes.clone();

@@ -77,13 +77,15 @@ impl Agent {
         self.targets.keys().cloned().collect()
     }
 
-    /// Claims and runs jobs until `stop` turns true. A job in progress is finished first.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+    /// Claims and runs jobs until `stop` turns true; a job in progress is finished first. An
+    /// unreachable server is retried with backoff; a refusal (a bad token, a connection the server
+    /// does not assign to this agent) ends the loop with that error, since retrying cannot fix it.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), QueueError> {
         let mut backoff = Duration::from_secs(1);
         while !*stop.borrow() {
             let step = tokio::select! {
                 step = self.claim(CLAIM_WAIT) => step,
-                _ = stop.changed() => return,
+                _ = stop.changed() => return Ok(()),
             };
             match step {
                 Ok(Some((job, lease))) => {
@@ -91,16 +93,18 @@ impl Agent {
                     self.handle(job, lease).await;
                 }
                 Ok(None) => backoff = Duration::from_secs(1),
+                Err(e) if !e.transient => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot claim jobs");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => return Ok(()),
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
+        Ok(())
     }
 
     /// One claim and, if a job came, its run. Returns the job's id.

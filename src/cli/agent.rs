@@ -21,6 +21,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         tracing::info!("stopping after the current job");
         let _ = stop_tx.send(true);
     });
-    agent.run(stop_rx).await;
+    agent
+        .run(stop_rx)
+        .await
+        .map_err(|e| anyhow::anyhow!("the server refused this agent: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -343,6 +343,30 @@ async fn agents_only_claim_their_own_connections(backend: Backend) {
         )
         .await;
     assert_eq!(nothing.body["job"], serde_json::Value::Null);
+    // `hoop agent` configured for a connection the server does not give it says so and stops.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nserver_url = \"{}\"\ntoken = \"{stranger}\"\n[[connections]]\nname = \"counter\"\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\n",
+            app.url("")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hoop"))
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env("HOOP_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the server refused this agent: connection \"counter\" is not assigned to agent stranger"),
+        "{stderr}"
+    );
+
     // A user token cannot claim jobs, and an agent token cannot approve.
     let as_user = app
         .post(
