@@ -25,6 +25,8 @@ use crate::store::{
 const WAIT_POLL: Duration = Duration::from_secs(2);
 /// Attempts at a compare-and-set before giving up under extreme contention.
 const MAX_ATTEMPTS: usize = 64;
+/// The recorded outcome of a job whose agent stopped heartbeating: it may or may not have run.
+pub const AGENT_LOST: &str = "agent lost; outcome unknown";
 pub const MAX_JUSTIFICATION_BYTES: usize = 4096;
 pub const MAX_REASON_BYTES: usize = 4096;
 
@@ -283,7 +285,7 @@ impl Hoop {
         }
         for job in self.store.lost_jobs(now, 500).await? {
             let result = ExecutionResult {
-                error: Some("agent lost; outcome unknown".into()),
+                error: Some(AGENT_LOST.into()),
                 agent: job.claimed_by.clone(),
                 ..ExecutionResult::default()
             };
@@ -294,7 +296,7 @@ impl Hoop {
                 kind: "failed",
                 actor: "hoopbot".into(),
                 channel: "system".into(),
-                detail: json!({ "error": "agent lost; outcome unknown", "agent": job.claimed_by }),
+                detail: json!({ "error": AGENT_LOST, "agent": job.claimed_by }),
             });
             change
                 .outbox
@@ -407,8 +409,31 @@ impl Hoop {
     ) -> Result<AccessRequest> {
         result.agent = Some(agent.to_string());
         for _ in 0..MAX_ATTEMPTS {
-            let job = self.running_job(agent, id).await?;
+            let job = self.fetch(id).await?;
             let now = self.clock.now();
+            let late = job.status == Status::Failed
+                && job.claimed_by.as_deref() == Some(agent)
+                && job.result.as_ref().and_then(|r| r.error.as_deref()) == Some(AGENT_LOST);
+            if late {
+                // The job was given up for lost, but its agent did finish. Its outcome is kept
+                // in the audit trail; the status stays failed, as already announced.
+                let mut change = Change::to(&job, now);
+                change.audit.push(AuditEntry {
+                    kind: "late_result",
+                    actor: agent.to_string(),
+                    channel: "agent".into(),
+                    detail: result_summary(&result),
+                });
+                match self.store.apply(&change).await {
+                    Ok(()) => {
+                        tracing::warn!(request_id = %id, agent, "result arrived after the job was given up for lost");
+                        return Ok(change.applied_to(job));
+                    }
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let job = running(job, agent)?;
             let status = if result.error.is_some() {
                 Status::Failed
             } else {
@@ -424,12 +449,7 @@ impl Hoop {
                 },
                 actor: agent.to_string(),
                 channel: "agent".into(),
-                detail: json!({
-                    "error": result.error,
-                    "exit_code": result.exit_code,
-                    "statements": result.results.len(),
-                    "truncated": result.truncated,
-                }),
+                detail: result_summary(&result),
             });
             change.outbox.push(event(id, status.as_str(), status, now));
             change.result = Some(result.clone());
@@ -455,20 +475,35 @@ impl Hoop {
     }
 
     async fn running_job(&self, agent: &str, id: &str) -> Result<AccessRequest> {
-        let job = self.fetch(id).await?;
-        if job.claimed_by.as_deref() != Some(agent) {
-            return Err(Error::Forbidden(format!(
-                "job {id} is not claimed by agent {agent}"
-            )));
-        }
-        if job.status != Status::Running {
-            return Err(Error::AlreadyDecided(format!(
-                "job {id} is {}, not running",
-                job.status
-            )));
-        }
-        Ok(job)
+        running(self.fetch(id).await?, agent)
     }
+}
+
+/// `job`, if it is running for `agent`.
+fn running(job: AccessRequest, agent: &str) -> Result<AccessRequest> {
+    if job.claimed_by.as_deref() != Some(agent) {
+        return Err(Error::Forbidden(format!(
+            "job {} is not claimed by agent {agent}",
+            job.id
+        )));
+    }
+    if job.status != Status::Running {
+        return Err(Error::AlreadyDecided(format!(
+            "job {} is {}, not running",
+            job.id, job.status
+        )));
+    }
+    Ok(job)
+}
+
+/// What the audit trail keeps of a result (the full result is on the request).
+fn result_summary(result: &ExecutionResult) -> serde_json::Value {
+    json!({
+        "error": result.error,
+        "exit_code": result.exit_code,
+        "statements": result.results.len(),
+        "truncated": result.truncated,
+    })
 }
 
 /// The change a permitted decision makes, with its audit events and outbox entries.

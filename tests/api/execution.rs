@@ -73,19 +73,37 @@ async fn heartbeats_keep_a_job_and_only_its_agent_may_report(backend: Backend) {
 
     app.advance(Duration::from_secs(11)); // past the extended lease
     assert_eq!(app.hoop.sweep().await.unwrap(), 1);
+    // The agent was only slow: its late result is kept in the audit trail, the status stays.
     let late = call(
         &racer,
         format!("/api/v1/agent/jobs/{id}/result"),
-        json!({ "results": [] }),
+        json!({ "results": [], "exit_code": 0 }),
+    )
+    .await;
+    assert_eq!(late.status, StatusCode::OK, "{:?}", late.body);
+    assert_eq!(late.body["job"]["status"], "failed");
+    let request = app.request(&id).await;
+    assert_eq!(request["result"]["error"], "agent lost; outcome unknown");
+    assert_eq!(
+        app.audit_kinds(&id).await,
+        [
+            "created",
+            "auto_approved",
+            "claimed",
+            "failed",
+            "late_result"
+        ]
+    );
+    // Anything more about a finished job is refused.
+    let again = call(
+        &racer,
+        format!("/api/v1/agent/jobs/{id}/heartbeat"),
+        json!({}),
     )
     .await;
     assert_eq!(
-        (late.status, late.code()),
+        (again.status, again.code()),
         (StatusCode::CONFLICT, "already_decided")
-    );
-    assert_eq!(
-        app.request(&id).await["result"]["error"],
-        "agent lost; outcome unknown"
     );
 }
 
