@@ -46,10 +46,12 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .submit(&args.connection, &command, args.justification.as_deref())
         .await?;
     if args.no_wait {
-        println!("{}\n{}", request.id, request.url);
-        eprintln!(
+        outln!("{}\n{}", request.id, request.url);
+        sayln!(
             "Request {} is {}. Follow it with `hoop requests wait {}`.",
-            request.id, request.status, request.id
+            request.id,
+            request.status,
+            request.id
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -21,6 +21,8 @@ pub enum Output {
 /// The exit code for Ctrl-C, as shells report it.
 const INTERRUPTED: u8 = 130;
 const LONG_POLL: Duration = Duration::from_secs(25);
+/// How long an approved command may wait for an agent before we suggest one may not be running.
+const AGENT_HINT_AFTER: Duration = Duration::from_secs(15);
 const FRAMES: [char; 8] = ['⣾', '⣽', '⣻', '⢿', '⡿', '⣟', '⣯', '⣷'];
 
 /// Waits for `request` to end, showing progress, and prints the outcome.
@@ -33,6 +35,7 @@ pub async fn follow(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut backoff = Duration::from_secs(1);
+    let mut approved_at = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let mut waiting = Box::pin(next_change(
         client,
@@ -45,7 +48,15 @@ pub async fn follow(
             status.clear();
             return Ok(finish(&request, output));
         }
-        status.show(&progress(&request));
+        let waiting_for_agent = match (request.status, approved_at) {
+            (Status::Approved, None) => {
+                approved_at = Some(std::time::Instant::now());
+                false
+            }
+            (Status::Approved, Some(since)) => since.elapsed() >= AGENT_HINT_AFTER,
+            _ => false,
+        };
+        status.show(&progress(&request, waiting_for_agent));
         tokio::select! {
             changed = &mut waiting => {
                 let delay = match changed {
@@ -56,7 +67,7 @@ pub async fn follow(
                     }
                     Err(e) if e.is_transient() => {
                         status.clear();
-                        eprintln!(
+                        sayln!(
                             "Lost contact with the server ({e}); retrying in {}s. The request is still held; \
                              resume any time with `hoop requests wait {}`.",
                             backoff.as_secs(),
@@ -93,29 +104,33 @@ async fn next_change(
 async fn interrupted(client: &Client, request: &AccessRequestView) -> anyhow::Result<ExitCode> {
     if request.status == Status::Pending {
         match client.cancel(&request.id).await {
-            Ok(_) => eprintln!("Cancelled request {}.", request.id),
+            Ok(_) => sayln!("Cancelled request {}.", request.id),
             Err(ClientError::Api { code, .. })
                 if code == "already_decided" || code == "expired" =>
             {
                 let now = client.get(&request.id).await?;
-                eprintln!(
+                sayln!(
                     "Too late to cancel: request {} is already {}. Follow it with `hoop requests wait {}`.",
-                    request.id, now.status, request.id
+                    request.id,
+                    now.status,
+                    request.id
                 );
             }
-            Err(e) => eprintln!("Could not cancel request {}: {e}", request.id),
+            Err(e) => sayln!("Could not cancel request {}: {e}", request.id),
         }
     } else {
-        eprintln!(
+        sayln!(
             "Stopped waiting. Request {} is {} and cannot be withdrawn; see its result with `hoop requests wait {}`.",
-            request.id, request.status, request.id
+            request.id,
+            request.status,
+            request.id
         );
     }
     Ok(ExitCode::from(INTERRUPTED))
 }
 
 /// What the spinner says while the request is not finished.
-fn progress(request: &AccessRequestView) -> String {
+fn progress(request: &AccessRequestView, waiting_for_agent: bool) -> String {
     match request.status {
         Status::Pending => {
             let groups: Vec<String> = request
@@ -132,6 +147,10 @@ fn progress(request: &AccessRequestView) -> String {
                 groups.join(" · ")
             )
         }
+        Status::Approved if waiting_for_agent => format!(
+            "Approved, but no agent has picked it up yet: is an agent running for {}? Still waiting...",
+            request.connection
+        ),
         Status::Approved => format!(
             "Approved; waiting for an agent to run it on {}...",
             request.connection
@@ -144,23 +163,23 @@ fn progress(request: &AccessRequestView) -> String {
 /// code), 1 when it was rejected, expired, cancelled or failed.
 pub fn finish(request: &AccessRequestView, output: Output) -> ExitCode {
     if output == Output::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(request).expect("requests serialize")
         );
     }
     let result = request.result.as_ref();
     let failed = |message: String| {
-        eprintln!("{message}");
+        sayln!("{message}");
         ExitCode::FAILURE
     };
     match request.status {
         Status::Executed => {
             let result = result.cloned().unwrap_or_default();
             if output == Output::Table {
-                print!("{}", super::table::render(&result));
+                out!("{}", super::table::render(&result));
                 if let Some(stderr) = result.stderr.as_deref().filter(|s| !s.is_empty()) {
-                    eprint!("{stderr}");
+                    say!("{stderr}");
                 }
                 let _ = std::io::stdout().flush();
             }
@@ -240,7 +259,7 @@ impl StatusLine {
         if self.terminal {
             self.draw();
         } else {
-            eprintln!("{message}");
+            sayln!("{message}");
         }
     }
 
@@ -252,14 +271,14 @@ impl StatusLine {
     }
 
     fn draw(&mut self) {
-        eprint!("\r\x1b[2K{} {}", FRAMES[self.frame], self.message);
+        say!("\r\x1b[2K{} {}", FRAMES[self.frame], self.message);
         let _ = std::io::stderr().flush();
         self.shown = true;
     }
 
     fn clear(&mut self) {
         if self.terminal && self.shown {
-            eprint!("\r\x1b[2K");
+            say!("\r\x1b[2K");
             let _ = std::io::stderr().flush();
             self.shown = false;
         }

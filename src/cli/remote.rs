@@ -53,7 +53,7 @@ pub async fn login(url: &str, token: &str) -> anyhow::Result<()> {
         token: token.to_string(),
     })?;
     write_private(&path, &body).with_context(|| format!("cannot write {}", path.display()))?;
-    println!(
+    outln!(
         "Logged in to {} as {}. Credentials saved in {}.",
         client.base_url(),
         me["email"].as_str().unwrap_or("?"),

@@ -68,24 +68,25 @@ pub async fn run(command: RequestsCommand) -> anyhow::Result<ExitCode> {
             let query: Vec<(&str, String)> =
                 query.into_iter().filter(|(_, v)| !v.is_empty()).collect();
             let page = client.list(&query).await?;
-            print!("{}", list_table(&page.items));
+            out!("{}", list_table(&page.items));
         }
-        RequestsCommand::Show { id } => print!("{}", describe(&client.get(&id).await?)),
+        RequestsCommand::Show { id } => out!("{}", describe(&client.get(&id).await?)),
         RequestsCommand::Approve { id, group } => {
             let request = client.approve(&id, group.as_deref()).await?;
-            println!(
+            outln!(
                 "Approved. Request {} is now {}.",
-                request.id, request.status
+                request.id,
+                request.status
             );
-            print!("{}", groups(&request));
+            out!("{}", groups(&request));
         }
         RequestsCommand::Reject { id, reason } => {
             let request = client.reject(&id, &reason).await?;
-            println!("Rejected request {}.", request.id);
+            outln!("Rejected request {}.", request.id);
         }
         RequestsCommand::Cancel { id } => {
             let request = client.cancel(&id).await?;
-            println!("Cancelled request {}.", request.id);
+            outln!("Cancelled request {}.", request.id);
         }
         RequestsCommand::Wait { id, output } => {
             let request = client.get(&id).await?;

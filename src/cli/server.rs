@@ -48,7 +48,7 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 pub async fn migrate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (config, _) = load(path)?;
     open_store(&config).await?;
-    println!(
+    outln!(
         "migrations applied to {}",
         crate::app::redact(&config.server.database_url)
     );
@@ -73,8 +73,8 @@ pub async fn create_token(
     };
     let store = open_store(&config).await?;
     let token = crate::token::create(store.as_ref(), &subject, Clock::system().now()).await?;
-    println!("{token}");
-    eprintln!("Store this token now: it is not shown again.");
+    outln!("{token}");
+    sayln!("Store this token now: it is not shown again.");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -85,7 +85,7 @@ pub async fn verify_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (seq, hash) = store.audit_head().await?;
     match crate::audit::verify(&events, seq, &hash) {
         Ok(()) => {
-            println!(
+            outln!(
                 "audit trail intact: {} events, chain head {}",
                 events.len(),
                 short(&hash)
@@ -93,7 +93,7 @@ pub async fn verify_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("audit trail BROKEN: {e}");
+            sayln!("audit trail BROKEN: {e}");
             Ok(ExitCode::from(2))
         }
     }

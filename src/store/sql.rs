@@ -73,8 +73,8 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Self::record(&mut tx, &new.id, new.created_at, audit, outbox).await?;
                 Self::announce(&mut tx, &new.id, Some(new.status)).await?;
+                Self::record(&mut tx, &new.id, new.created_at, audit, outbox).await?;
                 tx.commit().await?;
                 self.changes.publish(&new.id, Some(new.status));
                 Ok(())
@@ -158,8 +158,8 @@ macro_rules! sql_store {
                         return Err(StoreError::Conflict);
                     }
                 }
-                Self::record(&mut tx, &change.request_id, change.at, &change.audit, &change.outbox).await?;
                 Self::announce(&mut tx, &change.request_id, change.status).await?;
+                Self::record(&mut tx, &change.request_id, change.at, &change.audit, &change.outbox).await?;
                 tx.commit().await?;
                 self.changes.publish(&change.request_id, change.status);
                 Ok(())
@@ -212,8 +212,8 @@ macro_rules! sql_store {
                     channel: "agent".into(),
                     detail: serde_json::json!({ "lease_until": claim.lease_until }),
                 };
-                Self::record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 Self::announce(&mut tx, &id, Some(Status::Running)).await?;
+                Self::record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 tx.commit().await?;
                 self.changes.publish(&id, Some(Status::Running));
                 self.get_request(&id).await
@@ -318,7 +318,9 @@ macro_rules! sql_store {
         }
 
         impl $store {
-            /// Appends audit events to the hash chain and queues outbox entries, inside `tx`.
+            /// Queues outbox entries and appends audit events to the hash chain, inside `tx`. The
+            /// chain comes last: appending locks its head row until commit, so the less that
+            /// follows it, the less other writers wait.
             async fn record(
                 tx: &mut Tx<'_>,
                 request_id: &str,
@@ -326,6 +328,18 @@ macro_rules! sql_store {
                 audit: &[AuditEntry],
                 outbox: &[OutboxEntry],
             ) -> StoreResult<()> {
+                for entry in outbox {
+                    sqlx::query(
+                        "insert into outbox (request_id, topic, payload, created_at, next_attempt_at) \
+                         values ($1, $2, $3, $4, $4)",
+                    )
+                    .bind(request_id)
+                    .bind(&entry.topic)
+                    .bind(entry.payload.to_string())
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
                 for entry in audit {
                     // Bumping the head row first locks it: appends are serialized across replicas,
                     // so the chain never forks.
@@ -366,18 +380,6 @@ macro_rules! sql_store {
                         .bind(&event.hash)
                         .execute(&mut **tx)
                         .await?;
-                }
-                for entry in outbox {
-                    sqlx::query(
-                        "insert into outbox (request_id, topic, payload, created_at, next_attempt_at) \
-                         values ($1, $2, $3, $4, $4)",
-                    )
-                    .bind(request_id)
-                    .bind(&entry.topic)
-                    .bind(entry.payload.to_string())
-                    .bind(at)
-                    .execute(&mut **tx)
-                    .await?;
                 }
                 Ok(())
             }

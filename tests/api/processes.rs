@@ -781,3 +781,55 @@ fn a_bad_config_stops_the_server_with_the_file_line_and_key() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_says_when_no_agent_picks_up_an_approved_command() {
+    let mut stack = Stack::start("type = \"command\"\ncommand = [\"bash\"]", "30m").await;
+    stack.stop_agent();
+    let mut exec = stack.exec(&["-i", "echo nobody runs me"]);
+    let id = stack.pending_request().await;
+    stack.approve_as_both(&id).await;
+    // Read stderr until the hint shows (it comes after 15 s without an agent), then press Ctrl-C.
+    // The reader then goes away: exec must not crash writing to a closed stderr.
+    let stderr = exec.stderr.take().unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("no agent has picked it up yet") {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(
+        seen.contains(
+            "Approved, but no agent has picked it up yet: is an agent running for target?"
+        ),
+        "{seen}"
+    );
+    // SAFETY: kill(2) on a child process we own, by its pid.
+    unsafe { libc::kill(exec.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || exec.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    let request = stack
+        .api(
+            "bob@x.com",
+            reqwest::Method::GET,
+            &format!("/access-requests/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        request["status"], "approved",
+        "an approved command is not withdrawn by Ctrl-C"
+    );
+}
