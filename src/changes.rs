@@ -75,6 +75,13 @@ impl ChangeHub {
         }
     }
 
+    /// How many are waiting on request `id` right now.
+    pub fn watchers(&self, id: &str) -> usize {
+        let requests = self.requests.lock().expect("change hub lock");
+        // The map's own reference is weak, so the strong count is the number of watchers.
+        requests.get(id).map_or(0, Weak::strong_count)
+    }
+
     /// Ends every long poll: the server is shutting down.
     pub fn close(&self) {
         self.closing.send_replace(true);
@@ -127,9 +134,11 @@ mod tests {
                 .expect("woken");
         }
         let second = hub.watch("r1");
+        assert_eq!(hub.watchers("r1"), 2);
         drop(watch);
-        assert_eq!(hub.requests.lock().unwrap().len(), 1);
+        assert_eq!(hub.watchers("r1"), 1);
         drop(second);
+        assert_eq!(hub.watchers("r1"), 0);
         assert!(hub.requests.lock().unwrap().is_empty());
     }
 }

@@ -27,9 +27,9 @@ async fn shutdown_answers_long_polls_at_once(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let id = app.held("SELECT 1").await;
     let waiter = app.spawn_wait(&id, 1, 300);
-    // Let the waiter park, then stop. Draining must not sit on the five-minute poll until it runs
+    // Once the waiter is parked, stop. Draining must not sit on the five-minute poll until it runs
     // out; the generous bound only tells a hang from an answer.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.until_parked(&id).await;
     tokio::time::timeout(Duration::from_secs(120), app.stop())
         .await
         .expect("shutdown waited for the long poll to time out");
@@ -49,6 +49,7 @@ async fn a_change_on_one_replica_wakes_a_waiter_on_another(backend: Backend) {
     let other = app.replica().await;
     let id = app.held("SELECT 1").await;
     let waiter = app.spawn_wait(&id, 1, 60);
+    app.until_parked(&id).await;
     let approved = other.approve("bob@x.com", &id, None).await;
     assert_eq!(approved.status, StatusCode::OK);
     let woken = waiter.await.unwrap();
@@ -87,8 +88,7 @@ async fn two_groups_approve_and_a_waiter_wakes(backend: Backend) {
 
     // A waiter parked on version 1 is woken by the first approval.
     let waiter = app.spawn_wait(&id, 1, 60);
-    // Give the waiter a moment to park; correctness does not depend on it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.until_parked(&id).await;
     let first = app.approve("bob@x.com", &id, Some("dba-team")).await;
     assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
     assert_eq!(first.body["status"], "pending");

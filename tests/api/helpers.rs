@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use hoopbot::app::App;
 use hoopbot::config::Config;
@@ -368,6 +369,13 @@ impl TestApp {
             )))
             .bearer_auth(self.token("alice@x.com"));
         tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() })
+    }
+
+    /// Returns once someone is waiting on request `id` on this server.
+    pub async fn until_parked(&self, id: &str) {
+        while self.hoop.changes.watchers(id) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Submits as alice on prod-db and returns the new request's id.
