@@ -121,6 +121,8 @@ pub async fn announce(hoop: &Hoop) -> anyhow::Result<()> {
         format!("  curl -s -X POST -H \"Authorization: Bearer $SAM\" {url}/api/v1/access-requests/ID/approve"),
         String::new(),
     ]);
-    println!("{}", lines.join("\n"));
+    // A closed stdout (say, piped into `head`) must not take the server down with it.
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{}", lines.join("\n"));
     Ok(())
 }

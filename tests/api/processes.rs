@@ -710,7 +710,8 @@ async fn the_demo_runs_a_held_command_end_to_end() {
     let tokens = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut tokens = std::collections::HashMap::new();
-        for line in std::io::BufReader::new(stdout).lines() {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some((name, rest)) = line
                 .trim()
@@ -726,6 +727,8 @@ async fn the_demo_runs_a_held_command_end_to_end() {
                 break;
             }
         }
+        // The rest of what the server prints is not needed here.
+        std::thread::spawn(move || lines.for_each(drop));
         tokens
     })
     .await
