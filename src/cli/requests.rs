@@ -148,15 +148,16 @@ fn list_table(items: &[AccessRequestView]) -> String {
     out
 }
 
-/// The first line of a command, cut to fit a list, with a marker that there is more.
+/// The start of a command, cut to fit a list; says how much is not shown (`hoop requests show`
+/// prints all of it).
 fn summary(command: &str) -> String {
-    let first = command.trim().lines().next().unwrap_or("");
-    let more = command.trim().lines().count() > 1;
+    let first = command.lines().next().unwrap_or("");
     let cut: String = first.chars().take(50).collect();
-    if more || cut.len() < first.len() {
-        format!("{cut}…")
-    } else {
+    let hidden = command.len() - cut.len();
+    if hidden == 0 {
         cut
+    } else {
+        format!("{cut}… (+{hidden} bytes)")
     }
 }
 
@@ -206,4 +207,20 @@ fn describe(r: &AccessRequestView) -> String {
         r.command
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn summaries_say_how_much_they_leave_out() {
+        assert_eq!(summary("SELECT 1"), "SELECT 1");
+        assert_eq!(summary("SELECT 1;\nSELECT 2"), "SELECT 1;… (+9 bytes)");
+        let long = format!("UPDATE t SET x = '{}'", "é".repeat(60));
+        let shown = summary(&long);
+        assert!(shown.starts_with("UPDATE t SET x = 'éé"));
+        let cut: String = long.chars().take(50).collect();
+        assert!(shown.ends_with(&format!("… (+{} bytes)", long.len() - cut.len())));
+    }
 }
