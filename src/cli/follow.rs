@@ -36,6 +36,9 @@ pub async fn follow(
     tokio::pin!(ctrl_c);
     let mut backoff = Duration::from_secs(1);
     let mut approved_at = None;
+    if status.terminal && request.status == Status::Pending {
+        sayln!("Waiting for approval at {}", request.url);
+    }
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let mut waiting = Box::pin(next_change(
         client,
@@ -56,7 +59,7 @@ pub async fn follow(
             (Status::Approved, Some(since)) => since.elapsed() >= AGENT_HINT_AFTER,
             _ => false,
         };
-        status.show(&progress(&request, waiting_for_agent));
+        status.show(&progress(&request, waiting_for_agent, !status.terminal));
         tokio::select! {
             changed = &mut waiting => {
                 let delay = match changed {
@@ -130,7 +133,9 @@ async fn interrupted(client: &Client, request: &AccessRequestView) -> anyhow::Re
 }
 
 /// What the spinner says while the request is not finished.
-fn progress(request: &AccessRequestView, waiting_for_agent: bool) -> String {
+/// On a terminal the URL is printed once, on a line of its own, so the spinner line stays short
+/// enough for the group progress; elsewhere every line carries it.
+fn progress(request: &AccessRequestView, waiting_for_agent: bool, with_url: bool) -> String {
     match request.status {
         Status::Pending => {
             let groups: Vec<String> = request
@@ -141,11 +146,15 @@ fn progress(request: &AccessRequestView, waiting_for_agent: bool) -> String {
                     _ => format!("{} …", g.group),
                 })
                 .collect();
-            format!(
-                "Waiting for approval at {}... {}",
-                request.url,
-                groups.join(" · ")
-            )
+            if with_url {
+                format!(
+                    "Waiting for approval at {}... {}",
+                    request.url,
+                    groups.join(" · ")
+                )
+            } else {
+                format!("Waiting for approval... {}", groups.join(" · "))
+            }
         }
         Status::Approved if waiting_for_agent => format!(
             "Approved, but no agent has picked it up yet: is an agent running for {}? Still waiting...",
@@ -271,7 +280,11 @@ impl StatusLine {
     }
 
     fn draw(&mut self) {
-        say!("\r\x1b[2K{} {}", FRAMES[self.frame], self.message);
+        // A line wider than the terminal would wrap, and `\r` could then only redraw its last
+        // row; cut it to fit instead.
+        let room = terminal_width().saturating_sub(3);
+        let message: String = self.message.chars().take(room).collect();
+        say!("\r\x1b[2K{} {message}", FRAMES[self.frame]);
         let _ = std::io::stderr().flush();
         self.shown = true;
     }
@@ -283,5 +296,17 @@ impl StatusLine {
             self.shown = false;
         }
         self.message.clear();
+    }
+}
+
+/// The width of the terminal on stderr, or 80 when it cannot be told.
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ only fills in the winsize we pass; a failure leaves it zeroed.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
     }
 }

@@ -361,7 +361,7 @@ async fn a_terminal_gets_a_spinner_with_group_progress() {
     assert_eq!(code, Some(0), "{screen}");
     assert!(
         screen.contains(&format!(
-            "⣾ Waiting for approval at {}/access-requests/{id}... dba-team … · security …",
+            "Waiting for approval at {}/access-requests/{id}\r\n\r\x1b[2K⣾ Waiting for approval... dba-team … · security …",
             stack.url
         )),
         "{screen:?}"
