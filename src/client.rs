@@ -39,13 +39,6 @@ impl ClientError {
             ClientError::Protocol(_) => false,
         }
     }
-
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ClientError::Api { code, .. } => Some(code),
-            _ => None,
-        }
-    }
 }
 
 pub type ClientResult<T> = Result<T, ClientError>;
