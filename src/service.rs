@@ -515,6 +515,7 @@ fn decision_change(
     now: Millis,
 ) -> Change {
     let mut change = Change::to(request, now);
+    change.before_deadline = Some(now);
     let audit = |kind: &'static str, detail| AuditEntry {
         kind,
         actor: actor.email.clone(),

@@ -93,6 +93,9 @@ pub struct Change {
     pub result: Option<ExecutionResult>,
     /// Extends a running job's lease (heartbeats).
     pub lease_until: Option<Millis>,
+    /// Applies only while the request's deadline is after this time: a decision made at `at`
+    /// must not land on a request that has expired meanwhile, swept or not.
+    pub before_deadline: Option<Millis>,
     pub audit: Vec<AuditEntry>,
     pub outbox: Vec<OutboxEntry>,
 }
@@ -111,6 +114,7 @@ impl Change {
             rejection: None,
             result: None,
             lease_until: None,
+            before_deadline: None,
             audit: Vec::new(),
             outbox: Vec::new(),
         }

@@ -123,7 +123,8 @@ macro_rules! sql_store {
                      rejection_reason = coalesce($6, rejection_reason), \
                      rejected_at = coalesce($7, rejected_at), rejected_via = coalesce($8, rejected_via), \
                      result = coalesce($9, result), lease_until = coalesce($10, lease_until) \
-                     where id = $1 and version = $2 and status = $11",
+                     where id = $1 and version = $2 and status = $11 \
+                     and ($12 is null or expires_at > $12)",
                 )
                 .bind(&change.request_id)
                 .bind(change.expected_version)
@@ -136,6 +137,7 @@ macro_rules! sql_store {
                 .bind(result)
                 .bind(change.lease_until)
                 .bind(change.expected_status.as_str())
+                .bind(change.before_deadline)
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() != 1 {

@@ -21,7 +21,33 @@ on_both_backends!(
     a_change_on_one_replica_wakes_a_waiter_on_another,
     health_and_readiness,
     shutdown_answers_long_polls_at_once,
+    the_store_refuses_a_decision_past_the_deadline,
 );
+
+/// The deadline is enforced in the compare-and-set itself, so a decision checked just before the
+/// deadline but written just after it cannot land.
+async fn the_store_refuses_a_decision_past_the_deadline(backend: Backend) {
+    use hoopbot::domain::Status;
+    use hoopbot::store::{Change, StoreError};
+    let app = TestApp::spawn(backend).await;
+    let id = app.held("SELECT 1").await;
+    let request = app.hoop.store.get_request(&id).await.unwrap().unwrap();
+    let cancel_at = |at| {
+        let mut change = Change::to(&request, at);
+        change.status = Some(Status::Cancelled);
+        change.before_deadline = Some(at);
+        change
+    };
+    let late = app.hoop.store.apply(&cancel_at(request.expires_at)).await;
+    assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
+    assert_eq!(app.request(&id).await["status"], "pending");
+    app.hoop
+        .store
+        .apply(&cancel_at(request.expires_at - 1))
+        .await
+        .unwrap();
+    assert_eq!(app.request(&id).await["status"], "cancelled");
+}
 
 async fn shutdown_answers_long_polls_at_once(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
