@@ -179,7 +179,8 @@ pub fn finish(request: &AccessRequestView, output: Output) -> ExitCode {
     }
     let result = request.result.as_ref();
     let failed = |message: String| {
-        sayln!("{message}");
+        // Reasons and errors come from other people and programs: shown, never obeyed.
+        sayln!("{}", super::escape::terminal_safe(&message));
         ExitCode::FAILURE
     };
     match request.status {

@@ -28,6 +28,7 @@ macro_rules! say {
 }
 
 mod agent;
+mod escape;
 mod exec;
 mod follow;
 mod remote;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::escape::terminal_safe;
 use super::follow::{Output, finish, follow};
 use super::remote;
 use crate::domain::GroupStatus;
@@ -68,9 +69,11 @@ pub async fn run(command: RequestsCommand) -> anyhow::Result<ExitCode> {
             let query: Vec<(&str, String)> =
                 query.into_iter().filter(|(_, v)| !v.is_empty()).collect();
             let page = client.list(&query).await?;
-            out!("{}", list_table(&page.items));
+            out!("{}", terminal_safe(&list_table(&page.items)));
         }
-        RequestsCommand::Show { id } => out!("{}", describe(&client.get(&id).await?)),
+        RequestsCommand::Show { id } => {
+            out!("{}", terminal_safe(&describe(&client.get(&id).await?)))
+        }
         RequestsCommand::Approve { id, group } => {
             let request = client.approve(&id, group.as_deref()).await?;
             outln!(
@@ -78,7 +81,7 @@ pub async fn run(command: RequestsCommand) -> anyhow::Result<ExitCode> {
                 request.id,
                 request.status
             );
-            out!("{}", groups(&request));
+            out!("{}", terminal_safe(&groups(&request)));
         }
         RequestsCommand::Reject { id, reason } => {
             let request = client.reject(&id, &reason).await?;

@@ -615,6 +615,30 @@ async fn commands_come_from_files_and_stdin_exactly() {
     let (code, stdout, _) = finished(piped).await;
     assert_eq!((code, stdout.as_str()), (0, "from stdin\n"));
 
+    // An approver's terminal shows control characters in a command, it does not obey them.
+    let sneaky = "rm -rf /srv/data\r\x1b[2Kecho harmless";
+    let out = stack.hoop_as(
+        "alice@x.com",
+        &["exec", "target", "--no-wait", "-i", sneaky],
+    );
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let shown = stack.hoop_as("bob@x.com", &["requests", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("rm -rf /srv/data\\u{d}\\u{1b}[2Kecho harmless"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains('\x1b') && !shown.contains('\r'),
+        "{shown:?}"
+    );
+    let listed = stack.hoop_as("bob@x.com", &["requests", "list", "--status", "pending"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains('\x1b'));
+
     let unknown = stack.hoop_as("alice@x.com", &["exec", "nope", "-i", "echo"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("connection \"nope\" not found"));
