@@ -108,6 +108,22 @@ enum TokenCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Revoke one token, or every token of a user or agent. Takes effect on the next call.
+    Revoke {
+        /// The token itself
+        #[arg(required_unless_present_any = ["user", "agent"], conflicts_with_all = ["user", "agent"])]
+        token: Option<String>,
+        /// Revoke every token of this user
+        #[arg(long, value_name = "EMAIL", conflicts_with = "agent")]
+        user: Option<String>,
+        /// Revoke every token of this agent
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List issued tokens: whose, when, whether revoked (never the secrets).
+    List(ConfigArg),
 }
 
 #[derive(Subcommand)]
@@ -143,6 +159,13 @@ pub fn main() -> ExitCode {
                 agent,
                 config,
             }) => server::create_token(config.config, email, agent).await,
+            Command::Token(TokenCommand::Revoke {
+                token,
+                user,
+                agent,
+                config,
+            }) => server::revoke_tokens(config.config, token, user, agent).await,
+            Command::Token(TokenCommand::List(c)) => server::list_tokens(c.config).await,
             Command::Audit(AuditCommand::Verify(c)) => server::verify_audit(c.config).await,
             Command::Audit(AuditCommand::Export(c)) => server::export_audit(c.config).await,
         }

@@ -9,7 +9,7 @@ use crate::app::{App, shutdown_signal};
 use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::service::Clock;
-use crate::store::{self, Store, TokenSubject};
+use crate::store::{self, Store, TokenSelector, TokenSubject};
 
 /// The config to use and whether it is the demo's.
 fn load(path: Option<PathBuf>) -> anyhow::Result<(Config, bool)> {
@@ -75,6 +75,53 @@ pub async fn create_token(
     let token = crate::token::create(store.as_ref(), &subject, Clock::system().now()).await?;
     outln!("{token}");
     sayln!("Store this token now: it is not shown again.");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revoke_tokens(
+    path: Option<PathBuf>,
+    token: Option<String>,
+    user: Option<String>,
+    agent: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let (config, _) = load(path)?;
+    let which = match (token, user, agent) {
+        (Some(token), _, _) => TokenSelector::Digest(crate::token::digest(&token)),
+        (None, Some(email), _) => TokenSelector::Subject(TokenSubject::User(email)),
+        (None, None, Some(name)) => TokenSelector::Subject(TokenSubject::Agent(name)),
+        (None, None, None) => anyhow::bail!("give a TOKEN, --user EMAIL or --agent NAME"),
+    };
+    let store = open_store(&config).await?;
+    let revoked = store.revoke_tokens(&which, Clock::system().now()).await?;
+    if revoked == 0 {
+        sayln!("No active token matched; nothing was revoked.");
+        return Ok(ExitCode::FAILURE);
+    }
+    outln!(
+        "Revoked {revoked} token{}.",
+        if revoked == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list_tokens(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, _) = load(path)?;
+    let store = open_store(&config).await?;
+    outln!("{:<6} {:<32} {:<25} REVOKED", "KIND", "SUBJECT", "CREATED");
+    for token in store.list_tokens().await? {
+        let (kind, subject) = match &token.subject {
+            TokenSubject::User(email) => ("user", email),
+            TokenSubject::Agent(name) => ("agent", name),
+        };
+        let revoked = token
+            .revoked_at
+            .map(crate::http::view::time)
+            .unwrap_or_else(|| "-".into());
+        outln!(
+            "{kind:<6} {subject:<32} {:<25} {revoked}",
+            crate::http::view::time(token.created_at)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -178,6 +178,23 @@ pub enum TokenSubject {
     Agent(String),
 }
 
+/// Which tokens to revoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// The one token with this SHA-256.
+    Digest(String),
+    /// Every token of a user or agent.
+    Subject(TokenSubject),
+}
+
+/// What is known of an issued token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub subject: TokenSubject,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
 /// A job handed to an agent: the request it claimed.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -228,6 +245,10 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<()>;
     async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>>;
+    /// Revokes the tokens `which` names; returns how many were still active.
+    async fn revoke_tokens(&self, which: &TokenSelector, now: Millis) -> StoreResult<u64>;
+    /// Every token ever issued (never the secret), oldest first.
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
 }
 
 /// Opens the store named by `database_url` (`sqlite://…` or `postgres://…`).

@@ -309,13 +309,44 @@ macro_rules! sql_store {
                 .bind(sha256)
                 .fetch_optional(&self.pool)
                 .await?;
-                let Some(row) = row else { return Ok(None) };
-                let subject: String = row.try_get("subject")?;
-                match row.try_get::<String, _>("kind")?.as_str() {
-                    "user" => Ok(Some(TokenSubject::User(subject))),
-                    "agent" => Ok(Some(TokenSubject::Agent(subject))),
-                    other => Err(StoreError::Corrupt(format!("token kind {other:?}"))),
-                }
+                row.map(|row| token_subject(&row)).transpose()
+            }
+
+            async fn revoke_tokens(&self, which: &TokenSelector, now: Millis) -> StoreResult<u64> {
+                let (digest, kind, subject) = match which {
+                    TokenSelector::Digest(digest) => (Some(digest.as_str()), None, None),
+                    TokenSelector::Subject(TokenSubject::User(email)) => (None, Some("user"), Some(email.as_str())),
+                    TokenSelector::Subject(TokenSubject::Agent(name)) => (None, Some("agent"), Some(name.as_str())),
+                };
+                let revoked = sqlx::query(
+                    "update api_token set revoked_at = $1 where revoked_at is null \
+                     and ($2 is null or token_sha256 = $2) and ($3 is null or kind = $3) \
+                     and ($4 is null or subject = $4)",
+                )
+                .bind(now)
+                .bind(digest)
+                .bind(kind)
+                .bind(subject)
+                .execute(&self.pool)
+                .await?;
+                Ok(revoked.rows_affected())
+            }
+
+            async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+                let rows = sqlx::query(
+                    "select subject, kind, created_at, revoked_at from api_token order by created_at, subject",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(TokenRecord {
+                            subject: token_subject(row)?,
+                            created_at: row.try_get("created_at")?,
+                            revoked_at: row.try_get("revoked_at")?,
+                        })
+                    })
+                    .collect()
             }
         }
 
@@ -420,6 +451,15 @@ macro_rules! sql_store {
                     }
                 }
                 Ok(requests)
+            }
+        }
+
+        fn token_subject(row: &DbRow) -> StoreResult<TokenSubject> {
+            let subject: String = row.try_get("subject")?;
+            match row.try_get::<String, _>("kind")?.as_str() {
+                "user" => Ok(TokenSubject::User(subject)),
+                "agent" => Ok(TokenSubject::Agent(subject)),
+                other => Err(StoreError::Corrupt(format!("token kind {other:?}"))),
             }
         }
 

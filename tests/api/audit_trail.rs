@@ -2,10 +2,75 @@
 
 use std::process::Command;
 
+use reqwest::StatusCode;
+
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
 
-on_both_backends!(audit_verify_detects_edited_and_deleted_events);
+on_both_backends!(
+    audit_verify_detects_edited_and_deleted_events,
+    tokens_are_listed_and_revoked
+);
+
+async fn tokens_are_listed_and_revoked(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hoop.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\ndatabase_url = \"{}\"\n", app.db.url),
+    )
+    .unwrap();
+    let created = hoop(&config, &["token", "create", "--agent", "edge"]);
+    assert!(created.status.success());
+    let agent_token = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    assert_eq!(
+        app.get("bob@x.com", "/api/v1/me").await.status,
+        StatusCode::OK
+    );
+    let revoked = hoop(&config, &["token", "revoke", "--user", "bob@x.com"]);
+    assert_eq!(
+        String::from_utf8_lossy(&revoked.stdout),
+        "Revoked 1 token.\n"
+    );
+    let refused = app.get("bob@x.com", "/api/v1/me").await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
+    );
+    assert_eq!(
+        app.get("sam@x.com", "/api/v1/me").await.status,
+        StatusCode::OK,
+        "others keep theirs"
+    );
+
+    let by_value = hoop(&config, &["token", "revoke", &agent_token]);
+    assert_eq!(
+        String::from_utf8_lossy(&by_value.stdout),
+        "Revoked 1 token.\n"
+    );
+    let again = hoop(&config, &["token", "revoke", &agent_token]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("No active token matched"));
+
+    let listed = String::from_utf8(hoop(&config, &["token", "list"]).stdout).unwrap();
+    let bob = listed.lines().find(|l| l.contains("bob@x.com")).unwrap();
+    assert!(bob.starts_with("user ") && !bob.ends_with(" -"), "{bob}");
+    let sam = listed.lines().find(|l| l.contains("sam@x.com")).unwrap();
+    assert!(sam.ends_with(" -"), "{sam}");
+    assert!(
+        listed.lines().any(|l| l.starts_with("agent  edge")),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("hoop_"),
+        "no secrets in the list: {listed}"
+    );
+}
 
 fn hoop(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hoop"))
