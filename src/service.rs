@@ -104,6 +104,11 @@ impl Hoop {
                     "justification is longer than {MAX_JUSTIFICATION_BYTES} bytes"
                 )));
             }
+            Some(j) if j.contains('\0') => {
+                return Err(Error::InvalidInput(
+                    "the justification contains a NUL byte".into(),
+                ));
+            }
             Some(j) => Some(j.to_string()),
         };
 
@@ -213,12 +218,15 @@ impl Hoop {
         decision: Decision,
         channel: &str,
     ) -> Result<AccessRequest> {
-        if let Decision::Reject { reason } = &decision
-            && reason.len() > MAX_REASON_BYTES
-        {
-            return Err(Error::InvalidInput(format!(
-                "reason is longer than {MAX_REASON_BYTES} bytes"
-            )));
+        if let Decision::Reject { reason } = &decision {
+            if reason.len() > MAX_REASON_BYTES {
+                return Err(Error::InvalidInput(format!(
+                    "reason is longer than {MAX_REASON_BYTES} bytes"
+                )));
+            }
+            if reason.contains('\0') {
+                return Err(Error::InvalidInput("the reason contains a NUL byte".into()));
+            }
         }
         for _ in 0..MAX_ATTEMPTS {
             let request = self.fetch(id).await?;

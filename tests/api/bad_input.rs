@@ -105,6 +105,15 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
         .await
     );
     refused!(bad, app.reject("sam@x.com", &id, " ").await);
+    refused!(bad, app.reject("sam@x.com", &id, "no\0pe").await);
+    refused!(bad, app.reject("sam@x.com", &id, &"x".repeat(5000)).await);
+    let nul_justification =
+        json!({"connection": "prod-db", "command": "SELECT 1", "justification": "a\0b"});
+    refused!(
+        bad,
+        app.post("alice@x.com", "/api/v1/exec", Some(nul_justification))
+            .await
+    );
     refused!(
         bad,
         app.post(
