@@ -199,13 +199,22 @@ impl Hoop {
     }
 
     async fn fetch(&self, id: &str) -> Result<AccessRequest> {
-        self.store
-            .get_request(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("access request {id} not found")))
+        let not_found = || Error::NotFound(format!("access request {id:?} not found"));
+        // No id holds a NUL, and Postgres refuses one as a parameter.
+        if id.contains('\0') {
+            return Err(not_found());
+        }
+        self.store.get_request(id).await?.ok_or_else(not_found)
     }
 
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<AccessRequest>> {
+        let texts = [&filter.connection, &filter.requester, &filter.before_id];
+        if texts
+            .iter()
+            .any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
+        {
+            return Err(Error::InvalidInput("a filter contains a NUL byte".into()));
+        }
         Ok(self.store.list_requests(filter).await?)
     }
 

@@ -106,6 +106,11 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
     );
     refused!(bad, app.reject("sam@x.com", &id, " ").await);
     refused!(bad, app.reject("sam@x.com", &id, "no\0pe").await);
+    refused!(
+        bad,
+        app.get("bob@x.com", "/api/v1/access-requests?connection=prod%00db")
+            .await
+    );
     refused!(bad, app.reject("sam@x.com", &id, &"x".repeat(5000)).await);
     let nul_justification =
         json!({"connection": "prod-db", "command": "SELECT 1", "justification": "a\0b"});
@@ -181,6 +186,11 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
             .await
     );
     refused!(missing, app.approve("bob@x.com", "no-such-id", None).await);
+    refused!(
+        missing,
+        app.get("bob@x.com", "/api/v1/access-requests/abc%00def")
+            .await
+    );
     refused!(
         missing,
         app.submit("alice@x.com", "nope-db", "SELECT 1").await
