@@ -4,6 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+# Built into the binary: the API description it serves.
+COPY docs/openapi.json ./docs/openapi.json
 COPY tests ./tests
 RUN cargo build --release --locked --bin hoop
 

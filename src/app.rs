@@ -66,6 +66,7 @@ impl App {
         self
     }
 
+    /// The address the server listens on (the real port when the config said port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
