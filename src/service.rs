@@ -143,21 +143,17 @@ impl Hoop {
         }];
         match admission {
             Admission::Hold { approval_groups } => {
-                audit.push(AuditEntry {
-                    kind: "held",
-                    actor: "hoopbot".into(),
-                    channel: "system".into(),
-                    detail: json!({ "approval_groups": approval_groups, "expires_at": new.expires_at }),
-                });
+                audit.push(AuditEntry::system(
+                    "held",
+                    json!({ "approval_groups": approval_groups, "expires_at": new.expires_at }),
+                ));
                 new.approval_groups = approval_groups;
             }
             Admission::AutoApprove(reason) => {
-                audit.push(AuditEntry {
-                    kind: "auto_approved",
-                    actor: "hoopbot".into(),
-                    channel: "system".into(),
-                    detail: json!({ "reason": reason.code(), "description": reason.describe() }),
-                });
+                audit.push(AuditEntry::system(
+                    "auto_approved",
+                    json!({ "reason": reason.code(), "description": reason.describe() }),
+                ));
                 new.status = Status::Approved;
                 new.decided_at = Some(now);
             }
@@ -272,12 +268,10 @@ impl Hoop {
         let mut change = Change::to(request, now);
         change.status = Some(Status::Expired);
         change.decided_at = Some(now);
-        change.audit.push(AuditEntry {
-            kind: "expired",
-            actor: "hoopbot".into(),
-            channel: "system".into(),
-            detail: json!({ "expires_at": request.expires_at }),
-        });
+        change.audit.push(AuditEntry::system(
+            "expired",
+            json!({ "expires_at": request.expires_at }),
+        ));
         change
             .outbox
             .push(event(&request.id, "expired", Status::Expired, now));
@@ -309,12 +303,10 @@ impl Hoop {
             let mut change = Change::to(&job, now);
             change.status = Some(Status::Failed);
             change.result = Some(result);
-            change.audit.push(AuditEntry {
-                kind: "failed",
-                actor: "hoopbot".into(),
-                channel: "system".into(),
-                detail: json!({ "error": AGENT_LOST, "agent": job.claimed_by }),
-            });
+            change.audit.push(AuditEntry::system(
+                "failed",
+                json!({ "error": AGENT_LOST, "agent": job.claimed_by }),
+            ));
             change
                 .outbox
                 .push(event(&job.id, "failed", Status::Failed, now));
@@ -552,12 +544,10 @@ fn decision_change(
             if completes {
                 change.status = Some(Status::Approved);
                 change.decided_at = Some(now);
-                change.audit.push(AuditEntry {
-                    kind: "approved",
-                    actor: "hoopbot".into(),
-                    channel: "system".into(),
-                    detail: json!({ "reason": "every approval group approved" }),
-                });
+                change.audit.push(AuditEntry::system(
+                    "approved",
+                    json!({ "reason": "every approval group approved" }),
+                ));
                 change
                     .outbox
                     .push(event(&request.id, "approved", Status::Approved, now));

@@ -59,6 +59,18 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+impl AuditEntry {
+    /// An event hoopbot itself caused (policy, expiry, lost agents), not a person or an agent.
+    pub fn system(kind: &'static str, detail: serde_json::Value) -> AuditEntry {
+        AuditEntry {
+            kind,
+            actor: "hoopbot".into(),
+            channel: "system".into(),
+            detail,
+        }
+    }
+}
+
 /// A message for the outbox workers (chat cards, webhooks).
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {

@@ -14,13 +14,7 @@ on_both_backends!(
 
 async fn tokens_are_listed_and_revoked(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hoop.toml");
-    std::fs::write(
-        &config,
-        format!("[server]\ndatabase_url = \"{}\"\n", app.db.url),
-    )
-    .unwrap();
+    let (_dir, config) = cli_config(&app);
     let created = hoop(&config, &["token", "create", "--agent", "edge"]);
     assert!(created.status.success());
     let agent_token = String::from_utf8(created.stdout)
@@ -72,6 +66,18 @@ async fn tokens_are_listed_and_revoked(backend: Backend) {
     );
 }
 
+/// A config file for the `hoop` binary pointing at `app`'s database (kept while the dir lives).
+fn cli_config(app: &TestApp) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hoop.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\ndatabase_url = \"{}\"\n", app.db.url),
+    )
+    .unwrap();
+    (dir, config)
+}
+
 fn hoop(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hoop"))
         .args(args)
@@ -99,13 +105,7 @@ async fn audit_verify_detects_edited_and_deleted_events(backend: Backend) {
     let id = app.held("SELECT 1").await;
     app.approve("bob@x.com", &id, None).await;
     app.reject("sam@x.com", &id, "no").await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hoop.toml");
-    std::fs::write(
-        &config,
-        format!("[server]\ndatabase_url = \"{}\"\n", app.db.url),
-    )
-    .unwrap();
+    let (_dir, config) = cli_config(&app);
 
     let ok = hoop(&config, &["audit", "verify"]);
     assert!(
