@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
             r#"[server]
 listen = "127.0.0.1:0"
 database_url = "{database_url}"
+audit_key = "load-generator-audit-key-0123456789abcdef"
 [[users]]
 email = "alice@x.com"
 groups = ["engineering"]

@@ -31,18 +31,23 @@ impl App {
     /// Connects the store, runs migrations and binds the listener.
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<App> {
         let changes = ChangeHub::new();
-        let store = store::connect(&config.server.database_url, changes.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open database {}",
-                    redact(&config.server.database_url)
-                )
-            })?;
+        let store = store::connect(
+            &config.server.database_url,
+            changes.clone(),
+            config.server.audit_key.clone(),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open database {}",
+                redact(&config.server.database_url)
+            )
+        })?;
         store
             .migrate()
             .await
             .context("cannot run database migrations")?;
+        refuse_own_database(&config)?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -115,6 +120,46 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Refuses a SQLite connection whose file is this server's own database — by device and inode, so
+/// another path, a symlink or a hard link to it is caught too. A command approved on it could
+/// otherwise rewrite tokens, requests and the audit trail.
+fn refuse_own_database(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(own) = sqlite_file(&config.server.database_url) else {
+        return Ok(());
+    };
+    let own = std::fs::metadata(&own)
+        .with_context(|| format!("cannot read the database file {}", own.display()))?;
+    for connection in &config.connections {
+        let file = match (&connection.kind, &connection.target.url) {
+            (crate::config::ConnectionType::Sqlite, Some(url)) => sqlite_file(url),
+            _ => None,
+        };
+        if let Some(meta) = file.and_then(|f| std::fs::metadata(f).ok())
+            && (meta.dev(), meta.ino()) == (own.dev(), own.ino())
+        {
+            anyhow::bail!(
+                "connection {} points at hoopbot's own database file; an approved command could \
+                 rewrite its tokens and audit trail. Point it at another database",
+                connection.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The file a `sqlite:` URL names, if it names one (not an in-memory database).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
+        .then(|| file.to_path_buf())
 }
 
 /// The agent for connections this server runs itself (`agent = "embedded"`), if it has any.

@@ -1,11 +1,48 @@
-//! The audit trail's hash chain. Every event's hash covers its own fields and the previous event's
-//! hash, and the chain's head (last sequence number and hash) is kept in its own row, so editing,
-//! deleting or reordering any event — including the last — is detected by [`verify`].
+//! The audit trail's keyed hash chain.
+//!
+//! Every event's hash is an HMAC-SHA256, keyed with `[server] audit_key` (a secret that lives in the
+//! environment, never in the database), over its own fields and the previous event's hash. Someone
+//! who can write the database but does not have the key cannot forge, edit, delete or reorder an
+//! event without [`verify`] noticing: the hashes after it would have to be recomputed, and that
+//! takes the key. What the key alone cannot show is a tail cut off together with a rewound head;
+//! a [`Checkpoint`] kept elsewhere (`hoop audit checkpoint`) covers that. `docs/security.md` says
+//! exactly what the chain proves and what it does not.
 
+use std::fmt;
+use std::str::FromStr;
+
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Millis;
+
+/// The shortest `audit_key` accepted: 32 characters, e.g. `openssl rand -hex 32` gives 64.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// The secret the chain's hashes are keyed with.
+#[derive(Clone)]
+pub struct AuditKey(SecretSlice<u8>);
+
+impl AuditKey {
+    /// A key from the configured text; refuses one too short to resist guessing.
+    pub fn new(text: &str) -> Result<AuditKey, String> {
+        if text.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "must be at least {MIN_KEY_LEN} characters (it is {}); generate one with `openssl rand -hex 32`",
+                text.len()
+            ));
+        }
+        Ok(AuditKey(text.as_bytes().to_vec().into()))
+    }
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey([REDACTED])")
+    }
+}
 
 /// One recorded event, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,10 +62,25 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
-/// The hash of `event` chained to `prev_hash`; `event.hash` and `event.prev_hash` are not read.
-pub fn event_hash(prev_hash: &str, event: &AuditEvent) -> String {
+/// The keyed hash of `event` chained to `prev_hash`; `event.hash` and `event.prev_hash` are not
+/// read.
+pub fn event_hash(key: &AuditKey, prev_hash: &str, event: &AuditEvent) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.0.expose_secret()).expect("HMAC takes keys of any size");
+    for_each_field(prev_hash, event, |bytes| mac.update(bytes));
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The unkeyed hash events had before the chain was keyed; only events up to the head's
+/// `unkeyed_until` (those stored before the upgrade) are checked this way.
+fn legacy_event_hash(prev_hash: &str, event: &AuditEvent) -> String {
     let mut hasher = Sha256::new();
-    // Length-prefixing each field keeps "ab"+"c" and "a"+"bc" from hashing alike.
+    for_each_field(prev_hash, event, |bytes| hasher.update(bytes));
+    hex::encode(hasher.finalize())
+}
+
+/// Feeds the hashed fields, each length-prefixed so "ab"+"c" and "a"+"bc" hash differently.
+fn for_each_field(prev_hash: &str, event: &AuditEvent, mut feed: impl FnMut(&[u8])) {
     for field in [
         prev_hash,
         &event.seq.to_string(),
@@ -39,10 +91,51 @@ pub fn event_hash(prev_hash: &str, event: &AuditEvent) -> String {
         &event.at.to_string(),
         &event.detail.to_string(),
     ] {
-        hasher.update((field.len() as u64).to_be_bytes());
-        hasher.update(field.as_bytes());
+        feed(&(field.len() as u64).to_be_bytes());
+        feed(field.as_bytes());
     }
-    hex::encode(hasher.finalize())
+}
+
+/// The chain's head as stored: the last event's sequence number and hash, and how many of the
+/// first events predate the keyed chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+    pub unkeyed_until: i64,
+}
+
+/// An event's sequence number and hash, written down by the operator somewhere the database's
+/// writers cannot reach (`hoop audit checkpoint`), printed and parsed as `SEQ:HASH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl FromStr for Checkpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Checkpoint, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not a checkpoint like 42:3f9a… (as `hoop audit checkpoint` prints)"
+            )
+        };
+        let (seq, hash) = text.trim().split_once(':').ok_or_else(bad)?;
+        let seq: i64 = seq.parse().map_err(|_| bad())?;
+        let hash = hash.to_ascii_lowercase();
+        if seq < 1 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Checkpoint { seq, hash })
+    }
 }
 
 /// Why the chain does not verify.
@@ -50,7 +143,9 @@ pub fn event_hash(prev_hash: &str, event: &AuditEvent) -> String {
 pub enum ChainError {
     #[error("event {seq} is missing (the chain jumps from {prev} to {seq_found})")]
     Missing { prev: i64, seq: i64, seq_found: i64 },
-    #[error("event {seq} was altered: its hash does not match its contents")]
+    #[error(
+        "event {seq} was altered or forged: its hash does not match its contents under this audit key"
+    )]
     Altered { seq: i64 },
     #[error("event {seq} does not follow event {prev}: the chain was rewritten")]
     Broken { seq: i64, prev: i64 },
@@ -58,10 +153,22 @@ pub enum ChainError {
         "the chain ends at event {last} but its head says {head}: events at the end were deleted or added"
     )]
     HeadMismatch { last: i64, head: i64 },
+    #[error(
+        "the chain ends at event {last} but checkpoint {seq} was taken: events at the end were removed and the head rewound"
+    )]
+    BeforeCheckpoint { last: i64, seq: i64 },
+    #[error("event {seq} does not match its checkpoint: the chain up to it was rewritten")]
+    CheckpointMismatch { seq: i64 },
 }
 
-/// Checks every event in `events` (in sequence order) against its predecessor and the chain head.
-pub fn verify(events: &[AuditEvent], head_seq: i64, head_hash: &str) -> Result<(), ChainError> {
+/// Checks every event in `events` (in sequence order) against its predecessor, the chain head and
+/// each checkpoint.
+pub fn verify(
+    key: &AuditKey,
+    events: &[AuditEvent],
+    head: &Head,
+    checkpoints: &[Checkpoint],
+) -> Result<(), ChainError> {
     let mut prev_seq = 0;
     let mut prev_hash = String::new();
     for event in events {
@@ -72,7 +179,12 @@ pub fn verify(events: &[AuditEvent], head_seq: i64, head_hash: &str) -> Result<(
                 seq_found: event.seq,
             });
         }
-        if event_hash(&event.prev_hash, event) != event.hash {
+        let expected = if event.seq <= head.unkeyed_until {
+            legacy_event_hash(&event.prev_hash, event)
+        } else {
+            event_hash(key, &event.prev_hash, event)
+        };
+        if expected != event.hash {
             return Err(ChainError::Altered { seq: event.seq });
         }
         if event.prev_hash != prev_hash {
@@ -81,14 +193,209 @@ pub fn verify(events: &[AuditEvent], head_seq: i64, head_hash: &str) -> Result<(
                 prev: prev_seq,
             });
         }
+        if let Some(checkpoint) = checkpoints.iter().find(|c| c.seq == event.seq)
+            && checkpoint.hash != event.hash
+        {
+            return Err(ChainError::CheckpointMismatch { seq: event.seq });
+        }
         prev_seq = event.seq;
         prev_hash = event.hash.clone();
     }
-    if prev_seq != head_seq || prev_hash != head_hash {
+    if let Some(beyond) = checkpoints.iter().find(|c| c.seq > prev_seq) {
+        return Err(ChainError::BeforeCheckpoint {
+            last: prev_seq,
+            seq: beyond.seq,
+        });
+    }
+    if prev_seq != head.seq || prev_hash != head.hash {
         return Err(ChainError::HeadMismatch {
             last: prev_seq,
-            head: head_seq,
+            head: head.seq,
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> AuditKey {
+        AuditKey::new("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    /// A valid chain of `n` events under `key`, and its head.
+    fn chain(key: &AuditKey, n: i64) -> (Vec<AuditEvent>, Head) {
+        let mut events = Vec::new();
+        let mut prev = String::new();
+        for seq in 1..=n {
+            let mut event = AuditEvent {
+                seq,
+                request_id: "r1".into(),
+                kind: "approved".into(),
+                actor: "bob@x.com".into(),
+                channel: "api".into(),
+                at: 1_700_000_000_000 + seq,
+                detail: serde_json::json!({ "group": "dba-team" }),
+                prev_hash: prev.clone(),
+                hash: String::new(),
+            };
+            event.hash = event_hash(key, &prev, &event);
+            prev = event.hash.clone();
+            events.push(event);
+        }
+        let head = Head {
+            seq: n,
+            hash: prev,
+            unkeyed_until: 0,
+        };
+        (events, head)
+    }
+
+    fn rehash(key: &AuditKey, events: &mut [AuditEvent]) -> Head {
+        let mut prev = String::new();
+        for event in events.iter_mut() {
+            event.prev_hash = prev.clone();
+            event.hash = event_hash(key, &prev, event);
+            prev = event.hash.clone();
+        }
+        let last = events.last().unwrap();
+        Head {
+            seq: last.seq,
+            hash: last.hash.clone(),
+            unkeyed_until: 0,
+        }
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_with_its_key_and_checkpoints() {
+        let (events, head) = chain(&key(), 5);
+        let checkpoint = Checkpoint {
+            seq: 3,
+            hash: events[2].hash.clone(),
+        };
+        assert_eq!(verify(&key(), &events, &head, &[checkpoint]), Ok(()));
+    }
+
+    #[test]
+    fn a_chain_rewritten_without_the_key_does_not_verify() {
+        let (mut events, _) = chain(&key(), 5);
+        // Someone with write access to the database but another key rewrites who approved, and
+        // recomputes every hash and the head as best they can.
+        events[1].actor = "mallory@x.com".into();
+        let forger = AuditKey::new("a different key of thirty-two chars").unwrap();
+        let forged_head = rehash(&forger, &mut events);
+        assert_eq!(
+            verify(&key(), &events, &forged_head, &[]),
+            Err(ChainError::Altered { seq: 1 })
+        );
+    }
+
+    #[test]
+    fn edits_deletions_and_reordering_are_caught() {
+        let (events, head) = chain(&key(), 5);
+        let mut edited = events.clone();
+        edited[3].detail = serde_json::json!({ "group": "security" });
+        assert_eq!(
+            verify(&key(), &edited, &head, &[]),
+            Err(ChainError::Altered { seq: 4 })
+        );
+
+        let mut deleted = events.clone();
+        deleted.remove(2);
+        assert_eq!(
+            verify(&key(), &deleted, &head, &[]),
+            Err(ChainError::Missing {
+                prev: 2,
+                seq: 3,
+                seq_found: 4
+            })
+        );
+
+        let mut swapped = events.clone();
+        swapped.swap(1, 2);
+        (swapped[1].seq, swapped[2].seq) = (2, 3);
+        assert!(verify(&key(), &swapped, &head, &[]).is_err());
+    }
+
+    #[test]
+    fn a_truncated_tail_with_a_rewound_head_is_caught_only_by_a_checkpoint() {
+        let (events, _) = chain(&key(), 5);
+        let checkpoint = Checkpoint {
+            seq: 5,
+            hash: events[4].hash.clone(),
+        };
+        // The last two events are deleted and the head rewound to event 3: consistent in itself.
+        let truncated = &events[..3];
+        let rewound = Head {
+            seq: 3,
+            hash: events[2].hash.clone(),
+            unkeyed_until: 0,
+        };
+        assert_eq!(verify(&key(), truncated, &rewound, &[]), Ok(()));
+        assert_eq!(
+            verify(&key(), truncated, &rewound, &[checkpoint]),
+            Err(ChainError::BeforeCheckpoint { last: 3, seq: 5 })
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_pins_the_chain_up_to_it() {
+        let (events, head) = chain(&key(), 4);
+        let wrong = Checkpoint {
+            seq: 2,
+            hash: "0".repeat(64),
+        };
+        assert_eq!(
+            verify(&key(), &events, &head, &[wrong]),
+            Err(ChainError::CheckpointMismatch { seq: 2 })
+        );
+    }
+
+    #[test]
+    fn events_from_before_the_upgrade_keep_their_unkeyed_hashes() {
+        let (mut events, _) = chain(&key(), 4);
+        let mut prev = String::new();
+        for event in events.iter_mut().take(2) {
+            event.prev_hash = prev.clone();
+            event.hash = legacy_event_hash(&prev, event);
+            prev = event.hash.clone();
+        }
+        for event in events.iter_mut().skip(2) {
+            event.prev_hash = prev.clone();
+            event.hash = event_hash(&key(), &prev, event);
+            prev = event.hash.clone();
+        }
+        let head = Head {
+            seq: 4,
+            hash: prev,
+            unkeyed_until: 2,
+        };
+        assert_eq!(verify(&key(), &events, &head, &[]), Ok(()));
+        // An unkeyed hash past the upgrade point is a forgery.
+        let head_claiming_less = Head {
+            unkeyed_until: 1,
+            ..head
+        };
+        assert_eq!(
+            verify(&key(), &events, &head_claiming_less, &[]),
+            Err(ChainError::Altered { seq: 2 })
+        );
+    }
+
+    #[test]
+    fn checkpoints_parse_and_print_alike() {
+        let text = format!("42:{}", "ab".repeat(32));
+        let checkpoint: Checkpoint = text.parse().unwrap();
+        assert_eq!(checkpoint.to_string(), text);
+        for bad in ["", "42", "x:ab", "0:ab", &format!("42:{}", "zz".repeat(32))] {
+            assert!(bad.parse::<Checkpoint>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn short_keys_are_refused_and_keys_never_print() {
+        assert!(AuditKey::new("short").is_err());
+        assert_eq!(format!("{:?}", key()), "AuditKey([REDACTED])");
+    }
 }

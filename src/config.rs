@@ -3,7 +3,7 @@
 //! Loading is strict: unknown keys, unknown groups, duplicate names and bad durations are errors that
 //! name the key and the line, so a typo never silently weakens a policy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::audit::AuditKey;
 use crate::domain::{Policy, RequireApprovalFor};
 
 /// Commands larger than this are refused unless `server.max_command_bytes` says otherwise.
@@ -38,6 +39,11 @@ pub struct ServerConfig {
     pub max_command_bytes: usize,
     /// How long an agent's claim on a job holds without a heartbeat.
     pub job_lease: Duration,
+    /// The audit chain's HMAC key (`audit_key`, or `HOOP_AUDIT_KEY`). `hoop serve` refuses to
+    /// start without one.
+    pub audit_key: Option<AuditKey>,
+    /// Whether `type = "command"` connections may run inside the server, as its own user.
+    pub allow_embedded_command: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +81,9 @@ pub struct ConnectionTarget {
     pub statement_timeout: Option<Duration>,
     pub max_rows: usize,
     pub max_output_bytes: usize,
+    /// The whole environment of a `command` connection's program (besides a default `PATH`):
+    /// it never inherits the server's or agent's own, which holds their secrets.
+    pub env: BTreeMap<String, String>,
 }
 
 /// A configuration error, located in its file where possible.
@@ -93,7 +102,7 @@ impl Config {
             message: format!("cannot read config file: {e}"),
         })?;
         let mut config = Config::parse(&text, &path.display().to_string())?;
-        config.apply_env_overrides();
+        config.apply_env_overrides()?;
         Ok(config)
     }
 
@@ -102,9 +111,9 @@ impl Config {
         parse_with(text, origin, |v, raw| v.validate(raw))
     }
 
-    /// `HOOP_DATABASE_URL`, `HOOP_LISTEN` and `HOOP_PUBLIC_URL` win over the file, so a deployment can
-    /// keep secrets and addresses out of it.
-    pub fn apply_env_overrides(&mut self) {
+    /// `HOOP_DATABASE_URL`, `HOOP_LISTEN`, `HOOP_PUBLIC_URL` and `HOOP_AUDIT_KEY` win over the
+    /// file, so a deployment can keep secrets and addresses out of it.
+    pub fn apply_env_overrides(&mut self) -> Result<(), ConfigError> {
         if let Ok(url) = std::env::var("HOOP_DATABASE_URL") {
             self.server.database_url = url;
         }
@@ -116,6 +125,20 @@ impl Config {
         if let Ok(url) = std::env::var("HOOP_PUBLIC_URL") {
             self.server.public_url = url.trim_end_matches('/').to_string();
         }
+        if let Ok(key) = std::env::var("HOOP_AUDIT_KEY") {
+            self.server.audit_key = Some(AuditKey::new(&key).map_err(|message| ConfigError {
+                location: "HOOP_AUDIT_KEY".into(),
+                message,
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Embedded `command` connections: they run as the server's own user.
+    pub fn embedded_commands(&self) -> impl Iterator<Item = &ConnectionConfig> {
+        self.connections.iter().filter(|c| {
+            c.kind == ConnectionType::Command && c.agent.as_deref() == Some(EMBEDDED_AGENT)
+        })
     }
 
     pub fn user(&self, email: &str) -> Option<&UserConfig> {
@@ -219,6 +242,9 @@ struct RawServer {
     admin_group: String,
     max_command_bytes: Option<usize>,
     job_lease: Option<Spanned<String>>,
+    audit_key: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_embedded_command: bool,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +267,8 @@ struct RawConnection {
     statement_timeout: Option<Spanned<String>>,
     max_rows: Option<usize>,
     max_output_bytes: Option<usize>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
     access_requests: Option<RawAccessRequests>,
 }
 
@@ -329,6 +357,14 @@ impl Validator<'_> {
                 Some(lease) => self.duration(lease, "server.job_lease")?,
                 None => DEFAULT_JOB_LEASE,
             },
+            audit_key: match &raw.server.audit_key {
+                Some(key) => Some(
+                    AuditKey::new(key.get_ref())
+                        .or_else(|message| self.err(key.span(), "server.audit_key", message))?,
+                ),
+                None => None,
+            },
+            allow_embedded_command: raw.server.allow_embedded_command,
         };
 
         let mut users: Vec<UserConfig> = Vec::new();
@@ -401,6 +437,19 @@ impl Validator<'_> {
             {
                 return self.err(conn.name.span(), &key, message);
             }
+            if agent.as_deref() == Some(EMBEDDED_AGENT)
+                && conn.kind == ConnectionType::Command
+                && !server.allow_embedded_command
+            {
+                return self.err(
+                    conn.name.span(),
+                    &key,
+                    "a command connection run by the server itself runs as the server's own user; \
+                     run it on a remote agent (agent = \"NAME\"), or accept the risk with \
+                     allow_embedded_command = true under [server]"
+                        .into(),
+                );
+            }
             connections.push(ConnectionConfig {
                 name,
                 kind: conn.kind,
@@ -432,6 +481,13 @@ impl Validator<'_> {
             }
             other => other.as_ref().map(|c| c.get_ref().clone()),
         };
+        if !conn.env.is_empty() && conn.kind != ConnectionType::Command {
+            return self.err(
+                conn.name.span(),
+                &format!("{key}.env"),
+                "only command connections take an environment".into(),
+            );
+        }
         Ok(ConnectionTarget {
             kind: conn.kind,
             url: conn.url.clone(),
@@ -439,6 +495,7 @@ impl Validator<'_> {
             statement_timeout,
             max_rows: conn.max_rows.unwrap_or(DEFAULT_MAX_ROWS),
             max_output_bytes: conn.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+            env: conn.env.clone(),
         })
     }
 
@@ -718,6 +775,60 @@ timeout = "5m"
                 "expected {expected:?}, got {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_command_connection_inside_the_server_must_be_allowed_explicitly() {
+        let shell = "[[connections]]\nname = \"box\"\ntype = \"command\"\ncommand = [\"bash\"]\n";
+        let err = parse(shell).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "hoop.toml:13: connections[0]: a command connection run by the server itself"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("allow_embedded_command = true"), "{err}");
+
+        let allowed = BASE.replace("[server]\n", "[server]\nallow_embedded_command = true\n");
+        let config = Config::parse(&format!("{allowed}{shell}"), "hoop.toml").unwrap();
+        let names: Vec<&str> = config
+            .embedded_commands()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["box"]);
+
+        // On a remote agent it needs no permission: it runs there, not as the server.
+        let remote = "[[connections]]\nname = \"box\"\ntype = \"command\"\nagent = \"edge\"\n";
+        assert_eq!(parse(remote).unwrap().embedded_commands().count(), 0);
+    }
+
+    #[test]
+    fn the_audit_key_is_checked_and_never_printed() {
+        let short = BASE.replace("[server]\n", "[server]\naudit_key = \"hunter2\"\n");
+        let err = Config::parse(&short, "hoop.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("hoop.toml:3: server.audit_key: must be at least 32 characters"),
+            "{err}"
+        );
+        let key = "k".repeat(40);
+        let good = BASE.replace("[server]\n", &format!("[server]\naudit_key = \"{key}\"\n"));
+        let config = Config::parse(&good, "hoop.toml").unwrap();
+        assert!(config.server.audit_key.is_some());
+        assert!(
+            !format!("{config:?}").contains(&key),
+            "a Debug print leaks the key"
+        );
+    }
+
+    #[test]
+    fn only_command_connections_take_an_environment() {
+        let err = parse("[[connections]]\nname = \"db\"\ntype = \"postgres\"\nagent = \"edge\"\nenv = { PGPASSWORD = \"x\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("hoop.toml:13: connections[0].env: only command connections"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! The embedded demo: `hoop serve` with no config file starts a working hoopbot in the current
 //! directory, with four users, a SQLite database to run commands against, and fresh tokens.
 
+use std::path::Path;
+
+use anyhow::Context;
+use rand::RngCore;
+
+use crate::audit::AuditKey;
 use crate::config::Config;
 use crate::service::Hoop;
 use crate::store::TokenSubject;
@@ -43,10 +49,40 @@ exempt_groups = ["admin"]
 timeout = "30m"
 "#;
 
-pub fn config() -> Config {
+/// Where the demo keeps its audit key: beside its database, never in it.
+const AUDIT_KEY_FILE: &str = "hoop-demo.audit-key";
+
+/// The demo's config, with its audit key (made on first start, then read from its file).
+pub fn config() -> anyhow::Result<Config> {
     let mut config = Config::parse(CONFIG, "demo config").expect("the demo config is valid");
-    config.apply_env_overrides();
-    config
+    config.server.audit_key = Some(audit_key(Path::new(AUDIT_KEY_FILE))?);
+    config.apply_env_overrides()?;
+    Ok(config)
+}
+
+/// Reads the demo's audit key from `path`, creating it (owner-only) with a random key if missing.
+fn audit_key(path: &Path) -> anyhow::Result<AuditKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let fresh = hex::encode(bytes);
+    // create_new: two demos starting at once must not each write a different key.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => file
+            .write_all(fresh.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the demo's audit key {}", path.display()))?;
+    AuditKey::new(text.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// The demo's target database: a SQLite file with a `users` table, created on first start.

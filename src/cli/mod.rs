@@ -128,8 +128,19 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the audit trail's hash chain; exits non-zero if any event was edited or deleted.
-    Verify(ConfigArg),
+    /// Check the audit trail's keyed hash chain; exits 2 if any event was edited, forged, deleted
+    /// or reordered, or if the chain no longer reaches a checkpoint you kept.
+    Verify {
+        /// A checkpoint printed earlier by `hoop audit checkpoint` (SEQ:HASH); proves nothing up to
+        /// it was removed or rewritten, including a cut-off tail. Repeatable.
+        #[arg(long, value_name = "SEQ:HASH")]
+        checkpoint: Vec<crate::audit::Checkpoint>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Verify the chain and print its head as SEQ:HASH, to keep somewhere the database's writers
+    /// cannot reach (a ticket, another system's log).
+    Checkpoint(ConfigArg),
     /// Write every audit event as JSON lines to stdout.
     Export(ConfigArg),
 }
@@ -166,7 +177,10 @@ pub fn main() -> ExitCode {
                 config,
             }) => server::revoke_tokens(config.config, token, user, agent).await,
             Command::Token(TokenCommand::List(c)) => server::list_tokens(c.config).await,
-            Command::Audit(AuditCommand::Verify(c)) => server::verify_audit(c.config).await,
+            Command::Audit(AuditCommand::Verify { checkpoint, config }) => {
+                server::verify_audit(config.config, &checkpoint).await
+            }
+            Command::Audit(AuditCommand::Checkpoint(c)) => server::checkpoint_audit(c.config).await,
             Command::Audit(AuditCommand::Export(c)) => server::export_audit(c.config).await,
         }
     });

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::app::{App, shutdown_signal};
+use crate::audit::{AuditEvent, Checkpoint, Head};
 use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::service::Clock;
@@ -15,12 +16,17 @@ use crate::store::{self, Store, TokenSelector, TokenSubject};
 fn load(path: Option<PathBuf>) -> anyhow::Result<(Config, bool)> {
     match path.or_else(Config::default_path) {
         Some(path) => Ok((Config::load(&path)?, false)),
-        None => Ok((crate::demo::config(), true)),
+        None => Ok((crate::demo::config()?, true)),
     }
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let store = store::connect(&config.server.database_url, ChangeHub::new()).await?;
+    let store = store::connect(
+        &config.server.database_url,
+        ChangeHub::new(),
+        config.server.audit_key.clone(),
+    )
+    .await?;
     store
         .migrate()
         .await
@@ -32,6 +38,20 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (config, demo) = load(path)?;
     for conn in config.connections.iter().filter(|c| !c.policy.enabled) {
         tracing::warn!(connection = %conn.name, "access requests are off: commands on this connection run without approval");
+    }
+    if config.server.audit_key.is_none() {
+        anyhow::bail!(
+            "no audit key: set audit_key = \"${{HOOP_AUDIT_KEY}}\" under [server] and export \
+             HOOP_AUDIT_KEY=$(openssl rand -hex 32). It keys the audit trail's hash chain; keep it \
+             outside the database, like any other secret"
+        );
+    }
+    let embedded: Vec<&str> = config
+        .embedded_commands()
+        .map(|c| c.name.as_str())
+        .collect();
+    if !embedded.is_empty() {
+        tracing::warn!(connections = ?embedded, "command connections run inside the server, as its own user (allow_embedded_command = true); a remote agent is safer");
     }
     if demo {
         crate::demo::prepare_target(&config).await?;
@@ -125,23 +145,77 @@ pub async fn list_tokens(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn verify_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn verify_audit(
+    path: Option<PathBuf>,
+    checkpoints: &[Checkpoint],
+) -> anyhow::Result<ExitCode> {
     let (config, _) = load(path)?;
     let store = open_store(&config).await?;
-    let events = store.audit_events(None).await?;
-    let (seq, hash) = store.audit_head().await?;
-    match crate::audit::verify(&events, seq, &hash) {
-        Ok(()) => {
-            outln!(
-                "audit trail intact: {} events, chain head {}",
-                events.len(),
-                short(&hash)
-            );
-            Ok(ExitCode::SUCCESS)
+    let (events, head) = match verified_chain(&config, store.as_ref(), checkpoints).await? {
+        Ok(chain) => chain,
+        Err(broken) => return Ok(broken),
+    };
+    let pinned = match checkpoints.iter().map(|c| c.seq).max() {
+        Some(seq) => format!("; matches checkpoint {seq}"),
+        None => String::new(),
+    };
+    outln!(
+        "audit trail intact: {} events, chain head {}{pinned}",
+        events.len(),
+        short(&head.hash)
+    );
+    if checkpoints.is_empty() {
+        sayln!(
+            "Without a checkpoint this cannot show that events at the end were not cut off; \
+             keep `hoop audit checkpoint` output elsewhere and pass it with --checkpoint."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn checkpoint_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, _) = load(path)?;
+    let store = open_store(&config).await?;
+    let head = match verified_chain(&config, store.as_ref(), &[]).await? {
+        Ok((_, head)) => head,
+        Err(broken) => return Ok(broken),
+    };
+    if head.seq == 0 {
+        sayln!("The audit trail is empty; there is nothing to checkpoint yet.");
+        return Ok(ExitCode::FAILURE);
+    }
+    outln!(
+        "{}",
+        Checkpoint {
+            seq: head.seq,
+            hash: head.hash
         }
+    );
+    sayln!(
+        "Keep this line where the database's writers cannot change it; later, \
+         `hoop audit verify --checkpoint SEQ:HASH` proves no event up to it was removed or rewritten."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The events and head when the chain verifies (against `checkpoints` too); otherwise the exit
+/// code for a broken chain, having said why.
+async fn verified_chain(
+    config: &Config,
+    store: &dyn Store,
+    checkpoints: &[Checkpoint],
+) -> anyhow::Result<Result<(Vec<AuditEvent>, Head), ExitCode>> {
+    let key = config.server.audit_key.as_ref().context(
+        "no audit key: the chain can only be checked with the key it was written with; \
+         set HOOP_AUDIT_KEY (or [server] audit_key)",
+    )?;
+    let events = store.audit_events(None).await?;
+    let head = store.audit_head().await?;
+    match crate::audit::verify(key, &events, &head, checkpoints) {
+        Ok(()) => Ok(Ok((events, head))),
         Err(e) => {
             sayln!("audit trail BROKEN: {e}");
-            Ok(ExitCode::from(2))
+            Ok(Err(ExitCode::from(2)))
         }
     }
 }

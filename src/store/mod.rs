@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditKey, Head};
 use crate::changes::ChangeHub;
 use crate::domain::{AccessRequest, ExecutionResult, Millis, Rejection, Status};
 
@@ -30,6 +30,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// Appending to the audit trail needs the chain's key, and none was configured.
+    #[error("no audit key: set [server] audit_key (e.g. \"${{HOOP_AUDIT_KEY}}\")")]
+    NoAuditKey,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -246,7 +249,7 @@ pub trait Store: Send + Sync + 'static {
     /// Audit events of one request, or of all requests, in chain order.
     async fn audit_events(&self, request_id: Option<&str>) -> StoreResult<Vec<AuditEvent>>;
     /// The chain head: the last event's sequence number and hash.
-    async fn audit_head(&self) -> StoreResult<(i64, String)>;
+    async fn audit_head(&self) -> StoreResult<Head>;
 
     async fn outbox(&self) -> StoreResult<Vec<OutboxRow>>;
 
@@ -263,16 +266,20 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
 }
 
-/// Opens the store named by `database_url` (`sqlite://…` or `postgres://…`).
+/// Opens the store named by `database_url` (`sqlite://…` or `postgres://…`). Without
+/// `audit_key` the store can read everything but append nothing to the audit trail.
 pub async fn connect(
     database_url: &str,
     changes: Arc<ChangeHub>,
+    audit_key: Option<AuditKey>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(database_url, changes).await?))
+        Ok(Arc::new(
+            SqliteStore::connect(database_url, changes, audit_key).await?,
+        ))
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
         Ok(Arc::new(
-            PostgresStore::connect(database_url, changes).await?,
+            PostgresStore::connect(database_url, changes, audit_key).await?,
         ))
     } else {
         anyhow::bail!("database_url {database_url:?} must start with sqlite:// or postgres://")

@@ -17,11 +17,16 @@ const CHANNEL: &str = "hoop_changes";
 pub struct PostgresStore {
     pool: PgPool,
     changes: Arc<ChangeHub>,
+    audit_key: Option<AuditKey>,
     listener: JoinHandle<()>,
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str, changes: Arc<ChangeHub>) -> Result<PostgresStore, sqlx::Error> {
+    pub async fn connect(
+        url: &str,
+        changes: Arc<ChangeHub>,
+        audit_key: Option<AuditKey>,
+    ) -> Result<PostgresStore, sqlx::Error> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
@@ -31,6 +36,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             changes,
+            audit_key,
             listener,
         })
     }

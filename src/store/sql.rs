@@ -74,7 +74,7 @@ macro_rules! sql_store {
                     .await?;
                 }
                 Self::announce(&mut tx, &new.id, Some(new.status)).await?;
-                Self::record(&mut tx, &new.id, new.created_at, audit, outbox).await?;
+                self.record(&mut tx, &new.id, new.created_at, audit, outbox).await?;
                 tx.commit().await?;
                 self.changes.publish(&new.id, Some(new.status));
                 Ok(())
@@ -161,7 +161,7 @@ macro_rules! sql_store {
                     }
                 }
                 Self::announce(&mut tx, &change.request_id, change.status).await?;
-                Self::record(&mut tx, &change.request_id, change.at, &change.audit, &change.outbox).await?;
+                self.record(&mut tx, &change.request_id, change.at, &change.audit, &change.outbox).await?;
                 tx.commit().await?;
                 self.changes.publish(&change.request_id, change.status);
                 Ok(())
@@ -215,7 +215,7 @@ macro_rules! sql_store {
                     detail: serde_json::json!({ "lease_until": claim.lease_until }),
                 };
                 Self::announce(&mut tx, &id, Some(Status::Running)).await?;
-                Self::record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
+                self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 tx.commit().await?;
                 self.changes.publish(&id, Some(Status::Running));
                 self.get_request(&id).await
@@ -248,11 +248,15 @@ macro_rules! sql_store {
                     .collect()
             }
 
-            async fn audit_head(&self) -> StoreResult<(i64, String)> {
-                let row = sqlx::query("select seq, hash from audit_head where id = 1")
+            async fn audit_head(&self) -> StoreResult<$crate::audit::Head> {
+                let row = sqlx::query("select seq, hash, unkeyed_until from audit_head where id = 1")
                     .fetch_one(&self.pool)
                     .await?;
-                Ok((row.try_get("seq")?, row.try_get("hash")?))
+                Ok($crate::audit::Head {
+                    seq: row.try_get("seq")?,
+                    hash: row.try_get("hash")?,
+                    unkeyed_until: row.try_get("unkeyed_until")?,
+                })
             }
 
             async fn outbox(&self) -> StoreResult<Vec<OutboxRow>> {
@@ -355,6 +359,7 @@ macro_rules! sql_store {
             /// chain comes last: appending locks its head row until commit, so the less that
             /// follows it, the less other writers wait.
             async fn record(
+                &self,
                 tx: &mut Tx<'_>,
                 request_id: &str,
                 at: Millis,
@@ -373,6 +378,10 @@ macro_rules! sql_store {
                     .execute(&mut **tx)
                     .await?;
                 }
+                if audit.is_empty() {
+                    return Ok(());
+                }
+                let key = self.audit_key.as_ref().ok_or(StoreError::NoAuditKey)?;
                 for entry in audit {
                     // Bumping the head row first locks it: appends are serialized across replicas,
                     // so the chain never forks.
@@ -393,7 +402,7 @@ macro_rules! sql_store {
                         prev_hash,
                         hash: String::new(),
                     };
-                    event.hash = $crate::audit::event_hash(&event.prev_hash, &event);
+                    event.hash = $crate::audit::event_hash(key, &event.prev_hash, &event);
                     sqlx::query(
                         "insert into audit_event (seq, request_id, kind, actor, channel, at, detail, \
                          prev_hash, hash) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

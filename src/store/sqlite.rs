@@ -17,11 +17,16 @@ use crate::domain::{GroupApproval, GroupStatus};
 pub struct SqliteStore {
     pool: SqlitePool,
     changes: Arc<ChangeHub>,
+    audit_key: Option<AuditKey>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file named by a `sqlite://path` URL.
-    pub async fn connect(url: &str, changes: Arc<ChangeHub>) -> Result<SqliteStore, sqlx::Error> {
+    pub async fn connect(
+        url: &str,
+        changes: Arc<ChangeHub>,
+        audit_key: Option<AuditKey>,
+    ) -> Result<SqliteStore, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -32,7 +37,11 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool, changes })
+        Ok(SqliteStore {
+            pool,
+            changes,
+            audit_key,
+        })
     }
 
     async fn run_migrations(&self) -> StoreResult<()> {

@@ -72,7 +72,11 @@ fn cli_config(app: &TestApp) -> (tempfile::TempDir, std::path::PathBuf) {
     let config = dir.path().join("hoop.toml");
     std::fs::write(
         &config,
-        format!("[server]\ndatabase_url = \"{}\"\n", app.db.url),
+        format!(
+            "[server]\ndatabase_url = \"{}\"\naudit_key = \"{}\"\n",
+            app.db.url,
+            crate::helpers::AUDIT_KEY
+        ),
     )
     .unwrap();
     (dir, config)

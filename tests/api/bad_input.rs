@@ -29,7 +29,11 @@ async fn refused(
     );
 }
 
-type Snapshot = (Vec<hoopbot::domain::AccessRequest>, (i64, String), usize);
+type Snapshot = (
+    Vec<hoopbot::domain::AccessRequest>,
+    hoopbot::audit::Head,
+    usize,
+);
 
 async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -115,6 +115,7 @@ fn sqlite_target(url: &str) -> ConnectionTarget {
         statement_timeout: Some(Duration::from_secs(30)),
         max_rows: 10_000,
         max_output_bytes: 1 << 20,
+        env: Default::default(),
     }
 }
 
@@ -295,6 +296,7 @@ async fn a_killed_agent_leaves_its_job_failed_and_never_rerun(backend: Backend) 
         statement_timeout: None,
         max_rows: 100,
         max_output_bytes: 1 << 16,
+        env: Default::default(),
     };
     let second = app.agent("racer", vec![("box".into(), target)]).await;
     assert_eq!(second.run_once(Duration::ZERO).await.unwrap(), None);

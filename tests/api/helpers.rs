@@ -147,12 +147,20 @@ pub const USERS: &[(&str, &[&str])] = &[
     ("root@x.com", &["admin"]),
 ];
 
+/// The audit chain's key in every test config.
+pub const AUDIT_KEY: &str = "test-audit-key-0123456789abcdef0123456789";
+
 /// Commands above this many bytes are refused in tests (kept small to test 413 cheaply).
 pub const MAX_COMMAND_BYTES: usize = 4096;
 
 pub fn test_config(database_url: &str) -> Config {
+    Config::parse(&test_config_text(database_url), "test config").expect("valid test config")
+}
+
+/// The text of [`test_config`], for tests that add to it.
+pub fn test_config_text(database_url: &str) -> String {
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://hoop.test\"\ndatabase_url = \"{database_url}\"\nmax_command_bytes = {MAX_COMMAND_BYTES}\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://hoop.test\"\ndatabase_url = \"{database_url}\"\nmax_command_bytes = {MAX_COMMAND_BYTES}\naudit_key = \"{AUDIT_KEY}\"\n"
     );
     for (email, groups) in USERS {
         text.push_str(&format!(
@@ -185,7 +193,7 @@ type = "command"
 agent = "racer"
 "#,
     );
-    Config::parse(&text, "test config").expect("valid test config")
+    text
 }
 
 pub struct TestApp {
@@ -429,7 +437,13 @@ impl TestApp {
     }
 
     /// Everything a bad request must leave untouched: requests, audit chain and outbox.
-    pub async fn snapshot(&self) -> (Vec<hoopbot::domain::AccessRequest>, (i64, String), usize) {
+    pub async fn snapshot(
+        &self,
+    ) -> (
+        Vec<hoopbot::domain::AccessRequest>,
+        hoopbot::audit::Head,
+        usize,
+    ) {
         let store = &self.hoop.store;
         let filter = hoopbot::store::ListFilter {
             limit: 10_000,

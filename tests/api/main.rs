@@ -8,3 +8,4 @@ mod execution;
 mod flow;
 mod openapi;
 mod processes;
+mod security;

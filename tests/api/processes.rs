@@ -18,7 +18,8 @@ fn hoop() -> Command {
         .env("HOOP_LOG", "warn")
         .env_remove("HOOP_CONFIG")
         .env_remove("HOOP_URL")
-        .env_remove("HOOP_TOKEN");
+        .env_remove("HOOP_TOKEN")
+        .env_remove("HOOP_AUDIT_KEY");
     command
 }
 
@@ -59,6 +60,7 @@ impl Stack {
 listen = "127.0.0.1:{port}"
 public_url = "{url}"
 database_url = "sqlite://{db}"
+audit_key = "{audit_key}"
 
 [[users]]
 email = "alice@x.com"
@@ -78,7 +80,8 @@ agent = "edge"
 approval_groups = ["dba-team", "security"]
 timeout = "{timeout}"
 "#,
-                db = dir.path().join("hoop.db").display()
+                db = dir.path().join("hoop.db").display(),
+                audit_key = crate::helpers::AUDIT_KEY,
             ),
         )
         .unwrap();

@@ -15,6 +15,9 @@ use super::human;
 use crate::config::ConnectionTarget;
 use crate::domain::ExecutionResult;
 
+/// `PATH` for programs whose connection does not set one.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// After the program exits, how long to keep reading output that background processes it left
 /// behind may still be writing to the inherited pipes.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
@@ -30,6 +33,11 @@ pub(super) async fn run(target: &ConnectionTarget, text: &str) -> ExecutionResul
     };
     let mut child = match Command::new(program)
         .args(args)
+        // The program gets only what its connection names, never the server's or agent's own
+        // environment: that holds their tokens, database URL and audit key.
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .envs(&target.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -203,6 +211,7 @@ mod tests {
             statement_timeout: None,
             max_rows: DEFAULT_MAX_ROWS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            env: Default::default(),
         }
     }
 
@@ -273,6 +282,29 @@ mod tests {
         )
         .await;
         assert_eq!(result.stdout.as_deref(), Some("x\n[a b]\n"));
+    }
+
+    #[tokio::test]
+    async fn the_program_sees_only_its_connections_environment() {
+        // SAFETY: the variable name is unique to this test, so no other test reads or writes it.
+        unsafe { std::env::set_var("HOOP_TEST_SERVER_SECRET", "hoop_0123456789") };
+        let mut target = program(&["env"]);
+        target.env = [("PGHOST".to_string(), "db.internal".to_string())].into();
+        let result = execute(&target, "").await;
+        let mut lines: Vec<&str> = result.stdout.as_deref().unwrap().lines().collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                format!("PATH={DEFAULT_PATH}").as_str(),
+                "PGHOST=db.internal"
+            ]
+        );
+
+        // A connection may set its own PATH.
+        target.env = [("PATH".to_string(), "/usr/bin".to_string())].into();
+        let result = execute(&target, "").await;
+        assert_eq!(result.stdout.as_deref(), Some("PATH=/usr/bin\n"));
     }
 
     #[tokio::test]

@@ -357,10 +357,12 @@ impl Backend for Sqlite {
 
     async fn connect(url: &str) -> Result<Self::Connection, sqlx::Error> {
         // Not create_if_missing: a mistyped path must fail, not quietly make an empty database.
-        SqliteConnectOptions::from_str(url)?
+        let mut conn = SqliteConnectOptions::from_str(url)?
             .disable_statement_logging()
             .connect()
-            .await
+            .await?;
+        confine(&mut conn).await?;
+        Ok(conn)
     }
 
     async fn limit(conn: &mut Self::Connection, timeout: Duration) -> Result<(), sqlx::Error> {
@@ -400,6 +402,55 @@ impl Backend for Sqlite {
                 .map(|b| String::from_utf8_lossy(&b).into_owned()),
         };
         Some(text.unwrap_or_else(|_| placeholder(&type_name)))
+    }
+}
+
+/// Keeps an approved command inside its own database file: no `ATTACH` (which could open
+/// hoopbot's own database, or any file the process can write), no `DETACH`, no loading of
+/// extensions. Enforced by SQLite itself — an attached-database limit of zero and an authorizer
+/// that denies those actions — so no spelling of the statement gets past it.
+async fn confine(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    use libsqlite3_sys as ffi;
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: the handle is locked, so nothing else uses this connection meanwhile; the
+    // authorizer is a plain function that keeps no state.
+    let rc = unsafe {
+        ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
+        ffi::sqlite3_set_authorizer(db, Some(authorize), std::ptr::null_mut())
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(sqlx::Error::Protocol(format!(
+            "cannot install the SQLite authorizer (code {rc})"
+        )));
+    }
+    Ok(())
+}
+
+/// SQLite's authorizer callback: denies attaching and detaching databases and the
+/// `load_extension` function, allows everything else.
+unsafe extern "C" fn authorize(
+    _user_data: *mut std::ffi::c_void,
+    action: std::ffi::c_int,
+    _arg1: *const std::ffi::c_char,
+    arg2: *const std::ffi::c_char,
+    _database: *const std::ffi::c_char,
+    _trigger: *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    use libsqlite3_sys as ffi;
+    match action {
+        ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => ffi::SQLITE_DENY,
+        // For a function call the second argument is the function's name.
+        ffi::SQLITE_FUNCTION if !arg2.is_null() => {
+            // SAFETY: SQLite passes a NUL-terminated name that lives for this call.
+            let name = unsafe { std::ffi::CStr::from_ptr(arg2) };
+            if name.to_bytes().eq_ignore_ascii_case(b"load_extension") {
+                ffi::SQLITE_DENY
+            } else {
+                ffi::SQLITE_OK
+            }
+        }
+        _ => ffi::SQLITE_OK,
     }
 }
 
@@ -1191,6 +1242,7 @@ mod tests {
             statement_timeout: None,
             max_rows: DEFAULT_MAX_ROWS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            env: Default::default(),
         }
     }
 
@@ -1817,6 +1869,42 @@ mod tests {
         let error = result.error.expect("an error");
         assert!(error.starts_with("cannot connect: "), "{error}");
         assert!(error.contains("unable to open database file"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_commands_cannot_reach_other_database_files() {
+        let (_file, sqlite) = sqlite_db();
+        // Another database file the process can write, standing in for hoopbot's own.
+        let (other, _) = sqlite_db();
+        let other_path = other.path().display().to_string();
+        let attempts = [
+            format!("ATTACH DATABASE '{other_path}' AS h; CREATE TABLE h.api_token (x)"),
+            format!("attach '{other_path}' as h"),
+            format!("ATTACH DATABASE 'file:{other_path}?mode=rw' AS h"),
+            "ATTACH DATABASE ':memory:' AS m".to_string(),
+            "DETACH DATABASE main".to_string(),
+            "SELECT load_extension('/nonexistent/evil.so')".to_string(),
+            "SELECT LOAD_EXTENSION('/nonexistent/evil.so', 'entry')".to_string(),
+        ];
+        for sql in &attempts {
+            let result = execute(&sqlite, sql).await;
+            let error = result.error.unwrap_or_default();
+            assert!(
+                error.contains("not authorized") || error.contains("too many attached"),
+                "{sql}: {error:?}"
+            );
+        }
+        let untouched = std::fs::metadata(other.path()).unwrap().len();
+        assert_eq!(untouched, 0, "nothing was written to the other file");
+
+        // Everything else still works, including functions and its own schema.
+        let result = execute(
+            &sqlite,
+            "CREATE TABLE t (x); INSERT INTO t VALUES (upper('a')); \
+             SELECT x, (SELECT count(*) FROM sqlite_master) FROM t",
+        )
+        .await;
+        assert_success(&result);
     }
 
     #[tokio::test]
