@@ -57,6 +57,13 @@ impl App {
             changes,
             clock,
         };
+        let skew = hoop
+            .clock_skew()
+            .await
+            .context("cannot read the database's clock")?;
+        if let Some(warning) = skew_warning(skew) {
+            tracing::warn!("{warning}");
+        }
         Ok(App {
             hoop,
             listener,
@@ -120,6 +127,21 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Beyond this, a replica's clock and the database's are far enough apart to say so.
+const MAX_CLOCK_SKEW_MS: i64 = 2_000;
+
+/// What to say when this machine's clock is `skew` ms off the database's, if anything.
+fn skew_warning(skew: i64) -> Option<String> {
+    (skew.abs() > MAX_CLOCK_SKEW_MS).then(|| {
+        format!(
+            "this machine's clock is {:.1}s {} the database's; deadlines, leases and decision times \
+             follow the database's clock, but check this machine's time synchronisation (NTP)",
+            skew.unsigned_abs() as f64 / 1000.0,
+            if skew > 0 { "ahead of" } else { "behind" }
+        )
+    })
 }
 
 /// Refuses a SQLite connection whose file is this server's own database — by device and inode, so
@@ -224,5 +246,26 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skew_warning;
+
+    #[test]
+    fn a_clock_more_than_two_seconds_off_is_worth_a_warning() {
+        assert_eq!(skew_warning(1_999), None);
+        assert_eq!(skew_warning(-2_000), None);
+        let behind = skew_warning(-30_000).unwrap();
+        assert!(
+            behind.starts_with("this machine's clock is 30.0s behind the database's"),
+            "{behind}"
+        );
+        let ahead = skew_warning(40_500).unwrap();
+        assert!(
+            ahead.starts_with("this machine's clock is 40.5s ahead of the database's"),
+            "{ahead}"
+        );
     }
 }

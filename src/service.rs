@@ -30,22 +30,39 @@ pub const AGENT_LOST: &str = "agent lost; outcome unknown";
 pub const MAX_JUSTIFICATION_BYTES: usize = 4096;
 pub const MAX_REASON_BYTES: usize = 4096;
 
-/// The current time in milliseconds; replaceable so tests can move time forward.
+/// This replica's reading of the time, shifted by an offset that tests move forward. Deadlines,
+/// leases and decision times do not come from here directly but from [`Hoop::now`], which asks the
+/// store: on Postgres that is the database's clock, so replicas with skewed clocks still agree.
 #[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> Millis + Send + Sync>);
+pub struct Clock {
+    offset: Arc<AtomicI64>,
+    /// How far this process's own clock is off; only its local readings are (tests use it to
+    /// play a replica whose clock drifted).
+    skew: Millis,
+}
 
 impl Clock {
     pub fn system() -> Clock {
-        Clock(Arc::new(|| chrono::Utc::now().timestamp_millis()))
+        Clock::shifted(Arc::new(AtomicI64::new(0)))
     }
 
-    /// A clock that reads `now`; tests advance it.
-    pub fn manual(now: Arc<AtomicI64>) -> Clock {
-        Clock(Arc::new(move || now.load(Ordering::SeqCst)))
+    /// The real clock plus `offset` milliseconds; tests advance the offset instead of sleeping.
+    pub fn shifted(offset: Arc<AtomicI64>) -> Clock {
+        Clock { offset, skew: 0 }
     }
 
+    /// This clock on a machine whose own clock is `skew` ms off.
+    pub fn skewed(self, skew: Millis) -> Clock {
+        Clock { skew, ..self }
+    }
+
+    /// This process's own reading (system time plus the offset).
     pub fn now(&self) -> Millis {
-        (self.0)()
+        chrono::Utc::now().timestamp_millis() + self.offset() + self.skew
+    }
+
+    pub fn offset(&self) -> Millis {
+        self.offset.load(Ordering::SeqCst)
     }
 }
 
@@ -75,6 +92,19 @@ impl Hoop {
             is_admin: user.groups.contains(&self.config.server.admin_group),
             groups: user.groups.clone(),
         })
+    }
+
+    /// Now, as every deadline, lease and decision time is measured: the database's clock on
+    /// Postgres (one clock for every replica), this process's on SQLite.
+    pub async fn now(&self) -> Result<Millis> {
+        Ok(self.store.now(&self.clock).await?)
+    }
+
+    /// How far this process's clock is ahead of the one deadlines are measured by (negative:
+    /// behind). Always about zero on SQLite.
+    pub async fn clock_skew(&self) -> Result<Millis> {
+        let reference = self.now().await?;
+        Ok(self.clock.now() - reference)
     }
 
     #[tracing::instrument(skip_all, fields(requester = %requester.email, connection = %input.connection), err(level = "info"))]
@@ -112,7 +142,7 @@ impl Hoop {
             Some(j) => Some(j.to_string()),
         };
 
-        let now = self.clock.now();
+        let now = self.now().await?;
         let admission = domain::admit(&connection.policy, requester);
         let sha256 = domain::command_sha256(&input.command);
         let timeout_ms =
@@ -187,7 +217,7 @@ impl Hoop {
     /// reader ever sees it as still decidable.
     pub async fn get(&self, id: &str) -> Result<AccessRequest> {
         let request = self.fetch(id).await?;
-        if request.status == Status::Pending && request.is_expired_at(self.clock.now()) {
+        if request.status == Status::Pending && request.is_expired_at(self.now().await?) {
             self.expire(&request).await?;
             return self.fetch(id).await;
         }
@@ -235,7 +265,7 @@ impl Hoop {
         }
         for _ in 0..MAX_ATTEMPTS {
             let request = self.fetch(id).await?;
-            let now = self.clock.now();
+            let now = self.now().await?;
             let outcome = match domain::decide(&request, actor, &decision, now) {
                 Ok(outcome) => outcome,
                 Err(DecisionError::Expired) => {
@@ -264,7 +294,7 @@ impl Hoop {
     /// Moves a pending, overdue request to `expired`. Losing the race (to a decision made in time or
     /// to another replica's sweeper) is fine: the request has an outcome either way.
     async fn expire(&self, request: &AccessRequest) -> Result<()> {
-        let now = self.clock.now();
+        let now = self.now().await?;
         let mut change = Change::to(request, now);
         change.status = Some(Status::Expired);
         change.decided_at = Some(now);
@@ -288,7 +318,7 @@ impl Hoop {
     /// One sweep: expires overdue requests and fails jobs whose agent vanished. Returns how many
     /// requests it moved.
     pub async fn sweep(&self) -> Result<usize> {
-        let now = self.clock.now();
+        let now = self.now().await?;
         let mut moved = 0;
         for request in self.store.overdue_requests(now, 500).await? {
             self.expire(&request).await?;
@@ -343,7 +373,7 @@ impl Hoop {
             }
             let mut next = deadline.min(tokio::time::Instant::now() + WAIT_POLL);
             if request.status == Status::Pending {
-                let until_expiry = (request.expires_at - self.clock.now()).max(0) as u64;
+                let until_expiry = (request.expires_at - self.now().await?).max(0) as u64;
                 next = next.min(tokio::time::Instant::now() + Duration::from_millis(until_expiry));
             }
             tokio::select! {
@@ -366,7 +396,7 @@ impl Hoop {
             let notified = self.changes.jobs().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let now = self.clock.now();
+            let now = self.now().await?;
             let claim = Claim {
                 agent: agent.to_string(),
                 connections: connections.to_vec(),
@@ -397,7 +427,7 @@ impl Hoop {
     pub async fn heartbeat(&self, agent: &str, id: &str) -> Result<AccessRequest> {
         for _ in 0..MAX_ATTEMPTS {
             let job = self.running_job(agent, id).await?;
-            let now = self.clock.now();
+            let now = self.now().await?;
             let mut change = Change::to(&job, now);
             change.lease_until = Some(now + self.lease_ms());
             match self.store.apply(&change).await {
@@ -419,7 +449,7 @@ impl Hoop {
         result.agent = Some(agent.to_string());
         for _ in 0..MAX_ATTEMPTS {
             let job = self.fetch(id).await?;
-            let now = self.clock.now();
+            let now = self.now().await?;
             let late = job.status == Status::Failed
                 && job.claimed_by.as_deref() == Some(agent)
                 && job.result.as_ref().and_then(|r| r.error.as_deref()) == Some(AGENT_LOST);

@@ -225,6 +225,10 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     /// Checks the database answers (readiness).
     async fn ping(&self) -> StoreResult<()>;
+    /// The time deadlines are measured by: the database's clock on Postgres (shifted by
+    /// `clock`'s offset, which tests move), so every replica agrees whatever its own clock says;
+    /// `clock` itself on SQLite, which has a single process.
+    async fn now(&self, clock: &crate::service::Clock) -> StoreResult<Millis>;
 
     /// Stores a new request with its first audit events and outbox entries, atomically.
     async fn insert_request(

@@ -63,6 +63,20 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// The database's clock, not this replica's: replicas whose clocks drift apart still agree
+    /// on every deadline and lease.
+    async fn clock(&self, clock: &crate::service::Clock) -> StoreResult<Millis> {
+        let now: i64 = sqlx::query_scalar(
+            "select (extract(epoch from clock_timestamp()) * 1000)::bigint + $1",
+        )
+        .bind(clock.offset())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(now)
+    }
+}
+
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();
@@ -106,5 +120,6 @@ async fn forward_notifications(pool: PgPool, changes: Arc<ChangeHub>) {
 sql_store!(
     PostgresStore,
     sqlx::Postgres,
-    claim_lock = " for update skip locked"
+    claim_lock = " for update skip locked",
+    decision_time = "greatest($12, (extract(epoch from clock_timestamp()) * 1000)::bigint)"
 );

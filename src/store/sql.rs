@@ -6,8 +6,10 @@
 //! Dynamic SQL (wrapped in `AssertSqlSafe`) only ever splices in constants and `$n` placeholders;
 //! values are always bound.
 //!
-//! Each backend provides `run_migrations` and `announce` (called inside every write transaction, so
-//! other replicas can be told about the change when it commits).
+//! Each backend provides `run_migrations`, `announce` (called inside every write transaction, so
+//! other replicas can be told about the change when it commits) and `clock` (the time deadlines are
+//! measured by), and says how a decision's deadline is checked (`decision_time`, in terms of the
+//! decision's own time `$12`).
 
 pub(super) const REQUEST_COLUMNS: &str = "id, connection, command, command_sha256, requester, \
     justification, status, created_at, expires_at, decided_at, version, rejected_by, \
@@ -22,7 +24,7 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, claim_lock = $claim_lock:expr) => {
+    ($store:ty, $db:ty, claim_lock = $claim_lock:expr, decision_time = $decision_time:literal) => {
         type DbRow = <$db as sqlx::Database>::Row;
         type Tx<'c> = sqlx::Transaction<'c, $db>;
 
@@ -35,6 +37,10 @@ macro_rules! sql_store {
             async fn ping(&self) -> StoreResult<()> {
                 sqlx::query("select 1").execute(&self.pool).await?;
                 Ok(())
+            }
+
+            async fn now(&self, clock: &$crate::service::Clock) -> StoreResult<Millis> {
+                self.clock(clock).await
             }
 
             #[tracing::instrument(skip_all, fields(request_id = %new.id), err)]
@@ -116,7 +122,9 @@ macro_rules! sql_store {
                     .transpose()
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 // The compare-and-set: only the writer that read this exact version wins.
-                let updated = sqlx::query(
+                // On Postgres the deadline is also checked against the database's clock at the
+                // moment of the update, so no decision lands after it, however late it commits.
+                let updated = sqlx::query(concat!(
                     "update access_request set version = version + 1, \
                      status = coalesce($3, status), decided_at = coalesce($4, decided_at), \
                      rejected_by = coalesce($5, rejected_by), \
@@ -124,8 +132,10 @@ macro_rules! sql_store {
                      rejected_at = coalesce($7, rejected_at), rejected_via = coalesce($8, rejected_via), \
                      result = coalesce($9, result), lease_until = coalesce($10, lease_until) \
                      where id = $1 and version = $2 and status = $11 \
-                     and ($12 is null or expires_at > $12)",
-                )
+                     and ($12 is null or expires_at > ",
+                    $decision_time,
+                    ")"
+                ))
                 .bind(&change.request_id)
                 .bind(change.expected_version)
                 .bind(change.status.map(|s| s.as_str()))

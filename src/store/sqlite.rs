@@ -51,10 +51,20 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(e.into()))
     }
 
+    /// SQLite has a single process, so its clock is this one's.
+    async fn clock(&self, clock: &crate::service::Clock) -> StoreResult<Millis> {
+        Ok(clock.now())
+    }
+
     /// Nothing to do: in-process waiters are woken after commit, and SQLite has one process.
     async fn announce(_tx: &mut Tx<'_>, _id: &str, _status: Option<Status>) -> StoreResult<()> {
         Ok(())
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, claim_lock = "");
+sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    claim_lock = "",
+    decision_time = "$12"
+);

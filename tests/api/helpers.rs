@@ -200,6 +200,7 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub hoop: Hoop,
     pub db: TestDb,
+    /// Milliseconds added to the real clock; [`TestApp::advance`] moves it.
     pub now: Arc<AtomicI64>,
     pub tokens: HashMap<&'static str, String>,
     pub client: reqwest::Client,
@@ -227,7 +228,7 @@ impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         hoopbot::install_crypto_provider();
         let db = TestDb::new(backend).await;
-        let now = Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_millis()));
+        let now = Arc::new(AtomicI64::new(0));
         let (hoop, server) = start(&db.url, now.clone()).await;
         let mut app = TestApp {
             addr: server.local_addr(),
@@ -267,6 +268,14 @@ impl TestApp {
             client: self.client.clone(),
             _stop: stop,
         }
+    }
+
+    /// The service of another replica on the same database, on a machine whose clock is `skew`
+    /// ms off (negative: behind). Time moves for it as for this one.
+    pub async fn skewed_replica(&self, skew: i64) -> Hoop {
+        start_with(&self.db.url, Clock::shifted(self.now.clone()).skewed(skew))
+            .await
+            .0
     }
 
     /// A new token for agent `name`.
@@ -494,7 +503,11 @@ impl Drop for TestApp {
 }
 
 async fn start(database_url: &str, now: Arc<AtomicI64>) -> (Hoop, App) {
-    let app = App::build(test_config(database_url), Clock::manual(now))
+    start_with(database_url, Clock::shifted(now)).await
+}
+
+async fn start_with(database_url: &str, clock: Clock) -> (Hoop, App) {
+    let app = App::build(test_config(database_url), clock)
         .await
         .expect("app builds")
         .without_background_sweeps()

@@ -131,8 +131,8 @@ async fn build(database_url: &str, target: Option<&str>) -> anyhow::Result<App> 
         ));
     }
     let config = Config::parse(&text, "test config").unwrap();
-    let now = Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_millis()));
-    App::build(config, Clock::manual(now)).await
+    let now = Arc::new(AtomicI64::new(0));
+    App::build(config, Clock::shifted(now)).await
 }
 
 /// A config file for the `hoop` binary on `app`'s database, with or without the audit key.
