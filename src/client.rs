@@ -187,16 +187,21 @@ impl Client {
                 .map_err(|e| ClientError::Protocol(e.to_string()));
         }
         let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let code = error["error"]["code"].as_str().unwrap_or("http_error");
+        let message = match error["error"]["message"].as_str() {
+            // The server has no such route: the address is most likely not the server's own
+            // (a path such as /api/v1 or a proxy prefix appended).
+            Some("no such endpoint") => format!(
+                "{} has no such endpoint ({path}): is it the hoopbot server's own address?",
+                self.base
+            ),
+            Some(message) => message.to_string(),
+            None => format!("the server answered {status}"),
+        };
         Err(ClientError::Api {
             status,
-            code: error["error"]["code"]
-                .as_str()
-                .unwrap_or("http_error")
-                .to_string(),
-            message: error["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("the server answered {status}")),
+            code: code.to_string(),
+            message,
         })
     }
 

@@ -204,10 +204,9 @@ fn progress(request: &AccessRequestView, waiting_for_agent: bool, with_url: bool
 /// unless `raw`; into a pipe or file it goes byte for byte.
 pub fn finish(request: &AccessRequestView, output: Output, raw: bool) -> ExitCode {
     if output == Output::Json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(request).expect("requests serialize")
-        );
+        let json = serde_json::to_string_pretty(request).expect("requests serialize");
+        let exact = raw || !std::io::stdout().is_terminal();
+        outln!("{}", if exact { json } else { json_visible(&json) });
     }
     let result = request.result.as_ref();
     // Reasons, names and errors come from other people and programs: each is shown on one line,
@@ -278,6 +277,24 @@ fn print_result(result: &ExecutionResult, raw: bool) {
     if let Some(stderr) = result.stderr.as_deref().filter(|s| !s.is_empty()) {
         say!("{}", shown(stderr, raw || !std::io::stderr().is_terminal()));
     }
+}
+
+/// JSON for a terminal: hidden characters inside strings (serde escapes only the control ones)
+/// written as `\uXXXX` escapes, so the JSON means the same and shows every character.
+fn json_visible(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        // Outside strings JSON is ASCII, and its newlines and indentation are its layout.
+        if c.is_ascii() || !display::is_hidden(c) {
+            out.push(c);
+            continue;
+        }
+        let mut units = [0u16; 2];
+        for unit in c.encode_utf16(&mut units) {
+            out.push_str(&format!("\\u{unit:04x}"));
+        }
+    }
+    out
 }
 
 fn shown(text: &str, exact: bool) -> String {
@@ -366,5 +383,26 @@ fn terminal_width() -> usize {
         usize::from(size.ws_col)
     } else {
         80
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_visible;
+
+    #[test]
+    fn json_for_a_terminal_escapes_hidden_characters_and_means_the_same() {
+        let value = serde_json::json!({"command": "x = 'admin\u{200b}' \u{202e}-- \u{E0041}\n\u{1b}[2K", "ok": "naïve 名前"});
+        let json = serde_json::to_string_pretty(&value).unwrap();
+        let shown = json_visible(&json);
+        assert!(
+            shown.contains(r#""x = 'admin\u200b' \u202e-- \udb40\udc41\n\u001b[2K""#),
+            "{shown}"
+        );
+        assert!(shown.contains("naïve 名前"), "{shown}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&shown).unwrap(),
+            value
+        );
     }
 }

@@ -91,6 +91,13 @@ pub async fn run(command: RequestsCommand) -> anyhow::Result<ExitCode> {
             let me = me["email"].as_str().unwrap_or_default();
             outln!("{}", approved(&request, me));
             out!("{}", groups(&request));
+            // Whoever approved by id alone still learns what the command hides.
+            for warning in display::command(&request.command).warnings {
+                sayln!(
+                    "Warning: {warning}; see `hoop requests show {}`",
+                    request.id
+                );
+            }
         }
         RequestsCommand::Reject { id, reason } => {
             let request = client.reject(&id, &reason).await?;

@@ -90,6 +90,17 @@ async fn requests_show_makes_invisible_characters_visible_and_warns(backend: Bac
         "{shown}"
     );
 
+    // Approving by id alone still shows the warning.
+    let out = cli(&app, "bob@x.com", &["requests", "approve", &id]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "Warning: this command contains 1 word mixing scripts (\"аdmin\" (Cyrillic U+0430 \
+             among Latin letters) at line 1, column 33); see `hoop requests show {id}`\n"
+        )
+    );
+
     // The list has no room for the warning, but flags the request.
     let listed = text(&cli(&app, "bob@x.com", &["requests", "list"]).await.stdout);
     let rows: Vec<&str> = listed.lines().skip(1).collect();
@@ -459,12 +470,44 @@ async fn client_errors_say_what_to_fix() {
              server http:// rather than https://?\n"
         )
     );
+    assert_eq!(
+        with_url(format!("http://127.0.0.1:{port}/hoop")).await,
+        format!(
+            "error: http://127.0.0.1:{port}/hoop has no such endpoint (/access-requests): is it \
+             the hoopbot server's own address?\n"
+        )
+    );
     let nobody = free_port();
     assert_eq!(
         with_url(format!("http://127.0.0.1:{nobody}")).await,
         format!(
             "error: cannot reach the server at http://127.0.0.1:{nobody}: connection refused \
              (is `hoop serve` running at that address?)\n"
+        )
+    );
+}
+
+#[test]
+fn an_agent_refuses_a_server_url_without_its_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "[agent]\nserver_url = \"hoop.internal:8009\"\ntoken = \"hoop_x\"\n\n[[connections]]\nname = \"box\"\ntype = \"command\"\ncommand = [\"bash\"]\n",
+    )
+    .unwrap();
+    let out = hoop()
+        .args(["agent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: [agent] server_url: hoop.internal:8009 is not a server address: it needs \
+             http:// or https://, e.g. http://hoop.internal:8009\n",
+            config.display()
         )
     );
 }
