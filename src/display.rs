@@ -30,17 +30,17 @@ pub fn command(command: &str) -> ShownCommand {
     let mut invisible = Vec::new();
     let mut bidi = Vec::new();
     for (c, line, column) in positions(command) {
-        let found = || Finding {
+        let found = match class(c) {
+            Class::Bidi => &mut bidi,
+            // Newlines and tabs are a command's own layout, shown as they are.
+            Class::Invisible if !matches!(c, '\n' | '\t') => &mut invisible,
+            _ => continue,
+        };
+        found.push(Finding {
             line,
             column,
             what: code_point(c),
-        };
-        match class(c) {
-            _ if matches!(c, '\n' | '\t') => {}
-            Class::Shown => {}
-            Class::Bidi => bidi.push(found()),
-            Class::Invisible => invisible.push(found()),
-        }
+        });
     }
     let warnings = [
         (Suspicion::Invisible, invisible),
