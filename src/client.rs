@@ -47,10 +47,7 @@ pub fn check_server_url(url: &str) -> Result<(), String> {
     let fixed = match reqwest::Url::parse(url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
             let path = parsed.path().trim_end_matches('/');
-            let Some(base) = path
-                .strip_suffix("/api/v1")
-                .or_else(|| path.strip_suffix("/api"))
-            else {
+            let Some(base) = path.strip_suffix("/api/v1") else {
                 return Ok(());
             };
             let mut fixed = parsed.clone();
@@ -337,5 +334,38 @@ impl Client {
             Self::SHORT,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_server_url;
+
+    #[test]
+    fn server_addresses_need_a_scheme_and_no_api_path() {
+        for good in [
+            "http://127.0.0.1:8009",
+            "https://hoop.company.com/",
+            "https://gateway.company.com/hoop",
+        ] {
+            assert_eq!(check_server_url(good), Ok(()), "{good}");
+        }
+        assert_eq!(
+            check_server_url("https://hoop.company.com/api/v1/"),
+            Err(
+                "https://hoop.company.com/api/v1/ is the API's address; give the server's own \
+                 address instead: https://hoop.company.com"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check_server_url("hoop.company.com"),
+            Err(
+                "hoop.company.com is not a server address: it needs http:// or https://, e.g. \
+                 http://hoop.company.com"
+                    .into()
+            )
+        );
+        assert!(check_server_url("ftp://hoop.company.com").is_err());
     }
 }
