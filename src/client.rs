@@ -19,13 +19,10 @@ pub enum ClientError {
         code: String,
         message: String,
     },
-    /// The server could not be reached or the connection broke.
-    #[error("cannot reach the server at {url}: {source}")]
-    Transport {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The server could not be reached or the connection broke. `reason` is the one cause that
+    /// matters (connection refused, no TLS, a timeout), said once.
+    #[error("cannot reach the server at {url}: {reason}")]
+    Transport { url: String, reason: String },
     #[error("unexpected reply from the server: {0}")]
     Protocol(String),
 }
@@ -42,6 +39,78 @@ impl ClientError {
 }
 
 pub type ClientResult<T> = Result<T, ClientError>;
+
+/// Checks a server address as people give it (`HOOP_URL`, `hoop login --url`, an agent's
+/// `server_url`) and says how to fix a wrong one: it needs its scheme, and is the server's own
+/// address, without the API's `/api/v1` (the client adds that).
+pub fn check_server_url(url: &str) -> Result<(), String> {
+    let fixed = match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+            let path = parsed.path().trim_end_matches('/');
+            let Some(base) = path.strip_suffix("/api/v1") else {
+                return Ok(());
+            };
+            let mut fixed = parsed.clone();
+            fixed.set_path(base);
+            let fixed = fixed.to_string();
+            return Err(format!(
+                "{url} is the API's address; give the server's own address instead: {}",
+                fixed.trim_end_matches('/')
+            ));
+        }
+        // `host:8009` parses as a URL of scheme "host".
+        _ => format!("http://{}", url.trim_start_matches('/')),
+    };
+    Err(format!(
+        "{url} is not a server address: it needs http:// or https://, e.g. {fixed}"
+    ))
+}
+
+/// What went wrong in a failed call, said once: reqwest's own message repeats the URL at every
+/// level of its chain of causes, while the last cause (refused, reset, TLS) is what matters.
+fn transport_reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "no answer in time".into();
+    }
+    if error.is_builder() {
+        return "not a valid server address (it needs http:// or https://)".into();
+    }
+    let mut causes = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(c) = cause {
+        causes.push(c);
+        cause = c.source();
+    }
+    let io = causes
+        .iter()
+        .find_map(|c| c.downcast_ref::<std::io::Error>());
+    let text = causes
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if let Some(io) = io {
+        match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                return "connection refused (is `hoop serve` running at that address?)".into();
+            }
+            std::io::ErrorKind::TimedOut => return "no answer in time".into(),
+            _ => {}
+        }
+    }
+    if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        return "no TLS there: is the server http:// rather than https://?".into();
+    }
+    if text.contains("dns error") || text.contains("failed to lookup address") {
+        return "unknown host name".into();
+    }
+    let last = causes.last().map(|c| c.to_string()).unwrap_or_default();
+    if error.is_connect() {
+        format!("cannot connect ({last})")
+    } else {
+        format!("the connection failed ({last})")
+    }
+}
 
 /// A job as an agent receives it, with how long its lease holds without a heartbeat.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -103,9 +172,9 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let transport = |source| ClientError::Transport {
+        let transport = |source: reqwest::Error| ClientError::Transport {
             url: self.base.clone(),
-            source,
+            reason: transport_reason(&source),
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
@@ -115,16 +184,21 @@ impl Client {
                 .map_err(|e| ClientError::Protocol(e.to_string()));
         }
         let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let code = error["error"]["code"].as_str().unwrap_or("http_error");
+        let message = match error["error"]["message"].as_str() {
+            // The server has no such route: the address is most likely not the server's own
+            // (a path such as /api/v1 or a proxy prefix appended).
+            Some("no such endpoint") => format!(
+                "{} has no such endpoint ({path}): is it the hoopbot server's own address?",
+                self.base
+            ),
+            Some(message) => message.to_string(),
+            None => format!("the server answered {status}"),
+        };
         Err(ClientError::Api {
             status,
-            code: error["error"]["code"]
-                .as_str()
-                .unwrap_or("http_error")
-                .to_string(),
-            message: error["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("the server answered {status}")),
+            code: code.to_string(),
+            message,
         })
     }
 
@@ -260,5 +334,38 @@ impl Client {
             Self::SHORT,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_server_url;
+
+    #[test]
+    fn server_addresses_need_a_scheme_and_no_api_path() {
+        for good in [
+            "http://127.0.0.1:8009",
+            "https://hoop.company.com/",
+            "https://gateway.company.com/hoop",
+        ] {
+            assert_eq!(check_server_url(good), Ok(()), "{good}");
+        }
+        assert_eq!(
+            check_server_url("https://hoop.company.com/api/v1/"),
+            Err(
+                "https://hoop.company.com/api/v1/ is the API's address; give the server's own \
+                 address instead: https://hoop.company.com"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check_server_url("hoop.company.com"),
+            Err(
+                "hoop.company.com is not a server address: it needs http:// or https://, e.g. \
+                 http://hoop.company.com"
+                    .into()
+            )
+        );
+        assert!(check_server_url("ftp://hoop.company.com").is_err());
     }
 }

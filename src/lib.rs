@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod display;
 pub mod domain;
 pub mod error;
 pub mod http;

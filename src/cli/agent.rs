@@ -12,6 +12,8 @@ use crate::config::AgentConfig;
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = AgentConfig::load(config_path)?;
+    crate::client::check_server_url(&config.server_url)
+        .map_err(|e| anyhow::anyhow!("{}: [agent] server_url: {e}", config_path.display()))?;
     let client = Client::new(&config.server_url, &config.token);
     let agent = Agent::new(Arc::new(HttpQueue(client)), config.connections);
     tracing::info!(server = %config.server_url, connections = ?agent.connections(), "agent started");

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::follow::{Output, finish, follow};
+use super::follow::{Output, RawArg, finish, follow};
 use super::remote;
+use crate::display::single_line;
 
 #[derive(clap::Args)]
 #[command(
@@ -37,6 +38,8 @@ pub struct ExecArgs {
     /// How to print the outcome
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: Output,
+    #[command(flatten)]
+    raw: RawArg,
 }
 
 pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
@@ -46,7 +49,11 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .submit(&args.connection, &command, args.justification.as_deref())
         .await?;
     if args.no_wait {
-        outln!("{}\n{}", request.id, request.url);
+        outln!(
+            "{}\n{}",
+            single_line(&request.id),
+            single_line(&request.url)
+        );
         sayln!(
             "Request {} is {}. Follow it with `hoop requests wait {}`.",
             request.id,
@@ -56,9 +63,9 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if request.status.is_terminal() {
-        return Ok(finish(&request, args.output));
+        return Ok(finish(&request, args.output, args.raw.raw));
     }
-    follow(&client, request, args.output).await
+    follow(&client, request, args.output, args.raw.raw).await
 }
 
 /// The command from `-i`, `-f` or stdin, exactly as given.

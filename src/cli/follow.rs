@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::client::{Client, ClientError, ClientResult};
-use crate::domain::{GroupStatus, Status};
-use crate::http::view::AccessRequestView;
+use crate::display::{self, single_line};
+use crate::domain::{ExecutionResult, Status};
+use crate::http::view::{AccessRequestView, GroupViewStatus};
 
 /// How the final request is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -18,6 +19,15 @@ pub enum Output {
     Json,
 }
 
+/// `--raw` for commands that print another user's program output.
+#[derive(clap::Args)]
+pub struct RawArg {
+    /// Print the program's output byte for byte, even on a terminal (where escape sequences and
+    /// other invisible characters are otherwise shown as escapes)
+    #[arg(long)]
+    pub raw: bool,
+}
+
 /// The exit code for Ctrl-C, as shells report it.
 const INTERRUPTED: u8 = 130;
 const LONG_POLL: Duration = Duration::from_secs(25);
@@ -26,18 +36,22 @@ const AGENT_HINT_AFTER: Duration = Duration::from_secs(15);
 const FRAMES: [char; 8] = ['⣾', '⣽', '⣻', '⢿', '⡿', '⣟', '⣯', '⣷'];
 
 /// Waits for `request` to end, showing progress, and prints the outcome.
+/// `raw`: print the program's output byte for byte even on a terminal.
 pub async fn follow(
     client: &Client,
     mut request: AccessRequestView,
     output: Output,
+    raw: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut status = StatusLine::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut backoff = Duration::from_secs(1);
+    // The whole story of a lost server is told once; later retries get a short line.
+    let mut lost_contact = false;
     let mut approved_at = None;
     if status.terminal && request.status == Status::Pending {
-        sayln!("Waiting for approval at {}", request.url);
+        sayln!("Waiting for approval at {}", single_line(&request.url));
     }
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let mut waiting = Box::pin(next_change(
@@ -49,7 +63,7 @@ pub async fn follow(
     loop {
         if request.status.is_terminal() {
             status.clear();
-            return Ok(finish(&request, output));
+            return Ok(finish(&request, output, raw));
         }
         let waiting_for_agent = match (request.status, approved_at) {
             (Status::Approved, None) => {
@@ -66,16 +80,26 @@ pub async fn follow(
                     Ok(newer) => {
                         request = newer;
                         backoff = Duration::from_secs(1);
+                        if std::mem::take(&mut lost_contact) {
+                            status.clear();
+                            sayln!("Back in contact with the server.");
+                        }
                         Duration::ZERO
                     }
                     Err(e) if e.is_transient() => {
                         status.clear();
-                        sayln!(
-                            "Lost contact with the server ({e}); retrying in {}s. The request is still held; \
-                             resume any time with `hoop requests wait {}`.",
-                            backoff.as_secs(),
-                            request.id
-                        );
+                        if lost_contact {
+                            sayln!("Still no answer; retrying in {}s.", backoff.as_secs());
+                        } else {
+                            lost_contact = true;
+                            sayln!(
+                                "Lost contact with the server ({}); retrying in {}s. The request is still held; \
+                                 resume any time with `hoop requests wait {}`.",
+                                single_line(&e.to_string()),
+                                backoff.as_secs(),
+                                single_line(&request.id)
+                            );
+                        }
                         let delay = backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         delay
@@ -107,7 +131,7 @@ async fn next_change(
 async fn interrupted(client: &Client, request: &AccessRequestView) -> anyhow::Result<ExitCode> {
     if request.status == Status::Pending {
         match client.cancel(&request.id).await {
-            Ok(_) => sayln!("Cancelled request {}.", request.id),
+            Ok(_) => sayln!("Cancelled request {}.", single_line(&request.id)),
             Err(ClientError::Api { code, .. })
                 if code == "already_decided" || code == "expired" =>
             {
@@ -119,7 +143,11 @@ async fn interrupted(client: &Client, request: &AccessRequestView) -> anyhow::Re
                     request.id
                 );
             }
-            Err(e) => sayln!("Could not cancel request {}: {e}", request.id),
+            Err(e) => sayln!(
+                "Could not cancel request {}: {}",
+                single_line(&request.id),
+                single_line(&e.to_string())
+            ),
         }
     } else {
         sayln!(
@@ -142,14 +170,16 @@ fn progress(request: &AccessRequestView, waiting_for_agent: bool, with_url: bool
                 .approval_groups
                 .iter()
                 .map(|g| match (&g.status, &g.decided_by) {
-                    (GroupStatus::Approved, Some(by)) => format!("{} ✓ {by}", g.group),
-                    _ => format!("{} …", g.group),
+                    (GroupViewStatus::Approved, Some(by)) => {
+                        format!("{} ✓ {}", single_line(&g.group), single_line(by))
+                    }
+                    _ => format!("{} …", single_line(&g.group)),
                 })
                 .collect();
             if with_url {
                 format!(
                     "Waiting for approval at {}... {}",
-                    request.url,
+                    single_line(&request.url),
                     groups.join(" · ")
                 )
             } else {
@@ -158,40 +188,39 @@ fn progress(request: &AccessRequestView, waiting_for_agent: bool, with_url: bool
         }
         Status::Approved if waiting_for_agent => format!(
             "Approved, but no agent has picked it up yet: is an agent running for {}? Still waiting...",
-            request.connection
+            single_line(&request.connection)
         ),
         Status::Approved => format!(
             "Approved; waiting for an agent to run it on {}...",
-            request.connection
+            single_line(&request.connection)
         ),
-        _ => format!("Running on {}...", request.connection),
+        _ => format!("Running on {}...", single_line(&request.connection)),
     }
 }
 
 /// Prints the final request and returns the exit code: 0 when it ran (or the program's own exit
-/// code), 1 when it was rejected, expired, cancelled or failed.
-pub fn finish(request: &AccessRequestView, output: Output) -> ExitCode {
+/// code), 1 when it was rejected, expired, cancelled or failed. A program's output is another
+/// user's text: on a terminal its escape sequences and invisible characters are shown as escapes,
+/// unless `raw`; into a pipe or file it goes byte for byte.
+pub fn finish(request: &AccessRequestView, output: Output, raw: bool) -> ExitCode {
     if output == Output::Json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(request).expect("requests serialize")
-        );
+        let json = serde_json::to_string_pretty(request).expect("requests serialize");
+        let exact = raw || !std::io::stdout().is_terminal();
+        outln!("{}", if exact { json } else { json_visible(&json) });
     }
     let result = request.result.as_ref();
+    // Reasons, names and errors come from other people and programs: each is shown on one line,
+    // never obeyed.
     let failed = |message: String| {
-        // Reasons and errors come from other people and programs: shown, never obeyed.
-        sayln!("{}", super::escape::terminal_safe(&message));
+        sayln!("{message}");
         ExitCode::FAILURE
     };
+    let one = |text: &str| single_line(text);
     match request.status {
         Status::Executed => {
             let result = result.cloned().unwrap_or_default();
             if output == Output::Table {
-                out!("{}", super::table::render(&result));
-                if let Some(stderr) = result.stderr.as_deref().filter(|s| !s.is_empty()) {
-                    say!("{stderr}");
-                }
-                let _ = std::io::stdout().flush();
+                print_result(&result, raw);
             }
             match result.exit_code {
                 Some(code) if code != 0 => {
@@ -204,18 +233,23 @@ pub fn finish(request: &AccessRequestView, output: Output) -> ExitCode {
             let error = result
                 .and_then(|r| r.error.clone())
                 .unwrap_or_else(|| "unknown error".into());
-            failed(format!("Failed: {error}"))
+            failed(format!("Failed: {}", one(&error)))
         }
         Status::Rejected => match &request.rejection {
-            Some(r) => failed(format!("Rejected by {} ({}): {}", r.by, r.via, r.reason)),
+            Some(r) => failed(format!(
+                "Rejected by {} ({}): {}",
+                one(&r.by),
+                one(&r.via),
+                one(&r.reason)
+            )),
             None => failed("Rejected.".into()),
         },
         Status::Expired => {
-            let waiting: Vec<&str> = request
+            let waiting: Vec<String> = request
                 .approval_groups
                 .iter()
-                .filter(|g| g.status == GroupStatus::Pending)
-                .map(|g| g.group.as_str())
+                .filter(|g| g.status != GroupViewStatus::Approved)
+                .map(|g| one(&g.group))
                 .collect();
             failed(format!(
                 "Expired after {} without approval (still needed: {}).",
@@ -223,11 +257,51 @@ pub fn finish(request: &AccessRequestView, output: Output) -> ExitCode {
                 waiting.join(", ")
             ))
         }
-        Status::Cancelled => failed(format!("Request {} was cancelled.", request.id)),
+        Status::Cancelled => failed(format!("Request {} was cancelled.", one(&request.id))),
         Status::Pending | Status::Approved | Status::Running => failed(format!(
             "Request {} is still {}.",
-            request.id, request.status
+            one(&request.id),
+            request.status
         )),
+    }
+}
+
+/// The result as a table or the program's output: stdout and stderr each escaped when they go
+/// to a terminal (title, cursor and colour sequences would act on it), exact otherwise.
+fn print_result(result: &ExecutionResult, raw: bool) {
+    let for_stdout = |text: &str| shown(text, raw || !std::io::stdout().is_terminal());
+    let mut result = result.clone();
+    result.stdout = result.stdout.as_deref().map(for_stdout);
+    out!("{}", super::table::render(&result));
+    let _ = std::io::stdout().flush();
+    if let Some(stderr) = result.stderr.as_deref().filter(|s| !s.is_empty()) {
+        say!("{}", shown(stderr, raw || !std::io::stderr().is_terminal()));
+    }
+}
+
+/// JSON for a terminal: hidden characters inside strings (serde escapes only the control ones)
+/// written as `\uXXXX` escapes, so the JSON means the same and shows every character.
+fn json_visible(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        // Outside strings JSON is ASCII, and its newlines and indentation are its layout.
+        if c.is_ascii() || !display::is_hidden(c) {
+            out.push(c);
+            continue;
+        }
+        let mut units = [0u16; 2];
+        for unit in c.encode_utf16(&mut units) {
+            out.push_str(&format!("\\u{unit:04x}"));
+        }
+    }
+    out
+}
+
+fn shown(text: &str, exact: bool) -> String {
+    if exact {
+        text.to_string()
+    } else {
+        display::visible(text)
     }
 }
 
@@ -309,5 +383,26 @@ fn terminal_width() -> usize {
         usize::from(size.ws_col)
     } else {
         80
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_visible;
+
+    #[test]
+    fn json_for_a_terminal_escapes_hidden_characters_and_means_the_same() {
+        let value = serde_json::json!({"command": "x = 'admin\u{200b}' \u{202e}-- \u{E0041}\n\u{1b}[2K", "ok": "naïve 名前"});
+        let json = serde_json::to_string_pretty(&value).unwrap();
+        let shown = json_visible(&json);
+        assert!(
+            shown.contains(r#""x = 'admin\u200b' \u202e-- \udb40\udc41\n\u001b[2K""#),
+            "{shown}"
+        );
+        assert!(shown.contains("naïve 名前"), "{shown}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&shown).unwrap(),
+            value
+        );
     }
 }

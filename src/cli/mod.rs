@@ -28,7 +28,6 @@ macro_rules! say {
 }
 
 mod agent;
-mod escape;
 mod exec;
 mod follow;
 mod remote;
@@ -109,12 +108,12 @@ enum TokenCommand {
         config: ConfigArg,
     },
     /// Revoke one token, or every token of a user or agent. Takes effect on the next call.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["token", "user", "agent"])))]
     Revoke {
         /// The token itself
-        #[arg(required_unless_present_any = ["user", "agent"], conflicts_with_all = ["user", "agent"])]
         token: Option<String>,
         /// Revoke every token of this user
-        #[arg(long, value_name = "EMAIL", conflicts_with = "agent")]
+        #[arg(long, value_name = "EMAIL")]
         user: Option<String>,
         /// Revoke every token of this agent
         #[arg(long, value_name = "NAME")]
@@ -187,17 +186,39 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            sayln!("error: {e:#}");
+            // Errors quote the server and other users (names, reasons): one line, shown inert.
+            sayln!("error: {}", crate::display::single_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Colours are for people at a terminal; a log file gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| LogWriter)
         .try_init();
+}
+
+/// Stderr for log lines, where a failed write is a lost line, never a stopped process. With a
+/// plain stderr writer, tracing reports a failed write with `eprintln!`, which panics on the same
+/// closed stderr: `hoop agent 2>&1 | tee agent.log` died on its next log line once `tee` ended,
+/// and the job it was running was never reported.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::client::Client;
+use crate::client::{Client, check_server_url};
 
 #[derive(Serialize, Deserialize)]
 struct Credentials {
@@ -26,14 +26,20 @@ pub fn client() -> anyhow::Result<Client> {
         .ok()
         .and_then(|path| std::fs::read(path).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let url = std::env::var("HOOP_URL")
-        .ok()
-        .or_else(|| stored.as_ref().map(|c| c.url.clone()));
+    let url = match std::env::var("HOOP_URL") {
+        Ok(url) => Some(("HOOP_URL", url)),
+        Err(_) => stored
+            .as_ref()
+            .map(|c| ("the URL saved by `hoop login`", c.url.clone())),
+    };
     let token = std::env::var("HOOP_TOKEN")
         .ok()
         .or_else(|| stored.as_ref().map(|c| c.token.clone()));
     match (url, token) {
-        (Some(url), Some(token)) => Ok(Client::new(&url, &token)),
+        (Some((from, url)), Some(token)) => {
+            check_server_url(&url).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+            Ok(Client::new(&url, &token))
+        }
         _ => anyhow::bail!(
             "not logged in: run `hoop login --url URL --token TOKEN`, or set HOOP_URL and HOOP_TOKEN"
         ),
@@ -42,6 +48,7 @@ pub fn client() -> anyhow::Result<Client> {
 
 /// Checks the token against the server, then stores both for later commands.
 pub async fn login(url: &str, token: &str) -> anyhow::Result<()> {
+    check_server_url(url).map_err(|e| anyhow::anyhow!("--url: {e}"))?;
     let client = Client::new(url, token);
     let me = client.me().await.context("login failed")?;
     let path = credentials_path()?;

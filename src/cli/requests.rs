@@ -4,11 +4,10 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::escape::terminal_safe;
-use super::follow::{Output, finish, follow};
+use super::follow::{Output, RawArg, finish, follow};
 use super::remote;
-use crate::domain::GroupStatus;
-use crate::http::view::AccessRequestView;
+use crate::display::{self, single_line};
+use crate::http::view::{AccessRequestView, GroupViewStatus};
 
 #[derive(Subcommand)]
 pub enum RequestsCommand {
@@ -23,13 +22,18 @@ pub enum RequestsCommand {
         /// Only this requester (email)
         #[arg(long)]
         requester: Option<String>,
+        /// How many requests to list (newest first; at most 200)
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
     /// Show one request: the exact command, its approvals and its result
-    Show { id: String },
+    Show {
+        /// The request's id
+        id: String,
+    },
     /// Approve a request for one of your groups
     Approve {
+        /// The request's id
         id: String,
         /// The approval group you approve for [default: the first pending group you are in]
         #[arg(long)]
@@ -37,17 +41,26 @@ pub enum RequestsCommand {
     },
     /// Reject a request; the reason is shown to the requester
     Reject {
+        /// The request's id
         id: String,
+        /// Why: shown to the requester and kept in the audit trail
         #[arg(long, short = 'r')]
         reason: String,
     },
     /// Withdraw your own pending request
-    Cancel { id: String },
+    Cancel {
+        /// The request's id
+        id: String,
+    },
     /// Follow a request until it ends and print its result (also for one that already ran)
     Wait {
+        /// The request's id
         id: String,
+        /// How to print the outcome
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
+        #[command(flatten)]
+        raw: RawArg,
     },
 }
 
@@ -69,37 +82,68 @@ pub async fn run(command: RequestsCommand) -> anyhow::Result<ExitCode> {
             let query: Vec<(&str, String)> =
                 query.into_iter().filter(|(_, v)| !v.is_empty()).collect();
             let page = client.list(&query).await?;
-            out!("{}", terminal_safe(&list_table(&page.items)));
+            out!("{}", list_table(&page.items));
         }
-        RequestsCommand::Show { id } => {
-            out!("{}", terminal_safe(&describe(&client.get(&id).await?)))
-        }
+        RequestsCommand::Show { id } => out!("{}", describe(&client.get(&id).await?)),
         RequestsCommand::Approve { id, group } => {
+            let me = client.me().await?;
             let request = client.approve(&id, group.as_deref()).await?;
-            outln!(
-                "Approved. Request {} is now {}.",
-                request.id,
-                request.status
-            );
-            out!("{}", terminal_safe(&groups(&request)));
+            let me = me["email"].as_str().unwrap_or_default();
+            outln!("{}", approved(&request, me));
+            out!("{}", groups(&request));
+            // Whoever approved by id alone still learns what the command hides.
+            for warning in display::command(&request.command).warnings {
+                sayln!(
+                    "Warning: {warning}; see `hoop requests show {}`",
+                    request.id
+                );
+            }
         }
         RequestsCommand::Reject { id, reason } => {
             let request = client.reject(&id, &reason).await?;
-            outln!("Rejected request {}.", request.id);
+            outln!("Rejected request {}.", single_line(&request.id));
         }
         RequestsCommand::Cancel { id } => {
             let request = client.cancel(&id).await?;
-            outln!("Cancelled request {}.", request.id);
+            outln!("Cancelled request {}.", single_line(&request.id));
         }
-        RequestsCommand::Wait { id, output } => {
+        RequestsCommand::Wait { id, output, raw } => {
             let request = client.get(&id).await?;
             if request.status.is_terminal() {
-                return Ok(finish(&request, output));
+                return Ok(finish(&request, output, raw.raw));
             }
-            return follow(&client, request, output).await;
+            return follow(&client, request, output, raw.raw).await;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an approval did: which group it counted for, and what the request still needs.
+fn approved(request: &AccessRequestView, me: &str) -> String {
+    let mine = request
+        .approval_groups
+        .iter()
+        .filter(|g| g.status == GroupViewStatus::Approved && g.decided_by.as_deref() == Some(me))
+        .map(|g| single_line(&g.group))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let waiting: Vec<String> = request
+        .approval_groups
+        .iter()
+        .filter(|g| g.status == GroupViewStatus::Pending)
+        .map(|g| single_line(&g.group))
+        .collect();
+    let id = single_line(&request.id);
+    let head = if mine.is_empty() {
+        format!("Approved request {id}")
+    } else {
+        format!("Approved request {id} for {mine}")
+    };
+    if waiting.is_empty() {
+        format!("{head}; the request is now {}.", request.status)
+    } else {
+        format!("{head}; still waiting for {}.", waiting.join(", "))
+    }
 }
 
 fn list_table(items: &[AccessRequestView]) -> String {
@@ -110,11 +154,11 @@ fn list_table(items: &[AccessRequestView]) -> String {
         .iter()
         .map(|r| {
             [
-                r.id.clone(),
+                single_line(&r.id),
                 r.status.to_string(),
-                r.connection.clone(),
-                r.requester.clone(),
-                r.created_at.clone(),
+                single_line(&r.connection),
+                single_line(&r.requester),
+                single_line(&r.created_at),
                 summary(&r.command),
             ]
         })
@@ -151,44 +195,60 @@ fn list_table(items: &[AccessRequestView]) -> String {
     out
 }
 
-/// The start of a command, cut to fit a list; says how much is not shown (`hoop requests show`
-/// prints all of it).
+/// The start of a command, cut to fit a list, hidden characters escaped; says how much is not
+/// shown (`hoop requests show` prints all of it) and flags anything suspicious in the rest.
 fn summary(command: &str) -> String {
-    let first = command.lines().next().unwrap_or("");
+    let first = command.split('\n').next().unwrap_or("");
     let cut: String = first.chars().take(50).collect();
     let hidden = command.len() - cut.len();
-    if hidden == 0 {
-        cut
-    } else {
-        format!("{cut}… (+{hidden} bytes)")
+    let mut shown = single_line(&cut);
+    if hidden > 0 {
+        shown.push_str(&format!("… (+{hidden} bytes)"));
     }
+    if !display::command(command).warnings.is_empty() {
+        shown.push_str(" [see warning: hoop requests show]");
+    }
+    shown
 }
 
 fn groups(request: &AccessRequestView) -> String {
     request
         .approval_groups
         .iter()
-        .map(|g| match g.status {
-            GroupStatus::Approved => format!(
-                "  {:<16} approved by {} via {} at {}\n",
-                g.group,
-                g.decided_by.as_deref().unwrap_or("?"),
-                g.via.as_deref().unwrap_or("?"),
-                g.decided_at.as_deref().unwrap_or("?")
-            ),
-            GroupStatus::Pending => format!("  {:<16} waiting\n", g.group),
+        .map(|g| {
+            let name = single_line(&g.group);
+            match g.status {
+                GroupViewStatus::Approved => format!(
+                    "  {name:<16} approved by {} via {} at {}\n",
+                    single_line(g.decided_by.as_deref().unwrap_or("?")),
+                    single_line(g.via.as_deref().unwrap_or("?")),
+                    single_line(g.decided_at.as_deref().unwrap_or("?"))
+                ),
+                GroupViewStatus::Pending => format!("  {name:<16} waiting\n"),
+                GroupViewStatus::Closed => {
+                    format!("  {name:<16} closed (the request is {})\n", request.status)
+                }
+            }
         })
         .collect()
 }
 
-/// Everything about a request, with the exact command last and unabridged.
+/// Everything about a request, with the exact command last and unabridged. Every field but the
+/// command is one line, so none can pass for another line of this output.
 fn describe(r: &AccessRequestView) -> String {
+    let one = |text: &str| single_line(text);
     let mut out = format!(
         "Request     {}\nURL         {}\nStatus      {}\nConnection  {}\nRequester   {}\nCreated     {}\nExpires     {}\n",
-        r.id, r.url, r.status, r.connection, r.requester, r.created_at, r.expires_at
+        one(&r.id),
+        one(&r.url),
+        r.status,
+        one(&r.connection),
+        one(&r.requester),
+        one(&r.created_at),
+        one(&r.expires_at)
     );
     if let Some(j) = &r.justification {
-        out.push_str(&format!("Why         {j}\n"));
+        out.push_str(&format!("Why         {}\n", one(j)));
     }
     if !r.approval_groups.is_empty() {
         out.push_str("Approvals\n");
@@ -197,17 +257,23 @@ fn describe(r: &AccessRequestView) -> String {
     if let Some(rejection) = &r.rejection {
         out.push_str(&format!(
             "Rejected    by {} via {}: {}\n",
-            rejection.by, rejection.via, rejection.reason
+            one(&rejection.by),
+            one(&rejection.via),
+            one(&rejection.reason)
         ));
     }
     if let Some(error) = r.result.as_ref().and_then(|res| res.error.as_ref()) {
-        out.push_str(&format!("Error       {error}\n"));
+        out.push_str(&format!("Error       {}\n", one(error)));
+    }
+    let command = display::command(&r.command);
+    out.push_str(&format!("SHA-256     {}\n", one(&r.command_sha256)));
+    for warning in &command.warnings {
+        out.push_str(&format!("Warning     {warning}\n"));
     }
     out.push_str(&format!(
-        "SHA-256     {}\nCommand ({} bytes):\n{}\n",
-        r.command_sha256,
+        "Command ({} bytes):\n{}\n",
         r.command.len(),
-        r.command
+        command.text
     ));
     out
 }
@@ -215,6 +281,18 @@ fn describe(r: &AccessRequestView) -> String {
 #[cfg(test)]
 mod tests {
     use super::summary;
+
+    #[test]
+    fn summaries_are_one_line_and_flag_what_they_leave_out() {
+        assert_eq!(
+            summary("rm -rf /\r\x1b[2Kecho ok"),
+            "rm -rf /\\r\\u{1b}[2Kecho ok [see warning: hoop requests show]"
+        );
+        assert_eq!(
+            summary("SELECT 1;\nSELECT '\u{200b}'"),
+            "SELECT 1;… (+13 bytes) [see warning: hoop requests show]"
+        );
+    }
 
     #[test]
     fn summaries_say_how_much_they_leave_out() {

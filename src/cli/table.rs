@@ -182,7 +182,8 @@ fn is_number(s: &str) -> bool {
 }
 
 /// Splits a value into display lines the way psql does: a newline starts a new line, a tab
-/// advances to the next multiple of 8, `\r` and other control characters are shown escaped.
+/// advances to the next multiple of 8, `\r` and other control characters are shown escaped, and
+/// so are bidirectional controls and invisible characters (see `crate::display`).
 fn format_cell(value: &str) -> Cell {
     let mut lines = Vec::new();
     let mut text = String::new();
@@ -214,6 +215,13 @@ fn format_cell(value: &str) -> Cell {
             }
             c if (0x80..0xa0).contains(&(c as u32)) => {
                 let escaped = format!("\\u{:04X}", c as u32);
+                width += escaped.len();
+                text.push_str(&escaped);
+            }
+            // Beyond psql: bidirectional controls and invisible characters in a value could
+            // reorder or hide what an approver reads, so they are escaped as everywhere else.
+            c if crate::display::is_hidden(c) => {
+                let escaped = c.escape_unicode().to_string();
                 width += escaped.len();
                 text.push_str(&escaped);
             }
@@ -523,6 +531,30 @@ mod tests {
             ]],
         )]);
         assert_eq!(render(&result), SPECIAL);
+    }
+
+    #[test]
+    fn bidi_and_invisible_characters_are_escaped_and_aligned() {
+        let result = results(vec![set(
+            &["name", "n"],
+            &[
+                &[Some("admin\u{200b}"), Some("1")],
+                &[Some("x\u{202e}yz\u{2069}"), Some("2")],
+                &[Some("plain"), Some("3")],
+            ],
+        )]);
+        assert_eq!(
+            render(&result),
+            concat!(
+                "        name         | n \n",
+                "---------------------+---\n",
+                " admin\\u{200b}       | 1\n",
+                " x\\u{202e}yz\\u{2069} | 2\n",
+                " plain               | 3\n",
+                "(3 rows)\n",
+                "\n",
+            )
+        );
     }
 
     /// `create temp table t(id int, name text); insert into t values (1,'a'),(2,null);

@@ -27,10 +27,31 @@ pub struct AccessRequestView {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GroupView {
     pub group: String,
-    pub status: GroupStatus,
+    pub status: GroupViewStatus,
     pub decided_by: Option<String>,
     pub decided_at: Option<String>,
     pub via: Option<String>,
+}
+
+/// A group's status as shown: stored groups are `pending` or `approved`; a group still pending
+/// when its request is no longer pending (rejected, expired, cancelled) is shown `closed`, as
+/// nobody can approve for it any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupViewStatus {
+    Pending,
+    Approved,
+    Closed,
+}
+
+impl GroupViewStatus {
+    fn of(group: GroupStatus, request: Status) -> GroupViewStatus {
+        match (group, request) {
+            (GroupStatus::Approved, _) => GroupViewStatus::Approved,
+            (GroupStatus::Pending, Status::Pending) => GroupViewStatus::Pending,
+            (GroupStatus::Pending, _) => GroupViewStatus::Closed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -86,7 +107,7 @@ impl AccessRequestView {
                 .into_iter()
                 .map(|g| GroupView {
                     group: g.group,
-                    status: g.status,
+                    status: GroupViewStatus::of(g.status, request.status),
                     decided_by: g.decided_by,
                     decided_at: g.decided_at.map(time),
                     via: g.via,
@@ -114,6 +135,27 @@ impl From<AuditEvent> for AuditEventView {
             at: time(e.at),
             detail: e.detail,
             hash: e.hash,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GroupViewStatus;
+    use crate::domain::{GroupStatus, Status};
+
+    #[test]
+    fn groups_still_pending_close_with_their_request() {
+        for status in Status::ALL {
+            let approved = GroupViewStatus::of(GroupStatus::Approved, status);
+            assert_eq!(approved, GroupViewStatus::Approved, "{status}");
+            let open = GroupViewStatus::of(GroupStatus::Pending, status);
+            let expected = if status == Status::Pending {
+                GroupViewStatus::Pending
+            } else {
+                GroupViewStatus::Closed
+            };
+            assert_eq!(open, expected, "{status}");
         }
     }
 }

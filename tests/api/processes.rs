@@ -12,7 +12,7 @@ use crate::helpers::{POSTGRES_ENV, postgres_url, replace_database};
 
 pub const MYSQL_ENV: &str = "HOOP_TEST_MYSQL_URL";
 
-fn hoop() -> Command {
+pub fn hoop() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hoop"));
     command
         .env("HOOP_LOG", "warn")
@@ -23,7 +23,7 @@ fn hoop() -> Command {
     command
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
