@@ -49,6 +49,9 @@ pub struct JobReply {
     pub job: Option<AccessRequestView>,
     #[serde(default)]
     pub lease_s: Option<u64>,
+    /// The offer to start a claimed job with.
+    #[serde(default)]
+    pub offer: Option<String>,
 }
 
 #[derive(Clone)]
@@ -129,6 +132,8 @@ impl Client {
     }
 
     const SHORT: Duration = Duration::from_secs(30);
+    /// For a result of up to the output cap, many megabytes over a slow link.
+    const UPLOAD: Duration = Duration::from_secs(300);
 
     /// Who the token belongs to: `{"email", "groups", "is_admin"}`.
     pub async fn me(&self) -> ClientResult<Value> {
@@ -231,6 +236,18 @@ impl Client {
         .await
     }
 
+    /// Starts a claimed job with the offer it came with; only then may the agent run it.
+    pub async fn start(&self, id: &str, offer: &str) -> ClientResult<JobReply> {
+        let body = json!({ "offer": offer });
+        self.call(
+            Method::POST,
+            &format!("/agent/jobs/{id}/start"),
+            Some(&body),
+            Self::SHORT,
+        )
+        .await
+    }
+
     pub async fn heartbeat(&self, id: &str) -> ClientResult<JobReply> {
         self.call(
             Method::POST,
@@ -246,7 +263,7 @@ impl Client {
             Method::POST,
             &format!("/agent/jobs/{id}/result"),
             Some(result),
-            Self::SHORT,
+            Self::UPLOAD,
         )
         .await
     }

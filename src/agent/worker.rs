@@ -1,7 +1,10 @@
 //! The claim loop, shared by `hoop agent` (talking HTTP to the server) and `hoop serve` (running
-//! embedded connections in-process): claim a job, check its SHA-256, keep its lease alive while it
-//! runs, report the result. A claimed job is never given up silently and never run twice: if this
-//! process dies, the server marks the job failed with "outcome unknown" when the lease runs out.
+//! embedded connections in-process): claim a job (an offer), start it, check its SHA-256, keep its
+//! lease alive while it runs, report the result. Nothing runs before the server has confirmed the
+//! start, so an agent that stops between claim and start loses nothing: the offer lapses and the
+//! job is approved again for the next agent. A started job is never given up silently and never run
+//! twice: if this process dies, the server marks it failed with "outcome unknown" when the lease
+//! runs out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,14 +20,18 @@ use crate::domain::{self, ExecutionResult};
 /// How long one claim request waits for a job before asking again.
 const CLAIM_WAIT: Duration = Duration::from_secs(25);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How much of the command's own error a refused report keeps.
+const MAX_KEPT_ERROR: usize = 2000;
 
-/// A job as handed to an agent.
+/// A job as offered to an agent.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: String,
     pub connection: String,
     pub command: String,
     pub command_sha256: String,
+    /// The offer to start the job with.
+    pub offer: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,22 +45,23 @@ pub struct QueueError {
 /// Where jobs come from and results go: the server over HTTP, or the service in-process.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    /// Waits up to `wait` for a job of `connections`; returns it with its lease.
+    /// Waits up to `wait` for a job of `connections`; returns it offered, not yet started.
     async fn claim(
         &self,
         connections: &[String],
         wait: Duration,
-    ) -> Result<Option<(Job, Duration)>, QueueError>;
+    ) -> Result<Option<Job>, QueueError>;
+    /// Starts an offered job; returns its lease. Refused when the offer is gone.
+    async fn start(&self, job: &Job) -> Result<Duration, QueueError>;
     async fn heartbeat(&self, id: &str) -> Result<(), QueueError>;
     async fn report(&self, id: &str, result: &ExecutionResult) -> Result<(), QueueError>;
     async fn refuse(&self, id: &str, reason: &str) -> Result<(), QueueError>;
 }
 
-/// What an agent tells the server about a job it claimed.
-#[derive(Clone, Copy)]
-enum Report<'a> {
-    Ran(&'a ExecutionResult),
-    Refused(&'a str),
+/// What an agent tells the server about a job it started.
+enum Report {
+    Ran(ExecutionResult),
+    Refused(String),
 }
 
 /// Runs the jobs of the connections it has targets for.
@@ -77,7 +85,9 @@ impl Agent {
         self.targets.keys().cloned().collect()
     }
 
-    /// Claims and runs jobs until `stop` turns true; a job in progress is finished first. An
+    /// Claims and runs jobs until `stop` turns true; a job in progress is finished first. A claim
+    /// still waiting when `stop` turns is dropped, and a job offered once `stop` has turned is not
+    /// started: either way its offer lapses and the job is approved again for another agent. An
     /// unreachable server is retried with backoff; a refusal (a bad token, a connection the server
     /// does not assign to this agent) ends the loop with that error, since retrying cannot fix it.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), QueueError> {
@@ -88,9 +98,13 @@ impl Agent {
                 _ = stop.changed() => return Ok(()),
             };
             match step {
-                Ok(Some((job, lease))) => {
+                Ok(Some(job)) => {
                     backoff = Duration::from_secs(1);
-                    self.handle(job, lease).await;
+                    if *stop.borrow() {
+                        tracing::info!(request_id = %job.id, "stopping: not starting the job just offered; it returns to approved");
+                        return Ok(());
+                    }
+                    self.handle(job).await;
                 }
                 Ok(None) => backoff = Duration::from_secs(1),
                 Err(e) if !e.transient => return Err(e),
@@ -110,21 +124,24 @@ impl Agent {
     /// One claim and, if a job came, its run. Returns the job's id.
     pub async fn run_once(&self, wait: Duration) -> Result<Option<String>, QueueError> {
         match self.claim(wait).await? {
-            Some((job, lease)) => {
+            Some(job) => {
                 let id = job.id.clone();
-                self.handle(job, lease).await;
+                self.handle(job).await;
                 Ok(Some(id))
             }
             None => Ok(None),
         }
     }
 
-    async fn claim(&self, wait: Duration) -> Result<Option<(Job, Duration)>, QueueError> {
+    async fn claim(&self, wait: Duration) -> Result<Option<Job>, QueueError> {
         self.queue.claim(&self.connections(), wait).await
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %job.id, connection = %job.connection))]
-    async fn handle(&self, job: Job, lease: Duration) {
+    async fn handle(&self, job: Job) {
+        let Some(lease) = self.start(&job).await else {
+            return;
+        };
         // The exact-command check: what runs must be what was approved.
         let actual = domain::command_sha256(&job.command);
         if actual != job.command_sha256 {
@@ -133,12 +150,12 @@ impl Agent {
                 "the command's SHA-256 {actual} does not match the approved {}; nothing was run",
                 job.command_sha256
             );
-            self.deliver(&job.id, Report::Refused(&reason), lease).await;
+            self.deliver(&job.id, Report::Refused(reason), lease).await;
             return;
         }
         let Some(target) = self.targets.get(&job.connection) else {
             let reason = format!("this agent has no connection named {}", job.connection);
-            self.deliver(&job.id, Report::Refused(&reason), lease).await;
+            self.deliver(&job.id, Report::Refused(reason), lease).await;
             return;
         };
         tracing::info!("running approved command");
@@ -149,16 +166,40 @@ impl Agent {
             Some(error) => tracing::warn!(%error, "command failed"),
             None => tracing::info!("command executed"),
         }
-        self.deliver(&job.id, Report::Ran(&result), lease).await;
+        self.deliver(&job.id, Report::Ran(result), lease).await;
+    }
+
+    /// Confirms the offer with the server; returns the lease, or `None` when the job must not run
+    /// (the offer lapsed or the job was withdrawn). An unreachable server is asked again: a start
+    /// repeated with the same offer is answered with the job it already started.
+    async fn start(&self, job: &Job) -> Option<Duration> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.queue.start(job).await {
+                Ok(lease) => return Some(lease),
+                Err(e) if e.transient => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot start the job yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the server did not let this agent start the job; nothing was run");
+                    return None;
+                }
+            }
+        }
     }
 
     /// Sends a report until the server takes it (heartbeating meanwhile, so the job is not taken
-    /// for lost) or refuses it for good.
-    async fn deliver(&self, id: &str, report: Report<'_>, lease: Duration) {
+    /// for lost). A result the server refuses for good (too large, or otherwise not acceptable) is
+    /// replaced once by a small one that records the run as failed with the refusal's reason, so
+    /// the job ends with what is known instead of "outcome unknown".
+    async fn deliver(&self, id: &str, mut report: Report, lease: Duration) {
         let heartbeats = self.keep_alive(id, lease);
         let mut backoff = Duration::from_millis(200);
+        let mut summarized = false;
         loop {
-            let sent = match report {
+            let sent = match &report {
                 Report::Ran(result) => self.queue.report(id, result).await,
                 Report::Refused(reason) => self.queue.refuse(id, reason).await,
             };
@@ -169,10 +210,17 @@ impl Agent {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "the server refused the report");
-                    break;
-                }
+                Err(e) => match report {
+                    Report::Ran(result) if !summarized => {
+                        tracing::error!(error = %e, "the server refused the result; reporting the run as failed with the reason instead");
+                        report = Report::Ran(refused_result(&result, &e));
+                        summarized = true;
+                    }
+                    _ => {
+                        tracing::error!(error = %e, "the server refused the report; the job's outcome is not recorded");
+                        break;
+                    }
+                },
             }
         }
         heartbeats.abort();
@@ -191,5 +239,28 @@ impl Agent {
                 }
             }
         })
+    }
+}
+
+/// What is reported when the server refused `result` itself: that the command ran, why the result
+/// was refused, and the exit code and error it had (the output is not sent again).
+fn refused_result(result: &ExecutionResult, refusal: &QueueError) -> ExecutionResult {
+    let mut error = format!(
+        "the command ran, but the server refused its result ({refusal}); its output is lost"
+    );
+    if let Some(own) = &result.error {
+        let mut end = own.len().min(MAX_KEPT_ERROR);
+        while !own.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.push_str(&format!("; the command's own error: {}", &own[..end]));
+    }
+    ExecutionResult {
+        error: Some(error),
+        exit_code: result.exit_code,
+        truncated: true,
+        started_at: result.started_at.clone(),
+        finished_at: result.finished_at.clone(),
+        ..ExecutionResult::default()
     }
 }

@@ -100,5 +100,6 @@ async fn forward_notifications(pool: PgPool, changes: Arc<ChangeHub>) {
 sql_store!(
     PostgresStore,
     sqlx::Postgres,
-    claim_lock = " for update skip locked"
+    claim_lock = " for update skip locked",
+    sweep_begin = "begin"
 );

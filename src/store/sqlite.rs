@@ -48,4 +48,10 @@ impl SqliteStore {
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, claim_lock = "");
+// Sweeps take the write lock up front, so two sweeps never read the same rows to move.
+sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    claim_lock = "",
+    sweep_begin = "begin immediate"
+);

@@ -40,8 +40,18 @@ async fn heartbeats_keep_a_job_and_only_its_agent_may_report(backend: Backend) {
     )
     .await;
     assert_eq!(claimed.body["job"]["id"], id.as_str());
-    assert_eq!(claimed.body["job"]["status"], "running");
-    assert_eq!(claimed.body["lease_s"], 30);
+    // A claim is an offer: the job runs only once its agent starts it.
+    assert_eq!(claimed.body["job"]["status"], "approved");
+    assert_eq!(claimed.body["offer_s"], 10);
+    let offer = claimed.body["offer"].as_str().unwrap().to_string();
+    let started = call(
+        &racer,
+        format!("/api/v1/agent/jobs/{id}/start"),
+        json!({ "offer": offer }),
+    )
+    .await;
+    assert_eq!(started.body["job"]["status"], "running");
+    assert_eq!(started.body["lease_s"], 30);
 
     app.advance(Duration::from_secs(20));
     let beat = call(
@@ -90,6 +100,7 @@ async fn heartbeats_keep_a_job_and_only_its_agent_may_report(backend: Backend) {
             "created",
             "auto_approved",
             "claimed",
+            "started",
             "failed",
             "late_result"
         ]
@@ -190,7 +201,7 @@ async fn eight_agents_run_two_hundred_jobs_exactly_once(backend: Backend) {
         assert_eq!(request["result"]["results"][0]["rows_affected"], 1);
         assert_eq!(
             app.audit_kinds(id).await,
-            ["created", "auto_approved", "claimed", "executed"]
+            ["created", "auto_approved", "claimed", "started", "executed"]
         );
     }
 }
@@ -236,7 +247,7 @@ async fn a_tampered_command_is_refused_and_recorded(backend: Backend) {
     );
     assert_eq!(
         app.audit_kinds(&id).await,
-        ["created", "auto_approved", "claimed", "failed"]
+        ["created", "auto_approved", "claimed", "started", "failed"]
     );
 }
 
