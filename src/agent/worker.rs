@@ -264,3 +264,144 @@ fn refused_result(result: &ExecutionResult, refusal: &QueueError) -> ExecutionRe
         ..ExecutionResult::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::ConnectionType;
+
+    /// A queue with one job, which records what the agent does with it.
+    struct FakeQueue {
+        job: Mutex<Option<Job>>,
+        /// Refuse starting the job, as the server does when its offer is gone.
+        refuse_start: bool,
+        /// Refuse, for good, any result that carries output (as a 413 would).
+        refuse_output: bool,
+        /// Turned to true as the claim returns, like a SIGTERM arriving just then.
+        stop_on_claim: Option<watch::Sender<bool>>,
+        started: Mutex<Vec<String>>,
+        reports: Mutex<Vec<ExecutionResult>>,
+    }
+
+    impl FakeQueue {
+        fn new(command: &str) -> FakeQueue {
+            FakeQueue {
+                job: Mutex::new(Some(Job {
+                    id: "r1".into(),
+                    connection: "box".into(),
+                    command: command.into(),
+                    command_sha256: domain::command_sha256(command),
+                    offer: "offer-1".into(),
+                })),
+                refuse_start: false,
+                refuse_output: false,
+                stop_on_claim: None,
+                started: Mutex::default(),
+                reports: Mutex::default(),
+            }
+        }
+    }
+
+    fn refusal(message: &str) -> QueueError {
+        QueueError {
+            transient: false,
+            message: message.into(),
+        }
+    }
+
+    #[async_trait]
+    impl JobQueue for FakeQueue {
+        async fn claim(&self, _: &[String], _: Duration) -> Result<Option<Job>, QueueError> {
+            let job = self.job.lock().unwrap().take();
+            if let Some(stop) = &self.stop_on_claim {
+                stop.send_replace(true);
+            }
+            Ok(job)
+        }
+        async fn start(&self, job: &Job) -> Result<Duration, QueueError> {
+            if self.refuse_start {
+                return Err(refusal(
+                    "the offer of job r1 was withdrawn before it started",
+                ));
+            }
+            self.started.lock().unwrap().push(job.offer.clone());
+            Ok(Duration::from_secs(30))
+        }
+        async fn heartbeat(&self, _: &str) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn report(&self, _: &str, result: &ExecutionResult) -> Result<(), QueueError> {
+            self.reports.lock().unwrap().push(result.clone());
+            if self.refuse_output && result.stdout.is_some() {
+                return Err(refusal("the request body is too large"));
+            }
+            Ok(())
+        }
+        async fn refuse(&self, _: &str, _: &str) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    fn agent(queue: Arc<FakeQueue>) -> Agent {
+        let target = ConnectionTarget {
+            kind: ConnectionType::Command,
+            url: None,
+            command: Some(vec!["bash".into()]),
+            statement_timeout: Some(Duration::from_secs(30)),
+            max_rows: 100,
+            max_output_bytes: 1 << 20,
+        };
+        Agent::new(queue, [("box".to_string(), target)])
+    }
+
+    #[tokio::test]
+    async fn a_refused_result_is_reported_as_failed_with_the_reason_and_exit_code() {
+        let mut queue = FakeQueue::new("echo lots of output; exit 3");
+        queue.refuse_output = true;
+        let queue = Arc::new(queue);
+        agent(queue.clone()).run_once(Duration::ZERO).await.unwrap();
+        let reports = queue.reports.lock().unwrap();
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        assert_eq!(reports[0].stdout.as_deref(), Some("lots of output\n"));
+        let summary = &reports[1];
+        assert_eq!(
+            summary.error.as_deref(),
+            Some(
+                "the command ran, but the server refused its result (the request body is too large); its output is lost"
+            )
+        );
+        assert_eq!(summary.exit_code, Some(3));
+        assert!(summary.truncated);
+        assert_eq!(summary.stdout, None);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_start_is_refused_is_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let mut queue = FakeQueue::new(&format!("touch {}", marker.display()));
+        queue.refuse_start = true;
+        let queue = Arc::new(queue);
+        agent(queue.clone()).run_once(Duration::ZERO).await.unwrap();
+        assert!(!marker.exists(), "nothing may run without a start");
+        assert!(queue.reports.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_agent_stopping_does_not_start_the_job_offered_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let (stop, stopped) = watch::channel(false);
+        let mut queue = FakeQueue::new(&format!("touch {}", marker.display()));
+        queue.stop_on_claim = Some(stop);
+        let queue = Arc::new(queue);
+        agent(queue.clone()).run(stopped).await.unwrap();
+        assert!(
+            queue.started.lock().unwrap().is_empty(),
+            "left to lapse, so the server offers it again"
+        );
+        assert!(!marker.exists());
+    }
+}

@@ -260,8 +260,9 @@ macro_rules! sql_store {
                         .map(serde_json::to_string)
                         .transpose()
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    // The rows are held by this transaction, so the version cannot have moved.
-                    sqlx::query(sqlx::AssertSqlSafe(update.clone()))
+                    // The rows are held by this transaction, so the version cannot have moved;
+                    // checked all the same, so a row is never moved (and audited) twice.
+                    let updated = sqlx::query(sqlx::AssertSqlSafe(update.clone()))
                         .bind(&request.id)
                         .bind(request.version)
                         .bind(change.status.map(|s| s.as_str()))
@@ -269,6 +270,9 @@ macro_rules! sql_store {
                         .bind(result)
                         .execute(&mut *tx)
                         .await?;
+                    if updated.rows_affected() != 1 {
+                        continue;
+                    }
                     Self::announce(&mut tx, &request.id, change.status).await?;
                     Self::record(&mut tx, &request.id, change.at, &change.audit, &change.outbox).await?;
                     moved.push((request.id, change.status));
