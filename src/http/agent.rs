@@ -37,7 +37,7 @@ pub fn router(config: &Config) -> Router<Hoop> {
 /// the largest of any connection, at least the default) for stdout and for stderr, with every
 /// byte escaped by JSON (up to six bytes each, `\u0000`), plus room for the rest of the result.
 /// The command limit that guards every other route would refuse most real results.
-pub fn result_body_limit(config: &Config) -> usize {
+fn result_body_limit(config: &Config) -> usize {
     let cap = config
         .connections
         .iter()
