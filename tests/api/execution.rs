@@ -28,7 +28,67 @@ on_both_backends!(
     the_agent_name_embedded_is_reserved,
     sweeps_at_once_move_each_request_once,
     a_sweep_skips_rows_another_replica_holds,
+    restarts_while_jobs_flow_lose_no_job_and_run_none_twice,
 );
+
+/// The reproduction of lost claims: agents stop (and the server restarts) again and again while
+/// jobs flow, each stop landing while claims are in flight. Whatever was claimed but not started
+/// when an agent stopped comes back; in the end every job has run exactly once and none failed.
+async fn restarts_while_jobs_flow_lose_no_job_and_run_none_twice(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = counter_db(&dir).await;
+    let mut ids = Vec::new();
+    for round in 0..12 {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut agents = Vec::new();
+        for _ in 0..2 {
+            let agent = app
+                .agent("racer", vec![("counter".into(), sqlite_target(&target))])
+                .await;
+            let stopped = stopped.clone();
+            agents.push(tokio::spawn(async move { agent.run(stopped).await }));
+        }
+        let before = runs(&target).await.len();
+        for job in 0..5 {
+            let n = round * 5 + job;
+            let command = format!(
+                "insert into runs (job, n) values ({n}, 1) on conflict (job) do update set n = n + 1"
+            );
+            // Not `approved()`: a running agent may have taken the job before the reply is read.
+            let reply = app.submit("alice@x.com", "counter", &command).await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+            ids.push(reply.body["id"].as_str().unwrap().to_string());
+        }
+        // Stop everything as soon as this round's jobs are flowing, with more still being claimed.
+        while runs(&target).await.len() == before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send_replace(true);
+        for agent in agents {
+            agent.await.unwrap().unwrap();
+        }
+        // The server restarts too (on a new port, so only once its agents are gone).
+        app.stop_and_start().await;
+    }
+    // Offers that were never started lapse and go back to approved; one more agent drains them.
+    app.advance(hoopbot::service::OFFER_TIME + Duration::from_secs(1));
+    app.hoop.sweep().await.unwrap();
+    let agent = app
+        .agent("racer", vec![("counter".into(), sqlite_target(&target))])
+        .await;
+    while agent.run_once(Duration::ZERO).await.unwrap().is_some() {}
+
+    let counted = runs(&target).await;
+    assert_eq!(counted.len(), ids.len(), "every job ran");
+    assert!(
+        counted.iter().all(|(_, n)| *n == 1),
+        "a job ran twice: {counted:?}"
+    );
+    for id in &ids {
+        assert_eq!(app.request(id).await["status"], "executed", "{id}");
+    }
+}
 
 /// POSTs `body` to the agent protocol's `path` with `token`.
 async fn agent_call(app: &TestApp, token: &str, path: &str, body: serde_json::Value) -> Reply {
