@@ -279,3 +279,36 @@ impl Client {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent replaces a refused result by a small one, but retries what looks transient: a
+    /// result over the server's body limit must come back as the server's 413 (a refusal), not as
+    /// a connection broken mid-upload, or the agent would retry it forever.
+    #[tokio::test]
+    async fn a_result_over_the_body_limit_is_a_refusal_not_a_transport_error() {
+        crate::install_crypto_provider();
+        let server = axum::Router::new()
+            .route(
+                "/api/v1/agent/jobs/{id}/result",
+                axum::routing::post(|_: axum::body::Bytes| async { "{}" }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(1 << 20));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, server).await });
+        let client = Client::new(&format!("http://{addr}"), "token");
+        let result = ExecutionResult {
+            stdout: Some("x".repeat(8 << 20)),
+            ..ExecutionResult::default()
+        };
+        let refused = client.report("r1", &result).await.unwrap_err();
+        assert!(
+            matches!(refused, ClientError::Api { status, .. } if status == StatusCode::PAYLOAD_TOO_LARGE),
+            "{refused:?}"
+        );
+        assert!(!refused.is_transient());
+    }
+}

@@ -724,6 +724,21 @@ timeout = "5m"
     }
 
     #[test]
+    fn an_agent_config_cannot_set_the_pickup_timeout() {
+        // The server decides how long a job waits for its agent.
+        let err = AgentConfig::parse(
+            "[agent]\nserver_url = \"http://h\"\ntoken = \"t\"\n[[connections]]\nname = \"db\"\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\npickup_timeout = \"5m\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("agent.toml:5: connections[0]: access_requests, agent and pickup_timeout belong in the server's config"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_line() {
         let cases = [
             (
