@@ -21,6 +21,7 @@ use crate::service::{Hoop, OFFER_TIME};
 const DEFAULT_CLAIM_WAIT: u64 = 30;
 const MAX_CLAIM_WAIT: u64 = 120;
 
+/// The agent protocol's routes; the result route has a body limit of its own, sized for results.
 pub fn router(config: &Config) -> Router<Hoop> {
     Router::new()
         .route("/agent/jobs/claim", post(claim))
