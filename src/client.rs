@@ -118,6 +118,9 @@ pub struct JobReply {
     pub job: Option<AccessRequestView>,
     #[serde(default)]
     pub lease_s: Option<u64>,
+    /// The offer to start a claimed job with.
+    #[serde(default)]
+    pub offer: Option<String>,
 }
 
 #[derive(Clone)]
@@ -203,6 +206,8 @@ impl Client {
     }
 
     const SHORT: Duration = Duration::from_secs(30);
+    /// For a result of up to the output cap, many megabytes over a slow link.
+    const UPLOAD: Duration = Duration::from_secs(300);
 
     /// Who the token belongs to: `{"email", "groups", "is_admin"}`.
     pub async fn me(&self) -> ClientResult<Value> {
@@ -305,6 +310,18 @@ impl Client {
         .await
     }
 
+    /// Starts a claimed job with the offer it came with; only then may the agent run it.
+    pub async fn start(&self, id: &str, offer: &str) -> ClientResult<JobReply> {
+        let body = json!({ "offer": offer });
+        self.call(
+            Method::POST,
+            &format!("/agent/jobs/{id}/start"),
+            Some(&body),
+            Self::SHORT,
+        )
+        .await
+    }
+
     pub async fn heartbeat(&self, id: &str) -> ClientResult<JobReply> {
         self.call(
             Method::POST,
@@ -320,7 +337,7 @@ impl Client {
             Method::POST,
             &format!("/agent/jobs/{id}/result"),
             Some(result),
-            Self::SHORT,
+            Self::UPLOAD,
         )
         .await
     }
@@ -339,7 +356,7 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use super::check_server_url;
+    use super::*;
 
     #[test]
     fn server_addresses_need_a_scheme_and_no_api_path() {
@@ -367,5 +384,33 @@ mod tests {
             )
         );
         assert!(check_server_url("ftp://hoop.company.com").is_err());
+    }
+
+    /// The agent replaces a refused result by a small one, but retries what looks transient: a
+    /// result over the server's body limit must come back as the server's 413 (a refusal), not as
+    /// a connection broken mid-upload, or the agent would retry it forever.
+    #[tokio::test]
+    async fn a_result_over_the_body_limit_is_a_refusal_not_a_transport_error() {
+        crate::install_crypto_provider();
+        let server = axum::Router::new()
+            .route(
+                "/api/v1/agent/jobs/{id}/result",
+                axum::routing::post(|_: axum::body::Bytes| async { "{}" }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(1 << 20));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, server).await });
+        let client = Client::new(&format!("http://{addr}"), "token");
+        let result = ExecutionResult {
+            stdout: Some("x".repeat(8 << 20)),
+            ..ExecutionResult::default()
+        };
+        let refused = client.report("r1", &result).await.unwrap_err();
+        assert!(
+            matches!(refused, ClientError::Api { status, .. } if status == StatusCode::PAYLOAD_TOO_LARGE),
+            "{refused:?}"
+        );
+        assert!(!refused.is_transient());
     }
 }

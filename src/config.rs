@@ -20,6 +20,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_JOB_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_ROWS: usize = 10_000;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+/// How long an approved job waits for its agent before it fails as never picked up.
+pub const DEFAULT_PICKUP_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Agent name for connections run inside `hoop serve` itself.
 pub const EMBEDDED_AGENT: &str = "embedded";
 
@@ -69,6 +71,9 @@ pub struct ConnectionConfig {
     /// Which agent runs this connection's commands: `embedded` or an agent's name.
     pub agent: Option<String>,
     pub policy: Policy,
+    /// How long an approved job waits for an agent to start it; after that it fails ("no agent
+    /// picked it up") instead of running whenever an agent turns up.
+    pub pickup_timeout: Duration,
 }
 
 /// How to reach a connection and the limits of one execution. Lives in the server's config for
@@ -264,6 +269,7 @@ struct RawConnection {
     url: Option<String>,
     command: Option<Spanned<Vec<String>>>,
     agent: Option<String>,
+    pickup_timeout: Option<Spanned<String>>,
     statement_timeout: Option<Spanned<String>>,
     max_rows: Option<usize>,
     max_output_bytes: Option<usize>,
@@ -450,12 +456,17 @@ impl Validator<'_> {
                         .into(),
                 );
             }
+            let pickup_timeout = match &conn.pickup_timeout {
+                Some(t) => self.duration(t, &format!("{key}.pickup_timeout"))?,
+                None => DEFAULT_PICKUP_TIMEOUT,
+            };
             connections.push(ConnectionConfig {
                 name,
                 kind: conn.kind,
                 target,
                 agent,
                 policy,
+                pickup_timeout,
             });
         }
         Ok(Config {
@@ -511,11 +522,14 @@ impl Validator<'_> {
                     format!("duplicate connection {name}"),
                 );
             }
-            if conn.access_requests.is_some() || conn.agent.is_some() {
+            if conn.access_requests.is_some()
+                || conn.agent.is_some()
+                || conn.pickup_timeout.is_some()
+            {
                 return self.err(
                     conn.name.span(),
                     &key,
-                    "access_requests and agent belong in the server's config, not the agent's"
+                    "access_requests, agent and pickup_timeout belong in the server's config, not the agent's"
                         .into(),
                 );
             }
@@ -733,7 +747,52 @@ timeout = "5m"
         );
         assert_eq!(conn.policy.timeout, Duration::from_secs(300));
         assert_eq!(conn.agent, None);
+        assert_eq!(conn.pickup_timeout, DEFAULT_PICKUP_TIMEOUT);
         assert_eq!(config.server.public_url, "http://127.0.0.1:8009");
+    }
+
+    #[test]
+    fn pickup_timeout_is_a_duration_per_connection() {
+        let config = parse(
+            "[[connections]]\nname = \"db\"\ntype = \"postgres\"\nagent = \"edge\"\npickup_timeout = \"90s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.connection("db").unwrap().pickup_timeout,
+            Duration::from_secs(90)
+        );
+        for (value, message) in [
+            (
+                "\"soon\"",
+                "hoop.toml:16: connections[0].pickup_timeout: \"soon\" is not a duration",
+            ),
+            (
+                "\"0s\"",
+                "hoop.toml:16: connections[0].pickup_timeout: must be longer than zero",
+            ),
+        ] {
+            let err = parse(&format!(
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\nagent = \"edge\"\npickup_timeout = {value}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with(message), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_agent_config_cannot_set_the_pickup_timeout() {
+        // The server decides how long a job waits for its agent.
+        let err = AgentConfig::parse(
+            "[agent]\nserver_url = \"http://h\"\ntoken = \"t\"\n[[connections]]\nname = \"db\"\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\npickup_timeout = \"5m\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("agent.toml:5: connections[0]: access_requests, agent and pickup_timeout belong in the server's config"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::store::{
-    AuditEntry, Change, Claim, GroupDecision, ListFilter, NewRequest, OutboxEntry, Store,
+    AuditEntry, Change, Claim, GroupDecision, ListFilter, NewRequest, OutboxEntry, Overdue, Store,
     StoreError,
 };
 
@@ -27,6 +27,14 @@ const WAIT_POLL: Duration = Duration::from_secs(2);
 const MAX_ATTEMPTS: usize = 64;
 /// The recorded outcome of a job whose agent stopped heartbeating: it may or may not have run.
 pub const AGENT_LOST: &str = "agent lost; outcome unknown";
+/// The recorded outcome of an approved job no agent started before its connection's pickup
+/// deadline.
+pub const NOT_PICKED_UP: &str = "no agent picked it up";
+/// How long a claimed job is offered to its agent before it must be started. An offer nobody
+/// starts (the agent stopped, or the claim's reply was lost) returns to `approved`.
+pub const OFFER_TIME: Duration = Duration::from_secs(10);
+/// Rows one sweep step moves at most; the rest wait for the next sweep.
+const SWEEP_BATCH: i64 = 500;
 pub const MAX_JUSTIFICATION_BYTES: usize = 4096;
 pub const MAX_REASON_BYTES: usize = 4096;
 
@@ -315,41 +323,77 @@ impl Hoop {
         }
     }
 
-    /// One sweep: expires overdue requests and fails jobs whose agent vanished. Returns how many
-    /// requests it moved.
+    /// One sweep: expires overdue requests, fails jobs whose agent vanished, returns offers nobody
+    /// started and fails approved jobs no agent picked up in time. Each kind is moved in one
+    /// transaction that holds its rows, so replicas sweeping at once never repeat each other's
+    /// work. Returns how many requests it moved.
     pub async fn sweep(&self) -> Result<usize> {
         let now = self.now().await?;
         let mut moved = 0;
-        for request in self.store.overdue_requests(now, 500).await? {
-            self.expire(&request).await?;
-            moved += 1;
-        }
-        for job in self.store.lost_jobs(now, 500).await? {
-            let result = ExecutionResult {
-                error: Some(AGENT_LOST.into()),
-                agent: job.claimed_by.clone(),
-                ..ExecutionResult::default()
-            };
-            let mut change = Change::to(&job, now);
-            change.status = Some(Status::Failed);
-            change.result = Some(result);
-            change.audit.push(AuditEntry::system(
-                "failed",
-                json!({ "error": AGENT_LOST, "agent": job.claimed_by }),
-            ));
-            change
-                .outbox
-                .push(event(&job.id, "failed", Status::Failed, now));
-            match self.store.apply(&change).await {
-                Ok(()) => {
-                    tracing::warn!(request_id = %job.id, agent = ?job.claimed_by, "agent lost; job failed with outcome unknown");
-                    moved += 1;
-                }
-                // A heartbeat or report came in meanwhile: the agent is alive after all.
-                Err(StoreError::Conflict) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        moved += self
+            .store
+            .sweep(&Overdue::Pending { now }, SWEEP_BATCH, &|request| {
+                let mut change = Change::to(request, now);
+                change.status = Some(Status::Expired);
+                change.decided_at = Some(now);
+                change.audit.push(AuditEntry::system(
+                    "expired",
+                    json!({ "expires_at": request.expires_at }),
+                ));
+                change
+                    .outbox
+                    .push(event(&request.id, "expired", Status::Expired, now));
+                change
+            })
+            .await?;
+        moved += self
+            .store
+            .sweep(&Overdue::LostJobs { now }, SWEEP_BATCH, &|job| {
+                tracing::warn!(request_id = %job.id, agent = ?job.claimed_by, "agent lost; job failed with outcome unknown");
+                let result = ExecutionResult {
+                    error: Some(AGENT_LOST.into()),
+                    agent: job.claimed_by.clone(),
+                    ..ExecutionResult::default()
+                };
+                failure(job, result, json!({ "error": AGENT_LOST, "agent": job.claimed_by }), now)
+            })
+            .await?;
+        // Offers first, so a lapsed offer past its pickup deadline fails in this same sweep.
+        moved += self
+            .store
+            .sweep(&Overdue::LapsedOffers { now }, SWEEP_BATCH, &|job| {
+                tracing::info!(request_id = %job.id, agent = ?job.claimed_by, "job offered but never started; it is approved again");
+                let mut change = Change::to(job, now);
+                // Unchanged, but announced as approved so waiting agents look again.
+                change.status = Some(Status::Approved);
+                change.audit.push(AuditEntry::system(
+                    "offer_lapsed",
+                    json!({ "agent": job.claimed_by }),
+                ));
+                change
+            })
+            .await?;
+        let cutoffs = self
+            .config
+            .connections
+            .iter()
+            .map(|c| (c.name.clone(), now - millis(c.pickup_timeout)))
+            .collect();
+        let unpicked = Overdue::Unpicked {
+            cutoffs,
+            otherwise: now - millis(crate::config::DEFAULT_PICKUP_TIMEOUT),
+        };
+        moved += self
+            .store
+            .sweep(&unpicked, SWEEP_BATCH, &|job| {
+                tracing::warn!(request_id = %job.id, connection = %job.connection, "no agent picked the job up in time; failed");
+                let result = ExecutionResult {
+                    error: Some(NOT_PICKED_UP.into()),
+                    ..ExecutionResult::default()
+                };
+                failure(job, result, json!({ "error": NOT_PICKED_UP }), now)
+            })
+            .await?;
         Ok(moved)
     }
 
@@ -384,10 +428,15 @@ impl Hoop {
         }
     }
 
-    /// Hands agent `agent` the oldest approved job of `connections`, waiting up to `timeout`.
+    /// Offers agent `agent` the oldest approved job of `connections`, waiting up to `timeout`. The
+    /// job stays `approved` until the agent starts it with [`Hoop::start`] and the offer's id; an
+    /// offer not started within [`OFFER_TIME`] returns to `approved`, so an agent that stops (or
+    /// never hears the reply) before running anything loses no job. `token_sha256` is the caller's
+    /// token, re-checked by the claim itself (`None` only for the in-process agent).
     pub async fn claim(
         &self,
         agent: &str,
+        token_sha256: Option<&str>,
         connections: &[String],
         timeout: Duration,
     ) -> Result<Option<AccessRequest>> {
@@ -399,13 +448,23 @@ impl Hoop {
             let now = self.now().await?;
             let claim = Claim {
                 agent: agent.to_string(),
-                connections: connections.to_vec(),
+                token_sha256: token_sha256.map(str::to_string),
+                connections: connections
+                    .iter()
+                    .map(|name| (name.clone(), now - self.pickup_ms(name)))
+                    .collect(),
                 now,
-                lease_until: now + self.lease_ms(),
+                offer: hex::encode(rand::random::<[u8; 16]>()),
+                offer_until: now + millis(OFFER_TIME),
             };
             if let Some(job) = self.store.claim_next(&claim).await? {
-                tracing::info!(request_id = %job.id, agent, "job claimed");
+                tracing::info!(request_id = %job.id, agent, "job offered");
                 return Ok(Some(job));
+            }
+            if let Some(digest) = token_sha256
+                && self.store.find_token(digest).await?.is_none()
+            {
+                return Err(Error::Unauthenticated("unknown or revoked token".into()));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(None);
@@ -419,8 +478,64 @@ impl Hoop {
         }
     }
 
+    /// Starts job `id` that `agent` was offered as `offer`: from here on it is `running` and the
+    /// agent may run it. Refused (`already_decided`) when the offer lapsed or the job was
+    /// cancelled meanwhile; the agent must then not run anything. Asking again with the same offer
+    /// after a lost reply answers with the running job.
+    pub async fn start(&self, agent: &str, id: &str, offer: &str) -> Result<AccessRequest> {
+        for _ in 0..MAX_ATTEMPTS {
+            let job = self.fetch(id).await?;
+            let mine = job.offer.as_deref() == Some(offer);
+            if job.claimed_by.as_deref() != Some(agent) {
+                return Err(Error::AlreadyDecided(format!(
+                    "job {id} is not offered to agent {agent} (any more); do not run it"
+                )));
+            }
+            if mine && job.status == Status::Running {
+                return Ok(job);
+            }
+            if !mine || job.status != Status::Approved {
+                return Err(Error::AlreadyDecided(format!(
+                    "the offer of job {id} was withdrawn before it started (the job is {}); do not run it",
+                    job.status
+                )));
+            }
+            let now = self.now().await?;
+            let mut change = Change::to(&job, now);
+            change.status = Some(Status::Running);
+            change.lease_until = Some(now + self.lease_ms());
+            change.audit.push(AuditEntry {
+                kind: "started",
+                actor: agent.to_string(),
+                channel: "agent".into(),
+                detail: json!({ "lease_until": now + self.lease_ms() }),
+            });
+            change
+                .outbox
+                .push(event(id, "running", Status::Running, now));
+            match self.store.apply(&change).await {
+                Ok(()) => {
+                    tracing::info!(request_id = %id, agent, "job started");
+                    return Ok(change.applied_to(job));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Internal(anyhow::anyhow!("job {id} kept changing")))
+    }
+
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.config.server.job_lease.as_millis()).unwrap_or(i64::MAX / 4)
+        millis(self.config.server.job_lease)
+    }
+
+    /// The pickup timeout of connection `name` in milliseconds.
+    fn pickup_ms(&self, name: &str) -> i64 {
+        millis(
+            self.config
+                .connection(name)
+                .map_or(crate::config::DEFAULT_PICKUP_TIMEOUT, |c| c.pickup_timeout),
+        )
     }
 
     /// Extends the lease of a job `agent` is running.
@@ -455,7 +570,15 @@ impl Hoop {
                 && job.result.as_ref().and_then(|r| r.error.as_deref()) == Some(AGENT_LOST);
             if late {
                 // The job was given up for lost, but its agent did finish. Its outcome is kept
-                // in the audit trail; the status stays failed, as already announced.
+                // in the audit trail; the status stays failed, as already announced. One late
+                // result per job: the compare-and-set below bumps the version, so of two racing
+                // late reports the second re-reads and finds the first here.
+                let filed = self.store.audit_events(Some(id)).await?;
+                if filed.iter().any(|e| e.kind == "late_result") {
+                    return Err(Error::AlreadyDecided(format!(
+                        "job {id} already has its late result"
+                    )));
+                }
                 let mut change = Change::to(&job, now);
                 change.audit.push(AuditEntry {
                     kind: "late_result",
@@ -554,7 +677,11 @@ fn decision_change(
     now: Millis,
 ) -> Change {
     let mut change = Change::to(request, now);
-    change.before_deadline = Some(now);
+    // The approval deadline guards decisions on pending requests; withdrawing an approved job
+    // that has not started is allowed after it.
+    if request.status == Status::Pending {
+        change.before_deadline = Some(now);
+    }
     let audit = |kind: &'static str, detail| AuditEntry {
         kind,
         actor: actor.email.clone(),
@@ -613,6 +740,28 @@ fn decision_change(
         }
     }
     change
+}
+
+/// The change that fails `job` with `result`, as hoopbot itself decided (lost agent, no pickup).
+fn failure(
+    job: &AccessRequest,
+    result: ExecutionResult,
+    detail: serde_json::Value,
+    now: Millis,
+) -> Change {
+    let mut change = Change::to(job, now);
+    change.status = Some(Status::Failed);
+    change.result = Some(result);
+    change.audit.push(AuditEntry::system("failed", detail));
+    change
+        .outbox
+        .push(event(&job.id, "failed", Status::Failed, now));
+    change
+}
+
+/// `duration` in milliseconds, saturating far beyond any real deadline.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 /// An outbox entry announcing `what` happened to a request. Consumers re-read the request when they

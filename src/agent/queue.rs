@@ -28,20 +28,27 @@ impl JobQueue for HttpQueue {
         &self,
         connections: &[String],
         wait: Duration,
-    ) -> Result<Option<(Job, Duration)>, QueueError> {
+    ) -> Result<Option<Job>, QueueError> {
         let reply = self.0.claim(connections, wait).await.map_err(remote)?;
-        let lease = Duration::from_secs(reply.lease_s.unwrap_or(30));
-        Ok(reply.job.map(|j| {
-            (
-                Job {
-                    id: j.id,
-                    connection: j.connection,
-                    command: j.command,
-                    command_sha256: j.command_sha256,
-                },
-                lease,
-            )
+        let Some(j) = reply.job else {
+            return Ok(None);
+        };
+        let offer = reply.offer.ok_or_else(|| QueueError {
+            transient: false,
+            message: "the server offered a job without an offer id; is it an older hoopbot?".into(),
+        })?;
+        Ok(Some(Job {
+            id: j.id,
+            connection: j.connection,
+            command: j.command,
+            command_sha256: j.command_sha256,
+            offer,
         }))
+    }
+
+    async fn start(&self, job: &Job) -> Result<Duration, QueueError> {
+        let reply = self.0.start(&job.id, &job.offer).await.map_err(remote)?;
+        Ok(Duration::from_secs(reply.lease_s.unwrap_or(30)))
     }
 
     async fn heartbeat(&self, id: &str) -> Result<(), QueueError> {
@@ -73,6 +80,7 @@ fn job(request: AccessRequest) -> Job {
         connection: request.connection,
         command: request.command,
         command_sha256: request.command_sha256,
+        offer: request.offer.unwrap_or_default(),
     }
 }
 
@@ -82,13 +90,21 @@ impl JobQueue for LocalQueue {
         &self,
         connections: &[String],
         wait: Duration,
-    ) -> Result<Option<(Job, Duration)>, QueueError> {
+    ) -> Result<Option<Job>, QueueError> {
         let claimed = self
             .0
-            .claim(EMBEDDED_AGENT, connections, wait)
+            .claim(EMBEDDED_AGENT, None, connections, wait)
             .await
             .map_err(local)?;
-        Ok(claimed.map(|r| (job(r), self.0.config.server.job_lease)))
+        Ok(claimed.map(job))
+    }
+
+    async fn start(&self, job: &Job) -> Result<Duration, QueueError> {
+        self.0
+            .start(EMBEDDED_AGENT, &job.id, &job.offer)
+            .await
+            .map_err(local)?;
+        Ok(self.0.config.server.job_lease)
     }
 
     async fn heartbeat(&self, id: &str) -> Result<(), QueueError> {

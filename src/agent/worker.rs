@@ -1,7 +1,10 @@
 //! The claim loop, shared by `hoop agent` (talking HTTP to the server) and `hoop serve` (running
-//! embedded connections in-process): claim a job, check its SHA-256, keep its lease alive while it
-//! runs, report the result. A claimed job is never given up silently and never run twice: if this
-//! process dies, the server marks the job failed with "outcome unknown" when the lease runs out.
+//! embedded connections in-process): claim a job (an offer), start it, check its SHA-256, keep its
+//! lease alive while it runs, report the result. Nothing runs before the server has confirmed the
+//! start, so an agent that stops between claim and start loses nothing: the offer lapses and the
+//! job is approved again for the next agent. A started job is never given up silently and never run
+//! twice: if this process dies, the server marks it failed with "outcome unknown" when the lease
+//! runs out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,14 +20,18 @@ use crate::domain::{self, ExecutionResult};
 /// How long one claim request waits for a job before asking again.
 const CLAIM_WAIT: Duration = Duration::from_secs(25);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How much of the command's own error a refused report keeps.
+const MAX_KEPT_ERROR: usize = 2000;
 
-/// A job as handed to an agent.
+/// A job as offered to an agent.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: String,
     pub connection: String,
     pub command: String,
     pub command_sha256: String,
+    /// The offer to start the job with.
+    pub offer: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,22 +45,23 @@ pub struct QueueError {
 /// Where jobs come from and results go: the server over HTTP, or the service in-process.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    /// Waits up to `wait` for a job of `connections`; returns it with its lease.
+    /// Waits up to `wait` for a job of `connections`; returns it offered, not yet started.
     async fn claim(
         &self,
         connections: &[String],
         wait: Duration,
-    ) -> Result<Option<(Job, Duration)>, QueueError>;
+    ) -> Result<Option<Job>, QueueError>;
+    /// Starts an offered job; returns its lease. Refused when the offer is gone.
+    async fn start(&self, job: &Job) -> Result<Duration, QueueError>;
     async fn heartbeat(&self, id: &str) -> Result<(), QueueError>;
     async fn report(&self, id: &str, result: &ExecutionResult) -> Result<(), QueueError>;
     async fn refuse(&self, id: &str, reason: &str) -> Result<(), QueueError>;
 }
 
-/// What an agent tells the server about a job it claimed.
-#[derive(Clone, Copy)]
-enum Report<'a> {
-    Ran(&'a ExecutionResult),
-    Refused(&'a str),
+/// What an agent tells the server about a job it started.
+enum Report {
+    Ran(ExecutionResult),
+    Refused(String),
 }
 
 /// Runs the jobs of the connections it has targets for.
@@ -77,7 +85,9 @@ impl Agent {
         self.targets.keys().cloned().collect()
     }
 
-    /// Claims and runs jobs until `stop` turns true; a job in progress is finished first. An
+    /// Claims and runs jobs until `stop` turns true; a job in progress is finished first. A claim
+    /// still waiting when `stop` turns is dropped, and a job offered once `stop` has turned is not
+    /// started: either way its offer lapses and the job is approved again for another agent. An
     /// unreachable server is retried with backoff; a refusal (a bad token, a connection the server
     /// does not assign to this agent) ends the loop with that error, since retrying cannot fix it.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), QueueError> {
@@ -88,9 +98,13 @@ impl Agent {
                 _ = stop.changed() => return Ok(()),
             };
             match step {
-                Ok(Some((job, lease))) => {
+                Ok(Some(job)) => {
                     backoff = Duration::from_secs(1);
-                    self.handle(job, lease).await;
+                    if *stop.borrow() {
+                        tracing::info!(request_id = %job.id, "stopping: not starting the job just offered; it returns to approved");
+                        return Ok(());
+                    }
+                    self.handle(job).await;
                 }
                 Ok(None) => backoff = Duration::from_secs(1),
                 Err(e) if !e.transient => return Err(e),
@@ -110,21 +124,24 @@ impl Agent {
     /// One claim and, if a job came, its run. Returns the job's id.
     pub async fn run_once(&self, wait: Duration) -> Result<Option<String>, QueueError> {
         match self.claim(wait).await? {
-            Some((job, lease)) => {
+            Some(job) => {
                 let id = job.id.clone();
-                self.handle(job, lease).await;
+                self.handle(job).await;
                 Ok(Some(id))
             }
             None => Ok(None),
         }
     }
 
-    async fn claim(&self, wait: Duration) -> Result<Option<(Job, Duration)>, QueueError> {
+    async fn claim(&self, wait: Duration) -> Result<Option<Job>, QueueError> {
         self.queue.claim(&self.connections(), wait).await
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %job.id, connection = %job.connection))]
-    async fn handle(&self, job: Job, lease: Duration) {
+    async fn handle(&self, job: Job) {
+        let Some(lease) = self.start(&job).await else {
+            return;
+        };
         // The exact-command check: what runs must be what was approved.
         let actual = domain::command_sha256(&job.command);
         if actual != job.command_sha256 {
@@ -133,12 +150,12 @@ impl Agent {
                 "the command's SHA-256 {actual} does not match the approved {}; nothing was run",
                 job.command_sha256
             );
-            self.deliver(&job.id, Report::Refused(&reason), lease).await;
+            self.deliver(&job.id, Report::Refused(reason), lease).await;
             return;
         }
         let Some(target) = self.targets.get(&job.connection) else {
             let reason = format!("this agent has no connection named {}", job.connection);
-            self.deliver(&job.id, Report::Refused(&reason), lease).await;
+            self.deliver(&job.id, Report::Refused(reason), lease).await;
             return;
         };
         tracing::info!("running approved command");
@@ -149,16 +166,40 @@ impl Agent {
             Some(error) => tracing::warn!(%error, "command failed"),
             None => tracing::info!("command executed"),
         }
-        self.deliver(&job.id, Report::Ran(&result), lease).await;
+        self.deliver(&job.id, Report::Ran(result), lease).await;
+    }
+
+    /// Confirms the offer with the server; returns the lease, or `None` when the job must not run
+    /// (the offer lapsed or the job was withdrawn). An unreachable server is asked again: a start
+    /// repeated with the same offer is answered with the job it already started.
+    async fn start(&self, job: &Job) -> Option<Duration> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.queue.start(job).await {
+                Ok(lease) => return Some(lease),
+                Err(e) if e.transient => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot start the job yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the server did not let this agent start the job; nothing was run");
+                    return None;
+                }
+            }
+        }
     }
 
     /// Sends a report until the server takes it (heartbeating meanwhile, so the job is not taken
-    /// for lost) or refuses it for good.
-    async fn deliver(&self, id: &str, report: Report<'_>, lease: Duration) {
+    /// for lost). A result the server refuses for good (too large, or otherwise not acceptable) is
+    /// replaced once by a small one that records the run as failed with the refusal's reason, so
+    /// the job ends with what is known instead of "outcome unknown".
+    async fn deliver(&self, id: &str, mut report: Report, lease: Duration) {
         let heartbeats = self.keep_alive(id, lease);
         let mut backoff = Duration::from_millis(200);
+        let mut summarized = false;
         loop {
-            let sent = match report {
+            let sent = match &report {
                 Report::Ran(result) => self.queue.report(id, result).await,
                 Report::Refused(reason) => self.queue.refuse(id, reason).await,
             };
@@ -169,10 +210,17 @@ impl Agent {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "the server refused the report");
-                    break;
-                }
+                Err(e) => match report {
+                    Report::Ran(result) if !summarized => {
+                        tracing::error!(error = %e, "the server refused the result; reporting the run as failed with the reason instead");
+                        report = Report::Ran(refused_result(&result, &e));
+                        summarized = true;
+                    }
+                    _ => {
+                        tracing::error!(error = %e, "the server refused the report; the job's outcome is not recorded");
+                        break;
+                    }
+                },
             }
         }
         heartbeats.abort();
@@ -191,5 +239,170 @@ impl Agent {
                 }
             }
         })
+    }
+}
+
+/// What is reported when the server refused `result` itself: that the command ran, why the result
+/// was refused, and the exit code and error it had (the output is not sent again).
+fn refused_result(result: &ExecutionResult, refusal: &QueueError) -> ExecutionResult {
+    let mut error = format!(
+        "the command ran, but the server refused its result ({refusal}); its output is lost"
+    );
+    if let Some(own) = &result.error {
+        let mut end = own.len().min(MAX_KEPT_ERROR);
+        while !own.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.push_str(&format!("; the command's own error: {}", &own[..end]));
+    }
+    ExecutionResult {
+        error: Some(error),
+        exit_code: result.exit_code,
+        truncated: true,
+        started_at: result.started_at.clone(),
+        finished_at: result.finished_at.clone(),
+        ..ExecutionResult::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::ConnectionType;
+
+    /// A queue with one job, which records what the agent does with it.
+    struct FakeQueue {
+        job: Mutex<Option<Job>>,
+        /// Refuse starting the job, as the server does when its offer is gone.
+        refuse_start: bool,
+        /// Refuse, for good, any result that carries output (as a 413 would).
+        refuse_output: bool,
+        /// Turned to true as the claim returns, like a SIGTERM arriving just then.
+        stop_on_claim: Option<watch::Sender<bool>>,
+        started: Mutex<Vec<String>>,
+        reports: Mutex<Vec<ExecutionResult>>,
+    }
+
+    impl FakeQueue {
+        fn new(command: &str) -> FakeQueue {
+            FakeQueue {
+                job: Mutex::new(Some(Job {
+                    id: "r1".into(),
+                    connection: "box".into(),
+                    command: command.into(),
+                    command_sha256: domain::command_sha256(command),
+                    offer: "offer-1".into(),
+                })),
+                refuse_start: false,
+                refuse_output: false,
+                stop_on_claim: None,
+                started: Mutex::default(),
+                reports: Mutex::default(),
+            }
+        }
+    }
+
+    fn refusal(message: &str) -> QueueError {
+        QueueError {
+            transient: false,
+            message: message.into(),
+        }
+    }
+
+    #[async_trait]
+    impl JobQueue for FakeQueue {
+        async fn claim(&self, _: &[String], _: Duration) -> Result<Option<Job>, QueueError> {
+            let job = self.job.lock().unwrap().take();
+            if let Some(stop) = &self.stop_on_claim {
+                stop.send_replace(true);
+            }
+            Ok(job)
+        }
+        async fn start(&self, job: &Job) -> Result<Duration, QueueError> {
+            if self.refuse_start {
+                return Err(refusal(
+                    "the offer of job r1 was withdrawn before it started",
+                ));
+            }
+            self.started.lock().unwrap().push(job.offer.clone());
+            Ok(Duration::from_secs(30))
+        }
+        async fn heartbeat(&self, _: &str) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn report(&self, _: &str, result: &ExecutionResult) -> Result<(), QueueError> {
+            self.reports.lock().unwrap().push(result.clone());
+            if self.refuse_output && result.stdout.is_some() {
+                return Err(refusal("the request body is too large"));
+            }
+            Ok(())
+        }
+        async fn refuse(&self, _: &str, _: &str) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    fn agent(queue: Arc<FakeQueue>) -> Agent {
+        let target = ConnectionTarget {
+            kind: ConnectionType::Command,
+            url: None,
+            command: Some(vec!["bash".into()]),
+            statement_timeout: Some(Duration::from_secs(30)),
+            max_rows: 100,
+            max_output_bytes: 1 << 20,
+            env: Default::default(),
+        };
+        Agent::new(queue, [("box".to_string(), target)])
+    }
+
+    #[tokio::test]
+    async fn a_refused_result_is_reported_as_failed_with_the_reason_and_exit_code() {
+        let mut queue = FakeQueue::new("echo lots of output; exit 3");
+        queue.refuse_output = true;
+        let queue = Arc::new(queue);
+        agent(queue.clone()).run_once(Duration::ZERO).await.unwrap();
+        let reports = queue.reports.lock().unwrap();
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        assert_eq!(reports[0].stdout.as_deref(), Some("lots of output\n"));
+        let summary = &reports[1];
+        assert_eq!(
+            summary.error.as_deref(),
+            Some(
+                "the command ran, but the server refused its result (the request body is too large); its output is lost"
+            )
+        );
+        assert_eq!(summary.exit_code, Some(3));
+        assert!(summary.truncated);
+        assert_eq!(summary.stdout, None);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_start_is_refused_is_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let mut queue = FakeQueue::new(&format!("touch {}", marker.display()));
+        queue.refuse_start = true;
+        let queue = Arc::new(queue);
+        agent(queue.clone()).run_once(Duration::ZERO).await.unwrap();
+        assert!(!marker.exists(), "nothing may run without a start");
+        assert!(queue.reports.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_agent_stopping_does_not_start_the_job_offered_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let (stop, stopped) = watch::channel(false);
+        let mut queue = FakeQueue::new(&format!("touch {}", marker.display()));
+        queue.stop_on_claim = Some(stop);
+        let queue = Arc::new(queue);
+        agent(queue.clone()).run(stopped).await.unwrap();
+        assert!(
+            queue.started.lock().unwrap().is_empty(),
+            "left to lapse, so the server offers it again"
+        );
+        assert!(!marker.exists());
     }
 }

@@ -82,6 +82,9 @@ pub async fn create_token(
 ) -> anyhow::Result<ExitCode> {
     let (config, _) = load(path)?;
     let subject = match (email, agent) {
+        (_, Some(agent)) if agent == crate::config::EMBEDDED_AGENT => anyhow::bail!(
+            "the agent name {agent} is reserved for the connections `hoop serve` runs itself; choose another name"
+        ),
         (_, Some(agent)) => TokenSubject::Agent(agent),
         (Some(email), None) => {
             let user = config.user(&email).with_context(|| {

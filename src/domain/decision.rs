@@ -61,6 +61,11 @@ pub fn decide(
     decision: &Decision,
     now: Millis,
 ) -> Result<Outcome, DecisionError> {
+    // An approved job that no agent has started yet can still be withdrawn: otherwise a job whose
+    // agent never comes could not be stopped by anyone until its pickup deadline.
+    if request.status == Status::Approved && *decision == Decision::Cancel {
+        return cancel(request, actor);
+    }
     if request.status == Status::Expired
         || (request.status == Status::Pending && request.is_expired_at(now))
     {
@@ -72,13 +77,15 @@ pub fn decide(
     match decision {
         Decision::Approve { group } => approve(request, actor, group.as_deref()),
         Decision::Reject { reason } => reject(request, actor, reason),
-        Decision::Cancel => {
-            if actor.email == request.requester || actor.is_admin {
-                Ok(Outcome::Cancelled)
-            } else {
-                Err(DecisionError::NotRequester)
-            }
-        }
+        Decision::Cancel => cancel(request, actor),
+    }
+}
+
+fn cancel(request: &AccessRequest, actor: &Identity) -> Result<Outcome, DecisionError> {
+    if actor.email == request.requester || actor.is_admin {
+        Ok(Outcome::Cancelled)
+    } else {
+        Err(DecisionError::NotRequester)
     }
 }
 
@@ -239,6 +246,7 @@ mod tests {
             rejection: None,
             result: None,
             claimed_by: None,
+            offer: None,
         }
     }
 
@@ -331,6 +339,56 @@ mod tests {
             decide(&swept, &bob, &approve(None), NOW),
             Err(DecisionError::Expired)
         );
+    }
+
+    #[test]
+    fn an_approved_job_not_yet_started_can_be_cancelled_by_its_requester_or_an_admin() {
+        let alice = user("alice@x", &["engineering"]);
+        let root = user("root@x", &["admin"]);
+        let bob = user("bob@x", &["dba-team"]);
+        let mut approved = request(&[("dba-team", "bob@x"), ("security", "sam@x")]);
+        approved.status = Status::Approved;
+        // Past the approval deadline too: that deadline is for deciding, not for withdrawing.
+        let later = approved.expires_at + 1;
+        assert_eq!(
+            decide(&approved, &alice, &Decision::Cancel, later),
+            Ok(Outcome::Cancelled)
+        );
+        assert_eq!(
+            decide(&approved, &root, &Decision::Cancel, NOW),
+            Ok(Outcome::Cancelled)
+        );
+        assert_eq!(
+            decide(&approved, &bob, &Decision::Cancel, NOW),
+            Err(DecisionError::NotRequester)
+        );
+        // Only withdrawing: an approved job cannot be rejected or approved again.
+        assert_eq!(
+            decide(
+                &approved,
+                &root,
+                &Decision::Reject {
+                    reason: "no".into()
+                },
+                NOW
+            ),
+            Err(DecisionError::AlreadyDecided(Status::Approved))
+        );
+        // Offered to an agent but not started: still withdrawable (the start loses the race).
+        approved.claimed_by = Some("edge".into());
+        approved.offer = Some("offer-1".into());
+        assert_eq!(
+            decide(&approved, &alice, &Decision::Cancel, NOW),
+            Ok(Outcome::Cancelled)
+        );
+        // Once an agent has started it, the command may be running: too late to cancel.
+        for status in [Status::Running, Status::Executed, Status::Failed] {
+            approved.status = status;
+            assert_eq!(
+                decide(&approved, &alice, &Decision::Cancel, NOW),
+                Err(DecisionError::AlreadyDecided(status))
+            );
+        }
     }
 
     #[test]

@@ -153,6 +153,9 @@ pub struct AccessRequest {
     pub result: Option<ExecutionResult>,
     /// The agent running (or that ran) the command.
     pub claimed_by: Option<String>,
+    /// The id of the offer `claimed_by` holds on this job (see `Store::claim_next`); only the
+    /// agent that received it may start the job. Never shown outside the agent protocol.
+    pub offer: Option<String>,
 }
 
 impl AccessRequest {

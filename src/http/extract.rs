@@ -7,6 +7,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::config::EMBEDDED_AGENT;
 use crate::domain::Identity;
 use crate::error::Error;
 use crate::service::Hoop;
@@ -86,10 +87,15 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Hoop> for Params<T> {
 /// The signed-in user, from `Authorization: Bearer <token>`.
 pub struct User(pub Identity);
 
-/// The calling agent, from an agent token.
-pub struct Agent(pub String);
+/// The calling agent, from an agent token: its name and the token's SHA-256 (which the claim
+/// re-checks as it hands out a job).
+pub struct Agent {
+    pub name: String,
+    pub token_sha256: String,
+}
 
-async fn token_subject(parts: &Parts, hoop: &Hoop) -> Result<TokenSubject, Error> {
+/// The token's subject and SHA-256.
+async fn token_subject(parts: &Parts, hoop: &Hoop) -> Result<(TokenSubject, String), Error> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
         Error::Unauthenticated("missing Authorization: Bearer <token> header".into())
     })?;
@@ -102,17 +108,20 @@ async fn token_subject(parts: &Parts, hoop: &Hoop) -> Result<TokenSubject, Error
         .ok_or_else(|| {
             Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
         })?;
-    hoop.store
-        .find_token(&crate::token::digest(token))
+    let digest = crate::token::digest(token);
+    let subject = hoop
+        .store
+        .find_token(&digest)
         .await?
-        .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))
+        .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
+    Ok((subject, digest))
 }
 
 impl FromRequestParts<Hoop> for User {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, hoop: &Hoop) -> Result<Self, Error> {
-        match token_subject(parts, hoop).await? {
+        match token_subject(parts, hoop).await?.0 {
             TokenSubject::User(email) => hoop.identity(&email).map(User).ok_or_else(|| {
                 Error::Forbidden(format!("user {email} is no longer in the configuration"))
             }),
@@ -128,8 +137,15 @@ impl FromRequestParts<Hoop> for Agent {
 
     async fn from_request_parts(parts: &mut Parts, hoop: &Hoop) -> Result<Self, Error> {
         match token_subject(parts, hoop).await? {
-            TokenSubject::Agent(name) => Ok(Agent(name)),
-            TokenSubject::User(_) => Err(Error::Forbidden(
+            // The name of the server's own in-process agent: no token may act as it, or it
+            // could take the jobs of the connections the server runs itself.
+            (TokenSubject::Agent(name), _) if name == EMBEDDED_AGENT => {
+                Err(Error::Forbidden(format!(
+                    "the agent name {EMBEDDED_AGENT} is reserved for the server's own in-process agent; create a token for another name"
+                )))
+            }
+            (TokenSubject::Agent(name), token_sha256) => Ok(Agent { name, token_sha256 }),
+            (TokenSubject::User(_), _) => Err(Error::Forbidden(
                 "this endpoint is for agents; use an agent token".into(),
             )),
         }

@@ -20,7 +20,7 @@ pub fn router(hoop: Hoop) -> Router {
     // JSON escaping can double a command's size; anything beyond that is refused before parsing.
     let body_limit = hoop.config.server.max_command_bytes * 2 + 64 * 1024;
     Router::new()
-        .nest("/api/v1", api::router().merge(agent::router()))
+        .nest("/api/v1", api::router().merge(agent::router(&hoop.config)))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

@@ -210,14 +210,43 @@ pub struct TokenRecord {
     pub revoked_at: Option<Millis>,
 }
 
-/// A job handed to an agent: the request it claimed.
+/// An agent asking for a job: the oldest approved, unoffered request of its connections is offered
+/// to it until `offer_until`.
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub agent: String,
-    pub connections: Vec<String>,
+    /// The SHA-256 of the agent's token, re-checked (unrevoked, this agent's) in the claiming
+    /// statement itself; `None` for the server's own in-process agent, which has no token.
+    pub token_sha256: Option<String>,
+    /// The connections asked for, each with its pickup cutoff: only jobs approved after it are
+    /// handed out (older ones have missed their pickup deadline).
+    pub connections: Vec<(String, Millis)>,
     pub now: Millis,
-    pub lease_until: Millis,
+    /// The offer's id; only the agent that received it can start the job.
+    pub offer: String,
+    pub offer_until: Millis,
 }
+
+/// Overdue requests of one kind, for the sweeper.
+#[derive(Debug, Clone)]
+pub enum Overdue {
+    /// Pending requests whose deadline has passed.
+    Pending { now: Millis },
+    /// Running jobs whose agent stopped heartbeating.
+    LostJobs { now: Millis },
+    /// Offered jobs that no agent started in time; they return to unoffered `approved`.
+    LapsedOffers { now: Millis },
+    /// Unoffered approved jobs approved at or before their connection's cutoff, or before
+    /// `otherwise` for connections not listed (no longer configured).
+    Unpicked {
+        cutoffs: Vec<(String, Millis)>,
+        otherwise: Millis,
+    },
+}
+
+/// How the sweeper moves one overdue request: the change (status, result, audit, outbox) to
+/// apply to it as read.
+pub type SweepStep<'a> = &'a (dyn Fn(&AccessRequest) -> Change + Send + Sync);
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -242,12 +271,15 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `change` if the request is unchanged since it was read; [`StoreError::Conflict`] if not.
     async fn apply(&self, change: &Change) -> StoreResult<()>;
 
-    /// Pending requests whose deadline has passed.
-    async fn overdue_requests(&self, now: Millis, limit: i64) -> StoreResult<Vec<AccessRequest>>;
-    /// Running jobs whose agent stopped heartbeating.
-    async fn lost_jobs(&self, now: Millis, limit: i64) -> StoreResult<Vec<AccessRequest>>;
-    /// Atomically moves the oldest approved request of `claim.connections` to `running` for
-    /// `claim.agent`; at most one caller can ever win a given request.
+    /// Moves up to `limit` requests that are `overdue`, each by the change `step` makes of it, in
+    /// one transaction that holds them: on Postgres rows another replica is moving are skipped
+    /// (`for update skip locked`), on SQLite the transaction takes the write lock first. So
+    /// replicas sweeping at once split the work instead of repeating it. Returns how many moved.
+    async fn sweep(&self, overdue: &Overdue, limit: i64, step: SweepStep<'_>)
+    -> StoreResult<usize>;
+    /// Atomically offers the oldest approved, unoffered request of `claim.connections` to
+    /// `claim.agent` (it stays `approved` until the agent starts it); at most one caller can
+    /// ever hold a given offer. `None` also when the claim's token is revoked.
     async fn claim_next(&self, claim: &Claim) -> StoreResult<Option<AccessRequest>>;
 
     /// Audit events of one request, or of all requests, in chain order.

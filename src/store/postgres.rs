@@ -121,5 +121,6 @@ sql_store!(
     PostgresStore,
     sqlx::Postgres,
     claim_lock = " for update skip locked",
-    decision_time = "greatest($12, (extract(epoch from clock_timestamp()) * 1000)::bigint)"
+    decision_time = "greatest($12, (extract(epoch from clock_timestamp()) * 1000)::bigint)",
+    sweep_begin = "begin"
 );

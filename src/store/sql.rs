@@ -13,7 +13,7 @@
 
 pub(super) const REQUEST_COLUMNS: &str = "id, connection, command, command_sha256, requester, \
     justification, status, created_at, expires_at, decided_at, version, rejected_by, \
-    rejection_reason, rejected_at, rejected_via, result, agent";
+    rejection_reason, rejected_at, rejected_via, result, agent, offer";
 
 /// `$first, $first+1, …` for `count` values, for `in (…)` lists.
 pub(super) fn placeholders(first: usize, count: usize) -> String {
@@ -24,7 +24,13 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, claim_lock = $claim_lock:expr, decision_time = $decision_time:literal) => {
+    (
+        $store:ty,
+        $db:ty,
+        claim_lock = $claim_lock:expr,
+        decision_time = $decision_time:literal,
+        sweep_begin = $sweep_begin:expr
+    ) => {
         type DbRow = <$db as sqlx::Database>::Row;
         type Tx<'c> = sqlx::Transaction<'c, $db>;
 
@@ -177,22 +183,121 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn overdue_requests(&self, now: Millis, limit: i64) -> StoreResult<Vec<AccessRequest>> {
-                let sql = format!(
-                    "select {REQUEST_COLUMNS} from access_request \
-                     where status = 'pending' and expires_at <= $1 order by expires_at limit $2"
+            #[tracing::instrument(skip_all, err)]
+            async fn sweep(
+                &self,
+                overdue: &Overdue,
+                limit: i64,
+                step: SweepStep<'_>,
+            ) -> StoreResult<usize> {
+                // Which rows, in which order; the `$n` of the cutoffs follow the limit ($1).
+                let (filter, order, times): (String, &str, Vec<(Option<&str>, Millis)>) = match overdue {
+                    Overdue::Pending { now } => (
+                        "status = 'pending' and expires_at <= $2".into(),
+                        "expires_at",
+                        vec![(None, *now)],
+                    ),
+                    Overdue::LostJobs { now } => (
+                        "status = 'running' and lease_until <= $2".into(),
+                        "lease_until",
+                        vec![(None, *now)],
+                    ),
+                    Overdue::LapsedOffers { now } => (
+                        "status = 'approved' and agent is not null and lease_until <= $2".into(),
+                        "lease_until",
+                        vec![(None, *now)],
+                    ),
+                    Overdue::Unpicked { cutoffs, otherwise } => {
+                        let mut alternatives = Vec::new();
+                        let mut times = Vec::new();
+                        for (i, (connection, cutoff)) in cutoffs.iter().enumerate() {
+                            alternatives.push(format!(
+                                "(connection = ${} and decided_at <= ${})",
+                                2 * i + 2,
+                                2 * i + 3
+                            ));
+                            times.push((Some(connection.as_str()), *cutoff));
+                        }
+                        let rest = 2 * cutoffs.len() + 2;
+                        let others = if cutoffs.is_empty() {
+                            format!("decided_at <= ${rest}")
+                        } else {
+                            let listed = (0..cutoffs.len())
+                                .map(|i| format!("${}", 2 * i + 2))
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            format!("(connection not in ({listed}) and decided_at <= ${rest})")
+                        };
+                        alternatives.push(others);
+                        times.push((None, *otherwise));
+                        (
+                            format!(
+                                "status = 'approved' and agent is null and ({})",
+                                alternatives.join(" or ")
+                            ),
+                            "decided_at",
+                            times,
+                        )
+                    }
+                };
+                let select = format!(
+                    "select {REQUEST_COLUMNS} from access_request where {filter} \
+                     order by {order}, id limit $1{}",
+                    $claim_lock
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(&self.pool).await?;
-                self.with_approvals(rows).await
-            }
-
-            async fn lost_jobs(&self, now: Millis, limit: i64) -> StoreResult<Vec<AccessRequest>> {
-                let sql = format!(
-                    "select {REQUEST_COLUMNS} from access_request \
-                     where status = 'running' and lease_until <= $1 order by lease_until limit $2"
+                let mut tx = self.pool.begin_with($sweep_begin).await?;
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(select)).bind(limit);
+                for (connection, time) in &times {
+                    if let Some(connection) = connection {
+                        query = query.bind(*connection);
+                    }
+                    query = query.bind(*time);
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                // A lapsed offer returns the job to nobody: it may be offered afresh.
+                let release = if matches!(overdue, Overdue::LapsedOffers { .. }) {
+                    ", agent = null, lease_until = null, offer = null"
+                } else {
+                    ""
+                };
+                let update = format!(
+                    "update access_request set version = version + 1, \
+                     status = coalesce($3, status), decided_at = coalesce($4, decided_at), \
+                     result = coalesce($5, result){release} \
+                     where id = $1 and version = $2"
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(&self.pool).await?;
-                self.with_approvals(rows).await
+                let mut moved = Vec::new();
+                for row in &rows {
+                    let request = request_from_row(row)?;
+                    let change = step(&request);
+                    let result = change
+                        .result
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    // The rows are held by this transaction, so the version cannot have moved;
+                    // checked all the same, so a row is never moved (and audited) twice.
+                    let updated = sqlx::query(sqlx::AssertSqlSafe(update.clone()))
+                        .bind(&request.id)
+                        .bind(request.version)
+                        .bind(change.status.map(|s| s.as_str()))
+                        .bind(change.decided_at)
+                        .bind(result)
+                        .execute(&mut *tx)
+                        .await?;
+                    if updated.rows_affected() != 1 {
+                        continue;
+                    }
+                    Self::announce(&mut tx, &request.id, change.status).await?;
+                    self.record(&mut tx, &request.id, change.at, &change.audit, &change.outbox).await?;
+                    moved.push((request.id, change.status));
+                }
+                tx.commit().await?;
+                for (id, status) in &moved {
+                    self.changes.publish(id, *status);
+                }
+                Ok(moved.len())
             }
 
             #[tracing::instrument(skip_all, fields(agent = %claim.agent), err)]
@@ -200,19 +305,33 @@ macro_rules! sql_store {
                 if claim.connections.is_empty() {
                     return Ok(None);
                 }
+                // Each connection with its pickup cutoff: `(connection = $n and decided_at > $n+1)`.
+                let windows = (0..claim.connections.len())
+                    .map(|i| format!("(connection = ${} and decided_at > ${})", 2 * i + 5, 2 * i + 6))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                // The token is re-checked in the claiming statement itself, so a token revoked
+                // while its long poll waited never receives a job.
                 let sql = format!(
-                    "update access_request set status = 'running', version = version + 1, \
-                     agent = $1, lease_until = $2 \
+                    "update access_request set version = version + 1, \
+                     agent = $1, lease_until = $2, offer = $3 \
                      where id = (select id from access_request where status = 'approved' \
-                                 and connection in ({}) order by decided_at, id limit 1{}) \
-                     and status = 'approved' returning id",
-                    placeholders(3, claim.connections.len()),
+                                 and agent is null and ({windows}) \
+                                 order by decided_at, id limit 1{}) \
+                     and status = 'approved' and agent is null \
+                     and ($4 is null or exists (select 1 from api_token where token_sha256 = $4 \
+                          and kind = 'agent' and subject = $1 and revoked_at is null)) \
+                     returning id",
                     $claim_lock,
                 );
                 let mut tx = self.pool.begin().await?;
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&claim.agent).bind(claim.lease_until);
-                for connection in &claim.connections {
-                    query = query.bind(connection);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&claim.agent)
+                    .bind(claim.offer_until)
+                    .bind(&claim.offer)
+                    .bind(&claim.token_sha256);
+                for (connection, cutoff) in &claim.connections {
+                    query = query.bind(connection).bind(*cutoff);
                 }
                 let Some(row) = query.fetch_optional(&mut *tx).await? else {
                     return Ok(None);
@@ -222,12 +341,12 @@ macro_rules! sql_store {
                     kind: "claimed",
                     actor: claim.agent.clone(),
                     channel: "agent".into(),
-                    detail: serde_json::json!({ "lease_until": claim.lease_until }),
+                    detail: serde_json::json!({ "offer_until": claim.offer_until }),
                 };
-                Self::announce(&mut tx, &id, Some(Status::Running)).await?;
+                Self::announce(&mut tx, &id, None).await?;
                 self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 tx.commit().await?;
-                self.changes.publish(&id, Some(Status::Running));
+                self.changes.publish(&id, None);
                 self.get_request(&id).await
             }
 
@@ -514,6 +633,7 @@ macro_rules! sql_store {
                     .transpose()
                     .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?,
                 claimed_by: row.try_get("agent")?,
+                offer: row.try_get("offer")?,
             })
         }
     };

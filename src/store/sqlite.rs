@@ -62,9 +62,11 @@ impl SqliteStore {
     }
 }
 
+// Sweeps take the write lock up front, so two sweeps never read the same rows to move.
 sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     claim_lock = "",
-    decision_time = "$12"
+    decision_time = "$12",
+    sweep_begin = "begin immediate"
 );

@@ -74,17 +74,19 @@ async fn a_replica_ahead_expires_nothing_early_and_fails_no_live_job() {
         .await
         .expect("still in time");
 
-    // A job claimed 20 s ago with a 30 s lease is alive, whatever the hasty clock says.
+    // A job started 20 s ago with a 30 s lease is alive, whatever the hasty clock says.
     let reply = app.submit("alice@x.com", "counter", "select 1").await;
     assert_eq!(reply.status, StatusCode::CREATED);
     let job = reply.body["id"].as_str().unwrap().to_string();
-    let claimed = app
+    let offered = app
         .hoop
-        .claim("racer", &["counter".to_string()], Duration::ZERO)
+        .claim("racer", None, &["counter".to_string()], Duration::ZERO)
         .await
         .unwrap()
         .expect("a job");
-    assert_eq!(claimed.id, job);
+    assert_eq!(offered.id, job);
+    let offer = offered.offer.unwrap();
+    app.hoop.start("racer", &job, &offer).await.unwrap();
     app.advance(Duration::from_secs(20));
     assert_eq!(ahead.sweep().await.unwrap(), 0);
     assert_eq!(app.request(&job).await["status"], "running");

@@ -318,8 +318,10 @@ async fn a_restart_keeps_pending_requests_and_their_deadlines(backend: Backend) 
     let approved = app.approve("sam@x.com", &first, None).await;
     assert_eq!(approved.body["status"], "approved");
     app.advance(Duration::from_secs(30 * 60));
-    assert_eq!(app.hoop.sweep().await.unwrap(), 1);
+    // The pending one expires; the approved one, which no agent ever picked up, fails.
+    assert_eq!(app.hoop.sweep().await.unwrap(), 2);
     assert_eq!(app.request(&second).await["status"], "expired");
+    assert_eq!(app.request(&first).await["status"], "failed");
 }
 
 async fn listing_filters_and_pages_newest_first(backend: Backend) {

@@ -38,7 +38,7 @@ async fn the_openapi_description_matches_the_server(backend: Backend) {
             operations += 1;
         }
     }
-    assert_eq!(operations, 13);
+    assert_eq!(operations, 14);
 
     let id = app.held("SELECT 1").await;
     let request = app.request(&id).await;
