@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -14,7 +15,7 @@ use crate::agent::{Agent, LocalQueue};
 use crate::changes::ChangeHub;
 use crate::config::{Config, EMBEDDED_AGENT};
 use crate::service::{Clock, Hoop};
-use crate::store;
+use crate::store::{self, Store};
 
 /// How often this replica looks for overdue requests and lost jobs. Any replica may do it; the
 /// compare-and-set makes sure each request moves once.
@@ -31,18 +32,7 @@ impl App {
     /// Connects the store, runs migrations and binds the listener.
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<App> {
         let changes = ChangeHub::new();
-        let store = store::connect(&config.server.database_url, changes.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open database {}",
-                    redact(&config.server.database_url)
-                )
-            })?;
-        store
-            .migrate()
-            .await
-            .context("cannot run database migrations")?;
+        let store = open_store(config.server.database_url.expose_secret(), changes.clone()).await?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -146,18 +136,99 @@ async fn sweep_forever(hoop: Hoop, every: Duration, mut stop: watch::Receiver<bo
     }
 }
 
-/// A database URL without its password, for messages.
+/// Connects to hoopbot's database and brings its schema up to date, with errors that say what is
+/// wrong in a line (a missing database, a server that does not answer) and never the password.
+pub async fn open_store(url: &str, changes: Arc<ChangeHub>) -> anyhow::Result<Arc<dyn Store>> {
+    let store = store::connect(url, changes)
+        .await
+        .map_err(|e| connect_error(url, e))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot run database migrations on {}", redact(url)))?;
+    Ok(store)
+}
+
+/// Says why the database at `url` could not be opened, naming the Postgres host and port when the
+/// driver's own message would not (or would read like a line of the config file).
+fn connect_error(url: &str, error: anyhow::Error) -> anyhow::Error {
+    let redacted = redact(url);
+    let postgres = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .ok()
+        .filter(|_| url.starts_with("postgres"));
+    let (Some(options), Some(cause)) = (postgres, error.downcast_ref::<sqlx::Error>()) else {
+        return error.context(format!("cannot open database {redacted}"));
+    };
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    match cause {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => {
+            let name = options.get_database().unwrap_or(options.get_username());
+            anyhow::anyhow!(
+                "database {name:?} does not exist on {server}; create it (createdb {name}) or fix database_url ({redacted})"
+            )
+        }
+        sqlx::Error::Database(db) => {
+            anyhow::anyhow!(
+                "Postgres at {server} refused: {} ({redacted})",
+                db.message()
+            )
+        }
+        sqlx::Error::Io(io) => {
+            anyhow::anyhow!("cannot reach Postgres at {server}: {io} ({redacted})")
+        }
+        sqlx::Error::PoolTimedOut => {
+            anyhow::anyhow!("cannot reach Postgres at {server}: no answer in time ({redacted})")
+        }
+        _ => error.context(format!("cannot open database {redacted}")),
+    }
+}
+
+/// A database URL without its secrets, for messages: the password in its userinfo and the value of
+/// any query parameter that carries a credential (`password=`, `sslpassword=`, `token=`, …).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
+}
+
+/// Whether a URL query parameter carries a credential.
+fn is_secret_param(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "pwd",
+        "token",
+        "secret",
+        "key",
+        "credential",
+    ]
+    .iter()
+    .any(|secret| key.contains(secret))
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -179,5 +250,42 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_every_secret_form_of_a_database_url() {
+        let cases = [
+            (
+                "postgres://hoop:s3cret@db:5432/hoop",
+                "postgres://hoop:***@db:5432/hoop",
+            ),
+            (
+                "postgres://hoop@db/hoop?password=s3cret",
+                "postgres://hoop@db/hoop?password=***",
+            ),
+            (
+                "postgres://db/hoop?sslmode=require&sslpassword=s3cret&application_name=hoop",
+                "postgres://db/hoop?sslmode=require&sslpassword=***&application_name=hoop",
+            ),
+            (
+                "postgres://u:p@db/hoop?PASSWORD=s3cret&auth_token=t0k",
+                "postgres://u:***@db/hoop?PASSWORD=***&auth_token=***",
+            ),
+            (
+                "postgres://db/hoop?options=-c%20user%3Da@b",
+                "postgres://db/hoop?options=-c%20user%3Da@b",
+            ),
+            ("sqlite://hoop.db", "sqlite://hoop.db"),
+            ("sqlite://hoop.db?mode=rwc", "sqlite://hoop.db?mode=rwc"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact(url), expected, "{url}");
+            assert!(!redact(url).contains("s3cret"));
+        }
     }
 }

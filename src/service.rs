@@ -145,7 +145,7 @@ impl Hoop {
             Admission::Hold { approval_groups } => {
                 audit.push(AuditEntry::system(
                     "held",
-                    json!({ "approval_groups": approval_groups, "expires_at": new.expires_at }),
+                    json!({ "approval_groups": approval_groups, "expires_at": crate::http::view::time(new.expires_at) }),
                 ));
                 new.approval_groups = approval_groups;
             }
@@ -270,7 +270,7 @@ impl Hoop {
         change.decided_at = Some(now);
         change.audit.push(AuditEntry::system(
             "expired",
-            json!({ "expires_at": request.expires_at }),
+            json!({ "expires_at": crate::http::view::time(request.expires_at) }),
         ));
         change
             .outbox

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use tokio::sync::watch;
 
 use crate::agent::{Agent, HttpQueue};
@@ -12,7 +13,7 @@ use crate::config::AgentConfig;
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = AgentConfig::load(config_path)?;
-    let client = Client::new(&config.server_url, &config.token);
+    let client = Client::new(&config.server_url, config.token.expose_secret());
     let agent = Agent::new(Arc::new(HttpQueue(client)), config.connections);
     tracing::info!(server = %config.server_url, connections = ?agent.connections(), "agent started");
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -77,7 +77,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the server (API, sweeper, embedded agent). Without a config file, runs the demo.
-    Serve(ConfigArg),
+    Serve(ServeArgs),
     /// Apply database migrations and exit (`serve` also does this at start).
     Migrate(ConfigArg),
     /// Manage API and agent tokens.
@@ -89,8 +89,15 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-struct ConfigArg {
+struct ServeArgs {
     /// Server config file [default: ./hoop.toml if present, else the demo config]
+    #[arg(long, short = 'c', env = "HOOP_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Server config file [default: ./hoop.toml; required, never the demo's]
     #[arg(long, short = 'c', env = "HOOP_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -109,10 +116,17 @@ enum TokenCommand {
         config: ConfigArg,
     },
     /// Revoke one token, or every token of a user or agent. Takes effect on the next call.
+    #[command(
+        override_usage = "hoop token revoke [OPTIONS] <TOKEN | --id ID | --user EMAIL | --agent NAME>"
+    )]
     Revoke {
         /// The token itself
-        #[arg(required_unless_present_any = ["user", "agent"], conflicts_with_all = ["user", "agent"])]
+        #[arg(required_unless_present_any = ["id", "user", "agent"], conflicts_with_all = ["id", "user", "agent"])]
         token: Option<String>,
+        /// The token with this id (the ID column of `hoop token list`, or a longer prefix of its
+        /// SHA-256)
+        #[arg(long, value_name = "ID", conflicts_with_all = ["user", "agent"])]
+        id: Option<String>,
         /// Revoke every token of this user
         #[arg(long, value_name = "EMAIL", conflicts_with = "agent")]
         user: Option<String>,
@@ -122,7 +136,7 @@ enum TokenCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// List issued tokens: whose, when, whether revoked (never the secrets).
+    /// List issued tokens: id, whose, when, whether revoked (never the secrets).
     List(ConfigArg),
 }
 
@@ -161,10 +175,11 @@ pub fn main() -> ExitCode {
             }) => server::create_token(config.config, email, agent).await,
             Command::Token(TokenCommand::Revoke {
                 token,
+                id,
                 user,
                 agent,
                 config,
-            }) => server::revoke_tokens(config.config, token, user, agent).await,
+            }) => server::revoke_tokens(config.config, token, id, user, agent).await,
             Command::Token(TokenCommand::List(c)) => server::list_tokens(c.config).await,
             Command::Audit(AuditCommand::Verify(c)) => server::verify_audit(c.config).await,
             Command::Audit(AuditCommand::Export(c)) => server::export_audit(c.config).await,

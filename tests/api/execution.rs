@@ -110,7 +110,7 @@ async fn heartbeats_keep_a_job_and_only_its_agent_may_report(backend: Backend) {
 fn sqlite_target(url: &str) -> ConnectionTarget {
     ConnectionTarget {
         kind: ConnectionType::Sqlite,
-        url: Some(url.to_string()),
+        url: Some(url.into()),
         command: None,
         statement_timeout: Some(Duration::from_secs(30)),
         max_rows: 10_000,
