@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::agent::{Agent, LocalQueue};
 use crate::changes::ChangeHub;
@@ -21,11 +21,43 @@ use crate::store::{self, Store};
 /// compare-and-set makes sure each request moves once.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a client may take to send a request's headers (and how long an idle keep-alive
+/// connection stays open).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body, once its headers are in.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; further ones wait in the listen backlog. Leaves room for the
+/// 10,000 long-polling waiters hoopbot is built to hold.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// The HTTP server's read buffer, which bounds a request head: well above
+/// [`crate::http::MAX_HEADER_BYTES`], so that oversized heads get our JSON 431 rather than the
+/// HTTP library's bare one.
+const HEAD_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// What a slow or greedy client may hold: read timeouts and the number of connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
 pub struct App {
     pub hoop: Hoop,
     listener: TcpListener,
     sweep_interval: Option<Duration>,
     embedded_agent: bool,
+    limits: ServeLimits,
 }
 
 impl App {
@@ -47,6 +79,7 @@ impl App {
             listener,
             sweep_interval: Some(SWEEP_INTERVAL),
             embedded_agent: true,
+            limits: ServeLimits::default(),
         })
     }
 
@@ -61,6 +94,12 @@ impl App {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Other read timeouts or connection cap (tests use short ones).
+    pub fn with_limits(mut self, limits: ServeLimits) -> App {
+        self.limits = limits;
+        self
     }
 
     /// Without the in-process agent, tests drive embedded jobs themselves.
@@ -91,20 +130,69 @@ impl App {
                     }
                 })
             });
-        let router = crate::http::router(self.hoop.clone());
+        let router = crate::http::router(self.hoop.clone(), self.limits.body_read_timeout);
         let changes = self.hoop.changes.clone();
-        let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+        serve(self.listener, router, self.limits, async move {
             shutdown.await;
             tracing::info!("shutting down: answering long polls, finishing in-flight requests");
             let _ = stop_tx.send(true);
             changes.close();
-        });
-        server.await.context("server error")?;
+        })
+        .await;
         for worker in sweeper.into_iter().chain(agent) {
             let _ = worker.await;
         }
         Ok(())
     }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting and waits for the
+/// open connections: requests in flight finish, idle connections close. A client slower than the
+/// header timeout is disconnected (the body timeout is applied where bodies are read, see
+/// `http::extract`), and at most `max_connections` are served at once.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(HEAD_BUFFER_BYTES)
+        .max_headers(1000);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or the peer gave up: not a reason to stop serving.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// The agent for connections this server runs itself (`agent = "embedded"`), if it has any.

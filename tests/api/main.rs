@@ -7,4 +7,5 @@ mod bad_input;
 mod execution;
 mod flow;
 mod openapi;
+mod ops;
 mod processes;
