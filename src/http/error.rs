@@ -73,7 +73,10 @@ pub async fn json_errors(response: Response) -> Response {
         return response;
     }
     let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
-        Ok(bytes) if status.is_client_error() => String::from_utf8_lossy(&bytes).trim().to_string(),
+        // A plain-text 500 could hold anything; client errors and "unavailable" say what to fix.
+        Ok(bytes) if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE => {
+            String::from_utf8_lossy(&bytes).trim().to_string()
+        }
         _ => String::new(),
     };
     let message = if text.is_empty() {

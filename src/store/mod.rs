@@ -289,6 +289,7 @@ pub async fn connect(
             PostgresStore::connect(database_url, changes).await?,
         ))
     } else {
-        anyhow::bail!("database_url {database_url:?} must start with sqlite:// or postgres://")
+        // Not the URL itself: it may carry a password.
+        anyhow::bail!("database_url must start with sqlite:// or postgres://")
     }
 }
