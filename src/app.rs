@@ -161,6 +161,7 @@ async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(HEAD_BUFFER_BYTES)
+        // Above hyper's 100, for the same reason as the buffer: the size check answers in JSON.
         .max_headers(1000);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));

@@ -23,13 +23,14 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 /// The largest `server.max_command_bytes`: the body limit is a multiple of it, so it must stay sane.
 pub const MAX_MAX_COMMAND_BYTES: usize = 64 * 1024 * 1024;
 /// The longest approval timeout or statement timeout: beyond it a deadline means nothing, and far
-/// beyond it the arithmetic on milliseconds overflows.
-/// (A year as humantime counts it, 365.25 days, so errors can say "1year".)
+/// beyond it the arithmetic on milliseconds overflows. A year as humantime counts it (365.25 days),
+/// so errors can say "1year".
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(31_557_600);
 /// The longest `server.job_lease`: a lost agent's job must not stay `running` for days.
 pub const MAX_JOB_LEASE: Duration = Duration::from_secs(60 * 60);
-/// The largest `max_rows` and `max_output_bytes` a connection may set.
+/// The largest `max_rows` a connection may set.
 pub const MAX_MAX_ROWS: usize = 10_000_000;
+/// The largest `max_output_bytes` a connection may set.
 pub const MAX_MAX_OUTPUT_BYTES: usize = 1024 * 1024 * 1024;
 /// Agent name for connections run inside `hoop serve` itself.
 pub const EMBEDDED_AGENT: &str = "embedded";
