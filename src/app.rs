@@ -228,9 +228,10 @@ async fn sweep_forever(hoop: Hoop, every: Duration, mut stop: watch::Receiver<bo
 /// Connects to hoopbot's database and brings its schema up to date, with errors that say what is
 /// wrong in a line (a missing database, a server that does not answer) and never the password.
 pub async fn open_store(url: &str, changes: Arc<ChangeHub>) -> anyhow::Result<Arc<dyn Store>> {
-    let store = store::connect(url, changes)
-        .await
-        .map_err(|e| connect_error(url, e))?;
+    let store = match store::connect(url, changes).await {
+        Ok(store) => store,
+        Err(e) => return Err(connect_error(url, e).await),
+    };
     store
         .migrate()
         .await
@@ -240,7 +241,7 @@ pub async fn open_store(url: &str, changes: Arc<ChangeHub>) -> anyhow::Result<Ar
 
 /// Says why the database at `url` could not be opened, naming the Postgres host and port when the
 /// driver's own message would not (or would read like a line of the config file).
-fn connect_error(url: &str, error: anyhow::Error) -> anyhow::Error {
+async fn connect_error(url: &str, error: anyhow::Error) -> anyhow::Error {
     let redacted = redact(url);
     let postgres = url
         .parse::<sqlx::postgres::PgConnectOptions>()
@@ -267,7 +268,18 @@ fn connect_error(url: &str, error: anyhow::Error) -> anyhow::Error {
             anyhow::anyhow!("cannot reach Postgres at {server}: {io} ({redacted})")
         }
         sqlx::Error::PoolTimedOut => {
-            anyhow::anyhow!("cannot reach Postgres at {server}: no answer in time ({redacted})")
+            // The pool retried until its timeout; one plain connection attempt says why.
+            let host = options.get_host();
+            let reason = match tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect((host, options.get_port())),
+            )
+            .await
+            {
+                Ok(Err(e)) if !host.starts_with('/') => e.to_string(),
+                _ => "no answer in time".to_string(),
+            };
+            anyhow::anyhow!("cannot reach Postgres at {server}: {reason} ({redacted})")
         }
         _ => error.context(format!("cannot open database {redacted}")),
     }
