@@ -7,46 +7,70 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::agent::{Agent, LocalQueue};
+use crate::audit::AuditKey;
 use crate::changes::ChangeHub;
 use crate::config::{Config, EMBEDDED_AGENT};
 use crate::service::{Clock, Hoop};
-use crate::store;
+use crate::store::{self, Store};
 
 /// How often this replica looks for overdue requests and lost jobs. Any replica may do it; the
 /// compare-and-set makes sure each request moves once.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a client may take to send a request's headers (and how long an idle keep-alive
+/// connection stays open).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body, once its headers are in.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; further ones wait in the listen backlog. Leaves room for the
+/// 10,000 long-polling waiters hoopbot is built to hold.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// The HTTP server's read buffer, which bounds a request head: well above
+/// [`crate::http::MAX_HEADER_BYTES`], so that oversized heads get our JSON 431 rather than the
+/// HTTP library's bare one.
+const HEAD_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// What a slow or greedy client may hold: read timeouts and the number of connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
 
 pub struct App {
     pub hoop: Hoop,
     listener: TcpListener,
     sweep_interval: Option<Duration>,
     embedded_agent: bool,
+    limits: ServeLimits,
 }
 
 impl App {
     /// Connects the store, runs migrations and binds the listener.
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<App> {
         let changes = ChangeHub::new();
-        let store = store::connect(
-            &config.server.database_url,
+        let store = open_store(
+            config.server.database_url.expose_secret(),
             changes.clone(),
             config.server.audit_key.clone(),
         )
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open database {}",
-                redact(&config.server.database_url)
-            )
-        })?;
-        store
-            .migrate()
-            .await
-            .context("cannot run database migrations")?;
+        .await?;
         refuse_own_database(&config)?;
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -69,6 +93,7 @@ impl App {
             listener,
             sweep_interval: Some(SWEEP_INTERVAL),
             embedded_agent: true,
+            limits: ServeLimits::default(),
         })
     }
 
@@ -83,6 +108,12 @@ impl App {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Other read timeouts or connection cap (tests use short ones).
+    pub fn with_limits(mut self, limits: ServeLimits) -> App {
+        self.limits = limits;
+        self
     }
 
     /// Without the in-process agent, tests drive embedded jobs themselves.
@@ -113,20 +144,70 @@ impl App {
                     }
                 })
             });
-        let router = crate::http::router(self.hoop.clone());
+        let router = crate::http::router(self.hoop.clone(), self.limits.body_read_timeout);
         let changes = self.hoop.changes.clone();
-        let server = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+        serve(self.listener, router, self.limits, async move {
             shutdown.await;
             tracing::info!("shutting down: answering long polls, finishing in-flight requests");
             let _ = stop_tx.send(true);
             changes.close();
-        });
-        server.await.context("server error")?;
+        })
+        .await;
         for worker in sweeper.into_iter().chain(agent) {
             let _ = worker.await;
         }
         Ok(())
     }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting and waits for the
+/// open connections: requests in flight finish, idle connections close. A client slower than the
+/// header timeout is disconnected (the body timeout is applied where bodies are read, see
+/// `http::extract`), and at most `max_connections` are served at once.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(HEAD_BUFFER_BYTES)
+        // Above hyper's 100, for the same reason as the buffer: the size check answers in JSON.
+        .max_headers(1000);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or the peer gave up: not a reason to stop serving.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Beyond this, a replica's clock and the database's are far enough apart to say so.
@@ -149,14 +230,14 @@ fn skew_warning(skew: i64) -> Option<String> {
 /// otherwise rewrite tokens, requests and the audit trail.
 fn refuse_own_database(config: &Config) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let Some(own) = sqlite_file(&config.server.database_url) else {
+    let Some(own) = sqlite_file(config.server.database_url.expose_secret()) else {
         return Ok(());
     };
     let own = std::fs::metadata(&own)
         .with_context(|| format!("cannot read the database file {}", own.display()))?;
     for connection in &config.connections {
         let file = match (&connection.kind, &connection.target.url) {
-            (crate::config::ConnectionType::Sqlite, Some(url)) => sqlite_file(url),
+            (crate::config::ConnectionType::Sqlite, Some(url)) => sqlite_file(url.expose_secret()),
             _ => None,
         };
         if let Some(meta) = file.and_then(|f| std::fs::metadata(f).ok())
@@ -213,18 +294,115 @@ async fn sweep_forever(hoop: Hoop, every: Duration, mut stop: watch::Receiver<bo
     }
 }
 
-/// A database URL without its password, for messages.
+/// Connects to hoopbot's database and brings its schema up to date, with errors that say what is
+/// wrong in a line (a missing database, a server that does not answer) and never the password.
+pub async fn open_store(
+    url: &str,
+    changes: Arc<ChangeHub>,
+    audit_key: Option<AuditKey>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let store = match store::connect(url, changes, audit_key).await {
+        Ok(store) => store,
+        Err(e) => return Err(connect_error(url, e).await),
+    };
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot run database migrations on {}", redact(url)))?;
+    Ok(store)
+}
+
+/// Says why the database at `url` could not be opened, naming the Postgres host and port when the
+/// driver's own message would not (or would read like a line of the config file).
+async fn connect_error(url: &str, error: anyhow::Error) -> anyhow::Error {
+    let redacted = redact(url);
+    let postgres = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .ok()
+        .filter(|_| url.starts_with("postgres"));
+    let (Some(options), Some(cause)) = (postgres, error.downcast_ref::<sqlx::Error>()) else {
+        return error.context(format!("cannot open database {redacted}"));
+    };
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    match cause {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => {
+            let name = options.get_database().unwrap_or(options.get_username());
+            anyhow::anyhow!(
+                "database {name:?} does not exist on {server}; create it (createdb {name}) or fix database_url ({redacted})"
+            )
+        }
+        sqlx::Error::Database(db) => {
+            anyhow::anyhow!(
+                "Postgres at {server} refused: {} ({redacted})",
+                db.message()
+            )
+        }
+        sqlx::Error::Io(io) => {
+            anyhow::anyhow!("cannot reach Postgres at {server}: {io} ({redacted})")
+        }
+        sqlx::Error::PoolTimedOut => {
+            // The pool retried until its timeout; one plain connection attempt says why.
+            let host = options.get_host();
+            let reason = match tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect((host, options.get_port())),
+            )
+            .await
+            {
+                Ok(Err(e)) if !host.starts_with('/') => e.to_string(),
+                _ => "no answer in time".to_string(),
+            };
+            anyhow::anyhow!("cannot reach Postgres at {server}: {reason} ({redacted})")
+        }
+        _ => error.context(format!("cannot open database {redacted}")),
+    }
+}
+
+/// A database URL without its secrets, for messages: the password in its userinfo and the value of
+/// any query parameter that carries a credential (`password=`, `sslpassword=`, `token=`, …).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
+}
+
+/// Whether a URL query parameter carries a credential.
+fn is_secret_param(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "pwd",
+        "token",
+        "secret",
+        "key",
+        "credential",
+    ]
+    .iter()
+    .any(|secret| key.contains(secret))
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -251,7 +429,7 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::skew_warning;
+    use super::{redact, skew_warning};
 
     #[test]
     fn a_clock_more_than_two_seconds_off_is_worth_a_warning() {
@@ -267,5 +445,37 @@ mod tests {
             ahead.starts_with("this machine's clock is 40.5s ahead of the database's"),
             "{ahead}"
         );
+    }
+
+    #[test]
+    fn redact_hides_every_secret_form_of_a_database_url() {
+        let cases = [
+            (
+                "postgres://hoop:s3cret@db:5432/hoop",
+                "postgres://hoop:***@db:5432/hoop",
+            ),
+            (
+                "postgres://hoop@db/hoop?password=s3cret",
+                "postgres://hoop@db/hoop?password=***",
+            ),
+            (
+                "postgres://db/hoop?sslmode=require&sslpassword=s3cret&application_name=hoop",
+                "postgres://db/hoop?sslmode=require&sslpassword=***&application_name=hoop",
+            ),
+            (
+                "postgres://u:p@db/hoop?PASSWORD=s3cret&auth_token=t0k",
+                "postgres://u:***@db/hoop?PASSWORD=***&auth_token=***",
+            ),
+            (
+                "postgres://db/hoop?options=-c%20user%3Da@b",
+                "postgres://db/hoop?options=-c%20user%3Da@b",
+            ),
+            ("sqlite://hoop.db", "sqlite://hoop.db"),
+            ("sqlite://hoop.db?mode=rwc", "sqlite://hoop.db?mode=rwc"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact(url), expected, "{url}");
+            assert!(!redact(url).contains("s3cret"));
+        }
     }
 }

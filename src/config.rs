@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -22,6 +23,18 @@ pub const DEFAULT_MAX_ROWS: usize = 10_000;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 /// How long an approved job waits for its agent before it fails as never picked up.
 pub const DEFAULT_PICKUP_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// The largest `server.max_command_bytes`: the body limit is a multiple of it, so it must stay sane.
+pub const MAX_MAX_COMMAND_BYTES: usize = 64 * 1024 * 1024;
+/// The longest approval timeout or statement timeout: beyond it a deadline means nothing, and far
+/// beyond it the arithmetic on milliseconds overflows. A year as humantime counts it (365.25 days),
+/// so errors can say "1year".
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(31_557_600);
+/// The longest `server.job_lease`: a lost agent's job must not stay `running` for days.
+pub const MAX_JOB_LEASE: Duration = Duration::from_secs(60 * 60);
+/// The largest `max_rows` a connection may set.
+pub const MAX_MAX_ROWS: usize = 10_000_000;
+/// The largest `max_output_bytes` a connection may set.
+pub const MAX_MAX_OUTPUT_BYTES: usize = 1024 * 1024 * 1024;
 /// Agent name for connections run inside `hoop serve` itself.
 pub const EMBEDDED_AGENT: &str = "embedded";
 
@@ -36,7 +49,8 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub public_url: String,
-    pub database_url: String,
+    /// May hold a password: a secret, so a `Debug` print of the config cannot show it.
+    pub database_url: SecretString,
     pub admin_group: String,
     pub max_command_bytes: usize,
     /// How long an agent's claim on a job holds without a heartbeat.
@@ -78,10 +92,11 @@ pub struct ConnectionConfig {
 
 /// How to reach a connection and the limits of one execution. Lives in the server's config for
 /// embedded connections and in the agent's config otherwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ConnectionTarget {
     pub kind: ConnectionType,
-    pub url: Option<String>,
+    /// May hold a password: a secret, so a `Debug` print cannot show it.
+    pub url: Option<SecretString>,
     pub command: Option<Vec<String>>,
     pub statement_timeout: Option<Duration>,
     pub max_rows: usize,
@@ -120,7 +135,7 @@ impl Config {
     /// file, so a deployment can keep secrets and addresses out of it.
     pub fn apply_env_overrides(&mut self) -> Result<(), ConfigError> {
         if let Ok(url) = std::env::var("HOOP_DATABASE_URL") {
-            self.server.database_url = url;
+            self.server.database_url = url.into();
         }
         if let Ok(listen) = std::env::var("HOOP_LISTEN")
             && let Ok(addr) = listen.parse()
@@ -167,7 +182,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub server_url: String,
-    pub token: String,
+    pub token: SecretString,
     pub connections: Vec<(String, ConnectionTarget)>,
 }
 
@@ -245,7 +260,7 @@ struct RawServer {
     database_url: String,
     #[serde(default = "default_admin_group")]
     admin_group: String,
-    max_command_bytes: Option<usize>,
+    max_command_bytes: Option<Spanned<usize>>,
     job_lease: Option<Spanned<String>>,
     audit_key: Option<Spanned<String>>,
     #[serde(default)]
@@ -271,8 +286,8 @@ struct RawConnection {
     agent: Option<String>,
     pickup_timeout: Option<Spanned<String>>,
     statement_timeout: Option<Spanned<String>>,
-    max_rows: Option<usize>,
-    max_output_bytes: Option<usize>,
+    max_rows: Option<Spanned<usize>>,
+    max_output_bytes: Option<Spanned<usize>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     access_requests: Option<RawAccessRequests>,
@@ -353,14 +368,16 @@ impl Validator<'_> {
         let server = ServerConfig {
             listen,
             public_url,
-            database_url: raw.server.database_url,
+            database_url: raw.server.database_url.into(),
             admin_group: raw.server.admin_group,
-            max_command_bytes: raw
-                .server
-                .max_command_bytes
-                .unwrap_or(DEFAULT_MAX_COMMAND_BYTES),
+            max_command_bytes: match &raw.server.max_command_bytes {
+                Some(bytes) => {
+                    self.size(bytes, "server.max_command_bytes", MAX_MAX_COMMAND_BYTES)?
+                }
+                None => DEFAULT_MAX_COMMAND_BYTES,
+            },
             job_lease: match &raw.server.job_lease {
-                Some(lease) => self.duration(lease, "server.job_lease")?,
+                Some(lease) => self.duration(lease, "server.job_lease", MAX_JOB_LEASE)?,
                 None => DEFAULT_JOB_LEASE,
             },
             audit_key: match &raw.server.audit_key {
@@ -424,6 +441,7 @@ impl Validator<'_> {
                 );
             }
             let target = self.target(&key, &conn)?;
+            let agent = self.runner(&key, &conn, &target)?;
             let policy = match conn.access_requests {
                 None => Policy {
                     enabled: false,
@@ -434,10 +452,6 @@ impl Validator<'_> {
                 },
                 Some(ar) => self.policy(&format!("{key}.access_requests"), ar, &known)?,
             };
-            let agent = conn.agent.or_else(|| {
-                (target.url.is_some() || target.command.is_some())
-                    .then(|| EMBEDDED_AGENT.to_string())
-            });
             if agent.as_deref() == Some(EMBEDDED_AGENT)
                 && let Err(message) = target.check()
             {
@@ -457,7 +471,7 @@ impl Validator<'_> {
                 );
             }
             let pickup_timeout = match &conn.pickup_timeout {
-                Some(t) => self.duration(t, &format!("{key}.pickup_timeout"))?,
+                Some(t) => self.duration(t, &format!("{key}.pickup_timeout"), MAX_TIMEOUT)?,
                 None => DEFAULT_PICKUP_TIMEOUT,
             };
             connections.push(ConnectionConfig {
@@ -476,11 +490,45 @@ impl Validator<'_> {
         })
     }
 
+    /// Which agent runs a connection: the one it names, else `embedded` when the server's config
+    /// says how to reach it. Refuses what would silently never run: a remote agent's connection
+    /// with a `url` or `command` here (the agent uses its own config), and a command connection
+    /// with neither a program nor an agent.
+    fn runner(
+        &self,
+        key: &str,
+        conn: &RawConnection,
+        target: &ConnectionTarget,
+    ) -> Result<Option<String>, ConfigError> {
+        let reachable = target.url.is_some() || target.command.is_some();
+        match conn.agent.as_deref() {
+            Some(agent) if agent != EMBEDDED_AGENT && reachable => self.err(
+                conn.name.span(),
+                key,
+                format!(
+                    "agent {agent:?} runs this connection with the `url`/`command` of its own \
+                     agent config, so the one given here would be ignored; remove it, or drop \
+                     `agent` to run the connection inside `hoop serve`"
+                ),
+            ),
+            Some(agent) => Ok(Some(agent.to_string())),
+            None if reachable => Ok(Some(EMBEDDED_AGENT.to_string())),
+            None if conn.kind == ConnectionType::Command => self.err(
+                conn.name.span(),
+                key,
+                "a command connection needs `command` (run by `hoop serve`) or `agent` (run by \
+                 a remote agent); without either its requests would wait forever"
+                    .into(),
+            ),
+            None => Ok(None),
+        }
+    }
+
     /// How to reach a connection, from its `url`/`command` and limits.
     fn target(&self, key: &str, conn: &RawConnection) -> Result<ConnectionTarget, ConfigError> {
         let statement_timeout = match &conn.statement_timeout {
             None => None,
-            Some(t) => Some(self.duration(t, &format!("{key}.statement_timeout"))?),
+            Some(t) => Some(self.duration(t, &format!("{key}.statement_timeout"), MAX_TIMEOUT)?),
         };
         let command = match &conn.command {
             Some(cmd) if cmd.get_ref().is_empty() => {
@@ -501,11 +549,21 @@ impl Validator<'_> {
         }
         Ok(ConnectionTarget {
             kind: conn.kind,
-            url: conn.url.clone(),
+            url: conn.url.clone().map(SecretString::from),
             command,
             statement_timeout,
-            max_rows: conn.max_rows.unwrap_or(DEFAULT_MAX_ROWS),
-            max_output_bytes: conn.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+            max_rows: match &conn.max_rows {
+                Some(rows) => self.size(rows, &format!("{key}.max_rows"), MAX_MAX_ROWS)?,
+                None => DEFAULT_MAX_ROWS,
+            },
+            max_output_bytes: match &conn.max_output_bytes {
+                Some(bytes) => self.size(
+                    bytes,
+                    &format!("{key}.max_output_bytes"),
+                    MAX_MAX_OUTPUT_BYTES,
+                )?,
+                None => DEFAULT_MAX_OUTPUT_BYTES,
+            },
             env: conn.env.clone(),
         })
     }
@@ -547,7 +605,7 @@ impl Validator<'_> {
         }
         Ok(AgentConfig {
             server_url: raw.agent.server_url.trim_end_matches('/').to_string(),
-            token: raw.agent.token,
+            token: raw.agent.token.into(),
             connections,
         })
     }
@@ -624,7 +682,7 @@ impl Validator<'_> {
             .collect::<Result<_, _>>()?;
         let timeout = match &ar.timeout {
             None => DEFAULT_TIMEOUT,
-            Some(t) => self.duration(t, &format!("{key}.timeout"))?,
+            Some(t) => self.duration(t, &format!("{key}.timeout"), MAX_TIMEOUT)?,
         };
         Ok(Policy {
             enabled: ar.enabled,
@@ -635,10 +693,25 @@ impl Validator<'_> {
         })
     }
 
-    fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+    /// A duration between zero (excluded) and `max`.
+    fn duration(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
         match humantime::parse_duration(value.get_ref()) {
-            Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => self.err(value.span(), key, "must be longer than zero".into()),
+            Ok(d) if d.is_zero() => self.err(value.span(), key, "must be longer than zero".into()),
+            Ok(d) if d > max => self.err(
+                value.span(),
+                key,
+                format!(
+                    "{:?} is too long (at most {})",
+                    value.get_ref(),
+                    humantime::format_duration(max)
+                ),
+            ),
+            Ok(d) => Ok(d),
             Err(e) => self.err(
                 value.span(),
                 key,
@@ -647,6 +720,19 @@ impl Validator<'_> {
                     value.get_ref()
                 ),
             ),
+        }
+    }
+
+    /// A count or size between 1 and `max`.
+    fn size(&self, value: &Spanned<usize>, key: &str, max: usize) -> Result<usize, ConfigError> {
+        match *value.get_ref() {
+            0 => self.err(value.span(), key, "must be at least 1".into()),
+            n if n > max => self.err(
+                value.span(),
+                key,
+                format!("{n} is too large (at most {max})"),
+            ),
+            n => Ok(n),
         }
     }
 }
@@ -705,6 +791,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     const BASE: &str = r#"
 [server]
@@ -826,6 +913,34 @@ timeout = "5m"
                 "[[connections]]\nname = \"db\"\ntype = \"command\"\nagent = \"embedded\"\n",
                 "hoop.toml:13: connections[0]: a command connection needs `command`",
             ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"command\"\n",
+                "hoop.toml:13: connections[0]: a command connection needs `command` (run by `hoop serve`) or `agent`",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\nagent = \"edge\"\nurl = \"postgres://db/x\"\n",
+                "hoop.toml:13: connections[0]: agent \"edge\" runs this connection with the `url`/`command` of its own agent config",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"command\"\nagent = \"edge\"\ncommand = [\"bash\"]\n",
+                "hoop.toml:13: connections[0]: agent \"edge\" runs this connection",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\n[connections.access_requests]\napproval_groups = [\"security\"]\ntimeout = \"300000y\"\n",
+                "hoop.toml:17: connections[0].access_requests.timeout: \"300000y\" is too long (at most 1year)",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\nstatement_timeout = \"2years\"\n",
+                "hoop.toml:15: connections[0].statement_timeout: \"2years\" is too long",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\nmax_rows = 0\n",
+                "hoop.toml:15: connections[0].max_rows: must be at least 1",
+            ),
+            (
+                "[[connections]]\nname = \"db\"\ntype = \"postgres\"\n\nmax_output_bytes = 99999999999\n",
+                "hoop.toml:16: connections[0].max_output_bytes: 99999999999 is too large (at most 1073741824)",
+            ),
         ];
         for (extra, expected) in cases {
             let err = parse(extra).unwrap_err().to_string();
@@ -891,6 +1006,54 @@ timeout = "5m"
     }
 
     #[test]
+    fn server_limits_out_of_range_name_the_key_and_the_line() {
+        let server = |line: &str| {
+            Config::parse(&format!("[server]\n\n{line}\n"), "hoop.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            server("max_command_bytes = 0"),
+            "hoop.toml:3: server.max_command_bytes: must be at least 1"
+        );
+        assert_eq!(
+            server("max_command_bytes = 9223372036854775807"),
+            "hoop.toml:3: server.max_command_bytes: 9223372036854775807 is too large (at most 67108864)"
+        );
+        assert_eq!(
+            server("job_lease = \"2h\""),
+            "hoop.toml:3: server.job_lease: \"2h\" is too long (at most 1h)"
+        );
+        let at_the_bounds = Config::parse(
+            "[server]\nmax_command_bytes = 67108864\njob_lease = \"1h\"\n",
+            "hoop.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            at_the_bounds.server.max_command_bytes,
+            MAX_MAX_COMMAND_BYTES
+        );
+        assert_eq!(at_the_bounds.server.job_lease, MAX_JOB_LEASE);
+    }
+
+    #[test]
+    fn debug_prints_show_no_secrets() {
+        let config = Config::parse(
+            "[server]\ndatabase_url = \"postgres://hoop:db-s3cret@db/hoop\"\n[[connections]]\nname = \"db\"\ntype = \"postgres\"\nurl = \"postgres://app:target-s3cret@db/app\"\n",
+            "hoop.toml",
+        )
+        .unwrap();
+        let agent = AgentConfig::parse(
+            "[agent]\nserver_url = \"http://hoop\"\ntoken = \"hoop_agent-s3cret\"\n[[connections]]\nname = \"db\"\ntype = \"postgres\"\nurl = \"postgres://app:edge-s3cret@db/app\"\n",
+            "agent.toml",
+        )
+        .unwrap();
+        let printed = format!("{config:?} {agent:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert_eq!(agent.token.expose_secret(), "hoop_agent-s3cret");
+    }
+
+    #[test]
     fn environment_variables_fill_placeholders() {
         // SAFETY: the variable name is unique to this test, so no other test reads or writes it.
         unsafe { std::env::set_var("HOOP_TEST_CONFIG_DB_URL", "postgres://db.internal/hoop") };
@@ -899,7 +1062,10 @@ timeout = "5m"
             "hoop.toml",
         )
         .unwrap();
-        assert_eq!(config.server.database_url, "postgres://db.internal/hoop");
+        assert_eq!(
+            config.server.database_url.expose_secret(),
+            "postgres://db.internal/hoop"
+        );
         let err = Config::parse(
             "[server]\n\ndatabase_url = \"${HOOP_TEST_UNSET_VAR}\"\n",
             "hoop.toml",

@@ -5,11 +5,13 @@ use std::path::Path;
 
 use anyhow::Context;
 use rand::RngCore;
+use secrecy::ExposeSecret;
 
 use crate::audit::AuditKey;
 use crate::config::Config;
 use crate::service::Hoop;
 use crate::store::TokenSubject;
+use crate::token::{self, Operator, Revocation};
 
 /// The demo's configuration. Also a readable example of the config format.
 pub const CONFIG: &str = r#"
@@ -54,8 +56,13 @@ const AUDIT_KEY_FILE: &str = "hoop-demo.audit-key";
 
 /// The demo's config, with its audit key (made on first start, then read from its file).
 pub fn config() -> anyhow::Result<Config> {
+    config_with_key_file(Path::new(AUDIT_KEY_FILE))
+}
+
+/// The demo's config with its audit key kept in `key_file`.
+pub fn config_with_key_file(key_file: &Path) -> anyhow::Result<Config> {
     let mut config = Config::parse(CONFIG, "demo config").expect("the demo config is valid");
-    config.server.audit_key = Some(audit_key(Path::new(AUDIT_KEY_FILE))?);
+    config.server.audit_key = Some(audit_key(key_file)?);
     config.apply_env_overrides()?;
     Ok(config)
 }
@@ -91,7 +98,8 @@ pub async fn prepare_target(config: &Config) -> anyhow::Result<()> {
     use std::str::FromStr;
     let Some(url) = config
         .connection("demo-db")
-        .and_then(|c| c.target.url.clone())
+        .and_then(|c| c.target.url.as_ref())
+        .map(|url| url.expose_secret().to_string())
     else {
         return Ok(());
     };
@@ -114,33 +122,41 @@ pub async fn prepare_target(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates a fresh token for every demo user and prints how to use them.
+/// Revokes the demo users' earlier tokens and issues each a new one, so only the tokens printed at
+/// this start work. Returns (email, token) per user, in config order.
+pub async fn fresh_tokens(hoop: &Hoop) -> anyhow::Result<Vec<(String, String)>> {
+    let by = Operator::system();
+    let now = hoop.clock.now();
+    let mut tokens = Vec::new();
+    for user in &hoop.config.users {
+        let subject = TokenSubject::User(user.email.clone());
+        token::revoke(
+            hoop.store.as_ref(),
+            Revocation::Subject(subject.clone()),
+            &by,
+            now,
+        )
+        .await?;
+        let secret = token::issue(hoop.store.as_ref(), &subject, &by, now).await?;
+        tokens.push((user.email.clone(), secret));
+    }
+    Ok(tokens)
+}
+
+/// Issues fresh tokens for every demo user and prints how to use them.
 pub async fn announce(hoop: &Hoop) -> anyhow::Result<()> {
     let url = &hoop.config.server.public_url;
     let mut lines = vec![
         String::new(),
         format!("hoopbot demo running at {url} (no config file given; data in ./hoop-demo.db)"),
         String::new(),
-        "API tokens (new each start; only their hashes are stored):".to_string(),
+        "API tokens (new each start, earlier ones revoked; only their hashes are stored):"
+            .to_string(),
     ];
-    for user in &hoop.config.users {
-        let token = crate::token::create(
-            hoop.store.as_ref(),
-            &TokenSubject::User(user.email.clone()),
-            hoop.clock.now(),
-        )
-        .await?;
-        let var = user
-            .email
-            .split('@')
-            .next()
-            .unwrap_or("user")
-            .to_uppercase();
+    for ((email, token), user) in fresh_tokens(hoop).await?.iter().zip(&hoop.config.users) {
+        let var = email.split('@').next().unwrap_or("user").to_uppercase();
         let groups = user.groups.iter().cloned().collect::<Vec<_>>().join(", ");
-        lines.push(format!(
-            "  export {var}={token}   # {} [{groups}]",
-            user.email
-        ));
+        lines.push(format!("  export {var}={token}   # {email} [{groups}]"));
     }
     lines.extend([
         String::new(),

@@ -28,6 +28,9 @@ pub enum Error {
     TooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The client took too long to send its request.
+    #[error("{0}")]
+    Timeout(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -47,6 +50,7 @@ impl Error {
             Error::AlreadyApprovedByYou(_) => "already_approved_by_you",
             Error::TooLarge(_) => "too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::Timeout(_) => "timeout",
             Error::Internal(_) => "internal",
         }
     }

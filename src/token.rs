@@ -1,20 +1,166 @@
 //! API and agent tokens. A token is shown once when created; only its SHA-256 is stored.
+//!
+//! Issuing and revoking go through [`issue`] and [`revoke`], which record who did it in the audit
+//! trail. Token events are not about a request: their `request_id` is `token:<id>`, where the id is
+//! the first [`ID_LEN`] hex digits of the token's SHA-256 (never the token itself).
 
 use rand::RngCore;
 
 use crate::domain::Millis;
-use crate::store::{Store, StoreResult, TokenSubject};
+use crate::store::{AuditEntry, Store, StoreResult, TokenRecord, TokenSelector, TokenSubject};
+
+/// How many hex digits of a token's SHA-256 name it in `hoop token list` and the audit trail.
+pub const ID_LEN: usize = 12;
+
+/// Who issues or revokes tokens, as the audit trail records them.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub actor: String,
+    pub channel: String,
+}
+
+impl Operator {
+    /// The person running the `hoop` command line: their OS user, or `cli` when it is unknown.
+    pub fn cli() -> Operator {
+        let user = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|var| std::env::var(var).ok().filter(|u| !u.trim().is_empty()));
+        Operator {
+            actor: user.unwrap_or_else(|| "cli".into()),
+            channel: "cli".into(),
+        }
+    }
+
+    /// hoopbot itself (the demo's tokens), as in [`AuditEntry::system`].
+    pub fn system() -> Operator {
+        Operator {
+            actor: "hoopbot".into(),
+            channel: "system".into(),
+        }
+    }
+
+    fn entry(&self, kind: &'static str, subject: &TokenSubject, digest: &str) -> AuditEntry {
+        let (subject_kind, name) = match subject {
+            TokenSubject::User(email) => ("user", email),
+            TokenSubject::Agent(name) => ("agent", name),
+        };
+        AuditEntry {
+            kind,
+            actor: self.actor.clone(),
+            channel: self.channel.clone(),
+            detail: serde_json::json!({
+                "token_id": id(digest),
+                "subject_kind": subject_kind,
+                "subject": name,
+            }),
+        }
+    }
+}
 
 /// Creates a token for `subject` and returns it in clear text, the only time it exists as such.
+/// Records no audit event: for test fixtures. Operators' tokens go through [`issue`].
 pub async fn create(store: &dyn Store, subject: &TokenSubject, now: Millis) -> StoreResult<String> {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    let token = format!("hoop_{}", hex::encode(bytes));
+    let token = generate();
     store.insert_token(&digest(&token), subject, now).await?;
     Ok(token)
+}
+
+/// Creates a token for `subject` on behalf of `by`, with a `token_created` audit event, and
+/// returns it in clear text. If the event cannot be recorded, the token is revoked again, so no
+/// token is ever usable without its trace.
+pub async fn issue(
+    store: &dyn Store,
+    subject: &TokenSubject,
+    by: &Operator,
+    now: Millis,
+) -> anyhow::Result<String> {
+    let token = generate();
+    let digest = digest(&token);
+    store.insert_token(&digest, subject, now).await?;
+    let event = by.entry("token_created", subject, &digest);
+    if let Err(e) = store.append_audit(&audit_id(&digest), now, &[event]).await {
+        store
+            .revoke_tokens(&TokenSelector::Digest(digest), now)
+            .await?;
+        return Err(anyhow::Error::new(e).context("cannot record the new token in the audit trail"));
+    }
+    Ok(token)
+}
+
+/// Which tokens an operator revokes.
+#[derive(Debug, Clone)]
+pub enum Revocation {
+    /// The token itself, as issued.
+    Token(String),
+    /// A token's id (a prefix of its SHA-256, as `hoop token list` shows it).
+    Id(String),
+    /// Every token of a user or agent.
+    Subject(TokenSubject),
+}
+
+/// Revokes the tokens `which` names on behalf of `by`, with a `token_revoked` audit event for each,
+/// and returns the ones that were still active.
+pub async fn revoke(
+    store: &dyn Store,
+    which: Revocation,
+    by: &Operator,
+    now: Millis,
+) -> anyhow::Result<Vec<TokenRecord>> {
+    let selector = match which {
+        Revocation::Token(token) => TokenSelector::Digest(digest(&token)),
+        Revocation::Subject(subject) => TokenSelector::Subject(subject),
+        Revocation::Id(prefix) => TokenSelector::Digest(resolve(store, &prefix).await?),
+    };
+    let revoked = store.revoke_tokens(&selector, now).await?;
+    for token in &revoked {
+        let event = by.entry("token_revoked", &token.subject, &token.sha256);
+        store
+            .append_audit(&audit_id(&token.sha256), now, &[event])
+            .await?;
+    }
+    Ok(revoked)
+}
+
+/// The one token whose SHA-256 starts with `prefix`.
+async fn resolve(store: &dyn Store, prefix: &str) -> anyhow::Result<String> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    anyhow::ensure!(
+        prefix.len() >= 4 && prefix.chars().all(|c| c.is_ascii_hexdigit()),
+        "a token id is at least 4 hex digits, as `hoop token list` shows it (got {prefix:?})"
+    );
+    let matching: Vec<TokenRecord> = store
+        .list_tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.sha256.starts_with(&prefix))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one.sha256.clone()),
+        [] => anyhow::bail!("no token has the id {prefix}; see `hoop token list`"),
+        many => anyhow::bail!(
+            "the id {prefix} is ambiguous: {} tokens start with it; give more digits",
+            many.len()
+        ),
+    }
 }
 
 /// What is stored and looked up for a token.
 pub fn digest(token: &str) -> String {
     crate::domain::command_sha256(token)
+}
+
+/// A token's id: the first [`ID_LEN`] hex digits of its SHA-256.
+pub fn id(digest: &str) -> &str {
+    &digest[..digest.len().min(ID_LEN)]
+}
+
+/// The audit trail's `request_id` for events about a token.
+fn audit_id(digest: &str) -> String {
+    format!("token:{}", id(digest))
+}
+
+fn generate() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("hoop_{}", hex::encode(bytes))
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use tokio::sync::watch;
 
 use crate::agent::{Agent, HttpQueue};
@@ -14,7 +15,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = AgentConfig::load(config_path)?;
     crate::client::check_server_url(&config.server_url)
         .map_err(|e| anyhow::anyhow!("{}: [agent] server_url: {e}", config_path.display()))?;
-    let client = Client::new(&config.server_url, &config.token);
+    let client = Client::new(&config.server_url, config.token.expose_secret());
     let agent = Agent::new(Arc::new(HttpQueue(client)), config.connections);
     tracing::info!(server = %config.server_url, connections = ?agent.connections(), "agent started");
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -76,7 +76,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the server (API, sweeper, embedded agent). Without a config file, runs the demo.
-    Serve(ConfigArg),
+    Serve(ServeArgs),
     /// Apply database migrations and exit (`serve` also does this at start).
     Migrate(ConfigArg),
     /// Manage API and agent tokens.
@@ -88,8 +88,15 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-struct ConfigArg {
+struct ServeArgs {
     /// Server config file [default: ./hoop.toml if present, else the demo config]
+    #[arg(long, short = 'c', env = "HOOP_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Server config file [default: ./hoop.toml; required, never the demo's]
     #[arg(long, short = 'c', env = "HOOP_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -108,10 +115,14 @@ enum TokenCommand {
         config: ConfigArg,
     },
     /// Revoke one token, or every token of a user or agent. Takes effect on the next call.
-    #[command(group(clap::ArgGroup::new("which").required(true).args(["token", "user", "agent"])))]
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["token", "id", "user", "agent"])))]
     Revoke {
         /// The token itself
         token: Option<String>,
+        /// The token with this id (the ID column of `hoop token list`, or a longer prefix of its
+        /// SHA-256)
+        #[arg(long, value_name = "ID", conflicts_with_all = ["user", "agent"])]
+        id: Option<String>,
         /// Revoke every token of this user
         #[arg(long, value_name = "EMAIL")]
         user: Option<String>,
@@ -121,7 +132,7 @@ enum TokenCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// List issued tokens: whose, when, whether revoked (never the secrets).
+    /// List issued tokens: id, whose, when, whether revoked (never the secrets).
     List(ConfigArg),
 }
 
@@ -171,10 +182,11 @@ pub fn main() -> ExitCode {
             }) => server::create_token(config.config, email, agent).await,
             Command::Token(TokenCommand::Revoke {
                 token,
+                id,
                 user,
                 agent,
                 config,
-            }) => server::revoke_tokens(config.config, token, user, agent).await,
+            }) => server::revoke_tokens(config.config, token, id, user, agent).await,
             Command::Token(TokenCommand::List(c)) => server::list_tokens(c.config).await,
             Command::Audit(AuditCommand::Verify { checkpoint, config }) => {
                 server::verify_audit(config.config, &checkpoint).await

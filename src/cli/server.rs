@@ -1,41 +1,63 @@
 //! Server-side commands: they read the server config and talk to its database directly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 
-use crate::app::{App, shutdown_signal};
+use crate::app::{App, open_store, redact, shutdown_signal};
 use crate::audit::{AuditEvent, Checkpoint, Head};
 use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::service::Clock;
-use crate::store::{self, Store, TokenSelector, TokenSubject};
+use crate::store::{Store, TokenSubject};
+use crate::token::{Operator, Revocation};
 
-/// The config to use and whether it is the demo's.
-fn load(path: Option<PathBuf>) -> anyhow::Result<(Config, bool)> {
+/// The config file `hoop serve` uses: the one given, else `./hoop.toml`; `None` runs the demo.
+fn serve_config(path: Option<PathBuf>) -> anyhow::Result<Option<(Config, PathBuf)>> {
     match path.or_else(Config::default_path) {
-        Some(path) => Ok((Config::load(&path)?, false)),
-        None => Ok((crate::demo::config()?, true)),
+        Some(path) => Ok(Some((Config::load(&path)?, path))),
+        None => Ok(None),
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let store = store::connect(
-        &config.server.database_url,
-        ChangeHub::new(),
-        config.server.audit_key.clone(),
-    )
-    .await?;
-    store
-        .migrate()
-        .await
-        .context("cannot run database migrations")?;
-    Ok(store)
+/// The config every other server-side command needs. Without one they refuse: falling back to the
+/// demo would let `hoop audit verify` in the wrong folder vouch for an empty, fresh database.
+fn required_config(path: Option<PathBuf>) -> anyhow::Result<(Config, PathBuf)> {
+    let path = path.or_else(Config::default_path).with_context(|| {
+        let here = std::env::current_dir()
+            .map(|dir| dir.join("hoop.toml").display().to_string())
+            .unwrap_or_else(|_| "./hoop.toml".into());
+        format!(
+            "no server config: give --config FILE, set $HOOP_CONFIG, or run where hoop.toml is \
+             (looked for {here})"
+        )
+    })?;
+    Ok((Config::load(&path)?, path))
+}
+
+/// Opens the database of the config at `path`, saying on stderr which config and database it is.
+async fn open(path: Option<PathBuf>) -> anyhow::Result<(Config, Arc<dyn Store>)> {
+    let (config, path) = required_config(path)?;
+    let url = config.server.database_url.expose_secret();
+    sayln!("config {}, database {}", path.display(), redact(url));
+    let store = open_store(url, ChangeHub::new(), config.server.audit_key.clone()).await?;
+    Ok((config, store))
 }
 
 pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, demo) = load(path)?;
+    let (config, origin) = match serve_config(path)? {
+        Some((config, path)) => (config, Some(path)),
+        None => (crate::demo::config()?, None),
+    };
+    let demo = origin.is_none();
+    tracing::info!(
+        config = %origin.as_deref().map(Path::display).map(|p| p.to_string()).unwrap_or_else(|| "demo".into()),
+        database = %redact(config.server.database_url.expose_secret()),
+        "starting"
+    );
     for conn in config.connections.iter().filter(|c| !c.policy.enabled) {
         tracing::warn!(connection = %conn.name, "access requests are off: commands on this connection run without approval");
     }
@@ -53,6 +75,13 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if !embedded.is_empty() {
         tracing::warn!(connections = ?embedded, "command connections run inside the server, as its own user (allow_embedded_command = true); a remote agent is safer");
     }
+    if !config
+        .users
+        .iter()
+        .any(|u| u.groups.contains(&config.server.admin_group))
+    {
+        tracing::warn!(admin_group = %config.server.admin_group, "no user is in the admin group: nobody can act as an admin");
+    }
     if demo {
         crate::demo::prepare_target(&config).await?;
     }
@@ -66,11 +95,10 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn migrate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, _) = load(path)?;
-    open_store(&config).await?;
+    let (config, _) = open(path).await?;
     outln!(
         "migrations applied to {}",
-        crate::app::redact(&config.server.database_url)
+        redact(config.server.database_url.expose_secret())
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -80,7 +108,7 @@ pub async fn create_token(
     email: Option<String>,
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let (config, _) = load(path)?;
+    let (config, store) = open(path).await?;
     let subject = match (email, agent) {
         (_, Some(agent)) if agent == crate::config::EMBEDDED_AGENT => anyhow::bail!(
             "the agent name {agent} is reserved for the connections `hoop serve` runs itself; choose another name"
@@ -94,43 +122,66 @@ pub async fn create_token(
         }
         (None, None) => anyhow::bail!("give an EMAIL or --agent NAME"),
     };
-    let store = open_store(&config).await?;
-    let token = crate::token::create(store.as_ref(), &subject, Clock::system().now()).await?;
+    let token = crate::token::issue(
+        store.as_ref(),
+        &subject,
+        &Operator::cli(),
+        Clock::system().now(),
+    )
+    .await?;
     outln!("{token}");
-    sayln!("Store this token now: it is not shown again.");
+    sayln!(
+        "Store this token now: it is not shown again. Its id is {}.",
+        crate::token::id(&crate::token::digest(&token))
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn revoke_tokens(
     path: Option<PathBuf>,
     token: Option<String>,
+    id: Option<String>,
     user: Option<String>,
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let (config, _) = load(path)?;
-    let which = match (token, user, agent) {
-        (Some(token), _, _) => TokenSelector::Digest(crate::token::digest(&token)),
-        (None, Some(email), _) => TokenSelector::Subject(TokenSubject::User(email)),
-        (None, None, Some(name)) => TokenSelector::Subject(TokenSubject::Agent(name)),
-        (None, None, None) => anyhow::bail!("give a TOKEN, --user EMAIL or --agent NAME"),
+    let which = match (token, id, user, agent) {
+        (Some(token), ..) => Revocation::Token(token),
+        (None, Some(id), ..) => Revocation::Id(id),
+        (None, None, Some(email), _) => Revocation::Subject(TokenSubject::User(email)),
+        (None, None, None, Some(name)) => Revocation::Subject(TokenSubject::Agent(name)),
+        (None, None, None, None) => {
+            anyhow::bail!("give a TOKEN, --id ID, --user EMAIL or --agent NAME")
+        }
     };
-    let store = open_store(&config).await?;
-    let revoked = store.revoke_tokens(&which, Clock::system().now()).await?;
-    if revoked == 0 {
+    let (_, store) = open(path).await?;
+    let revoked = crate::token::revoke(
+        store.as_ref(),
+        which,
+        &Operator::cli(),
+        Clock::system().now(),
+    )
+    .await?;
+    if revoked.is_empty() {
         sayln!("No active token matched; nothing was revoked.");
         return Ok(ExitCode::FAILURE);
     }
     outln!(
-        "Revoked {revoked} token{}.",
-        if revoked == 1 { "" } else { "s" }
+        "Revoked {} token{}.",
+        revoked.len(),
+        if revoked.len() == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn list_tokens(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, _) = load(path)?;
-    let store = open_store(&config).await?;
-    outln!("{:<6} {:<32} {:<25} REVOKED", "KIND", "SUBJECT", "CREATED");
+    let (_, store) = open(path).await?;
+    outln!(
+        "{:<12} {:<6} {:<32} {:<25} REVOKED",
+        "ID",
+        "KIND",
+        "SUBJECT",
+        "CREATED"
+    );
     for token in store.list_tokens().await? {
         let (kind, subject) = match &token.subject {
             TokenSubject::User(email) => ("user", email),
@@ -141,7 +192,8 @@ pub async fn list_tokens(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .map(crate::http::view::time)
             .unwrap_or_else(|| "-".into());
         outln!(
-            "{kind:<6} {subject:<32} {:<25} {revoked}",
+            "{:<12} {kind:<6} {subject:<32} {:<25} {revoked}",
+            crate::token::id(&token.sha256),
             crate::http::view::time(token.created_at)
         );
     }
@@ -152,8 +204,7 @@ pub async fn verify_audit(
     path: Option<PathBuf>,
     checkpoints: &[Checkpoint],
 ) -> anyhow::Result<ExitCode> {
-    let (config, _) = load(path)?;
-    let store = open_store(&config).await?;
+    let (config, store) = open(path).await?;
     let (events, head) = match verified_chain(&config, store.as_ref(), checkpoints).await? {
         Ok(chain) => chain,
         Err(broken) => return Ok(broken),
@@ -177,8 +228,7 @@ pub async fn verify_audit(
 }
 
 pub async fn checkpoint_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, _) = load(path)?;
-    let store = open_store(&config).await?;
+    let (config, store) = open(path).await?;
     let head = match verified_chain(&config, store.as_ref(), &[]).await? {
         Ok((_, head)) => head,
         Err(broken) => return Ok(broken),
@@ -225,8 +275,7 @@ async fn verified_chain(
 
 pub async fn export_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let (config, _) = load(path)?;
-    let store = open_store(&config).await?;
+    let (_, store) = open(path).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for event in store.audit_events(None).await? {

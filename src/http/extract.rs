@@ -7,6 +7,8 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::BodyReadTimeout;
+use crate::app::DEFAULT_BODY_READ_TIMEOUT;
 use crate::config::EMBEDDED_AGENT;
 use crate::domain::Identity;
 use crate::error::Error;
@@ -49,13 +51,26 @@ async fn read_json<T: DeserializeOwned>(req: Request, state: &Hoop) -> Result<Op
             let mime = mime.trim();
             mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
         });
-    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::TooLarge("the request body is too large".into())
-        } else {
-            Error::InvalidInput(e.body_text())
-        }
-    })?;
+    // A body that trickles in would hold its connection as long as the client likes.
+    let timeout = req
+        .extensions()
+        .get::<BodyReadTimeout>()
+        .map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+    let bytes = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| {
+            Error::Timeout(format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(timeout)
+            ))
+        })?
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::TooLarge("the request body is too large".into())
+            } else {
+                Error::InvalidInput(e.body_text())
+            }
+        })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

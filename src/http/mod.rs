@@ -6,19 +6,33 @@ mod error;
 mod extract;
 pub mod view;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn, map_response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use tower_http::trace::TraceLayer;
 
 use crate::error::Error;
 use crate::service::Hoop;
 
+/// A request head (request line and headers) larger than this gets 431 `too_large`. The HTTP
+/// server's own buffer is larger (see `app.rs`), so that this check, with its JSON reply, is the
+/// one that refuses all but absurd heads.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// How long a request body may take to arrive, from the end of its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub Duration);
+
 /// Every route hoopbot serves.
-pub fn router(hoop: Hoop) -> Router {
-    // JSON escaping can double a command's size; anything beyond that is refused before parsing.
-    let body_limit = hoop.config.server.max_command_bytes * 2 + 64 * 1024;
+pub fn router(hoop: Hoop, body_read_timeout: Duration) -> Router {
+    // JSON may escape one byte of a command as six (`\u0001`): the body may be six times the
+    // command limit plus the other fields, and the command limit itself is checked on the command.
+    let body_limit = hoop.config.server.max_command_bytes * 6 + 64 * 1024;
     Router::new()
         .nest("/api/v1", api::router().merge(agent::router(&hoop.config)))
         .route("/api/v1/openapi.json", get(openapi))
@@ -29,8 +43,31 @@ pub fn router(hoop: Hoop) -> Router {
             Error::InvalidInput("this endpoint does not accept that HTTP method".into())
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(Extension(BodyReadTimeout(body_read_timeout)))
+        .layer(from_fn(limit_header_size))
+        .layer(map_response(error::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(hoop)
+}
+
+/// Refuses request heads over [`MAX_HEADER_BYTES`].
+async fn limit_header_size(request: Request, next: Next) -> Response {
+    let size = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size > MAX_HEADER_BYTES {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request's headers are too large ({size} bytes; at most {MAX_HEADER_BYTES})"
+            ),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// The API's OpenAPI description, as kept in `docs/openapi.json`.

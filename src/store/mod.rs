@@ -205,6 +205,8 @@ pub enum TokenSelector {
 /// What is known of an issued token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
+    /// The token's SHA-256 (not a secret: the token cannot be recovered from it).
+    pub sha256: String,
     pub subject: TokenSubject,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
@@ -286,6 +288,14 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_events(&self, request_id: Option<&str>) -> StoreResult<Vec<AuditEvent>>;
     /// The chain head: the last event's sequence number and hash.
     async fn audit_head(&self) -> StoreResult<Head>;
+    /// Appends audit events that are not part of a request's change (token management), under
+    /// `subject_id` in place of a request id (`token:<id>`).
+    async fn append_audit(
+        &self,
+        subject_id: &str,
+        at: Millis,
+        audit: &[AuditEntry],
+    ) -> StoreResult<()>;
 
     async fn outbox(&self) -> StoreResult<Vec<OutboxRow>>;
 
@@ -296,8 +306,12 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<()>;
     async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>>;
-    /// Revokes the tokens `which` names; returns how many were still active.
-    async fn revoke_tokens(&self, which: &TokenSelector, now: Millis) -> StoreResult<u64>;
+    /// Revokes the tokens `which` names; returns those that were still active.
+    async fn revoke_tokens(
+        &self,
+        which: &TokenSelector,
+        now: Millis,
+    ) -> StoreResult<Vec<TokenRecord>>;
     /// Every token ever issued (never the secret), oldest first.
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
 }
@@ -318,6 +332,7 @@ pub async fn connect(
             PostgresStore::connect(database_url, changes, audit_key).await?,
         ))
     } else {
-        anyhow::bail!("database_url {database_url:?} must start with sqlite:// or postgres://")
+        // Not the URL itself: it may carry a password.
+        anyhow::bail!("database_url must start with sqlite:// or postgres://")
     }
 }

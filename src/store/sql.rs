@@ -341,7 +341,7 @@ macro_rules! sql_store {
                     kind: "claimed",
                     actor: claim.agent.clone(),
                     channel: "agent".into(),
-                    detail: serde_json::json!({ "offer_until": claim.offer_until }),
+                    detail: serde_json::json!({ "offer_until": $crate::http::view::time(claim.offer_until) }),
                 };
                 Self::announce(&mut tx, &id, None).await?;
                 self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
@@ -386,6 +386,18 @@ macro_rules! sql_store {
                     hash: row.try_get("hash")?,
                     unkeyed_until: row.try_get("unkeyed_until")?,
                 })
+            }
+
+            async fn append_audit(
+                &self,
+                subject_id: &str,
+                at: Millis,
+                audit: &[AuditEntry],
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                self.record(&mut tx, subject_id, at, audit, &[]).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn outbox(&self) -> StoreResult<Vec<OutboxRow>> {
@@ -445,41 +457,35 @@ macro_rules! sql_store {
                 row.map(|row| token_subject(&row)).transpose()
             }
 
-            async fn revoke_tokens(&self, which: &TokenSelector, now: Millis) -> StoreResult<u64> {
+            async fn revoke_tokens(&self, which: &TokenSelector, now: Millis) -> StoreResult<Vec<TokenRecord>> {
                 let (digest, kind, subject) = match which {
                     TokenSelector::Digest(digest) => (Some(digest.as_str()), None, None),
                     TokenSelector::Subject(TokenSubject::User(email)) => (None, Some("user"), Some(email.as_str())),
                     TokenSelector::Subject(TokenSubject::Agent(name)) => (None, Some("agent"), Some(name.as_str())),
                 };
-                let revoked = sqlx::query(
+                let rows = sqlx::query(
                     "update api_token set revoked_at = $1 where revoked_at is null \
                      and ($2 is null or token_sha256 = $2) and ($3 is null or kind = $3) \
-                     and ($4 is null or subject = $4)",
+                     and ($4 is null or subject = $4) \
+                     returning token_sha256, subject, kind, created_at, revoked_at",
                 )
                 .bind(now)
                 .bind(digest)
                 .bind(kind)
                 .bind(subject)
-                .execute(&self.pool)
+                .fetch_all(&self.pool)
                 .await?;
-                Ok(revoked.rows_affected())
+                rows.iter().map(token_record).collect()
             }
 
             async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
                 let rows = sqlx::query(
-                    "select subject, kind, created_at, revoked_at from api_token order by created_at, subject",
+                    "select token_sha256, subject, kind, created_at, revoked_at from api_token \
+                     order by created_at, subject",
                 )
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(TokenRecord {
-                            subject: token_subject(row)?,
-                            created_at: row.try_get("created_at")?,
-                            revoked_at: row.try_get("revoked_at")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(token_record).collect()
             }
         }
 
@@ -590,6 +596,15 @@ macro_rules! sql_store {
                 }
                 Ok(requests)
             }
+        }
+
+        fn token_record(row: &DbRow) -> StoreResult<TokenRecord> {
+            Ok(TokenRecord {
+                sha256: row.try_get("token_sha256")?,
+                subject: token_subject(row)?,
+                created_at: row.try_get("created_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            })
         }
 
         fn token_subject(row: &DbRow) -> StoreResult<TokenSubject> {

@@ -9,7 +9,9 @@ use crate::on_both_backends;
 
 on_both_backends!(
     audit_verify_detects_edited_and_deleted_events,
-    tokens_are_listed_and_revoked
+    tokens_are_listed_and_revoked,
+    creating_and_revoking_tokens_is_audited_by_id,
+    server_side_commands_say_which_config_and_database
 );
 
 async fn tokens_are_listed_and_revoked(backend: Backend) {
@@ -52,12 +54,28 @@ async fn tokens_are_listed_and_revoked(backend: Backend) {
     assert!(String::from_utf8_lossy(&again.stderr).contains("No active token matched"));
 
     let listed = String::from_utf8(hoop(&config, &["token", "list"]).stdout).unwrap();
+    let columns =
+        |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_string).collect() };
     let bob = listed.lines().find(|l| l.contains("bob@x.com")).unwrap();
-    assert!(bob.starts_with("user ") && !bob.ends_with(" -"), "{bob}");
+    assert!(columns(bob)[1] == "user" && !bob.ends_with(" -"), "{bob}");
     let sam = listed.lines().find(|l| l.contains("sam@x.com")).unwrap();
     assert!(sam.ends_with(" -"), "{sam}");
     assert!(
-        listed.lines().any(|l| l.starts_with("agent  edge")),
+        listed
+            .lines()
+            .any(|l| columns(l)[1..3] == ["agent", "edge"]),
+        "{listed}"
+    );
+    // Every token has its own id: the first 12 hex digits of its SHA-256.
+    let ids: std::collections::BTreeSet<String> = listed
+        .lines()
+        .skip(1)
+        .map(|l| columns(l)[0].clone())
+        .collect();
+    assert_eq!(ids.len(), listed.lines().count() - 1, "{listed}");
+    assert!(
+        ids.iter()
+            .all(|id| id.len() == 12 && id.chars().all(|c| c.is_ascii_hexdigit())),
         "{listed}"
     );
     assert!(
@@ -82,14 +100,165 @@ fn cli_config(app: &TestApp) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, config)
 }
 
+/// Runs `hoop` with `config` as the OS user `carol`.
 fn hoop(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hoop"))
         .args(args)
         .arg("--config")
         .arg(config)
         .env("HOOP_LOG", "error")
+        .env("USER", "carol")
+        .env_remove("LOGNAME")
         .output()
         .expect("hoop runs")
+}
+
+/// Every audit event, as `hoop audit export` writes them.
+fn exported(config: &std::path::Path) -> Vec<serde_json::Value> {
+    let export = hoop(config, &["audit", "export"]);
+    assert!(export.status.success());
+    String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn creating_and_revoking_tokens_is_audited_by_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_dir, config) = cli_config(&app);
+
+    let created = hoop(&config, &["token", "create", "--agent", "edge"]);
+    assert!(created.status.success());
+    let token = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let digest = hoopbot::token::digest(&token);
+    let id = &digest[..12];
+    assert!(
+        String::from_utf8_lossy(&created.stderr).contains(&format!("Its id is {id}.")),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    let revoked = hoop(&config, &["token", "revoke", "--id", id]);
+    assert_eq!(
+        String::from_utf8_lossy(&revoked.stdout),
+        "Revoked 1 token.\n",
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let events = exported(&config);
+    let about_it: Vec<_> = events
+        .iter()
+        .filter(|e| e["request_id"] == format!("token:{id}"))
+        .collect();
+    assert_eq!(about_it.len(), 2, "{events:#?}");
+    for (event, kind) in about_it.iter().zip(["token_created", "token_revoked"]) {
+        assert_eq!(event["kind"], kind);
+        assert_eq!(event["actor"], "carol");
+        assert_eq!(event["channel"], "cli");
+        assert_eq!(
+            event["detail"],
+            serde_json::json!({"token_id": id, "subject_kind": "agent", "subject": "edge"})
+        );
+    }
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(&token) && !text.contains(&digest), "{text}");
+    assert!(hoop(&config, &["audit", "verify"]).status.success());
+
+    // Two tokens whose ids share a prefix: the prefix is refused, a longer one picks one.
+    let store = &app.hoop.store;
+    let now = app.hoop.clock.now();
+    for digest in ["abcd0001", "abcd0002"] {
+        let subject = hoopbot::store::TokenSubject::Agent("twin".into());
+        store
+            .insert_token(&digest.repeat(8), &subject, now)
+            .await
+            .unwrap();
+    }
+    let ambiguous = hoop(&config, &["token", "revoke", "--id", "abcd"]);
+    assert_eq!(ambiguous.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&ambiguous.stderr)
+            .contains("the id abcd is ambiguous: 2 tokens start with it"),
+        "{}",
+        String::from_utf8_lossy(&ambiguous.stderr)
+    );
+    let unknown = hoop(&config, &["token", "revoke", "--id", "0000ffff"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no token has the id 0000ffff"));
+    let one = hoop(&config, &["token", "revoke", "--id", "ABCD0002"]);
+    assert_eq!(String::from_utf8_lossy(&one.stdout), "Revoked 1 token.\n");
+    let twins: Vec<_> = store
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.sha256.starts_with("abcd"))
+        .map(|t| (t.sha256[..8].to_string(), t.revoked_at.is_some()))
+        .collect();
+    assert_eq!(
+        twins,
+        [
+            ("abcd0001".to_string(), false),
+            ("abcd0002".to_string(), true)
+        ]
+    );
+}
+
+/// With no config given, `$HOOP_CONFIG` unset and no `./hoop.toml`, the server-side commands
+/// refuse, naming where they looked, and create nothing (no demo database).
+#[test]
+fn server_side_commands_refuse_to_run_without_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["audit", "verify"][..],
+        &["audit", "export"],
+        &["migrate"],
+        &["token", "list"],
+        &["token", "create", "alice@example.com"],
+        &["token", "revoke", "--user", "alice@example.com"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hoop"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("HOOP_CONFIG")
+            .env("HOOP_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "no server config: give --config FILE, set $HOOP_CONFIG, or run where hoop.toml is"
+            ) && stderr.contains(&dir.path().join("hoop.toml").display().to_string()),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+async fn server_side_commands_say_which_config_and_database(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_dir, config) = cli_config(&app);
+    let expected = format!(
+        "config {}, database {}\n",
+        config.display(),
+        hoopbot::app::redact(&app.db.url)
+    );
+    for args in [
+        &["audit", "verify"][..],
+        &["audit", "export"],
+        &["migrate"],
+        &["token", "list"],
+    ] {
+        let out = hoop(&config, args);
+        assert!(out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(&expected), "{args:?}: {stderr}");
+    }
 }
 
 async fn tamper(url: &str, sql: &'static str) {

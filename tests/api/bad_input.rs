@@ -116,6 +116,11 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
             .await
     );
     refused!(bad, app.reject("sam@x.com", &id, &"x".repeat(5000)).await);
+    // A path that is not UTF-8 once decoded (the router's own reply was text/plain).
+    refused!(
+        bad,
+        app.get("bob@x.com", "/api/v1/access-requests/%FF%FE").await
+    );
     let nul_justification =
         json!({"connection": "prod-db", "command": "SELECT 1", "justification": "a\0b"});
     refused!(
@@ -219,8 +224,20 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
     let too_large = (StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     let big = "x".repeat(MAX_COMMAND_BYTES + 1);
     refused!(too_large, app.submit("alice@x.com", "prod-db", &big).await);
-    let huge = "y".repeat(MAX_COMMAND_BYTES * 4);
+    let huge = "y".repeat(MAX_COMMAND_BYTES * 6 + 64 * 1024);
     refused!(too_large, app.submit("alice@x.com", "prod-db", &huge).await);
+
+    // 431 too_large: headers far over the limit (beyond where the HTTP library, left to itself,
+    // answered with a bare 431).
+    let padded = app
+        .client
+        .get(app.url(&format!("/api/v1/access-requests/{id}")))
+        .bearer_auth(&alice)
+        .header("x-padding", "p".repeat(500 * 1024));
+    refused!(
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_large"),
+        app.send(padded).await
+    );
 
     // 415 wrong content type
     let form = app

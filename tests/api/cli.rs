@@ -532,7 +532,9 @@ fn help_describes_every_argument() {
     assert!(wait.contains("--raw"), "{wait}");
     let revoke = help(&["token", "revoke"]);
     assert!(
-        revoke.contains("Usage: hoop token revoke [OPTIONS] <TOKEN|--user <EMAIL>|--agent <NAME>>"),
+        revoke.contains(
+            "Usage: hoop token revoke [OPTIONS] <TOKEN|--id <ID>|--user <EMAIL>|--agent <NAME>>"
+        ),
         "{revoke}"
     );
 }

@@ -9,5 +9,6 @@ mod clock;
 mod execution;
 mod flow;
 mod openapi;
+mod ops;
 mod processes;
 mod security;

@@ -53,7 +53,7 @@ async fn a_sqlite_command_cannot_attach_hoopbots_database() {
     let id = reply.body["id"].as_str().unwrap();
     let target = ConnectionTarget {
         kind: ConnectionType::Sqlite,
-        url: Some(target_url),
+        url: Some(target_url.into()),
         command: None,
         statement_timeout: Some(Duration::from_secs(10)),
         max_rows: 100,
