@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::agent::{Agent, LocalQueue};
 use crate::audit::AuditKey;
-use crate::changes::ChangeHub;
+use crate::changes::{ChangeHub, ChangePoll};
 use crate::config::{Config, EMBEDDED_AGENT};
 use crate::service::{Clock, Hoop};
 use crate::store::{self, Store};
@@ -132,6 +132,17 @@ impl App {
         let sweeper = self
             .sweep_interval
             .map(|every| tokio::spawn(sweep_forever(self.hoop.clone(), every, stop_rx.clone())));
+        // Started before the first request is served, so every change a waiter could miss
+        // comes after the poll's starting point.
+        let poll = ChangePoll::start(self.hoop.store.as_ref())
+            .await
+            .context("cannot read the latest change")?;
+        let change_poll = tokio::spawn(crate::changes::poll_forever(
+            poll,
+            self.hoop.store.clone(),
+            self.hoop.changes.clone(),
+            stop_rx.clone(),
+        ));
         let agent = self
             .embedded_agent
             .then(|| embedded_agent(&self.hoop))
@@ -153,7 +164,7 @@ impl App {
             changes.close();
         })
         .await;
-        for worker in sweeper.into_iter().chain(agent) {
+        for worker in sweeper.into_iter().chain(agent).chain([change_poll]) {
             let _ = worker.await;
         }
         Ok(())

@@ -21,8 +21,9 @@ use crate::store::{
     StoreError,
 };
 
-/// Waiters re-read the database at least this often, in case a wake-up was missed.
-const WAIT_POLL: Duration = Duration::from_secs(2);
+/// Agents waiting for a job look again at least this often (offers that lapse back to `approved`
+/// announce nothing); there are few agents, unlike waiters.
+const CLAIM_POLL: Duration = Duration::from_secs(2);
 /// Attempts at a compare-and-set before giving up under extreme contention.
 const MAX_ATTEMPTS: usize = 64;
 /// The recorded outcome of a job whose agent stopped heartbeating: it may or may not have run.
@@ -398,8 +399,10 @@ impl Hoop {
     }
 
     /// Waits until request `id` is newer than `version`, or `timeout` passes, and returns it.
-    /// Woken by the change itself; re-reads on a timer too, and expires the request at its deadline.
-    /// Answers at once when the server shuts down; clients simply wait again elsewhere.
+    /// A waiter costs no database work while nothing happens: it reads the request, then sleeps
+    /// until the change hub wakes it (a commit here, a NOTIFY or this replica's change poll), the
+    /// request's deadline comes (to expire it), or the timeout. Answers at once when the server
+    /// shuts down; clients simply wait again elsewhere.
     pub async fn wait(&self, id: &str, version: i64, timeout: Duration) -> Result<AccessRequest> {
         let watch = self.changes.watch(id);
         let deadline = tokio::time::Instant::now() + timeout;
@@ -415,14 +418,14 @@ impl Hoop {
             if request.version > version || tokio::time::Instant::now() >= deadline || closing {
                 return Ok(request);
             }
-            let mut next = deadline.min(tokio::time::Instant::now() + WAIT_POLL);
+            let mut wake = deadline;
             if request.status == Status::Pending {
                 let until_expiry = (request.expires_at - self.now().await?).max(0) as u64;
-                next = next.min(tokio::time::Instant::now() + Duration::from_millis(until_expiry));
+                wake = wake.min(tokio::time::Instant::now() + Duration::from_millis(until_expiry));
             }
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = self.changes.closed() => closing = true,
             }
         }
@@ -469,7 +472,7 @@ impl Hoop {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(None);
             }
-            let next = deadline.min(tokio::time::Instant::now() + WAIT_POLL);
+            let next = deadline.min(tokio::time::Instant::now() + CLAIM_POLL);
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(next) => {}

@@ -81,6 +81,16 @@ pub struct OutboxEntry {
     pub payload: serde_json::Value,
 }
 
+/// A committed state change as the change poll sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// The outbox entry's id: grows with every change.
+    pub seq: i64,
+    pub request_id: String,
+    /// The status the change moved the request to, when the entry says.
+    pub status: Option<Status>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {
     pub id: i64,
@@ -296,6 +306,12 @@ pub trait Store: Send + Sync + 'static {
         at: Millis,
         audit: &[AuditEntry],
     ) -> StoreResult<()>;
+
+    /// State changes committed after outbox entry `after` (by any replica or process), oldest
+    /// first: what each replica's change poll relays to its waiters.
+    async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Announced>>;
+    /// The newest outbox entry's sequence number (0 when there is none).
+    async fn last_change(&self) -> StoreResult<i64>;
 
     async fn outbox(&self) -> StoreResult<Vec<OutboxRow>>;
 

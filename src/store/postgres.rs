@@ -1,5 +1,5 @@
 //! Postgres: for several replicas. Claims use `FOR UPDATE SKIP LOCKED`, and every committed change
-//! is announced with NOTIFY so waiters on any replica wake at once.
+//! is announced with NOTIFY (after its commit) so waiters on any replica wake at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,16 +48,20 @@ impl PostgresStore {
             .map_err(|e| StoreError::Database(e.into()))
     }
 
-    /// NOTIFY is transactional: other replicas hear of the change only if and when it commits.
-    async fn announce(tx: &mut Tx<'_>, id: &str, status: Option<Status>) -> StoreResult<()> {
-        let payload = match status {
-            Some(status) => format!("{id} {status}"),
-            None => id.to_string(),
-        };
-        sqlx::query("select pg_notify($1, $2)")
+    /// Wakes waiters on other replicas with one NOTIFY per change, sent after the commit: NOTIFY
+    /// inside a transaction takes a cluster-wide lock from pre-commit to commit.
+    async fn announce(&self, changes: &[(&str, Option<Status>)]) -> StoreResult<()> {
+        let payloads: Vec<String> = changes
+            .iter()
+            .map(|(id, status)| match status {
+                Some(status) => format!("{id} {status}"),
+                None => id.to_string(),
+            })
+            .collect();
+        sqlx::query("select pg_notify($1, payload) from unnest($2::text[]) as payload")
             .bind(CHANNEL)
-            .bind(payload)
-            .execute(&mut **tx)
+            .bind(payloads)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }

@@ -6,9 +6,8 @@
 //! Dynamic SQL (wrapped in `AssertSqlSafe`) only ever splices in constants and `$n` placeholders;
 //! values are always bound.
 //!
-//! Each backend provides `run_migrations`, `announce` (called inside every write transaction, so
-//! other replicas can be told about the change when it commits) and `clock` (the time deadlines are
-//! measured by), and says how a decision's deadline is checked (`decision_time`, in terms of the
+//! Each backend provides `run_migrations`, `announce` (called after every commit, so other
+//! replicas hear of the change) and `clock` (the time deadlines are measured by), and says how a decision's deadline is checked (`decision_time`, in terms of the
 //! decision's own time `$12`).
 
 pub(super) const REQUEST_COLUMNS: &str = "id, connection, command, command_sha256, requester, \
@@ -85,10 +84,9 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Self::announce(&mut tx, &new.id, Some(new.status)).await?;
                 self.record(&mut tx, &new.id, new.created_at, audit, outbox).await?;
                 tx.commit().await?;
-                self.changes.publish(&new.id, Some(new.status));
+                self.changed(&[(new.id.as_str(), Some(new.status))]).await;
                 Ok(())
             }
 
@@ -176,10 +174,9 @@ macro_rules! sql_store {
                         return Err(StoreError::Conflict);
                     }
                 }
-                Self::announce(&mut tx, &change.request_id, change.status).await?;
                 self.record(&mut tx, &change.request_id, change.at, &change.audit, &change.outbox).await?;
                 tx.commit().await?;
-                self.changes.publish(&change.request_id, change.status);
+                self.changed(&[(change.request_id.as_str(), change.status)]).await;
                 Ok(())
             }
 
@@ -289,14 +286,13 @@ macro_rules! sql_store {
                     if updated.rows_affected() != 1 {
                         continue;
                     }
-                    Self::announce(&mut tx, &request.id, change.status).await?;
                     self.record(&mut tx, &request.id, change.at, &change.audit, &change.outbox).await?;
                     moved.push((request.id, change.status));
                 }
                 tx.commit().await?;
-                for (id, status) in &moved {
-                    self.changes.publish(id, *status);
-                }
+                let moved: Vec<(&str, Option<Status>)> =
+                    moved.iter().map(|(id, status)| (id.as_str(), *status)).collect();
+                self.changed(&moved).await;
                 Ok(moved.len())
             }
 
@@ -343,10 +339,9 @@ macro_rules! sql_store {
                     channel: "agent".into(),
                     detail: serde_json::json!({ "offer_until": $crate::http::view::time(claim.offer_until) }),
                 };
-                Self::announce(&mut tx, &id, None).await?;
                 self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 tx.commit().await?;
-                self.changes.publish(&id, None);
+                self.changed(&[(id.as_str(), None)]).await;
                 self.get_request(&id).await
             }
 
@@ -398,6 +393,35 @@ macro_rules! sql_store {
                 self.record(&mut tx, subject_id, at, audit, &[]).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Announced>> {
+                let rows = sqlx::query(
+                    "select id, request_id, topic from outbox where id > $1 order by id limit $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let topic: String = row.try_get("topic")?;
+                        Ok(Announced {
+                            seq: row.try_get("id")?,
+                            request_id: row.try_get("request_id")?,
+                            status: topic
+                                .strip_prefix("access_request.")
+                                .and_then(Status::parse),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn last_change(&self) -> StoreResult<i64> {
+                let last: Option<i64> = sqlx::query_scalar("select max(id) from outbox")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(last.unwrap_or(0))
             }
 
             async fn outbox(&self) -> StoreResult<Vec<OutboxRow>> {
@@ -490,6 +514,17 @@ macro_rules! sql_store {
         }
 
         impl $store {
+            /// Tells waiters about committed changes: this replica's at once, other replicas'
+            /// through [`Self::announce`]. Only after the commit, so no transaction holds its locks
+            /// for it; a lost announcement is made up by each replica's change poll.
+            async fn changed(&self, changes: &[(&str, Option<Status>)]) {
+                for (id, status) in changes {
+                    self.changes.publish(id, *status);
+                }
+                if let Err(e) = self.announce(changes).await {
+                    tracing::warn!(error = %e, "cannot announce changes to other replicas; their poll will find them");
+                }
+            }
             /// Queues outbox entries and appends audit events to the hash chain, inside `tx`. The
             /// chain comes last: appending locks its head row until commit, so the less that
             /// follows it, the less other writers wait.

@@ -56,8 +56,9 @@ impl SqliteStore {
         Ok(clock.now())
     }
 
-    /// Nothing to do: in-process waiters are woken after commit, and SQLite has one process.
-    async fn announce(_tx: &mut Tx<'_>, _id: &str, _status: Option<Status>) -> StoreResult<()> {
+    /// Nothing to send: waiters in this process were told already, and other processes on the
+    /// same file find the change through their poll.
+    async fn announce(&self, _changes: &[(&str, Option<Status>)]) -> StoreResult<()> {
         Ok(())
     }
 }

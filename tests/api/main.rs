@@ -12,3 +12,4 @@ mod openapi;
 mod ops;
 mod processes;
 mod security;
+mod waiting;
