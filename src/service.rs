@@ -303,17 +303,7 @@ impl Hoop {
     /// Moves a pending, overdue request to `expired`. Losing the race (to a decision made in time or
     /// to another replica's sweeper) is fine: the request has an outcome either way.
     async fn expire(&self, request: &AccessRequest) -> Result<()> {
-        let now = self.now().await?;
-        let mut change = Change::to(request, now);
-        change.status = Some(Status::Expired);
-        change.decided_at = Some(now);
-        change.audit.push(AuditEntry::system(
-            "expired",
-            json!({ "expires_at": crate::http::view::time(request.expires_at) }),
-        ));
-        change
-            .outbox
-            .push(event(&request.id, "expired", Status::Expired, now));
+        let change = expiry(request, self.now().await?);
         match self.store.apply(&change).await {
             Ok(()) => {
                 tracing::info!(request_id = %request.id, "request expired");
@@ -334,17 +324,7 @@ impl Hoop {
         moved += self
             .store
             .sweep(&Overdue::Pending { now }, SWEEP_BATCH, &|request| {
-                let mut change = Change::to(request, now);
-                change.status = Some(Status::Expired);
-                change.decided_at = Some(now);
-                change.audit.push(AuditEntry::system(
-                    "expired",
-                    json!({ "expires_at": crate::http::view::time(request.expires_at) }),
-                ));
-                change
-                    .outbox
-                    .push(event(&request.id, "expired", Status::Expired, now));
-                change
+                expiry(request, now)
             })
             .await?;
         moved += self
@@ -669,6 +649,21 @@ fn result_summary(result: &ExecutionResult) -> serde_json::Value {
         "statements": result.results.len(),
         "truncated": result.truncated,
     })
+}
+
+/// The change that expires a pending `request` at `now`.
+fn expiry(request: &AccessRequest, now: Millis) -> Change {
+    let mut change = Change::to(request, now);
+    change.status = Some(Status::Expired);
+    change.decided_at = Some(now);
+    change.audit.push(AuditEntry::system(
+        "expired",
+        json!({ "expires_at": crate::http::view::time(request.expires_at) }),
+    ));
+    change
+        .outbox
+        .push(event(&request.id, "expired", Status::Expired, now));
+    change
 }
 
 /// The change a permitted decision makes, with its audit events and outbox entries.

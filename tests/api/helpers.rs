@@ -212,6 +212,19 @@ pub struct TestApp {
     server: Option<JoinHandle<()>>,
 }
 
+/// Runs `sql` on the database at `url` directly, as someone with write access to it would.
+pub async fn execute_sql(url: &str, sql: String) {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql);
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
 /// A response: status and JSON body.
 #[derive(Debug)]
 pub struct Reply {

@@ -13,7 +13,7 @@ use hoopbot::service::Clock;
 use reqwest::StatusCode;
 use sqlx::Connection;
 
-use crate::helpers::{AUDIT_KEY, Backend, TestApp, TestDb, test_config_text};
+use crate::helpers::{AUDIT_KEY, Backend, TestApp, TestDb, execute_sql, test_config_text};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -168,18 +168,6 @@ fn hoop(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Runs `sql` against `app`'s database directly, as someone with write access to it would.
-async fn tamper(app: &TestApp, sql: &str) {
-    let sql = sqlx::AssertSqlSafe(sql.to_string());
-    if app.db.url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-    }
-}
-
 /// Someone who can write the database appends a fake approval and moves the head along with it,
 /// hashing it as well as they can without the key: verify reports the forgery.
 async fn the_chain_cannot_be_forged_without_its_key(backend: Backend) {
@@ -209,9 +197,9 @@ async fn the_chain_cannot_be_forged_without_its_key(backend: Backend) {
     };
     let guess = AuditKey::new("someone-else's-key-0123456789abcdef").unwrap();
     forged.hash = hoopbot::audit::event_hash(&guess, &forged.prev_hash, &forged);
-    tamper(
-        &app,
-        &format!(
+    execute_sql(
+        &app.db.url,
+        format!(
             "insert into audit_event (seq, request_id, kind, actor, channel, at, detail, prev_hash, hash) \
              values ({}, '{}', 'group_approved', 'sam@x.com', 'api', {}, '{}', '{}', '{}'); \
              update audit_head set seq = {}, hash = '{}' where id = 1",
@@ -261,9 +249,9 @@ async fn a_checkpoint_catches_a_cut_off_tail(backend: Backend) {
     // The rejection is cut off and the head rewound to the event before it.
     let events = app.hoop.store.audit_events(None).await.unwrap();
     let kept = &events[events.len() - 2];
-    tamper(
-        &app,
-        &format!(
+    execute_sql(
+        &app.db.url,
+        format!(
             "delete from audit_event where seq > {}; update audit_head set seq = {}, hash = '{}' where id = 1",
             kept.seq, kept.seq, kept.hash
         ),

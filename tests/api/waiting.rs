@@ -4,24 +4,11 @@
 use std::time::Duration;
 
 use hoopbot::changes::{ChangeHub, ChangePoll};
-use sqlx::Connection;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, execute_sql};
 use crate::on_both_backends;
 
 on_both_backends!(the_change_poll_relays_each_change_once_even_out_of_order);
-
-/// Runs `sql` on `app`'s database directly.
-async fn execute(app: &TestApp, sql: String) {
-    let sql = sqlx::AssertSqlSafe(sql);
-    if app.db.url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-    }
-}
 
 async fn the_change_poll_relays_each_change_once_even_out_of_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -56,7 +43,11 @@ async fn the_change_poll_relays_each_change_once_even_out_of_order(backend: Back
             .iter()
             .any(|o| o.request_id == late && o.id > hidden.id)
     );
-    execute(&app, format!("delete from outbox where id = {}", hidden.id)).await;
+    execute_sql(
+        &app.db.url,
+        format!("delete from outbox where id = {}", hidden.id),
+    )
+    .await;
     assert_eq!(poll.poll(store.as_ref(), &hub).await.unwrap(), 1);
 
     let overriding = if backend == Backend::Postgres {
@@ -64,8 +55,8 @@ async fn the_change_poll_relays_each_change_once_even_out_of_order(backend: Back
     } else {
         ""
     };
-    execute(
-        &app,
+    execute_sql(
+        &app.db.url,
         format!(
             "insert into outbox (id, request_id, topic, payload, created_at, next_attempt_at) {overriding} \
              values ({}, '{}', '{}', '{}', {}, {})",
