@@ -116,25 +116,32 @@ timeout = "1h"
             (woken_at, body)
         }));
     }
+    let before = rss_kib(pid)?;
     let connections = until_connections(pid, waiters).await?;
-    println!("{backend}: {connections} connections open to the server");
+    println!(
+        "{backend}: {connections} connections open to the server (RSS {:.1} MiB before the waiters)",
+        before as f64 / 1024.0
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Idle: nothing changes.
     let cpu_before = cpu_ticks(pid)?;
     let mut rss_peak = 0;
+    let mut rss_last = 0;
     let idle_started = Instant::now();
     while idle_started.elapsed() < IDLE {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        rss_peak = rss_peak.max(rss_kib(pid)?);
+        rss_last = rss_kib(pid)?;
+        rss_peak = rss_peak.max(rss_last);
     }
     let ticks = cpu_ticks(pid)? - cpu_before;
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu_seconds = ticks as f64 / per_second;
     println!(
-        "{backend}: {waiters} waiters idle for {}s: server RSS {:.1} MiB, CPU {:.2}s ({:.2}% of a core)",
+        "{backend}: {waiters} waiters idle for {}s: server RSS {:.1} MiB at the end ({:.1} MiB at most), CPU {:.2}s ({:.2}% of a core)",
         IDLE.as_secs(),
+        rss_last as f64 / 1024.0,
         rss_peak as f64 / 1024.0,
         cpu_seconds,
         cpu_seconds / IDLE.as_secs_f64() * 100.0
