@@ -8,7 +8,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use crate::app::{App, open_store, redact, shutdown_signal};
-use crate::audit::{AuditEvent, Checkpoint, Head};
+use crate::audit::{AuditEvent, ChainError, Checkpoint, Head};
 use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::service::Clock;
@@ -205,7 +205,7 @@ pub async fn verify_audit(
     checkpoints: &[Checkpoint],
 ) -> anyhow::Result<ExitCode> {
     let (config, store) = open(path).await?;
-    let (events, head) = match verified_chain(&config, store.as_ref(), checkpoints).await? {
+    let (events, head) = match verified_chain(&config, store.as_ref(), checkpoints, false).await? {
         Ok(chain) => chain,
         Err(broken) => return Ok(broken),
     };
@@ -229,7 +229,7 @@ pub async fn verify_audit(
 
 pub async fn checkpoint_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (config, store) = open(path).await?;
-    let head = match verified_chain(&config, store.as_ref(), &[]).await? {
+    let head = match verified_chain(&config, store.as_ref(), &[], true).await? {
         Ok((_, head)) => head,
         Err(broken) => return Ok(broken),
     };
@@ -252,11 +252,14 @@ pub async fn checkpoint_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode>
 }
 
 /// The events and head when the chain verifies (against `checkpoints` too); otherwise the exit
-/// code for a broken chain, having said why.
+/// code for a broken chain, having said why. With `vouch_for_unkeyed` (taking a checkpoint), a
+/// chain whose only flaw is an unpinned unkeyed part passes, with a warning: the checkpoint taken
+/// now is what pins it from then on.
 async fn verified_chain(
     config: &Config,
     store: &dyn Store,
     checkpoints: &[Checkpoint],
+    vouch_for_unkeyed: bool,
 ) -> anyhow::Result<Result<(Vec<AuditEvent>, Head), ExitCode>> {
     let key = config.server.audit_key.as_ref().context(
         "no audit key: the chain can only be checked with the key it was written with; \
@@ -266,6 +269,15 @@ async fn verified_chain(
     let head = store.audit_head().await?;
     match crate::audit::verify(key, &events, &head, checkpoints) {
         Ok(()) => Ok(Ok((events, head))),
+        Err(ChainError::UnkeyedUnpinned { until }) if vouch_for_unkeyed => {
+            sayln!(
+                "Warning: events 1 to {until} carry unkeyed hashes, which this checkpoint vouches \
+                 for as they are now. That is expected once, right after upgrading a database from \
+                 before the chain was keyed; on a database that started keyed it means someone \
+                 rewrote the chain: do not keep this checkpoint, restore the database instead."
+            );
+            Ok(Ok((events, head)))
+        }
         Err(e) => {
             sayln!("audit trail BROKEN: {e}");
             Ok(Err(ExitCode::from(2)))
