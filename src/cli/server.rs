@@ -23,24 +23,37 @@ fn serve_config(path: Option<PathBuf>) -> anyhow::Result<Option<(Config, PathBuf
     }
 }
 
+/// Where a server-side command other than `hoop serve` gets its config.
+pub enum ConfigSource {
+    /// A config file: the one given (or `$HOOP_CONFIG`), else `./hoop.toml`.
+    File(Option<PathBuf>),
+    /// The demo that `hoop serve` without a config runs in the current directory.
+    Demo,
+}
+
 /// The config every other server-side command needs. Without one they refuse: falling back to the
-/// demo would let `hoop audit verify` in the wrong folder vouch for an empty, fresh database.
-fn required_config(path: Option<PathBuf>) -> anyhow::Result<(Config, PathBuf)> {
+/// demo would let `hoop audit verify` in the wrong folder vouch for an empty, fresh database. The
+/// demo's own database is reached only when asked for (`--demo`), and only where it exists.
+fn required_config(source: ConfigSource) -> anyhow::Result<(Config, PathBuf)> {
+    let path = match source {
+        ConfigSource::File(path) => path,
+        ConfigSource::Demo => return Ok((crate::demo::existing_config()?, "demo config".into())),
+    };
     let path = path.or_else(Config::default_path).with_context(|| {
         let here = std::env::current_dir()
             .map(|dir| dir.join("hoop.toml").display().to_string())
             .unwrap_or_else(|_| "./hoop.toml".into());
         format!(
             "no server config: give --config FILE, set $HOOP_CONFIG, or run where hoop.toml is \
-             (looked for {here})"
+             (looked for {here}); for the demo's database, run with --demo where `hoop serve` ran"
         )
     })?;
     Ok((Config::load(&path)?, path))
 }
 
-/// Opens the database of the config at `path`, saying on stderr which config and database it is.
-async fn open(path: Option<PathBuf>) -> anyhow::Result<(Config, Arc<dyn Store>)> {
-    let (config, path) = required_config(path)?;
+/// Opens the database of the config from `source`, saying on stderr which config and database it is.
+async fn open(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn Store>)> {
+    let (config, path) = required_config(source)?;
     let url = config.server.database_url.expose_secret();
     sayln!("config {}, database {}", path.display(), redact(url));
     let store = open_store(url, ChangeHub::new(), config.server.audit_key.clone()).await?;
@@ -94,8 +107,8 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn migrate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, _) = open(path).await?;
+pub async fn migrate(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (config, _) = open(source).await?;
     outln!(
         "migrations applied to {}",
         redact(config.server.database_url.expose_secret())
@@ -104,11 +117,11 @@ pub async fn migrate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn create_token(
-    path: Option<PathBuf>,
+    source: ConfigSource,
     email: Option<String>,
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(path).await?;
+    let (config, store) = open(source).await?;
     let subject = match (email, agent) {
         (_, Some(agent)) if agent == crate::config::EMBEDDED_AGENT => anyhow::bail!(
             "the agent name {agent} is reserved for the connections `hoop serve` runs itself; choose another name"
@@ -138,7 +151,7 @@ pub async fn create_token(
 }
 
 pub async fn revoke_tokens(
-    path: Option<PathBuf>,
+    source: ConfigSource,
     token: Option<String>,
     id: Option<String>,
     user: Option<String>,
@@ -153,7 +166,7 @@ pub async fn revoke_tokens(
             anyhow::bail!("give a TOKEN, --id ID, --user EMAIL or --agent NAME")
         }
     };
-    let (_, store) = open(path).await?;
+    let (_, store) = open(source).await?;
     let revoked = crate::token::revoke(
         store.as_ref(),
         which,
@@ -173,8 +186,8 @@ pub async fn revoke_tokens(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn list_tokens(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (_, store) = open(path).await?;
+pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (_, store) = open(source).await?;
     outln!(
         "{:<12} {:<6} {:<32} {:<25} REVOKED",
         "ID",
@@ -201,10 +214,10 @@ pub async fn list_tokens(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn verify_audit(
-    path: Option<PathBuf>,
+    source: ConfigSource,
     checkpoints: &[Checkpoint],
 ) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(path).await?;
+    let (config, store) = open(source).await?;
     let (events, head) = match verified_chain(&config, store.as_ref(), checkpoints, false).await? {
         Ok(chain) => chain,
         Err(broken) => return Ok(broken),
@@ -227,8 +240,8 @@ pub async fn verify_audit(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn checkpoint_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(path).await?;
+pub async fn checkpoint_audit(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (config, store) = open(source).await?;
     let head = match verified_chain(&config, store.as_ref(), &[], true).await? {
         Ok((_, head)) => head,
         Err(broken) => return Ok(broken),
@@ -285,9 +298,9 @@ async fn verified_chain(
     }
 }
 
-pub async fn export_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn export_audit(source: ConfigSource) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let (_, store) = open(path).await?;
+    let (_, store) = open(source).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for event in store.audit_events(None).await? {

@@ -11,4 +11,5 @@ mod flow;
 mod openapi;
 mod ops;
 mod processes;
+mod review;
 mod security;
