@@ -82,7 +82,8 @@ pub fn single_line(text: &str) -> String {
 /// around it is drawn. Control characters (newlines and tabs included: callers decide whether to
 /// keep those), bidirectional controls, format characters (Cf), line and paragraph separators
 /// (Zl, Zp), private-use (Co) and unassigned (Cn) code points, default-ignorable code points such
-/// as the Hangul fillers and the soft hyphen, and spaces other than the ASCII one.
+/// as the Hangul fillers and the soft hyphen, spaces other than the ASCII one, and the blank
+/// braille pattern.
 pub fn is_hidden(c: char) -> bool {
     class(c) != Class::Shown
 }
@@ -125,7 +126,7 @@ fn class(c: char) -> Class {
             // Look like an ASCII space but are not one (U+00A0, U+2003, U+3000, ...).
             | GeneralCategory::SpaceSeparator
     );
-    if hidden_category || is_default_ignorable(c) {
+    if hidden_category || is_default_ignorable(c) || is_blank_glyph(c) {
         Class::Invisible
     } else {
         Class::Shown
@@ -162,6 +163,12 @@ fn is_default_ignorable(c: char) -> bool {
             | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0000}'..='\u{E0FFF}'
     )
+}
+
+/// Characters that are neither spaces nor default-ignorable but are drawn as an empty cell: the
+/// blank braille pattern U+2800 shows like a space (reproduced in `hoop requests show`).
+fn is_blank_glyph(c: char) -> bool {
+    c == '\u{2800}'
 }
 
 /// Each character with its line and column (both from 1; columns count characters). Only `\n`
@@ -378,6 +385,7 @@ mod tests {
             ('\u{3000}', "ideographic space"),
             ('\u{0000}', "NUL"),
             ('\u{0085}', "next line (C1)"),
+            ('\u{2800}', "blank braille pattern"),
         ];
         for (c, name) in hidden {
             assert!(is_hidden(c), "{name}");
