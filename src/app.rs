@@ -72,6 +72,9 @@ impl App {
         )
         .await?;
         refuse_own_database(&config).await?;
+        if let Some(key) = &config.server.audit_key {
+            refuse_another_audit_key(store.as_ref(), key).await?;
+        }
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -223,6 +226,26 @@ fn skew_warning(skew: i64) -> Option<String> {
             if skew > 0 { "ahead of" } else { "behind" }
         )
     })
+}
+
+/// Refuses to serve with an audit key other than the one the chain was written with: every event
+/// appended after it would make `hoop audit verify` report the trail as tampered with.
+async fn refuse_another_audit_key(
+    store: &dyn crate::store::Store,
+    key: &crate::audit::AuditKey,
+) -> anyhow::Result<()> {
+    let Some(last) = store.last_audit_event().await? else {
+        return Ok(());
+    };
+    let head = store.audit_head().await?;
+    anyhow::ensure!(
+        crate::audit::written_with(key, &last, &head),
+        "the audit key is not the one this database's audit trail was written with (its last \
+         event, {}, does not verify with it): check HOOP_AUDIT_KEY or [server] audit_key, or the \
+         database. Serving with it would make every new event look forged",
+        last.seq
+    );
+    Ok(())
 }
 
 /// Refuses a SQLite connection whose file is this server's own database — by device and inode, so

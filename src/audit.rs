@@ -171,6 +171,13 @@ pub enum ChainError {
     UnkeyedUnpinned { until: i64 },
 }
 
+/// Whether `event` (the chain's last) was written with `key`, so that a server started with a
+/// mistyped or another deployment's key refuses to start instead of appending events no one can
+/// verify. Events up to `head.unkeyed_until` carry no key and say nothing.
+pub fn written_with(key: &AuditKey, event: &AuditEvent, head: &Head) -> bool {
+    event.seq <= head.unkeyed_until || event_hash(key, &event.prev_hash, event) == event.hash
+}
+
 /// Checks every event in `events` (in sequence order) against its predecessor, the chain head and
 /// each checkpoint.
 pub fn verify(

@@ -4,7 +4,13 @@
 use std::process::{Command, Output};
 
 use hoopbot::app::App;
+use hoopbot::config::Config;
 use hoopbot::service::Clock;
+
+use crate::helpers::{AUDIT_KEY, Backend, TestDb, test_config_text};
+use crate::on_both_backends;
+
+on_both_backends!(serve_refuses_an_audit_key_the_trail_was_not_written_with);
 
 /// `hoop ARGS` run in `dir`, with no config from the environment.
 fn hoop_in(dir: &std::path::Path, args: &[&str]) -> Output {
@@ -63,4 +69,44 @@ async fn the_demo_audit_trail_can_be_verified_and_checkpointed() {
         String::from_utf8_lossy(&checkpoint.stdout),
         format!("{}:{}\n", head.seq, head.hash)
     );
+}
+
+/// A server on `database_url` keyed with `key`.
+async fn build_with_key(database_url: &str, key: &str) -> anyhow::Result<App> {
+    let text = test_config_text(database_url).replace(AUDIT_KEY, key);
+    let config = Config::parse(&text, "test config").unwrap();
+    App::build(config, Clock::system()).await
+}
+
+/// Reproduced: `hoop serve` with a mistyped `HOOP_AUDIT_KEY` started and appended events under the
+/// wrong key, and from then on `hoop audit verify` reported the trail as forged.
+async fn serve_refuses_an_audit_key_the_trail_was_not_written_with(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let other_key = "another-deployments-key-0123456789abcdef";
+    // An empty trail says nothing about the key: any key may start it.
+    drop(build_with_key(&db.url, other_key).await.expect("starts"));
+    let app = build_with_key(&db.url, AUDIT_KEY).await.unwrap();
+    hoopbot::token::issue(
+        app.hoop.store.as_ref(),
+        &hoopbot::store::TokenSubject::Agent("edge".into()),
+        &hoopbot::token::Operator::system(),
+        app.hoop.clock.now(),
+    )
+    .await
+    .unwrap();
+    let head = app.hoop.store.audit_head().await.unwrap();
+    drop(app);
+
+    let err = build_with_key(&db.url, other_key)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{err:#}").contains("the audit key is not the one this database's audit trail"),
+        "{err:#}"
+    );
+    let app = build_with_key(&db.url, AUDIT_KEY)
+        .await
+        .expect("its own key");
+    assert_eq!(app.hoop.store.audit_head().await.unwrap(), head);
 }
