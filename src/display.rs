@@ -42,10 +42,15 @@ pub fn command(command: &str) -> ShownCommand {
             what: code_point(c),
         });
     }
+    let (mixed, look_alike): (Vec<_>, Vec<_>) = mixed_script_words(command)
+        .into_iter()
+        .partition(|(kind, _)| *kind == Suspicion::MixedScript);
+    let findings = |words: Vec<(Suspicion, Finding)>| words.into_iter().map(|(_, f)| f).collect();
     let warnings = [
         (Suspicion::Invisible, invisible),
         (Suspicion::Bidi, bidi),
-        (Suspicion::MixedScript, mixed_script_words(command)),
+        (Suspicion::MixedScript, findings(mixed)),
+        (Suspicion::LookAlike, findings(look_alike)),
     ]
     .into_iter()
     .filter(|(_, found)| !found.is_empty())
@@ -190,7 +195,7 @@ fn positions(text: &str) -> impl Iterator<Item = (char, usize, usize)> + '_ {
 /// of a look-alike letter (Cyrillic `а` in `аdmin`). Following Unicode's "highly restrictive"
 /// level (UTS #39), one script is fine, and so is Latin with Han and the Japanese kana, with Han
 /// and Bopomofo, or with Han and Hangul.
-fn mixed_script_words(text: &str) -> Vec<Finding> {
+fn mixed_script_words(text: &str) -> Vec<(Suspicion, Finding)> {
     let mut found = Vec::new();
     let mut word: Vec<(char, usize, usize)> = Vec::new();
     let in_word = |c: char| c.is_alphanumeric() || c == '_' || c.script() == Script::Inherited;
@@ -207,7 +212,7 @@ fn mixed_script_words(text: &str) -> Vec<Finding> {
     found
 }
 
-fn mixed_script(word: &[(char, usize, usize)]) -> Option<Finding> {
+fn mixed_script(word: &[(char, usize, usize)]) -> Option<(Suspicion, Finding)> {
     let &(_, line, column) = word.first()?;
     let mut scripts: Vec<(Script, usize)> = Vec::new();
     for &(c, ..) in word {
@@ -221,6 +226,17 @@ fn mixed_script(word: &[(char, usize, usize)]) -> Option<Finding> {
         }
     }
     let names: Vec<Script> = scripts.iter().map(|(s, _)| *s).collect();
+    if let [script] = names[..]
+        && script != Script::Latin
+        && word
+            .iter()
+            .all(|&(c, ..)| c.script() != script || looks_latin(c))
+    {
+        // One script, but every letter of it has a Latin twin: `'ВОВ'` reads as `'BOB'`.
+        let shown: String = word.iter().map(|&(c, ..)| c).collect();
+        let what = format!("\"{}\" ({})", visible(&shown), script.full_name());
+        return Some((Suspicion::LookAlike, Finding { line, column, what }));
+    }
     if writes_together(&names) {
         return None;
     }
@@ -242,16 +258,75 @@ fn mixed_script(word: &[(char, usize, usize)]) -> Option<Finding> {
         }
     }
     let shown: String = word.iter().map(|&(c, ..)| c).collect();
-    Some(Finding {
-        line,
-        column,
-        what: format!(
-            "\"{}\" ({} among {} letters)",
-            visible(&shown),
-            suspects.join(", "),
-            main.full_name()
-        ),
-    })
+    let what = format!(
+        "\"{}\" ({} among {} letters)",
+        visible(&shown),
+        suspects.join(", "),
+        main.full_name()
+    );
+    Some((Suspicion::MixedScript, Finding { line, column, what }))
+}
+
+/// Cyrillic and Greek letters drawn like a Latin letter in common fonts (from Unicode's
+/// confusables, UTS #39): a word made only of them passes for a Latin word.
+fn looks_latin(c: char) -> bool {
+    matches!(
+        c,
+        'а' | 'е'
+            | 'о'
+            | 'р'
+            | 'с'
+            | 'у'
+            | 'х'
+            | 'ѕ'
+            | 'і'
+            | 'ј'
+            | 'һ'
+            | 'ԁ'
+            | 'ԛ'
+            | 'ԝ'
+            | 'ӏ'
+            | 'А'
+            | 'В'
+            | 'Е'
+            | 'К'
+            | 'М'
+            | 'Н'
+            | 'О'
+            | 'Р'
+            | 'С'
+            | 'Т'
+            | 'Х'
+            | 'Ѕ'
+            | 'І'
+            | 'Ј'
+            | 'Ү'
+            | 'Ԛ'
+            | 'Ԝ'
+            | 'Ӏ'
+            | 'Α'
+            | 'Β'
+            | 'Ε'
+            | 'Ζ'
+            | 'Η'
+            | 'Ι'
+            | 'Κ'
+            | 'Μ'
+            | 'Ν'
+            | 'Ο'
+            | 'Ρ'
+            | 'Τ'
+            | 'Υ'
+            | 'Χ'
+            | 'ο'
+            | 'ν'
+            | 'ι'
+            | 'κ'
+            | 'ρ'
+            | 'υ'
+            | 'χ'
+            | 'α'
+    )
 }
 
 /// Whether a word's scripts are ones written together (UTS #39, highly restrictive).
@@ -278,6 +353,8 @@ pub enum Suspicion {
     Bidi,
     /// Words mixing letters of scripts that are not written together (look-alike letters).
     MixedScript,
+    /// Words written wholly in another script's look-alikes of Latin letters (`ВОВ` for `BOB`).
+    LookAlike,
 }
 
 /// One suspicious character or word, and where it is.
@@ -314,6 +391,10 @@ impl fmt::Display for Warning {
                 "bidirectional control characters",
             ),
             Suspicion::MixedScript => ("word mixing scripts", "words mixing scripts"),
+            Suspicion::LookAlike => (
+                "word made of look-alikes of Latin letters",
+                "words made of look-alikes of Latin letters",
+            ),
         };
         let listed: Vec<String> = self
             .found
@@ -475,6 +556,20 @@ mod tests {
             "this command contains 2 words mixing scripts (\"раураl\" (Latin U+006C among \
              Cyrillic letters) at line 1, column 1; \"sеlеct\" (Cyrillic U+0435 among Latin \
              letters) at line 2, column 1)"
+        );
+    }
+
+    #[test]
+    fn words_of_look_alike_letters_are_named() {
+        // Reproduced: Cyrillic "ВОВ" showed as "BOB" with no warning, being of one script.
+        let shown = command("DELETE FROM accts WHERE name <> 'ВОВ' AND note <> 'Ορος'");
+        let warnings: Vec<String> = shown.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "this command contains 1 word made of look-alikes of Latin letters (\"ВОВ\" \
+                 (Cyrillic) at line 1, column 34)"
+            ]
         );
     }
 
