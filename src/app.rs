@@ -282,7 +282,7 @@ async fn refuse_own_database(config: &Config) -> anyhow::Result<()> {
 /// resolves it. Reading the URL's path is not enough: SQLite takes a name such as
 /// `file:../hoop.db` as a URI of its own (`sqlite://file:../hoop.db` got past the check). A URL
 /// that cannot be opened names no file yet, and so not this server's.
-async fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+pub(crate) async fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     use sqlx::{ConnectOptions, Connection};
     use std::str::FromStr;
     if !url.starts_with("sqlite:") {

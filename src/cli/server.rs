@@ -54,10 +54,37 @@ fn required_config(source: ConfigSource) -> anyhow::Result<(Config, PathBuf)> {
 /// Opens the database of the config from `source`, saying on stderr which config and database it is.
 async fn open(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn Store>)> {
     let (config, path) = required_config(source)?;
+    open_with(config, path).await
+}
+
+async fn open_with(config: Config, path: PathBuf) -> anyhow::Result<(Config, Arc<dyn Store>)> {
     let url = config.server.database_url.expose_secret();
     sayln!("config {}, database {}", path.display(), redact(url));
     let store = open_store(url, ChangeHub::new(), config.server.audit_key.clone()).await?;
     Ok((config, store))
+}
+
+/// Like [`open`], but refuses a SQLite database that does not exist yet instead of creating it:
+/// run from another directory, a relative `sqlite://hoop.db` made a fresh, empty database there,
+/// and `hoop audit verify` called it "intact".
+async fn open_existing(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn Store>)> {
+    let (config, path) = required_config(source)?;
+    let url = config.server.database_url.expose_secret();
+    if url.starts_with("sqlite:")
+        && !url.contains(":memory:")
+        && crate::app::sqlite_file(url).await.is_none()
+    {
+        let here = std::env::current_dir()
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_else(|_| ".".into());
+        anyhow::bail!(
+            "no database at {} (config {}): a relative path is taken from the current directory, \
+             {here}; run where the server runs, or give database_url an absolute path",
+            redact(url),
+            path.display()
+        );
+    }
+    open_with(config, path).await
 }
 
 pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -217,7 +244,7 @@ pub async fn verify_audit(
     source: ConfigSource,
     checkpoints: &[Checkpoint],
 ) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(source).await?;
+    let (config, store) = open_existing(source).await?;
     let (events, head) = match verified_chain(&config, store.as_ref(), checkpoints, false).await? {
         Ok(chain) => chain,
         Err(broken) => return Ok(broken),
@@ -241,7 +268,7 @@ pub async fn verify_audit(
 }
 
 pub async fn checkpoint_audit(source: ConfigSource) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(source).await?;
+    let (config, store) = open_existing(source).await?;
     let head = match verified_chain(&config, store.as_ref(), &[], true).await? {
         Ok((_, head)) => head,
         Err(broken) => return Ok(broken),
@@ -300,7 +327,7 @@ async fn verified_chain(
 
 pub async fn export_audit(source: ConfigSource) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let (_, store) = open(source).await?;
+    let (_, store) = open_existing(source).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for event in store.audit_events(None).await? {

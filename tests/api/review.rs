@@ -110,3 +110,35 @@ async fn serve_refuses_an_audit_key_the_trail_was_not_written_with(backend: Back
         .expect("its own key");
     assert_eq!(app.hoop.store.audit_head().await.unwrap(), head);
 }
+
+/// Reproduced: `hoop audit verify -c /etc/hoop/hoop.toml` run from another directory took the
+/// config's relative `sqlite://hoop.db` from there, created an empty database and said "audit
+/// trail intact: 0 events". The audit commands never create a database.
+#[test]
+fn audit_commands_refuse_a_database_that_does_not_exist() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("hoop.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\ndatabase_url = \"sqlite://hoop.db\"\naudit_key = \"{AUDIT_KEY}\"\n"),
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = config.display().to_string();
+    for command in ["verify", "checkpoint", "export"] {
+        let out = hoop_in(elsewhere.path(), &["audit", command, "-c", &config]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("no database at sqlite://hoop.db")
+                && stderr.contains("a relative path is taken from the current directory"),
+            "{command}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{command}");
+    }
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "no database was created"
+    );
+}
