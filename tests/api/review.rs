@@ -142,3 +142,65 @@ fn audit_commands_refuse_a_database_that_does_not_exist() {
         "no database was created"
     );
 }
+
+/// Reproduced: an agent token's refusal reason (or a job id in the path) with a newline wrote a
+/// forged line into the server's log (`… INFO hoopbot::service: job finished … status=executed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_forge_server_log_lines() {
+    use crate::processes::{free_port, hoop};
+    hoopbot::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("hoop.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://{}\"\n\
+             audit_key = \"{AUDIT_KEY}\"\n\n[[connections]]\nname = \"box\"\n\
+             type = \"command\"\nagent = \"edge\"\n",
+            dir.path().join("hoop.db").display()
+        ),
+    )
+    .unwrap();
+    let created = hoop()
+        .args(["token", "create", "--agent", "edge", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut server = hoop()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let healthy = async {
+        while http.get(format!("{base}/healthz")).send().await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), healthy)
+        .await
+        .expect("the server comes up");
+    let forged = "FORGED  INFO hoopbot::service: job finished status=executed";
+    let reply = http
+        .post(format!("{base}/api/v1/agent/jobs/x%0A{forged}/refuse"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "reason": format!("x\n{forged}") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), reqwest::StatusCode::NOT_FOUND);
+    let _ = server.kill();
+    let _ = server.wait();
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("agent refused a job"), "{log}");
+    assert!(!log.lines().any(|line| line.starts_with("FORGED")), "{log}");
+}
