@@ -71,7 +71,10 @@ impl App {
             config.server.audit_key.clone(),
         )
         .await?;
-        refuse_own_database(&config)?;
+        refuse_own_database(&config).await?;
+        if let Some(key) = &config.server.audit_key {
+            refuse_another_audit_key(store.as_ref(), key).await?;
+        }
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -236,19 +239,41 @@ fn skew_warning(skew: i64) -> Option<String> {
     })
 }
 
+/// Refuses to serve with an audit key other than the one the chain was written with: every event
+/// appended after it would make `hoop audit verify` report the trail as tampered with.
+async fn refuse_another_audit_key(
+    store: &dyn crate::store::Store,
+    key: &crate::audit::AuditKey,
+) -> anyhow::Result<()> {
+    let Some(last) = store.last_audit_event().await? else {
+        return Ok(());
+    };
+    let head = store.audit_head().await?;
+    anyhow::ensure!(
+        crate::audit::written_with(key, &last, &head),
+        "the audit key is not the one this database's audit trail was written with (its last \
+         event, {}, does not verify with it): check HOOP_AUDIT_KEY or [server] audit_key, or the \
+         database. Serving with it would make every new event look forged",
+        last.seq
+    );
+    Ok(())
+}
+
 /// Refuses a SQLite connection whose file is this server's own database — by device and inode, so
 /// another path, a symlink or a hard link to it is caught too. A command approved on it could
 /// otherwise rewrite tokens, requests and the audit trail.
-fn refuse_own_database(config: &Config) -> anyhow::Result<()> {
+async fn refuse_own_database(config: &Config) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let Some(own) = sqlite_file(config.server.database_url.expose_secret()) else {
+    let Some(own) = sqlite_file(config.server.database_url.expose_secret()).await else {
         return Ok(());
     };
     let own = std::fs::metadata(&own)
         .with_context(|| format!("cannot read the database file {}", own.display()))?;
     for connection in &config.connections {
         let file = match (&connection.kind, &connection.target.url) {
-            (crate::config::ConnectionType::Sqlite, Some(url)) => sqlite_file(url.expose_secret()),
+            (crate::config::ConnectionType::Sqlite, Some(url)) => {
+                sqlite_file(url.expose_secret()).await
+            }
             _ => None,
         };
         if let Some(meta) = file.and_then(|f| std::fs::metadata(f).ok())
@@ -264,16 +289,28 @@ fn refuse_own_database(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The file a `sqlite:` URL names, if it names one (not an in-memory database).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+/// The file a `sqlite:` URL opens, if it opens one (not an in-memory database), as SQLite itself
+/// resolves it. Reading the URL's path is not enough: SQLite takes a name such as
+/// `file:../hoop.db` as a URI of its own (`sqlite://file:../hoop.db` got past the check). A URL
+/// that cannot be opened names no file yet, and so not this server's.
+pub(crate) async fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use sqlx::{ConnectOptions, Connection};
     use std::str::FromStr;
     if !url.starts_with("sqlite:") {
         return None;
     }
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
-    let file = options.get_filename();
-    (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
-        .then(|| file.to_path_buf())
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .ok()?
+        .disable_statement_logging();
+    let mut conn = options.connect().await.ok()?;
+    let file: Option<String> =
+        sqlx::query_scalar("select file from pragma_database_list where name = 'main'")
+            .fetch_optional(&mut conn)
+            .await
+            .ok()
+            .flatten();
+    let _ = conn.close().await;
+    file.filter(|f| !f.is_empty()).map(std::path::PathBuf::from)
 }
 
 /// The agent for connections this server runs itself (`agent = "embedded"`), if it has any.

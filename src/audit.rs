@@ -159,6 +159,23 @@ pub enum ChainError {
     BeforeCheckpoint { last: i64, seq: i64 },
     #[error("event {seq} does not match its checkpoint: the chain up to it was rewritten")]
     CheckpointMismatch { seq: i64 },
+    /// Everything else verified, but events up to `until` carry unkeyed hashes and no checkpoint
+    /// at or after `until` vouches for them. The mark is a plain number in the database: raised
+    /// to the head, it would let anyone who can write the database rewrite the whole chain with
+    /// unkeyed hashes, so unkeyed events count only when a checkpoint pins them.
+    #[error(
+        "events 1 to {until} carry unkeyed hashes (from before the chain was keyed, or a raised \
+         mark), which anyone who can write the database could have rewritten; pass a checkpoint \
+         taken at or after event {until} (--checkpoint SEQ:HASH) to vouch for them"
+    )]
+    UnkeyedUnpinned { until: i64 },
+}
+
+/// Whether `event` (the chain's last) was written with `key`, so that a server started with a
+/// mistyped or another deployment's key refuses to start instead of appending events no one can
+/// verify. Events up to `head.unkeyed_until` carry no key and say nothing.
+pub fn written_with(key: &AuditKey, event: &AuditEvent, head: &Head) -> bool {
+    event.seq <= head.unkeyed_until || event_hash(key, &event.prev_hash, event) == event.hash
 }
 
 /// Checks every event in `events` (in sequence order) against its predecessor, the chain head and
@@ -212,6 +229,11 @@ pub fn verify(
             last: prev_seq,
             head: head.seq,
         });
+    }
+    // Last, so that this error means "intact, but partly unkeyed and unpinned".
+    let unkeyed = head.unkeyed_until.min(head.seq);
+    if unkeyed > 0 && !checkpoints.iter().any(|c| c.seq >= unkeyed) {
+        return Err(ChainError::UnkeyedUnpinned { until: unkeyed });
     }
     Ok(())
 }
@@ -371,7 +393,16 @@ mod tests {
             hash: prev,
             unkeyed_until: 2,
         };
-        assert_eq!(verify(&key(), &events, &head, &[]), Ok(()));
+        // Unkeyed events count only under a checkpoint at or after the mark.
+        assert_eq!(
+            verify(&key(), &events, &head, &[]),
+            Err(ChainError::UnkeyedUnpinned { until: 2 })
+        );
+        let pin = Checkpoint {
+            seq: 3,
+            hash: events[2].hash.clone(),
+        };
+        assert_eq!(verify(&key(), &events, &head, &[pin]), Ok(()));
         // An unkeyed hash past the upgrade point is a forgery.
         let head_claiming_less = Head {
             unkeyed_until: 1,
@@ -380,6 +411,45 @@ mod tests {
         assert_eq!(
             verify(&key(), &events, &head_claiming_less, &[]),
             Err(ChainError::Altered { seq: 2 })
+        );
+    }
+
+    /// Reproduced: on a keyed chain, someone without the key rewrote every event with unkeyed
+    /// hashes and raised `unkeyed_until` to the head; verify said "intact".
+    #[test]
+    fn a_chain_rewritten_unkeyed_with_a_raised_mark_does_not_verify() {
+        let (mut events, head) = chain(&key(), 4);
+        let checkpoint = Checkpoint {
+            seq: 4,
+            hash: head.hash.clone(),
+        };
+        events[1].actor = "mallory@x.com".into();
+        let mut prev = String::new();
+        for event in events.iter_mut() {
+            event.prev_hash = prev.clone();
+            event.hash = legacy_event_hash(&prev, event);
+            prev = event.hash.clone();
+        }
+        let forged = Head {
+            seq: 4,
+            hash: prev,
+            unkeyed_until: 4,
+        };
+        assert_eq!(
+            verify(&key(), &events, &forged, &[]),
+            Err(ChainError::UnkeyedUnpinned { until: 4 })
+        );
+        assert_eq!(
+            verify(&key(), &events, &forged, &[checkpoint]),
+            Err(ChainError::CheckpointMismatch { seq: 4 })
+        );
+        let beyond_head = Head {
+            unkeyed_until: 99,
+            ..forged
+        };
+        assert_eq!(
+            verify(&key(), &events, &beyond_head, &[]),
+            Err(ChainError::UnkeyedUnpinned { until: 4 })
         );
     }
 

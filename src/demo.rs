@@ -59,6 +59,26 @@ pub fn config() -> anyhow::Result<Config> {
     config_with_key_file(Path::new(AUDIT_KEY_FILE))
 }
 
+/// Where the demo keeps its data (relative to the directory it runs in).
+const DATABASE_FILE: &str = "hoop-demo.db";
+
+/// The config of a demo that already ran in the current directory, for server-side commands
+/// (`hoop audit verify --demo`). Refused where no demo ran: a fresh, empty database would
+/// verify as "intact", and a new key would not match the one its chain was written with.
+pub fn existing_config() -> anyhow::Result<Config> {
+    for file in [DATABASE_FILE, AUDIT_KEY_FILE] {
+        if !Path::new(file).exists() {
+            let here = std::env::current_dir()
+                .map(|dir| dir.display().to_string())
+                .unwrap_or_else(|_| ".".into());
+            anyhow::bail!(
+                "no demo in {here}: {file} is missing; run this where `hoop serve` ran without a config"
+            );
+        }
+    }
+    config()
+}
+
 /// The demo's config with its audit key kept in `key_file`.
 pub fn config_with_key_file(key_file: &Path) -> anyhow::Result<Config> {
     let mut config = Config::parse(CONFIG, "demo config").expect("the demo config is valid");

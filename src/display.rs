@@ -42,10 +42,15 @@ pub fn command(command: &str) -> ShownCommand {
             what: code_point(c),
         });
     }
+    let (mixed, look_alike): (Vec<_>, Vec<_>) = mixed_script_words(command)
+        .into_iter()
+        .partition(|(kind, _)| *kind == Suspicion::MixedScript);
+    let findings = |words: Vec<(Suspicion, Finding)>| words.into_iter().map(|(_, f)| f).collect();
     let warnings = [
         (Suspicion::Invisible, invisible),
         (Suspicion::Bidi, bidi),
-        (Suspicion::MixedScript, mixed_script_words(command)),
+        (Suspicion::MixedScript, findings(mixed)),
+        (Suspicion::LookAlike, findings(look_alike)),
     ]
     .into_iter()
     .filter(|(_, found)| !found.is_empty())
@@ -82,7 +87,8 @@ pub fn single_line(text: &str) -> String {
 /// around it is drawn. Control characters (newlines and tabs included: callers decide whether to
 /// keep those), bidirectional controls, format characters (Cf), line and paragraph separators
 /// (Zl, Zp), private-use (Co) and unassigned (Cn) code points, default-ignorable code points such
-/// as the Hangul fillers and the soft hyphen, and spaces other than the ASCII one.
+/// as the Hangul fillers and the soft hyphen, spaces other than the ASCII one, and the blank
+/// braille pattern.
 pub fn is_hidden(c: char) -> bool {
     class(c) != Class::Shown
 }
@@ -125,7 +131,7 @@ fn class(c: char) -> Class {
             // Look like an ASCII space but are not one (U+00A0, U+2003, U+3000, ...).
             | GeneralCategory::SpaceSeparator
     );
-    if hidden_category || is_default_ignorable(c) {
+    if hidden_category || is_default_ignorable(c) || is_blank_glyph(c) {
         Class::Invisible
     } else {
         Class::Shown
@@ -164,6 +170,12 @@ fn is_default_ignorable(c: char) -> bool {
     )
 }
 
+/// Characters that are neither spaces nor default-ignorable but are drawn as an empty cell: the
+/// blank braille pattern U+2800 shows like a space (reproduced in `hoop requests show`).
+fn is_blank_glyph(c: char) -> bool {
+    c == '\u{2800}'
+}
+
 /// Each character with its line and column (both from 1; columns count characters). Only `\n`
 /// starts a line, as it does on screen once other control characters are escaped.
 fn positions(text: &str) -> impl Iterator<Item = (char, usize, usize)> + '_ {
@@ -183,7 +195,7 @@ fn positions(text: &str) -> impl Iterator<Item = (char, usize, usize)> + '_ {
 /// of a look-alike letter (Cyrillic `а` in `аdmin`). Following Unicode's "highly restrictive"
 /// level (UTS #39), one script is fine, and so is Latin with Han and the Japanese kana, with Han
 /// and Bopomofo, or with Han and Hangul.
-fn mixed_script_words(text: &str) -> Vec<Finding> {
+fn mixed_script_words(text: &str) -> Vec<(Suspicion, Finding)> {
     let mut found = Vec::new();
     let mut word: Vec<(char, usize, usize)> = Vec::new();
     let in_word = |c: char| c.is_alphanumeric() || c == '_' || c.script() == Script::Inherited;
@@ -200,7 +212,7 @@ fn mixed_script_words(text: &str) -> Vec<Finding> {
     found
 }
 
-fn mixed_script(word: &[(char, usize, usize)]) -> Option<Finding> {
+fn mixed_script(word: &[(char, usize, usize)]) -> Option<(Suspicion, Finding)> {
     let &(_, line, column) = word.first()?;
     let mut scripts: Vec<(Script, usize)> = Vec::new();
     for &(c, ..) in word {
@@ -214,6 +226,17 @@ fn mixed_script(word: &[(char, usize, usize)]) -> Option<Finding> {
         }
     }
     let names: Vec<Script> = scripts.iter().map(|(s, _)| *s).collect();
+    if let [script] = names[..]
+        && script != Script::Latin
+        && word
+            .iter()
+            .all(|&(c, ..)| c.script() != script || looks_latin(c))
+    {
+        // One script, but every letter of it has a Latin twin: `'ВОВ'` reads as `'BOB'`.
+        let shown: String = word.iter().map(|&(c, ..)| c).collect();
+        let what = format!("\"{}\" ({})", visible(&shown), script.full_name());
+        return Some((Suspicion::LookAlike, Finding { line, column, what }));
+    }
     if writes_together(&names) {
         return None;
     }
@@ -235,16 +258,75 @@ fn mixed_script(word: &[(char, usize, usize)]) -> Option<Finding> {
         }
     }
     let shown: String = word.iter().map(|&(c, ..)| c).collect();
-    Some(Finding {
-        line,
-        column,
-        what: format!(
-            "\"{}\" ({} among {} letters)",
-            visible(&shown),
-            suspects.join(", "),
-            main.full_name()
-        ),
-    })
+    let what = format!(
+        "\"{}\" ({} among {} letters)",
+        visible(&shown),
+        suspects.join(", "),
+        main.full_name()
+    );
+    Some((Suspicion::MixedScript, Finding { line, column, what }))
+}
+
+/// Cyrillic and Greek letters drawn like a Latin letter in common fonts (from Unicode's
+/// confusables, UTS #39): a word made only of them passes for a Latin word.
+fn looks_latin(c: char) -> bool {
+    matches!(
+        c,
+        'а' | 'е'
+            | 'о'
+            | 'р'
+            | 'с'
+            | 'у'
+            | 'х'
+            | 'ѕ'
+            | 'і'
+            | 'ј'
+            | 'һ'
+            | 'ԁ'
+            | 'ԛ'
+            | 'ԝ'
+            | 'ӏ'
+            | 'А'
+            | 'В'
+            | 'Е'
+            | 'К'
+            | 'М'
+            | 'Н'
+            | 'О'
+            | 'Р'
+            | 'С'
+            | 'Т'
+            | 'Х'
+            | 'Ѕ'
+            | 'І'
+            | 'Ј'
+            | 'Ү'
+            | 'Ԛ'
+            | 'Ԝ'
+            | 'Ӏ'
+            | 'Α'
+            | 'Β'
+            | 'Ε'
+            | 'Ζ'
+            | 'Η'
+            | 'Ι'
+            | 'Κ'
+            | 'Μ'
+            | 'Ν'
+            | 'Ο'
+            | 'Ρ'
+            | 'Τ'
+            | 'Υ'
+            | 'Χ'
+            | 'ο'
+            | 'ν'
+            | 'ι'
+            | 'κ'
+            | 'ρ'
+            | 'υ'
+            | 'χ'
+            | 'α'
+    )
 }
 
 /// Whether a word's scripts are ones written together (UTS #39, highly restrictive).
@@ -271,6 +353,8 @@ pub enum Suspicion {
     Bidi,
     /// Words mixing letters of scripts that are not written together (look-alike letters).
     MixedScript,
+    /// Words written wholly in another script's look-alikes of Latin letters (`ВОВ` for `BOB`).
+    LookAlike,
 }
 
 /// One suspicious character or word, and where it is.
@@ -307,6 +391,10 @@ impl fmt::Display for Warning {
                 "bidirectional control characters",
             ),
             Suspicion::MixedScript => ("word mixing scripts", "words mixing scripts"),
+            Suspicion::LookAlike => (
+                "word made of look-alikes of Latin letters",
+                "words made of look-alikes of Latin letters",
+            ),
         };
         let listed: Vec<String> = self
             .found
@@ -378,6 +466,7 @@ mod tests {
             ('\u{3000}', "ideographic space"),
             ('\u{0000}', "NUL"),
             ('\u{0085}', "next line (C1)"),
+            ('\u{2800}', "blank braille pattern"),
         ];
         for (c, name) in hidden {
             assert!(is_hidden(c), "{name}");
@@ -467,6 +556,20 @@ mod tests {
             "this command contains 2 words mixing scripts (\"раураl\" (Latin U+006C among \
              Cyrillic letters) at line 1, column 1; \"sеlеct\" (Cyrillic U+0435 among Latin \
              letters) at line 2, column 1)"
+        );
+    }
+
+    #[test]
+    fn words_of_look_alike_letters_are_named() {
+        // Reproduced: Cyrillic "ВОВ" showed as "BOB" with no warning, being of one script.
+        let shown = command("DELETE FROM accts WHERE name <> 'ВОВ' AND note <> 'Ορος'");
+        let warnings: Vec<String> = shown.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "this command contains 1 word made of look-alikes of Latin letters (\"ВОВ\" \
+                 (Cyrillic) at line 1, column 34)"
+            ]
         );
     }
 

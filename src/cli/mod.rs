@@ -99,6 +99,20 @@ struct ConfigArg {
     /// Server config file [default: ./hoop.toml; required, never the demo's]
     #[arg(long, short = 'c', env = "HOOP_CONFIG")]
     config: Option<PathBuf>,
+    /// Use the demo's database and audit key in the current directory (where `hoop serve` ran
+    /// without a config) instead of a config file
+    #[arg(long, conflicts_with = "config")]
+    demo: bool,
+}
+
+impl ConfigArg {
+    fn source(self) -> server::ConfigSource {
+        if self.demo {
+            server::ConfigSource::Demo
+        } else {
+            server::ConfigSource::File(self.config)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -174,25 +188,27 @@ pub fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             Command::Agent { config } => agent::run(&config).await,
             Command::Serve(c) => server::serve(c.config).await,
-            Command::Migrate(c) => server::migrate(c.config).await,
+            Command::Migrate(c) => server::migrate(c.source()).await,
             Command::Token(TokenCommand::Create {
                 email,
                 agent,
                 config,
-            }) => server::create_token(config.config, email, agent).await,
+            }) => server::create_token(config.source(), email, agent).await,
             Command::Token(TokenCommand::Revoke {
                 token,
                 id,
                 user,
                 agent,
                 config,
-            }) => server::revoke_tokens(config.config, token, id, user, agent).await,
-            Command::Token(TokenCommand::List(c)) => server::list_tokens(c.config).await,
+            }) => server::revoke_tokens(config.source(), token, id, user, agent).await,
+            Command::Token(TokenCommand::List(c)) => server::list_tokens(c.source()).await,
             Command::Audit(AuditCommand::Verify { checkpoint, config }) => {
-                server::verify_audit(config.config, &checkpoint).await
+                server::verify_audit(config.source(), &checkpoint).await
             }
-            Command::Audit(AuditCommand::Checkpoint(c)) => server::checkpoint_audit(c.config).await,
-            Command::Audit(AuditCommand::Export(c)) => server::export_audit(c.config).await,
+            Command::Audit(AuditCommand::Checkpoint(c)) => {
+                server::checkpoint_audit(c.source()).await
+            }
+            Command::Audit(AuditCommand::Export(c)) => server::export_audit(c.source()).await,
         }
     });
     match outcome {

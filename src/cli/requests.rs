@@ -47,7 +47,7 @@ pub enum RequestsCommand {
         #[arg(long, short = 'r')]
         reason: String,
     },
-    /// Withdraw your own pending request
+    /// Withdraw a request: your own, or any as an admin, while pending or approved but not started
     Cancel {
         /// The request's id
         id: String,

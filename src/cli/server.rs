@@ -8,7 +8,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use crate::app::{App, open_store, redact, shutdown_signal};
-use crate::audit::{AuditEvent, Checkpoint, Head};
+use crate::audit::{AuditEvent, ChainError, Checkpoint, Head};
 use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::service::Clock;
@@ -23,28 +23,68 @@ fn serve_config(path: Option<PathBuf>) -> anyhow::Result<Option<(Config, PathBuf
     }
 }
 
+/// Where a server-side command other than `hoop serve` gets its config.
+pub enum ConfigSource {
+    /// A config file: the one given (or `$HOOP_CONFIG`), else `./hoop.toml`.
+    File(Option<PathBuf>),
+    /// The demo that `hoop serve` without a config runs in the current directory.
+    Demo,
+}
+
 /// The config every other server-side command needs. Without one they refuse: falling back to the
-/// demo would let `hoop audit verify` in the wrong folder vouch for an empty, fresh database.
-fn required_config(path: Option<PathBuf>) -> anyhow::Result<(Config, PathBuf)> {
+/// demo would let `hoop audit verify` in the wrong folder vouch for an empty, fresh database. The
+/// demo's own database is reached only when asked for (`--demo`), and only where it exists.
+fn required_config(source: ConfigSource) -> anyhow::Result<(Config, PathBuf)> {
+    let path = match source {
+        ConfigSource::File(path) => path,
+        ConfigSource::Demo => return Ok((crate::demo::existing_config()?, "demo config".into())),
+    };
     let path = path.or_else(Config::default_path).with_context(|| {
         let here = std::env::current_dir()
             .map(|dir| dir.join("hoop.toml").display().to_string())
             .unwrap_or_else(|_| "./hoop.toml".into());
         format!(
             "no server config: give --config FILE, set $HOOP_CONFIG, or run where hoop.toml is \
-             (looked for {here})"
+             (looked for {here}); for the demo's database, run with --demo where `hoop serve` ran"
         )
     })?;
     Ok((Config::load(&path)?, path))
 }
 
-/// Opens the database of the config at `path`, saying on stderr which config and database it is.
-async fn open(path: Option<PathBuf>) -> anyhow::Result<(Config, Arc<dyn Store>)> {
-    let (config, path) = required_config(path)?;
+/// Opens the database of the config from `source`, saying on stderr which config and database it is.
+async fn open(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn Store>)> {
+    let (config, path) = required_config(source)?;
+    open_with(config, path).await
+}
+
+async fn open_with(config: Config, path: PathBuf) -> anyhow::Result<(Config, Arc<dyn Store>)> {
     let url = config.server.database_url.expose_secret();
     sayln!("config {}, database {}", path.display(), redact(url));
     let store = open_store(url, ChangeHub::new(), config.server.audit_key.clone()).await?;
     Ok((config, store))
+}
+
+/// Like [`open`], but refuses a SQLite database that does not exist yet instead of creating it:
+/// run from another directory, a relative `sqlite://hoop.db` made a fresh, empty database there,
+/// and `hoop audit verify` called it "intact".
+async fn open_existing(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn Store>)> {
+    let (config, path) = required_config(source)?;
+    let url = config.server.database_url.expose_secret();
+    if url.starts_with("sqlite:")
+        && !url.contains(":memory:")
+        && crate::app::sqlite_file(url).await.is_none()
+    {
+        let here = std::env::current_dir()
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_else(|_| ".".into());
+        anyhow::bail!(
+            "no database at {} (config {}): a relative path is taken from the current directory, \
+             {here}; run where the server runs, or give database_url an absolute path",
+            redact(url),
+            path.display()
+        );
+    }
+    open_with(config, path).await
 }
 
 pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -94,8 +134,8 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn migrate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, _) = open(path).await?;
+pub async fn migrate(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (config, _) = open(source).await?;
     outln!(
         "migrations applied to {}",
         redact(config.server.database_url.expose_secret())
@@ -104,11 +144,11 @@ pub async fn migrate(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn create_token(
-    path: Option<PathBuf>,
+    source: ConfigSource,
     email: Option<String>,
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(path).await?;
+    let (config, store) = open(source).await?;
     let subject = match (email, agent) {
         (_, Some(agent)) if agent == crate::config::EMBEDDED_AGENT => anyhow::bail!(
             "the agent name {agent} is reserved for the connections `hoop serve` runs itself; choose another name"
@@ -138,7 +178,7 @@ pub async fn create_token(
 }
 
 pub async fn revoke_tokens(
-    path: Option<PathBuf>,
+    source: ConfigSource,
     token: Option<String>,
     id: Option<String>,
     user: Option<String>,
@@ -153,7 +193,7 @@ pub async fn revoke_tokens(
             anyhow::bail!("give a TOKEN, --id ID, --user EMAIL or --agent NAME")
         }
     };
-    let (_, store) = open(path).await?;
+    let (_, store) = open(source).await?;
     let revoked = crate::token::revoke(
         store.as_ref(),
         which,
@@ -173,8 +213,8 @@ pub async fn revoke_tokens(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn list_tokens(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (_, store) = open(path).await?;
+pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (_, store) = open(source).await?;
     outln!(
         "{:<12} {:<6} {:<32} {:<25} REVOKED",
         "ID",
@@ -201,11 +241,11 @@ pub async fn list_tokens(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn verify_audit(
-    path: Option<PathBuf>,
+    source: ConfigSource,
     checkpoints: &[Checkpoint],
 ) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(path).await?;
-    let (events, head) = match verified_chain(&config, store.as_ref(), checkpoints).await? {
+    let (config, store) = open_existing(source).await?;
+    let (events, head) = match verified_chain(&config, store.as_ref(), checkpoints, false).await? {
         Ok(chain) => chain,
         Err(broken) => return Ok(broken),
     };
@@ -227,9 +267,9 @@ pub async fn verify_audit(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn checkpoint_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(path).await?;
-    let head = match verified_chain(&config, store.as_ref(), &[]).await? {
+pub async fn checkpoint_audit(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (config, store) = open_existing(source).await?;
+    let head = match verified_chain(&config, store.as_ref(), &[], true).await? {
         Ok((_, head)) => head,
         Err(broken) => return Ok(broken),
     };
@@ -252,11 +292,14 @@ pub async fn checkpoint_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode>
 }
 
 /// The events and head when the chain verifies (against `checkpoints` too); otherwise the exit
-/// code for a broken chain, having said why.
+/// code for a broken chain, having said why. With `vouch_for_unkeyed` (taking a checkpoint), a
+/// chain whose only flaw is an unpinned unkeyed part passes, with a warning: the checkpoint taken
+/// now is what pins it from then on.
 async fn verified_chain(
     config: &Config,
     store: &dyn Store,
     checkpoints: &[Checkpoint],
+    vouch_for_unkeyed: bool,
 ) -> anyhow::Result<Result<(Vec<AuditEvent>, Head), ExitCode>> {
     let key = config.server.audit_key.as_ref().context(
         "no audit key: the chain can only be checked with the key it was written with; \
@@ -266,6 +309,15 @@ async fn verified_chain(
     let head = store.audit_head().await?;
     match crate::audit::verify(key, &events, &head, checkpoints) {
         Ok(()) => Ok(Ok((events, head))),
+        Err(ChainError::UnkeyedUnpinned { until }) if vouch_for_unkeyed => {
+            sayln!(
+                "Warning: events 1 to {until} carry unkeyed hashes, which this checkpoint vouches \
+                 for as they are now. That is expected once, right after upgrading a database from \
+                 before the chain was keyed; on a database that started keyed it means someone \
+                 rewrote the chain: do not keep this checkpoint, restore the database instead."
+            );
+            Ok(Ok((events, head)))
+        }
         Err(e) => {
             sayln!("audit trail BROKEN: {e}");
             Ok(Err(ExitCode::from(2)))
@@ -273,9 +325,9 @@ async fn verified_chain(
     }
 }
 
-pub async fn export_audit(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn export_audit(source: ConfigSource) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let (_, store) = open(path).await?;
+    let (_, store) = open_existing(source).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for event in store.audit_events(None).await? {

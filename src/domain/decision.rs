@@ -178,7 +178,11 @@ fn reject(
         )));
     }
     let reason = reason.trim();
-    if reason.is_empty() {
+    // A reason the requester cannot see (only zero-width or other invisible characters) is none.
+    if !reason
+        .chars()
+        .any(|c| !c.is_whitespace() && !crate::display::is_hidden(c))
+    {
         return Err(DecisionError::ReasonRequired);
     }
     Ok(Outcome::Rejected {
@@ -306,6 +310,7 @@ mod tests {
             ("the approver of another group may still reject", request(&[("dba-team", "bob@x")]), &bob, reject(" risky "),
                 Ok(Outcome::Rejected { reason: "risky".into() })),
             ("rejection needs a reason", request(&[]), &sam, reject("  "), Err(DecisionError::ReasonRequired)),
+            ("an invisible reason is none", request(&[]), &sam, reject("\u{200b}\u{2800} \u{3164}"), Err(DecisionError::ReasonRequired)),
             ("outsiders cannot reject", request(&[]), &eve, reject("no"),
                 Err(DecisionError::NotInGroup("only members of the approval groups (dba-team, security) can reject this request".into()))),
             ("admins can reject", request(&[]), &root, reject("freeze"), Ok(Outcome::Rejected { reason: "freeze".into() })),

@@ -180,7 +180,9 @@ async fn refuse(
     Path(id): Path<String>,
     Body(body): Body<RefuseBody>,
 ) -> Result<Json<JobReply>> {
-    tracing::warn!(request_id = %id, agent, reason = %body.reason, "agent refused a job");
+    // Debug-formatted: the id (from the path) and the reason are the caller's text, and a raw
+    // newline in either forged whole log lines.
+    tracing::warn!(request_id = ?id, agent, reason = ?body.reason, "agent refused a job");
     let job = hoop.refuse(&agent, &id, &body.reason).await?;
     Ok(JobReply::new(&hoop, Some(job)))
 }

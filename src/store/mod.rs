@@ -296,6 +296,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Audit events of one request, or of all requests, in chain order.
     async fn audit_events(&self, request_id: Option<&str>) -> StoreResult<Vec<AuditEvent>>;
+    /// The last audit event, if any.
+    async fn last_audit_event(&self) -> StoreResult<Option<AuditEvent>>;
     /// The chain head: the last event's sequence number and hash.
     async fn audit_head(&self) -> StoreResult<Head>;
     /// Appends audit events that are not part of a request's change (token management), under

@@ -353,23 +353,17 @@ macro_rules! sql_store {
                 .bind(request_id)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|row| {
-                        let detail: String = row.try_get("detail")?;
-                        Ok(AuditEvent {
-                            seq: row.try_get("seq")?,
-                            request_id: row.try_get("request_id")?,
-                            kind: row.try_get("kind")?,
-                            actor: row.try_get("actor")?,
-                            channel: row.try_get("channel")?,
-                            at: row.try_get("at")?,
-                            detail: serde_json::from_str(&detail)
-                                .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
-                            prev_hash: row.try_get("prev_hash")?,
-                            hash: row.try_get("hash")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(audit_event).collect()
+            }
+
+            async fn last_audit_event(&self) -> StoreResult<Option<AuditEvent>> {
+                let row = sqlx::query(
+                    "select seq, request_id, kind, actor, channel, at, detail, prev_hash, hash \
+                     from audit_event order by seq desc limit 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(audit_event).transpose()
             }
 
             async fn audit_head(&self) -> StoreResult<$crate::audit::Head> {
@@ -631,6 +625,22 @@ macro_rules! sql_store {
                 }
                 Ok(requests)
             }
+        }
+
+        fn audit_event(row: &DbRow) -> StoreResult<AuditEvent> {
+            let detail: String = row.try_get("detail")?;
+            Ok(AuditEvent {
+                seq: row.try_get("seq")?,
+                request_id: row.try_get("request_id")?,
+                kind: row.try_get("kind")?,
+                actor: row.try_get("actor")?,
+                channel: row.try_get("channel")?,
+                at: row.try_get("at")?,
+                detail: serde_json::from_str(&detail)
+                    .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            })
         }
 
         fn token_record(row: &DbRow) -> StoreResult<TokenRecord> {

@@ -525,6 +525,11 @@ fn help_describes_every_argument() {
         let shown = help(&["requests", command]);
         assert!(shown.contains("<ID>  The request's id"), "{shown}");
     }
+    let cancel = help(&["requests", "cancel"]);
+    assert!(
+        cancel.contains("or any as an admin, while pending or approved but not started"),
+        "{cancel}"
+    );
     let list = help(&["requests", "list"]);
     assert!(list.contains("How many requests to list"), "{list}");
     let wait = help(&["requests", "wait"]);

@@ -11,5 +11,6 @@ mod flow;
 mod openapi;
 mod ops;
 mod processes;
+mod review;
 mod security;
 mod waiting;

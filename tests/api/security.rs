@@ -103,6 +103,10 @@ async fn a_connection_on_hoopbots_own_database_file_stops_the_server() {
         format!("sqlite://{}", own.display()),
         format!("sqlite://{}?mode=ro", symlink.display()),
         format!("sqlite:{}", hard_link.display()),
+        // SQLite's own URI form, which it resolves itself: got past a check of the URL's path.
+        format!("sqlite://file:{}", own.display()),
+        format!("sqlite://file://localhost{}", symlink.display()),
+        format!("sqlite://file:{}%3Fmode=ro", own.display()),
     ];
     for url in &spellings {
         let err = build(&db.url, Some(url)).await.err().expect("refused");

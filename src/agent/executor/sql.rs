@@ -1901,6 +1901,12 @@ mod tests {
         }
         let untouched = std::fs::metadata(other.path()).unwrap().len();
         assert_eq!(untouched, 0, "nothing was written to the other file");
+        // VACUUM INTO attaches its target file internally, so the authorizer refuses it too.
+        let copy = other.path().with_extension("copy");
+        let result = execute(&sqlite, &format!("VACUUM INTO '{}'", copy.display())).await;
+        let error = result.error.unwrap_or_default();
+        assert!(error.contains("authorization denied"), "{error:?}");
+        assert!(!copy.exists(), "no copy of the database was written");
 
         // Everything else still works, including functions and its own schema.
         let result = execute(
