@@ -168,7 +168,9 @@ pub async fn announce(hoop: &Hoop) -> anyhow::Result<()> {
     let url = &hoop.config.server.public_url;
     let mut lines = vec![
         String::new(),
-        format!("hoopbot demo running at {url} (no config file given; data in ./hoop-demo.db, audit key in ./hoop-demo.audit-key)"),
+        format!(
+            "hoopbot demo running at {url} (no config file given; data in ./hoop-demo.db, audit key in ./hoop-demo.audit-key)"
+        ),
         String::new(),
         "API tokens (new each start, earlier ones revoked; only their hashes are stored):"
             .to_string(),

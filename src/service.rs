@@ -394,13 +394,18 @@ impl Hoop {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let request = self.get(id).await?;
-            if request.version > version || tokio::time::Instant::now() >= deadline || closing {
-                return Ok(request);
-            }
+            // In a block of its own, so a sleeping waiter keeps no copy of the request: thousands
+            // may sleep at once.
+            let expires_at = {
+                let request = Box::pin(self.get(id)).await?;
+                if request.version > version || tokio::time::Instant::now() >= deadline || closing {
+                    return Ok(request);
+                }
+                (request.status == Status::Pending).then_some(request.expires_at)
+            };
             let mut wake = deadline;
-            if request.status == Status::Pending {
-                let until_expiry = (request.expires_at - self.now().await?).max(0) as u64;
+            if let Some(expires_at) = expires_at {
+                let until_expiry = (expires_at - self.now().await?).max(0) as u64;
                 wake = wake.min(tokio::time::Instant::now() + Duration::from_millis(until_expiry));
             }
             tokio::select! {

@@ -1,11 +1,20 @@
-//! Every error reply is `{"error": {"code", "message"}}`: ours, and — through [`json_errors`] — the
-//! plain-text ones axum's own extractors and fallbacks would send.
+//! Every error reply is `{"error": {"code", "message"}}`: ours, and — through [`JsonErrorsLayer`] —
+//! the plain-text ones axum's own extractors and fallbacks would send.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::Json;
+use axum::extract::Request;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::{Either, Map, Ready, Then, ready};
 use serde_json::json;
+use tower::{Layer, Service};
 
 use crate::error::Error;
 
@@ -61,17 +70,68 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// Turns an error reply that is not JSON (axum's rejections say "Invalid URL" and the like in
-/// text/plain) into our error shape, keeping its status and, for client errors, its text.
-pub async fn json_errors(response: Response) -> Response {
+/// A layer that turns every error reply that is not JSON (axum's rejections say "Invalid URL"
+/// and the like in text/plain) into our error shape, keeping its status and, for client errors,
+/// its text. A plain tower layer rather than axum's `map_response`, which boxes a future around
+/// every request for its whole life: a parked long poll should cost as little as possible.
+#[derive(Clone, Copy)]
+pub struct JsonErrorsLayer;
+
+impl<S> Layer<S> for JsonErrorsLayer {
+    type Service = JsonErrors<S>;
+
+    fn layer(&self, inner: S) -> JsonErrors<S> {
+        JsonErrors(inner)
+    }
+}
+
+#[derive(Clone)]
+pub struct JsonErrors<S>(S);
+
+type Reply = Result<Response, Infallible>;
+/// Only error replies that need rewriting (rare) are boxed.
+type Rewrite = Map<Pin<Box<dyn Future<Output = Response> + Send>>, fn(Response) -> Reply>;
+type Finish = fn(Reply) -> Either<Rewrite, Ready<Reply>>;
+
+impl<S> Service<Request> for JsonErrors<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Then<S::Future, Either<Rewrite, Ready<Reply>>, Finish>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        self.0.call(request).then(finish as Finish)
+    }
+}
+
+fn finish(reply: Reply) -> Either<Rewrite, Ready<Reply>> {
+    let Ok(response) = reply;
+    if needs_rewrite(&response) {
+        let rewrite: Pin<Box<dyn Future<Output = Response> + Send>> = Box::pin(rewrite(response));
+        Either::Left(rewrite.map(Ok as fn(Response) -> Reply))
+    } else {
+        Either::Right(ready(Ok(response)))
+    }
+}
+
+fn needs_rewrite(response: &Response) -> bool {
     let status = response.status();
     let is_json = response
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v == HeaderValue::from_static("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
+    (status.is_client_error() || status.is_server_error()) && !is_json
+}
+
+/// `response`, an error reply that is not JSON, in our error shape.
+async fn rewrite(response: Response) -> Response {
+    let status = response.status();
     let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
         // A plain-text 500 could hold anything; client errors and "unavailable" say what to fix.
         Ok(bytes) if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE => {

@@ -4,18 +4,18 @@ mod agent;
 mod api;
 mod error;
 mod extract;
+mod head_limit;
 pub mod view;
 
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::middleware::{Next, from_fn, map_response};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use tower_http::trace::TraceLayer;
 
+use self::head_limit::HeadLimitLayer;
 use crate::error::Error;
 use crate::service::Hoop;
 
@@ -44,30 +44,10 @@ pub fn router(hoop: Hoop, body_read_timeout: Duration) -> Router {
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(BodyReadTimeout(body_read_timeout)))
-        .layer(from_fn(limit_header_size))
-        .layer(map_response(error::json_errors))
+        .layer(HeadLimitLayer)
+        .layer(error::JsonErrorsLayer)
         .layer(TraceLayer::new_for_http())
         .with_state(hoop)
-}
-
-/// Refuses request heads over [`MAX_HEADER_BYTES`].
-async fn limit_header_size(request: Request, next: Next) -> Response {
-    let size = request.uri().to_string().len()
-        + request
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum::<usize>();
-    if size > MAX_HEADER_BYTES {
-        return (
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!(
-                "the request's headers are too large ({size} bytes; at most {MAX_HEADER_BYTES})"
-            ),
-        )
-            .into_response();
-    }
-    next.run(request).await
 }
 
 /// The API's OpenAPI description, as kept in `docs/openapi.json`.
