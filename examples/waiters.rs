@@ -117,7 +117,7 @@ timeout = "1h"
         }));
     }
     let before = rss_kib(pid)?;
-    let connections = until_connections(pid, waiters).await?;
+    let connections = until_connections(port, waiters).await?;
     println!(
         "{backend}: {connections} connections open to the server (RSS {:.1} MiB before the waiters)",
         before as f64 / 1024.0
@@ -320,18 +320,23 @@ async fn submit(
     Ok(ids.into_iter().map(|(_, id)| id).collect())
 }
 
-/// Waits until the server process has at least `n` sockets open; returns how many.
-async fn until_connections(pid: u32, n: usize) -> anyhow::Result<usize> {
+/// Waits until at least `n` connections to `port` are established; returns how many. Read from
+/// /proc/net/tcp, since the server's own /proc entries are root's (it makes itself non-dumpable).
+async fn until_connections(port: u16, n: usize) -> anyhow::Result<usize> {
+    let local = format!(":{port:04X}");
     for _ in 0..1200 {
-        let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))?
-            .filter_map(Result::ok)
-            .filter(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        let table = std::fs::read_to_string("/proc/net/tcp")?;
+        let established = table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local_address, rem_address, state (01: established), on the server's side.
+                fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "01"
             })
             .count();
-        if sockets >= n {
-            return Ok(sockets);
+        if established >= n {
+            return Ok(established);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

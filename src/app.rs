@@ -453,6 +453,21 @@ fn is_secret_param(key: &str) -> bool {
     .any(|secret| key.contains(secret))
 }
 
+/// Makes this process's memory and `/proc/<pid>/environ` readable by root only (not "dumpable"),
+/// so a program it runs for an approved command — as the same OS user — cannot read the audit key,
+/// tokens or database password from it. Called by `hoop serve` and `hoop agent`; it also turns off
+/// core dumps, which would hold the same secrets.
+pub fn protect_secrets_in_memory() {
+    // SAFETY: PR_SET_DUMPABLE takes a plain integer and changes only this process's flags.
+    let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0;
+    if !done {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot protect this process's memory from programs it runs"
+        );
+    }
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -477,7 +492,14 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact, skew_warning};
+    use super::{protect_secrets_in_memory, redact, skew_warning};
+
+    #[test]
+    fn the_process_is_made_undumpable() {
+        protect_secrets_in_memory();
+        // SAFETY: PR_GET_DUMPABLE only reads this process's flag.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
+    }
 
     #[test]
     fn a_clock_more_than_two_seconds_off_is_worth_a_warning() {

@@ -12,6 +12,7 @@ use crate::client::Client;
 use crate::config::AgentConfig;
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    crate::app::protect_secrets_in_memory();
     let config = AgentConfig::load(config_path)?;
     crate::client::check_server_url(&config.server_url)
         .map_err(|e| anyhow::anyhow!("{}: [agent] server_url: {e}", config_path.display()))?;

@@ -88,6 +88,7 @@ async fn open_existing(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn 
 }
 
 pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    crate::app::protect_secrets_in_memory();
     let (config, origin) = match serve_config(path)? {
         Some((config, path)) => (config, Some(path)),
         None => (crate::demo::config()?, None),
