@@ -70,6 +70,13 @@ type = "postgres"
 agent = "bench"
 [connections.access_requests]
 approval_groups = ["dba-team"]
+# Phase 2 on a connection of its own, so phase 1's approved jobs are not in its way.
+[[connections]]
+name = "handoff"
+type = "postgres"
+agent = "bench"
+[connections.access_requests]
+approval_groups = ["dba-team"]
 "#
         ),
         "load config",
@@ -130,26 +137,18 @@ approval_groups = ["dba-team"]
         ms(latencies[latencies.len() * 99 / 100]),
     );
 
-    // Drain the approved jobs so phase 2 measures only its own.
-    while agent
-        .claim(&["one-group".into()], Duration::ZERO)
-        .await?
-        .job
-        .is_some()
-    {}
-
     // Phase 2: final approval → the agent holds the job.
     let mut handoffs = Vec::new();
     for i in 0..HANDOFFS {
         let id = alice
-            .submit("one-group", &format!("SELECT {i}"), None)
+            .submit("handoff", &format!("SELECT {i}"), None)
             .await?
             .id;
         let waiting = {
             let agent = agent.clone();
             tokio::spawn(async move {
                 let job = agent
-                    .claim(&["one-group".into()], Duration::from_secs(10))
+                    .claim(&["handoff".into()], Duration::from_secs(10))
                     .await;
                 (Instant::now(), job)
             })
