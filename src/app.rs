@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::agent::{Agent, LocalQueue};
 use crate::audit::AuditKey;
 use crate::changes::{ChangeHub, ChangePoll};
-use crate::config::{Config, EMBEDDED_AGENT};
+use crate::config::{Config, EMBEDDED_AGENT, ServerConfig};
 use crate::service::{Clock, Hoop};
 use crate::store::{self, Store};
 
@@ -22,14 +22,6 @@ use crate::store::{self, Store};
 /// compare-and-set makes sure each request moves once.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long a client may take to send a request's headers (and how long an idle keep-alive
-/// connection stays open).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a request's body, once its headers are in.
-pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once; further ones wait in the listen backlog. Leaves room for the
-/// 10,000 long-polling waiters hoopbot is built to hold.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// The HTTP server's read buffer, which bounds a request head: well above
 /// [`crate::http::MAX_HEADER_BYTES`], so that oversized heads get our JSON 431 rather than the
 /// HTTP library's bare one.
@@ -37,18 +29,19 @@ const HEAD_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// What a slow or greedy client may hold: read timeouts and the number of connections.
 #[derive(Debug, Clone, Copy)]
-pub struct ServeLimits {
-    pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub max_connections: usize,
+struct ServeLimits {
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
+    max_connections: usize,
 }
 
-impl Default for ServeLimits {
-    fn default() -> ServeLimits {
+impl ServeLimits {
+    /// The limits `[server]` sets (or their defaults).
+    fn of(server: &ServerConfig) -> ServeLimits {
         ServeLimits {
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: server.header_read_timeout,
+            body_read_timeout: server.body_read_timeout,
+            max_connections: server.max_connections,
         }
     }
 }
@@ -91,12 +84,13 @@ impl App {
         if let Some(warning) = skew_warning(skew) {
             tracing::warn!("{warning}");
         }
+        let limits = ServeLimits::of(&hoop.config.server);
         Ok(App {
             hoop,
             listener,
             sweep_interval: Some(SWEEP_INTERVAL),
             embedded_agent: true,
-            limits: ServeLimits::default(),
+            limits,
         })
     }
 
@@ -111,12 +105,6 @@ impl App {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
-    }
-
-    /// Other read timeouts or connection cap (tests use short ones).
-    pub fn with_limits(mut self, limits: ServeLimits) -> App {
-        self.limits = limits;
-        self
     }
 
     /// Without the in-process agent, tests drive embedded jobs themselves.

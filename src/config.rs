@@ -35,6 +35,18 @@ pub const MAX_JOB_LEASE: Duration = Duration::from_secs(60 * 60);
 pub const MAX_MAX_ROWS: usize = 10_000_000;
 /// The largest `max_output_bytes` a connection may set.
 pub const MAX_MAX_OUTPUT_BYTES: usize = 1024 * 1024 * 1024;
+/// How long a client may take to send a request's headers (and how long an idle keep-alive
+/// connection stays open).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body, once its headers are in.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest read timeout: a client slower than this is not worth a connection.
+pub const MAX_READ_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Connections served at once; further ones wait in the listen backlog. Leaves room for the
+/// 10,000 long-polling waiters hoopbot is built to hold.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// The most connections `max_connections` may allow (each costs a file descriptor).
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 /// Agent name for connections run inside `hoop serve` itself.
 pub const EMBEDDED_AGENT: &str = "embedded";
 
@@ -60,6 +72,12 @@ pub struct ServerConfig {
     pub audit_key: Option<AuditKey>,
     /// Whether `type = "command"` connections may run inside the server, as its own user.
     pub allow_embedded_command: bool,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    pub body_read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +283,9 @@ struct RawServer {
     audit_key: Option<Spanned<String>>,
     #[serde(default)]
     allow_embedded_command: bool,
+    header_read_timeout: Option<Spanned<String>>,
+    body_read_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +409,18 @@ impl Validator<'_> {
                 None => None,
             },
             allow_embedded_command: raw.server.allow_embedded_command,
+            header_read_timeout: match &raw.server.header_read_timeout {
+                Some(t) => self.duration(t, "server.header_read_timeout", MAX_READ_TIMEOUT)?,
+                None => DEFAULT_HEADER_READ_TIMEOUT,
+            },
+            body_read_timeout: match &raw.server.body_read_timeout {
+                Some(t) => self.duration(t, "server.body_read_timeout", MAX_READ_TIMEOUT)?,
+                None => DEFAULT_BODY_READ_TIMEOUT,
+            },
+            max_connections: match &raw.server.max_connections {
+                Some(n) => self.size(n, "server.max_connections", MAX_MAX_CONNECTIONS)?,
+                None => DEFAULT_MAX_CONNECTIONS,
+            },
         };
 
         let mut users: Vec<UserConfig> = Vec::new();
@@ -1034,6 +1067,46 @@ timeout = "5m"
             MAX_MAX_COMMAND_BYTES
         );
         assert_eq!(at_the_bounds.server.job_lease, MAX_JOB_LEASE);
+    }
+
+    #[test]
+    fn read_timeouts_and_the_connection_cap_are_set_and_bounded() {
+        let config = Config::parse(
+            "[server]\nheader_read_timeout = \"5s\"\nbody_read_timeout = \"1m\"\nmax_connections = 20000\n",
+            "hoop.toml",
+        )
+        .unwrap();
+        assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.server.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(config.server.max_connections, 20_000);
+        let defaults = Config::parse("[server]\n", "hoop.toml").unwrap();
+        assert_eq!(
+            (
+                defaults.server.header_read_timeout,
+                defaults.server.body_read_timeout,
+                defaults.server.max_connections
+            ),
+            (
+                DEFAULT_HEADER_READ_TIMEOUT,
+                DEFAULT_BODY_READ_TIMEOUT,
+                DEFAULT_MAX_CONNECTIONS
+            )
+        );
+        for (line, expected) in [
+            (
+                "header_read_timeout = \"1h\"",
+                "hoop.toml:3: server.header_read_timeout: \"1h\" is too long (at most 10m)",
+            ),
+            (
+                "max_connections = 0",
+                "hoop.toml:3: server.max_connections: must be at least 1",
+            ),
+        ] {
+            let err = Config::parse(&format!("[server]\n\n{line}\n"), "hoop.toml")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, expected);
+        }
     }
 
     #[test]

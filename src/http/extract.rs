@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::BodyReadTimeout;
-use crate::app::DEFAULT_BODY_READ_TIMEOUT;
+use crate::config::DEFAULT_BODY_READ_TIMEOUT;
 use crate::config::EMBEDDED_AGENT;
 use crate::domain::Identity;
 use crate::error::Error;

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use hoopbot::app::{App, ServeLimits};
+use hoopbot::app::App;
 use hoopbot::config::Config;
 use hoopbot::service::{Clock, Hoop};
 use hoopbot::store::TokenSubject;
@@ -30,7 +30,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(limits: ServeLimits, tweak: impl FnOnce(&mut Config)) -> Server {
+    async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
         hoopbot::install_crypto_provider();
         let db = TestDb::new(Backend::Sqlite).await;
         let mut config = crate::helpers::test_config(&db.url);
@@ -39,8 +39,7 @@ impl Server {
             .await
             .unwrap()
             .without_background_sweeps()
-            .without_embedded_agent()
-            .with_limits(limits);
+            .without_embedded_agent();
         let (addr, hoop) = (app.local_addr(), app.hoop.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run(async move {
@@ -62,12 +61,16 @@ impl Server {
     }
 }
 
-fn short_timeouts() -> ServeLimits {
-    ServeLimits {
-        header_read_timeout: Duration::from_millis(500),
-        body_read_timeout: Duration::from_millis(500),
-        ..ServeLimits::default()
-    }
+/// Read timeouts short enough for a test, set as `hoop.toml` would set them.
+fn short_timeouts(config: &mut Config) {
+    let text = "[server]\nheader_read_timeout = \"500ms\"\nbody_read_timeout = \"500ms\"\n";
+    let parsed = Config::parse(text, "test").unwrap();
+    config.server.header_read_timeout = parsed.server.header_read_timeout;
+    config.server.body_read_timeout = parsed.server.body_read_timeout;
+    assert_eq!(
+        config.server.header_read_timeout,
+        Duration::from_millis(500)
+    );
 }
 
 /// Everything the server sends until it closes the connection.
@@ -82,7 +85,7 @@ async fn until_closed(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_slow_to_send_its_headers_is_cut_off() {
-    let server = Server::start(short_timeouts(), |_| {}).await;
+    let server = Server::start(short_timeouts).await;
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
     slow.write_all(b"POST /api/v1/exec HTTP/1.1\r\nHost: hoop\r\n")
         .await
@@ -99,7 +102,7 @@ async fn a_client_slow_to_send_its_headers_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_slow_to_send_its_body_gets_408_and_is_cut_off() {
-    let server = Server::start(short_timeouts(), |_| {}).await;
+    let server = Server::start(short_timeouts).await;
     let token = server.token("alice@x.com").await;
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
@@ -118,11 +121,7 @@ async fn a_client_slow_to_send_its_body_gets_408_and_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
-    let limits = ServeLimits {
-        max_connections: 1,
-        ..ServeLimits::default()
-    };
-    let server = Server::start(limits, |_| {}).await;
+    let server = Server::start(|config| config.server.max_connections = 1).await;
     let health = format!("http://{}/healthz", server.addr);
     let holder = TcpStream::connect(server.addr).await.unwrap();
     // Once the holder has the only slot, the next connection is not served…
@@ -160,7 +159,7 @@ async fn snapshot(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_limit_applies_to_the_command_not_its_json_encoding() {
     const LIMIT: usize = 1024 * 1024;
-    let server = Server::start(ServeLimits::default(), |config| {
+    let server = Server::start(|config| {
         config.server.max_command_bytes = LIMIT;
     })
     .await;
