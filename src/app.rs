@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::agent::{Agent, LocalQueue};
 use crate::audit::AuditKey;
 use crate::changes::{ChangeHub, ChangePoll};
-use crate::config::{Config, EMBEDDED_AGENT, ServerConfig};
+use crate::config::{Config, EMBEDDED_AGENT};
 use crate::service::{Clock, Hoop};
 use crate::store::{self, Store};
 
@@ -27,31 +27,11 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// HTTP library's bare one.
 const HEAD_BUFFER_BYTES: usize = 1024 * 1024;
 
-/// What a slow or greedy client may hold: read timeouts and the number of connections.
-#[derive(Debug, Clone, Copy)]
-struct ServeLimits {
-    header_read_timeout: Duration,
-    body_read_timeout: Duration,
-    max_connections: usize,
-}
-
-impl ServeLimits {
-    /// The limits `[server]` sets (or their defaults).
-    fn of(server: &ServerConfig) -> ServeLimits {
-        ServeLimits {
-            header_read_timeout: server.header_read_timeout,
-            body_read_timeout: server.body_read_timeout,
-            max_connections: server.max_connections,
-        }
-    }
-}
-
 pub struct App {
     pub hoop: Hoop,
     listener: TcpListener,
     sweep_interval: Option<Duration>,
     embedded_agent: bool,
-    limits: ServeLimits,
 }
 
 impl App {
@@ -84,13 +64,11 @@ impl App {
         if let Some(warning) = skew_warning(skew) {
             tracing::warn!("{warning}");
         }
-        let limits = ServeLimits::of(&hoop.config.server);
         Ok(App {
             hoop,
             listener,
             sweep_interval: Some(SWEEP_INTERVAL),
             embedded_agent: true,
-            limits,
         })
     }
 
@@ -146,14 +124,23 @@ impl App {
                     }
                 })
             });
-        let router = crate::http::router(self.hoop.clone(), self.limits.body_read_timeout);
+        let server = &self.hoop.config.server;
+        let router = crate::http::router(self.hoop.clone(), server.body_read_timeout);
         let changes = self.hoop.changes.clone();
-        serve(self.listener, router, self.limits, async move {
-            shutdown.await;
-            tracing::info!("shutting down: answering long polls, finishing in-flight requests");
-            let _ = stop_tx.send(true);
-            changes.close();
-        })
+        let (header_read_timeout, max_connections) =
+            (server.header_read_timeout, server.max_connections);
+        serve(
+            self.listener,
+            router,
+            header_read_timeout,
+            max_connections,
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: answering long polls, finishing in-flight requests");
+                let _ = stop_tx.send(true);
+                changes.close();
+            },
+        )
         .await;
         for worker in sweeper.into_iter().chain(agent).chain([change_poll]) {
             let _ = worker.await;
@@ -169,18 +156,19 @@ impl App {
 async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    limits: ServeLimits,
+    header_read_timeout: Duration,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(header_read_timeout)
         .max_buf_size(HEAD_BUFFER_BYTES)
         // Above hyper's 100, for the same reason as the buffer: the size check answers in JSON.
         .max_headers(1000);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let slot = tokio::select! {

@@ -512,6 +512,10 @@ macro_rules! sql_store {
             /// through [`Self::announce`]. Only after the commit, so no transaction holds its locks
             /// for it; a lost announcement is made up by each replica's change poll.
             async fn changed(&self, changes: &[(&str, Option<Status>)]) {
+                // Most sweeps move nothing: no round trip for them.
+                if changes.is_empty() {
+                    return;
+                }
                 for (id, status) in changes {
                     self.changes.publish(id, *status);
                 }
