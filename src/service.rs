@@ -200,7 +200,7 @@ impl Hoop {
         let outbox = vec![event(&new.id, "created", new.status, now)];
         self.store.insert_request(&new, &audit, &outbox).await?;
         tracing::info!(request_id = %new.id, status = %new.status, "command submitted");
-        self.fetch(&new.id).await
+        Ok(new.stored())
     }
 
     fn check_command(&self, command: &str) -> Result<()> {

@@ -206,6 +206,9 @@ pub async fn revoke_tokens(
         sayln!("No active token matched; nothing was revoked.");
         return Ok(ExitCode::FAILURE);
     }
+    // Running servers trust a token they checked for this long at most: once this command
+    // returns, none of them accepts a revoked one.
+    tokio::time::sleep(crate::store::TOKEN_TTL).await;
     outln!(
         "Revoked {} token{}.",
         revoked.len(),

@@ -4,6 +4,8 @@
 //!
 //! Every state change goes through [`Store::apply`]: a compare-and-set on the request's version that
 //! commits the change, its audit events and its outbox entries in one transaction, or nothing.
+//! Submissions and decisions are group-committed: one writer per store commits the changes of
+//! many callers in one transaction ([`group_commit`]).
 
 use std::sync::Arc;
 
@@ -15,11 +17,14 @@ use crate::domain::{AccessRequest, ExecutionResult, Millis, Rejection, Status};
 
 #[macro_use]
 mod sql;
+mod group_commit;
 mod postgres;
 mod sqlite;
+mod token_cache;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use token_cache::TOKEN_TTL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +38,9 @@ pub enum StoreError {
     /// Appending to the audit trail needs the chain's key, and none was configured.
     #[error("no audit key: set [server] audit_key (e.g. \"${{HOOP_AUDIT_KEY}}\")")]
     NoAuditKey,
+    /// The store's writer has stopped (the server is shutting down).
+    #[error("the store is closed")]
+    Closed,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -51,6 +59,41 @@ pub struct NewRequest {
     pub expires_at: Millis,
     pub decided_at: Option<Millis>,
     pub approval_groups: Vec<String>,
+}
+
+impl NewRequest {
+    /// The request as [`Store::insert_request`] stores it: version 1, every group pending. The
+    /// submitter's reply is built from this rather than read back.
+    pub fn stored(self) -> AccessRequest {
+        AccessRequest {
+            approval_groups: self
+                .approval_groups
+                .into_iter()
+                .map(|group| crate::domain::GroupApproval {
+                    group,
+                    status: crate::domain::GroupStatus::Pending,
+                    decided_by: None,
+                    decided_at: None,
+                    via: None,
+                })
+                .collect(),
+            id: self.id,
+            connection: self.connection,
+            command: self.command,
+            command_sha256: self.command_sha256,
+            requester: self.requester,
+            justification: self.justification,
+            status: self.status,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            decided_at: self.decided_at,
+            version: 1,
+            rejection: None,
+            result: None,
+            claimed_by: None,
+            offer: None,
+        }
+    }
 }
 
 /// An audit event to append; the store fills in sequence, request, time and hashes.

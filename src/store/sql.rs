@@ -27,11 +27,12 @@ macro_rules! sql_store {
         $store:ty,
         $db:ty,
         claim_lock = $claim_lock:expr,
+        json_rows = $json_rows:literal,
         decision_time = $decision_time:literal,
-        sweep_begin = $sweep_begin:expr
+        write_begin = $write_begin:expr
     ) => {
         type DbRow = <$db as sqlx::Database>::Row;
-        type Tx<'c> = sqlx::Transaction<'c, $db>;
+        type Conn = <$db as sqlx::Database>::Connection;
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
@@ -55,45 +56,42 @@ macro_rules! sql_store {
                 audit: &[AuditEntry],
                 outbox: &[OutboxEntry],
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query(
-                    "insert into access_request (id, connection, command, command_sha256, requester, \
-                     justification, status, created_at, expires_at, decided_at, version) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)",
-                )
-                .bind(&new.id)
-                .bind(&new.connection)
-                .bind(&new.command)
-                .bind(&new.command_sha256)
-                .bind(&new.requester)
-                .bind(&new.justification)
-                .bind(new.status.as_str())
-                .bind(new.created_at)
-                .bind(new.expires_at)
-                .bind(new.decided_at)
-                .execute(&mut *tx)
-                .await?;
-                for (position, group) in new.approval_groups.iter().enumerate() {
-                    sqlx::query(
-                        "insert into access_request_approval (request_id, position, group_name, status) \
-                         values ($1, $2, $3, 'pending')",
-                    )
-                    .bind(&new.id)
-                    .bind(position as i64)
-                    .bind(group)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                self.record(&mut tx, &new.id, new.created_at, audit, outbox).await?;
-                tx.commit().await?;
-                self.changed(&[(new.id.as_str(), Some(new.status))]).await;
-                Ok(())
+                self.writes
+                    .write(Write::Insert { new: new.clone(), audit: audit.to_vec(), outbox: outbox.to_vec() })
+                    .await
             }
 
             async fn get_request(&self, id: &str) -> StoreResult<Option<AccessRequest>> {
-                let sql = format!("select {REQUEST_COLUMNS} from access_request where id = $1");
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&self.pool).await?;
-                Ok(self.with_approvals(rows).await?.pop())
+                // The request and its approval groups in one query: one row per group.
+                let rows = sqlx::query(concat!(
+                    "select r.id, r.connection, r.command, r.command_sha256, r.requester, \
+                     r.justification, r.status, r.created_at, r.expires_at, r.decided_at, r.version, \
+                     r.rejected_by, r.rejection_reason, r.rejected_at, r.rejected_via, r.result, \
+                     r.agent, r.offer, a.group_name, a.status as group_status, \
+                     a.decided_by as group_decided_by, a.decided_at as group_decided_at, \
+                     a.via as group_via \
+                     from access_request r left join access_request_approval a on a.request_id = r.id \
+                     where r.id = $1 order by a.position"
+                ))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let mut request = request_from_row(first)?;
+                for row in &rows {
+                    if let Some(group) = row.try_get::<Option<String>, _>("group_name")? {
+                        request.approval_groups.push(group_approval(
+                            group,
+                            row.try_get("group_status")?,
+                            row.try_get("group_decided_by")?,
+                            row.try_get("group_decided_at")?,
+                            row.try_get("group_via")?,
+                        )?);
+                    }
+                }
+                Ok(Some(request))
             }
 
             async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<AccessRequest>> {
@@ -117,67 +115,7 @@ macro_rules! sql_store {
 
             #[tracing::instrument(skip_all, fields(request_id = %change.request_id), err(level = "debug"))]
             async fn apply(&self, change: &Change) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
-                let rejection = change.rejection.as_ref();
-                let result = change
-                    .result
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                // The compare-and-set: only the writer that read this exact version wins.
-                // On Postgres the deadline is also checked against the database's clock at the
-                // moment of the update, so no decision lands after it, however late it commits.
-                let updated = sqlx::query(concat!(
-                    "update access_request set version = version + 1, \
-                     status = coalesce($3, status), decided_at = coalesce($4, decided_at), \
-                     rejected_by = coalesce($5, rejected_by), \
-                     rejection_reason = coalesce($6, rejection_reason), \
-                     rejected_at = coalesce($7, rejected_at), rejected_via = coalesce($8, rejected_via), \
-                     result = coalesce($9, result), lease_until = coalesce($10, lease_until) \
-                     where id = $1 and version = $2 and status = $11 \
-                     and ($12 is null or expires_at > ",
-                    $decision_time,
-                    ")"
-                ))
-                .bind(&change.request_id)
-                .bind(change.expected_version)
-                .bind(change.status.map(|s| s.as_str()))
-                .bind(change.decided_at)
-                .bind(rejection.map(|r| r.by.as_str()))
-                .bind(rejection.map(|r| r.reason.as_str()))
-                .bind(rejection.map(|r| r.at))
-                .bind(rejection.map(|r| r.via.as_str()))
-                .bind(result)
-                .bind(change.lease_until)
-                .bind(change.expected_status.as_str())
-                .bind(change.before_deadline)
-                .execute(&mut *tx)
-                .await?;
-                if updated.rows_affected() != 1 {
-                    return Err(StoreError::Conflict);
-                }
-                if let Some(decision) = &change.group_approval {
-                    let approved = sqlx::query(
-                        "update access_request_approval set status = 'approved', decided_by = $3, \
-                         decided_at = $4, via = $5 \
-                         where request_id = $1 and group_name = $2 and status = 'pending'",
-                    )
-                    .bind(&change.request_id)
-                    .bind(&decision.group)
-                    .bind(&decision.by)
-                    .bind(change.at)
-                    .bind(&decision.via)
-                    .execute(&mut *tx)
-                    .await?;
-                    if approved.rows_affected() != 1 {
-                        return Err(StoreError::Conflict);
-                    }
-                }
-                self.record(&mut tx, &change.request_id, change.at, &change.audit, &change.outbox).await?;
-                tx.commit().await?;
-                self.changed(&[(change.request_id.as_str(), change.status)]).await;
-                Ok(())
+                self.writes.write(Write::Apply(change.clone())).await
             }
 
             #[tracing::instrument(skip_all, err)]
@@ -242,7 +180,7 @@ macro_rules! sql_store {
                      order by {order}, id limit $1{}",
                     $claim_lock
                 );
-                let mut tx = self.pool.begin_with($sweep_begin).await?;
+                let mut tx = self.pool.begin_with($write_begin).await?;
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(select)).bind(limit);
                 for (connection, time) in &times {
                     if let Some(connection) = connection {
@@ -290,10 +228,12 @@ macro_rules! sql_store {
                     moved.push((request.id, change.status));
                 }
                 tx.commit().await?;
-                let moved: Vec<(&str, Option<Status>)> =
-                    moved.iter().map(|(id, status)| (id.as_str(), *status)).collect();
-                self.changed(&moved).await;
-                Ok(moved.len())
+                let count = moved.len();
+                // Most sweeps move nothing: nothing to announce.
+                if count > 0 {
+                    self.changed(moved);
+                }
+                Ok(count)
             }
 
             #[tracing::instrument(skip_all, fields(agent = %claim.agent), err)]
@@ -341,7 +281,7 @@ macro_rules! sql_store {
                 };
                 self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 tx.commit().await?;
-                self.changed(&[(id.as_str(), None)]).await;
+                self.changed(vec![(id.clone(), None)]);
                 self.get_request(&id).await
             }
 
@@ -383,10 +323,9 @@ macro_rules! sql_store {
                 at: Millis,
                 audit: &[AuditEntry],
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
-                self.record(&mut tx, subject_id, at, audit, &[]).await?;
-                tx.commit().await?;
-                Ok(())
+                self.writes
+                    .write(Write::Audit { subject_id: subject_id.to_string(), at, audit: audit.to_vec() })
+                    .await
             }
 
             async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Announced>> {
@@ -466,13 +405,22 @@ macro_rules! sql_store {
             }
 
             async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>> {
+                if let Some(subject) = self.tokens.get(sha256) {
+                    return Ok(Some(subject));
+                }
+                let generation = self.tokens.generation();
+                let checked_at = std::time::Instant::now();
                 let row = sqlx::query(
                     "select subject, kind from api_token where token_sha256 = $1 and revoked_at is null",
                 )
                 .bind(sha256)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|row| token_subject(&row)).transpose()
+                let subject = row.map(|row| token_subject(&row)).transpose()?;
+                if let Some(subject) = &subject {
+                    self.tokens.put(sha256, subject, generation, checked_at);
+                }
+                Ok(subject)
             }
 
             async fn revoke_tokens(&self, which: &TokenSelector, now: Millis) -> StoreResult<Vec<TokenRecord>> {
@@ -493,6 +441,11 @@ macro_rules! sql_store {
                 .bind(subject)
                 .fetch_all(&self.pool)
                 .await?;
+                // At once here; other replicas when they hear of it (see `token_cache`).
+                self.tokens.revoked();
+                if !rows.is_empty() {
+                    announce_revocation(&self.pool).await;
+                }
                 rows.iter().map(token_record).collect()
             }
 
@@ -509,89 +462,26 @@ macro_rules! sql_store {
 
         impl $store {
             /// Tells waiters about committed changes: this replica's at once, other replicas'
-            /// through [`Self::announce`]. Only after the commit, so no transaction holds its locks
-            /// for it; a lost announcement is made up by each replica's change poll.
-            async fn changed(&self, changes: &[(&str, Option<Status>)]) {
-                // Most sweeps move nothing: no round trip for them.
-                if changes.is_empty() {
-                    return;
-                }
-                for (id, status) in changes {
-                    self.changes.publish(id, *status);
-                }
-                if let Err(e) = self.announce(changes).await {
-                    tracing::warn!(error = %e, "cannot announce changes to other replicas; their poll will find them");
-                }
+            /// through `announce`. Only after the commit, so no transaction holds its locks for
+            /// it; a lost announcement is made up by each replica's change poll.
+            fn changed(&self, changes: Vec<(String, Option<Status>)>) {
+                announce_changes(&self.pool, &self.changes, changes);
             }
-            /// Queues outbox entries and appends audit events to the hash chain, inside `tx`. The
-            /// chain comes last: appending locks its head row until commit, so the less that
-            /// follows it, the less other writers wait.
+
+            /// Queues outbox entries and appends audit events to the hash chain, inside `conn`'s
+            /// transaction.
             async fn record(
                 &self,
-                tx: &mut Tx<'_>,
+                conn: &mut Conn,
                 request_id: &str,
                 at: Millis,
                 audit: &[AuditEntry],
                 outbox: &[OutboxEntry],
             ) -> StoreResult<()> {
-                for entry in outbox {
-                    sqlx::query(
-                        "insert into outbox (request_id, topic, payload, created_at, next_attempt_at) \
-                         values ($1, $2, $3, $4, $4)",
-                    )
-                    .bind(request_id)
-                    .bind(&entry.topic)
-                    .bind(entry.payload.to_string())
-                    .bind(at)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                if audit.is_empty() {
-                    return Ok(());
-                }
-                let key = self.audit_key.as_ref().ok_or(StoreError::NoAuditKey)?;
-                for entry in audit {
-                    // Bumping the head row first locks it: appends are serialized across replicas,
-                    // so the chain never forks.
-                    let head = sqlx::query(
-                        "update audit_head set seq = seq + 1 where id = 1 returning seq, hash",
-                    )
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    let prev_hash: String = head.try_get("hash")?;
-                    let mut event = AuditEvent {
-                        seq: head.try_get("seq")?,
-                        request_id: request_id.to_string(),
-                        kind: entry.kind.to_string(),
-                        actor: entry.actor.clone(),
-                        channel: entry.channel.clone(),
-                        at,
-                        detail: entry.detail.clone(),
-                        prev_hash,
-                        hash: String::new(),
-                    };
-                    event.hash = $crate::audit::event_hash(key, &event.prev_hash, &event);
-                    sqlx::query(
-                        "insert into audit_event (seq, request_id, kind, actor, channel, at, detail, \
-                         prev_hash, hash) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(event.seq)
-                    .bind(&event.request_id)
-                    .bind(&event.kind)
-                    .bind(&event.actor)
-                    .bind(&event.channel)
-                    .bind(event.at)
-                    .bind(event.detail.to_string())
-                    .bind(&event.prev_hash)
-                    .bind(&event.hash)
-                    .execute(&mut **tx)
-                    .await?;
-                    sqlx::query("update audit_head set hash = $1 where id = 1")
-                        .bind(&event.hash)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                Ok(())
+                let outbox: Vec<_> = outbox.iter().map(|entry| (request_id, at, entry)).collect();
+                queue_outbox(conn, &outbox).await?;
+                let audit: Vec<_> = audit.iter().map(|entry| (request_id, at, entry)).collect();
+                append_audit_events(conn, self.audit_key.as_ref(), &audit).await
             }
 
             /// Turns request rows into requests, loading their approval groups in one query.
@@ -611,24 +501,344 @@ macro_rules! sql_store {
                 }
                 for row in query.fetch_all(&self.pool).await? {
                     let request_id: String = row.try_get("request_id")?;
-                    let status: String = row.try_get("status")?;
-                    let approval = GroupApproval {
-                        group: row.try_get("group_name")?,
-                        status: match status.as_str() {
-                            "pending" => GroupStatus::Pending,
-                            "approved" => GroupStatus::Approved,
-                            other => return Err(StoreError::Corrupt(format!("group status {other:?}"))),
-                        },
-                        decided_by: row.try_get("decided_by")?,
-                        decided_at: row.try_get("decided_at")?,
-                        via: row.try_get("via")?,
-                    };
+                    let approval = group_approval(
+                        row.try_get("group_name")?,
+                        row.try_get("status")?,
+                        row.try_get("decided_by")?,
+                        row.try_get("decided_at")?,
+                        row.try_get("via")?,
+                    )?;
                     if let Some(request) = requests.iter_mut().find(|r| r.id == request_id) {
                         request.approval_groups.push(approval);
                     }
                 }
                 Ok(requests)
             }
+        }
+
+        /// The group-commit writer: one connection of its own, committing many callers' writes
+        /// per transaction (see `group_commit`).
+        struct Writer {
+            pool: sqlx::Pool<$db>,
+            /// Opened on first use, and again after an error that may have broken it.
+            connection: Option<Conn>,
+            changes: Arc<ChangeHub>,
+            audit_key: Option<AuditKey>,
+        }
+
+        impl Writer {
+            fn start(pool: &sqlx::Pool<$db>, changes: &Arc<ChangeHub>, audit_key: &Option<AuditKey>) -> GroupCommit {
+                GroupCommit::start(Writer {
+                    pool: pool.clone(),
+                    connection: None,
+                    changes: changes.clone(),
+                    audit_key: audit_key.clone(),
+                })
+            }
+
+            async fn try_commit(&mut self, writes: &[Write]) -> StoreResult<Vec<StoreResult<()>>> {
+                use sqlx::{ConnectOptions, Connection};
+                let conn = match &mut self.connection {
+                    Some(conn) => conn,
+                    None => self.connection.insert(self.pool.connect_options().connect().await?),
+                };
+                let mut tx = conn.begin_with($write_begin).await?;
+
+                // New requests and their approval groups.
+                let mut requests = Vec::new();
+                let mut groups = Vec::new();
+                for write in writes {
+                    if let Write::Insert { new, .. } = write {
+                        requests.push(serde_json::json!({
+                            "id": new.id, "connection": new.connection, "command": new.command,
+                            "command_sha256": new.command_sha256, "requester": new.requester,
+                            "justification": new.justification, "status": new.status.as_str(),
+                            "created_at": new.created_at, "expires_at": new.expires_at,
+                            "decided_at": new.decided_at,
+                        }));
+                        for (position, group) in new.approval_groups.iter().enumerate() {
+                            groups.push(serde_json::json!({ "id": new.id, "position": position, "group": group }));
+                        }
+                    }
+                }
+                if !requests.is_empty() {
+                    sqlx::query(concat!(
+                        "insert into access_request (id, connection, command, command_sha256, requester, \
+                         justification, status, created_at, expires_at, decided_at, version) \
+                         select c.value ->> 'id', c.value ->> 'connection', c.value ->> 'command', \
+                         c.value ->> 'command_sha256', c.value ->> 'requester', c.value ->> 'justification', \
+                         c.value ->> 'status', cast(c.value ->> 'created_at' as bigint), \
+                         cast(c.value ->> 'expires_at' as bigint), cast(c.value ->> 'decided_at' as bigint), 1 \
+                         from ", $json_rows, " order by c.key"
+                    ))
+                    .bind(serde_json::Value::Array(requests).to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if !groups.is_empty() {
+                    sqlx::query(concat!(
+                        "insert into access_request_approval (request_id, position, group_name, status) \
+                         select c.value ->> 'id', cast(c.value ->> 'position' as bigint), c.value ->> 'group', \
+                         'pending' from ", $json_rows
+                    ))
+                    .bind(serde_json::Value::Array(groups).to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+
+                // The compare-and-sets, all in one statement: a change applies only if its request
+                // is still at the version and status it was read at. On Postgres the deadline is
+                // also checked against the database's clock at the moment of the update, so no
+                // decision lands after it, however late it commits.
+                let mut changes = Vec::new();
+                for write in writes {
+                    if let Write::Apply(change) = write {
+                        let rejection = change.rejection.as_ref();
+                        let result = change
+                            .result
+                            .as_ref()
+                            .map(serde_json::to_string)
+                            .transpose()
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        changes.push(serde_json::json!({
+                            "id": change.request_id,
+                            "expected_version": change.expected_version,
+                            "expected_status": change.expected_status.as_str(),
+                            "status": change.status.map(|s| s.as_str()),
+                            "decided_at": change.decided_at,
+                            "rejected_by": rejection.map(|r| r.by.as_str()),
+                            "rejection_reason": rejection.map(|r| r.reason.as_str()),
+                            "rejected_at": rejection.map(|r| r.at),
+                            "rejected_via": rejection.map(|r| r.via.as_str()),
+                            "result": result,
+                            "lease_until": change.lease_until,
+                            "before_deadline": change.before_deadline,
+                        }));
+                    }
+                }
+                let mut won = std::collections::HashSet::new();
+                if !changes.is_empty() {
+                    let rows = sqlx::query(concat!(
+                        "update access_request set version = access_request.version + 1, \
+                         status = coalesce(c.value ->> 'status', access_request.status), \
+                         decided_at = coalesce(cast(c.value ->> 'decided_at' as bigint), access_request.decided_at), \
+                         rejected_by = coalesce(c.value ->> 'rejected_by', access_request.rejected_by), \
+                         rejection_reason = coalesce(c.value ->> 'rejection_reason', access_request.rejection_reason), \
+                         rejected_at = coalesce(cast(c.value ->> 'rejected_at' as bigint), access_request.rejected_at), \
+                         rejected_via = coalesce(c.value ->> 'rejected_via', access_request.rejected_via), \
+                         result = coalesce(c.value ->> 'result', access_request.result), \
+                         lease_until = coalesce(cast(c.value ->> 'lease_until' as bigint), access_request.lease_until) \
+                         from ", $json_rows, " \
+                         where access_request.id = c.value ->> 'id' \
+                         and access_request.version = cast(c.value ->> 'expected_version' as bigint) \
+                         and access_request.status = c.value ->> 'expected_status' \
+                         and (c.value ->> 'before_deadline' is null or access_request.expires_at > ",
+                        $decision_time,
+                        ") returning id"
+                    ))
+                    .bind(serde_json::Value::Array(changes).to_string())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for row in rows {
+                        won.insert(row.try_get::<String, _>("id")?);
+                    }
+                }
+                let applies = |write: &&Write| match write {
+                    Write::Apply(change) => won.contains(&change.request_id),
+                    Write::Insert { .. } | Write::Audit { .. } => true,
+                };
+
+                // Group approvals of the changes that won. The compare-and-set held the version
+                // the decision was made on, so each group is still pending.
+                let mut approvals = Vec::new();
+                for write in writes.iter().filter(applies) {
+                    if let Write::Apply(change) = write
+                        && let Some(decision) = &change.group_approval
+                    {
+                        approvals.push(serde_json::json!({
+                            "id": change.request_id, "group": decision.group, "by": decision.by,
+                            "at": change.at, "via": decision.via,
+                        }));
+                    }
+                }
+                if !approvals.is_empty() {
+                    let expected = approvals.len() as u64;
+                    let approved = sqlx::query(concat!(
+                        "update access_request_approval set status = 'approved', \
+                         decided_by = c.value ->> 'by', decided_at = cast(c.value ->> 'at' as bigint), \
+                         via = c.value ->> 'via' from ", $json_rows, " \
+                         where access_request_approval.request_id = c.value ->> 'id' \
+                         and access_request_approval.group_name = c.value ->> 'group' \
+                         and access_request_approval.status = 'pending'"
+                    ))
+                    .bind(serde_json::Value::Array(approvals).to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                    if approved.rows_affected() != expected {
+                        return Err(StoreError::Corrupt(format!(
+                            "{expected} group approvals to record, {} groups still pending",
+                            approved.rows_affected()
+                        )));
+                    }
+                }
+
+                // Outbox entries, then the audit chain: appending locks the chain's head until
+                // commit, so it comes last.
+                let mut outbox = Vec::new();
+                let mut audit = Vec::new();
+                for write in writes.iter().filter(applies) {
+                    match write {
+                        Write::Insert { new, audit: events, outbox: entries } => {
+                            outbox.extend(entries.iter().map(|e| (new.id.as_str(), new.created_at, e)));
+                            audit.extend(events.iter().map(|e| (new.id.as_str(), new.created_at, e)));
+                        }
+                        Write::Apply(change) => {
+                            outbox.extend(change.outbox.iter().map(|e| (change.request_id.as_str(), change.at, e)));
+                            audit.extend(change.audit.iter().map(|e| (change.request_id.as_str(), change.at, e)));
+                        }
+                        Write::Audit { subject_id, at, audit: events } => {
+                            audit.extend(events.iter().map(|e| (subject_id.as_str(), *at, e)));
+                        }
+                    }
+                }
+                queue_outbox(&mut tx, &outbox).await?;
+                append_audit_events(&mut tx, self.audit_key.as_ref(), &audit).await?;
+                tx.commit().await?;
+
+                Ok(writes
+                    .iter()
+                    .map(|write| if applies(&write) { Ok(()) } else { Err(StoreError::Conflict) })
+                    .collect())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Committer for Writer {
+            async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<StoreResult<()>>> {
+                let outcome = self.try_commit(writes).await;
+                // The database refusing a statement leaves the connection usable; anything else
+                // (I/O, protocol) may not have: a fresh one for the next group.
+                if let Err(e) = &outcome
+                    && !matches!(e, StoreError::Database(sqlx::Error::Database(_)) | StoreError::Corrupt(_) | StoreError::NoAuditKey)
+                {
+                    self.connection = None;
+                }
+                outcome
+            }
+
+            async fn announce(&mut self, changes: Vec<(String, Option<Status>)>) {
+                announce_changes(&self.pool, &self.changes, changes);
+            }
+        }
+
+        /// Tells this replica's waiters about committed changes at once, and other replicas'
+        /// through the backend's `announce`.
+        fn announce_changes(pool: &sqlx::Pool<$db>, hub: &ChangeHub, changes: Vec<(String, Option<Status>)>) {
+            for (id, status) in &changes {
+                hub.publish(id, *status);
+            }
+            announce(pool, changes);
+        }
+
+        /// Queues outbox entries (request id, time, entry), in order, in one statement.
+        async fn queue_outbox(conn: &mut Conn, entries: &[(&str, Millis, &OutboxEntry)]) -> StoreResult<()> {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|(request_id, at, entry)| serde_json::json!({
+                    "request_id": request_id, "topic": entry.topic,
+                    "payload": entry.payload.to_string(), "at": at,
+                }))
+                .collect();
+            sqlx::query(concat!(
+                "insert into outbox (request_id, topic, payload, created_at, next_attempt_at) \
+                 select c.value ->> 'request_id', c.value ->> 'topic', c.value ->> 'payload', \
+                 cast(c.value ->> 'at' as bigint), cast(c.value ->> 'at' as bigint) \
+                 from ", $json_rows, " order by c.key"
+            ))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        /// Appends audit events (subject id, time, entry) to the keyed hash chain, in order.
+        /// Bumping the head row first locks it until commit, so appends from every writer and
+        /// replica are serialized and the chain never forks; all the events of one transaction
+        /// take one bump and one insert.
+        async fn append_audit_events(
+            conn: &mut Conn,
+            key: Option<&AuditKey>,
+            entries: &[(&str, Millis, &AuditEntry)],
+        ) -> StoreResult<()> {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let key = key.ok_or(StoreError::NoAuditKey)?;
+            let count = entries.len() as i64;
+            let head = sqlx::query("update audit_head set seq = seq + $1 where id = 1 returning seq, hash")
+                .bind(count)
+                .fetch_one(&mut *conn)
+                .await?;
+            let first_seq = head.try_get::<i64, _>("seq")? - count + 1;
+            let mut prev_hash: String = head.try_get("hash")?;
+            let mut rows = Vec::with_capacity(entries.len());
+            for (i, (subject_id, at, entry)) in entries.iter().enumerate() {
+                let mut event = AuditEvent {
+                    seq: first_seq + i as i64,
+                    request_id: subject_id.to_string(),
+                    kind: entry.kind.to_string(),
+                    actor: entry.actor.clone(),
+                    channel: entry.channel.clone(),
+                    at: *at,
+                    detail: entry.detail.clone(),
+                    prev_hash: std::mem::take(&mut prev_hash),
+                    hash: String::new(),
+                };
+                event.hash = $crate::audit::event_hash(key, &event.prev_hash, &event);
+                rows.push(serde_json::json!({
+                    "seq": event.seq, "request_id": event.request_id, "kind": event.kind,
+                    "actor": event.actor, "channel": event.channel, "at": event.at,
+                    "detail": event.detail.to_string(), "prev_hash": event.prev_hash, "hash": event.hash,
+                }));
+                prev_hash = event.hash;
+            }
+            sqlx::query(concat!(
+                "insert into audit_event (seq, request_id, kind, actor, channel, at, detail, prev_hash, hash) \
+                 select cast(c.value ->> 'seq' as bigint), c.value ->> 'request_id', c.value ->> 'kind', \
+                 c.value ->> 'actor', c.value ->> 'channel', cast(c.value ->> 'at' as bigint), \
+                 c.value ->> 'detail', c.value ->> 'prev_hash', c.value ->> 'hash' from ", $json_rows
+            ))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("update audit_head set hash = $1 where id = 1")
+                .bind(&prev_hash)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+
+        fn group_approval(
+            group: String,
+            status: String,
+            decided_by: Option<String>,
+            decided_at: Option<Millis>,
+            via: Option<String>,
+        ) -> StoreResult<GroupApproval> {
+            Ok(GroupApproval {
+                group,
+                status: match status.as_str() {
+                    "pending" => GroupStatus::Pending,
+                    "approved" => GroupStatus::Approved,
+                    other => return Err(StoreError::Corrupt(format!("group status {other:?}"))),
+                },
+                decided_by,
+                decided_at,
+                via,
+            })
         }
 
         fn audit_event(row: &DbRow) -> StoreResult<AuditEvent> {

@@ -10,7 +10,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::group_commit::{Committer, GroupCommit, Write};
 use super::sql::{REQUEST_COLUMNS, placeholders};
+use super::token_cache::TokenCache;
 use super::*;
 use crate::domain::{GroupApproval, GroupStatus};
 
@@ -18,6 +20,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     changes: Arc<ChangeHub>,
     audit_key: Option<AuditKey>,
+    writes: GroupCommit,
+    tokens: TokenCache,
 }
 
 impl SqliteStore {
@@ -38,6 +42,8 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         Ok(SqliteStore {
+            writes: Writer::start(&pool, &changes, &audit_key),
+            tokens: TokenCache::default(),
             pool,
             changes,
             audit_key,
@@ -56,18 +62,22 @@ impl SqliteStore {
         Ok(clock.now())
     }
 
-    /// Nothing to send: waiters in this process were told already, and other processes on the
-    /// same file find the change through their poll.
-    async fn announce(&self, _changes: &[(&str, Option<Status>)]) -> StoreResult<()> {
-        Ok(())
-    }
 }
 
-// Sweeps take the write lock up front, so two sweeps never read the same rows to move.
+/// Nothing to send: waiters in this process were told already, and other processes on the same
+/// file find the change through their poll.
+fn announce(_pool: &SqlitePool, _changes: Vec<(String, Option<Status>)>) {}
+
+/// Nothing to send either: a server on the same file trusts what it cached for a second at most.
+async fn announce_revocation(_pool: &SqlitePool) {}
+
+// Write transactions take the write lock up front, so two sweeps never read the same rows to move
+// and no writer fails on a stale snapshot.
 sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     claim_lock = "",
-    decision_time = "$12",
-    sweep_begin = "begin immediate"
+    json_rows = "json_each($1) as c",
+    decision_time = "cast(c.value ->> 'before_deadline' as bigint)",
+    write_begin = "begin immediate"
 );

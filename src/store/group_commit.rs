@@ -1,0 +1,166 @@
+//! Group commit: every request write (a submission, a decision, a job's progress, a token's audit
+//! event) goes through one writer task per store, which commits whatever has queued up since its
+//! last commit in one transaction and only then answers each caller.
+//!
+//! Many callers' changes then share one transaction, one lock on the audit chain's head and one
+//! flush to disk, instead of queueing one after another on SQLite's single write lock or on the
+//! chain's head row. Nothing is acknowledged before it is durable: a caller hears `Ok` only after
+//! the commit that holds its change. If a group's commit fails, each of its writes is tried again
+//! in a transaction of its own, so one bad write fails only its own caller.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditEntry, Change, NewRequest, OutboxEntry, StoreError, StoreResult};
+use crate::domain::{Millis, Status};
+
+/// Writes one group commit takes at most; the rest wait for the next.
+pub(super) const MAX_GROUP: usize = 256;
+
+/// One write for the next group commit.
+#[derive(Debug, Clone)]
+pub(super) enum Write {
+    /// A new request with its first audit events and outbox entries.
+    Insert {
+        new: NewRequest,
+        audit: Vec<AuditEntry>,
+        outbox: Vec<OutboxEntry>,
+    },
+    /// A compare-and-set on a request; [`StoreError::Conflict`] when it lost.
+    Apply(Change),
+    /// Audit events that belong to no request (token management).
+    Audit {
+        subject_id: String,
+        at: Millis,
+        audit: Vec<AuditEntry>,
+    },
+}
+
+impl Write {
+    /// The request or subject the write is about.
+    pub(super) fn subject(&self) -> &str {
+        match self {
+            Write::Insert { new, .. } => &new.id,
+            Write::Apply(change) => &change.request_id,
+            Write::Audit { subject_id, .. } => subject_id,
+        }
+    }
+
+    /// What to tell waiters once the write is committed: the request and its new status.
+    pub(super) fn announcement(&self) -> Option<(String, Option<Status>)> {
+        match self {
+            Write::Insert { new, .. } => Some((new.id.clone(), Some(new.status))),
+            Write::Apply(change) => Some((change.request_id.clone(), change.status)),
+            Write::Audit { .. } => None,
+        }
+    }
+}
+
+/// The backend's half: commits a group of writes in one transaction.
+#[async_trait::async_trait]
+pub(super) trait Committer: Send + 'static {
+    /// Commits `writes` in one transaction. `Err` when the transaction failed and nothing of it
+    /// is stored; otherwise one outcome per write, in order: `Ok`, or [`StoreError::Conflict`]
+    /// for a compare-and-set that lost (and wrote nothing).
+    async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<StoreResult<()>>>;
+
+    /// Tells waiters (this replica's and the others') about committed changes.
+    async fn announce(&mut self, changes: Vec<(String, Option<Status>)>);
+}
+
+/// The callers' half: queues writes for the writer task and waits for their commit.
+#[derive(Clone)]
+pub(super) struct GroupCommit {
+    queue: mpsc::UnboundedSender<Queued>,
+}
+
+struct Queued {
+    write: Write,
+    done: oneshot::Sender<StoreResult<()>>,
+}
+
+impl GroupCommit {
+    /// Starts the writer task that commits with `committer`. It ends when the last
+    /// [`GroupCommit`] handle is dropped, after committing what was queued.
+    pub(super) fn start(committer: impl Committer) -> GroupCommit {
+        let (queue, queued) = mpsc::unbounded_channel();
+        tokio::spawn(run(committer, queued));
+        GroupCommit { queue }
+    }
+
+    /// Queues `write` and returns once it is committed (or has failed).
+    pub(super) async fn write(&self, write: Write) -> StoreResult<()> {
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send(Queued { write, done })
+            .map_err(|_| StoreError::Closed)?;
+        committed.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    let mut waiting: Vec<Queued> = Vec::new();
+    loop {
+        if waiting.is_empty() {
+            match queue.recv().await {
+                Some(queued) => waiting.push(queued),
+                None => return,
+            }
+        }
+        while waiting.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(queued) => waiting.push(queued),
+                Err(_) => break,
+            }
+        }
+        let (group, later) = one_per_subject(waiting);
+        waiting = later;
+
+        let writes: Vec<Write> = group.iter().map(|q| q.write.clone()).collect();
+        let outcomes = match committer.commit(&writes).await {
+            Ok(outcomes) => outcomes,
+            Err(e) if writes.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                // One write may have failed the whole group: each alone, so only it fails.
+                tracing::warn!(error = %e, writes = writes.len(), "a group commit failed; committing its writes one by one");
+                let mut outcomes = Vec::with_capacity(writes.len());
+                for write in &writes {
+                    outcomes.push(match committer.commit(std::slice::from_ref(write)).await {
+                        Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
+                        Err(e) => Err(e),
+                    });
+                }
+                outcomes
+            }
+        };
+        let mut committed = Vec::new();
+        for (queued, outcome) in group.into_iter().zip(outcomes) {
+            if outcome.is_ok()
+                && let Some(announcement) = queued.write.announcement()
+            {
+                committed.push(announcement);
+            }
+            // A caller that stopped waiting (its client went away) still has its write committed.
+            let _ = queued.done.send(outcome);
+        }
+        if !committed.is_empty() {
+            committer.announce(committed).await;
+        }
+    }
+}
+
+/// Splits `waiting` into a group with at most one write per request, oldest first, and the
+/// writes that must wait for the next group: two compare-and-sets on one request in one
+/// transaction would both have read the same version, and the second must see the first's.
+fn one_per_subject(waiting: Vec<Queued>) -> (Vec<Queued>, Vec<Queued>) {
+    let mut seen = std::collections::HashSet::with_capacity(waiting.len());
+    let mut group = Vec::with_capacity(waiting.len());
+    let mut later = Vec::new();
+    for queued in waiting {
+        if seen.insert(queued.write.subject().to_string()) {
+            group.push(queued);
+        } else {
+            later.push(queued);
+        }
+    }
+    (group, later)
+}
