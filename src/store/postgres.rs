@@ -9,7 +9,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 
 use super::group_commit::{Committer, GroupCommit, Write};
-use super::sql::{REQUEST_COLUMNS, placeholders};
+use super::sql::{REQUEST_COLUMNS, json_array, placeholders};
 use super::token_cache::TokenCache;
 use super::*;
 use crate::domain::{GroupApproval, GroupStatus};
@@ -66,7 +66,6 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Database(e.into()))
     }
-
 }
 
 /// Wakes waiters on other replicas with one NOTIFY per change, sent after the commit (NOTIFY inside
@@ -179,7 +178,8 @@ sql_store!(
     PostgresStore,
     sqlx::Postgres,
     claim_lock = " for update skip locked",
-    json_rows = "jsonb_array_elements($1::jsonb) with ordinality as c(value, key)",
+    json_rows = "(select value, key from jsonb_array_elements($1::jsonb) with ordinality as e(value, key) \
+                 limit $2) as c",
     decision_time = "greatest(cast(c.value ->> 'before_deadline' as bigint), \
                      (extract(epoch from clock_timestamp()) * 1000)::bigint)",
     write_begin = "begin"

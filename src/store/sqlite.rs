@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 };
 
 use super::group_commit::{Committer, GroupCommit, Write};
-use super::sql::{REQUEST_COLUMNS, placeholders};
+use super::sql::{REQUEST_COLUMNS, json_array, placeholders};
 use super::token_cache::TokenCache;
 use super::*;
 use crate::domain::{GroupApproval, GroupStatus};
@@ -61,7 +61,6 @@ impl SqliteStore {
     async fn clock(&self, clock: &crate::service::Clock) -> StoreResult<Millis> {
         Ok(clock.now())
     }
-
 }
 
 /// Nothing to send: waiters in this process were told already, and other processes on the same
@@ -77,7 +76,7 @@ sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     claim_lock = "",
-    json_rows = "json_each($1) as c",
+    json_rows = "(select value, key from json_each($1) limit $2) as c",
     decision_time = "cast(c.value ->> 'before_deadline' as bigint)",
     write_begin = "begin immediate"
 );
