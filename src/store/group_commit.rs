@@ -17,7 +17,7 @@ use crate::domain::{Millis, Status};
 pub(super) const MAX_GROUP: usize = 256;
 
 /// One write for the next group commit.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum Write {
     /// A new request with its first audit events and outbox entries.
     Insert {
@@ -26,7 +26,7 @@ pub(super) enum Write {
         outbox: Vec<OutboxEntry>,
     },
     /// A compare-and-set on a request; [`StoreError::Conflict`] when it lost.
-    Apply(Change),
+    Apply(Box<Change>),
     /// Audit events that belong to no request (token management).
     Audit {
         subject_id: String,
@@ -115,7 +115,8 @@ async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Q
         let (group, later) = one_per_subject(waiting);
         waiting = later;
 
-        let writes: Vec<Write> = group.iter().map(|q| q.write.clone()).collect();
+        let (writes, callers): (Vec<Write>, Vec<_>) =
+            group.into_iter().map(|q| (q.write, q.done)).unzip();
         let outcomes = match committer.commit(&writes).await {
             Ok(outcomes) => outcomes,
             Err(e) if writes.len() == 1 => vec![Err(e)],
@@ -133,14 +134,14 @@ async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Q
             }
         };
         let mut committed = Vec::new();
-        for (queued, outcome) in group.into_iter().zip(outcomes) {
+        for ((write, caller), outcome) in writes.iter().zip(callers).zip(outcomes) {
             if outcome.is_ok()
-                && let Some(announcement) = queued.write.announcement()
+                && let Some(announcement) = write.announcement()
             {
                 committed.push(announcement);
             }
             // A caller that stopped waiting (its client went away) still has its write committed.
-            let _ = queued.done.send(outcome);
+            let _ = caller.send(outcome);
         }
         if !committed.is_empty() {
             committer.announce(committed).await;

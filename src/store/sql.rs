@@ -74,7 +74,7 @@ macro_rules! sql_store {
 
             async fn get_request(&self, id: &str) -> StoreResult<Option<AccessRequest>> {
                 // The request and its approval groups in one query: one row per group.
-                let rows = sqlx::query(concat!(
+                let rows = sqlx::query(
                     "select r.id, r.connection, r.command, r.command_sha256, r.requester, \
                      r.justification, r.status, r.created_at, r.expires_at, r.decided_at, r.version, \
                      r.rejected_by, r.rejection_reason, r.rejected_at, r.rejected_via, r.result, \
@@ -82,8 +82,8 @@ macro_rules! sql_store {
                      a.decided_by as group_decided_by, a.decided_at as group_decided_at, \
                      a.via as group_via \
                      from access_request r left join access_request_approval a on a.request_id = r.id \
-                     where r.id = $1 order by a.position"
-                ))
+                     where r.id = $1 order by a.position",
+                )
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -126,7 +126,7 @@ macro_rules! sql_store {
 
             #[tracing::instrument(skip_all, fields(request_id = %change.request_id), err(level = "debug"))]
             async fn apply(&self, change: &Change) -> StoreResult<()> {
-                self.writes.write(Write::Apply(change.clone())).await
+                self.writes.write(Write::Apply(Box::new(change.clone()))).await
             }
 
             #[tracing::instrument(skip_all, err)]

@@ -14,3 +14,4 @@ mod processes;
 mod review;
 mod security;
 mod waiting;
+mod write_path;
