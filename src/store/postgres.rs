@@ -9,7 +9,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 
 use super::group_commit::{Committer, GroupCommit, Write};
-use super::sql::{REQUEST_COLUMNS, json_array, placeholders};
+use super::sql::{REQUEST_COLUMNS, json_array, placeholders, rows};
 use super::token_cache::TokenCache;
 use super::*;
 use crate::domain::{GroupApproval, GroupStatus};

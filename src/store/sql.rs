@@ -29,8 +29,82 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 /// as a table `c` of `value` (each row's object) and `key` (its position), taking at most `$2`
 /// rows. The limit is there for Postgres's planner, which otherwise assumes a JSON array holds a
 /// hundred rows and scans whole tables instead of looking each row up by its key.
-pub(super) fn json_array(rows: &[serde_json::Value]) -> String {
-    serde_json::to_string(rows).expect("JSON values serialize")
+pub(super) fn json_array<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows serialize")
+}
+
+/// One row of each of the writer's set-based statements, as its JSON array carries it.
+pub(super) mod rows {
+    use serde::Serialize;
+
+    use crate::domain::Millis;
+
+    #[derive(Serialize)]
+    pub struct NewRequest<'a> {
+        pub id: &'a str,
+        pub connection: &'a str,
+        pub command: &'a str,
+        pub command_sha256: &'a str,
+        pub requester: &'a str,
+        pub justification: Option<&'a str>,
+        pub status: &'static str,
+        pub created_at: Millis,
+        pub expires_at: Millis,
+        pub decided_at: Option<Millis>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Group<'a> {
+        pub id: &'a str,
+        pub position: usize,
+        pub group: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub struct Change<'a> {
+        pub id: &'a str,
+        pub expected_version: i64,
+        pub expected_status: &'static str,
+        pub status: Option<&'static str>,
+        pub decided_at: Option<Millis>,
+        pub rejected_by: Option<&'a str>,
+        pub rejection_reason: Option<&'a str>,
+        pub rejected_at: Option<Millis>,
+        pub rejected_via: Option<&'a str>,
+        pub result: Option<String>,
+        pub lease_until: Option<Millis>,
+        pub before_deadline: Option<Millis>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Approval<'a> {
+        pub id: &'a str,
+        pub group: &'a str,
+        pub by: &'a str,
+        pub at: Millis,
+        pub via: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub struct Outbox<'a> {
+        pub request_id: &'a str,
+        pub topic: &'a str,
+        pub payload: String,
+        pub at: Millis,
+    }
+
+    #[derive(Serialize)]
+    pub struct Audit<'a> {
+        pub seq: i64,
+        pub request_id: &'a str,
+        pub kind: &'a str,
+        pub actor: &'a str,
+        pub channel: &'a str,
+        pub at: Millis,
+        pub detail: String,
+        pub prev_hash: &'a str,
+        pub hash: &'a str,
+    }
 }
 
 macro_rules! sql_store {
@@ -560,15 +634,20 @@ macro_rules! sql_store {
                 let mut groups = Vec::new();
                 for write in writes {
                     if let Write::Insert { new, .. } = write {
-                        requests.push(serde_json::json!({
-                            "id": new.id, "connection": new.connection, "command": new.command,
-                            "command_sha256": new.command_sha256, "requester": new.requester,
-                            "justification": new.justification, "status": new.status.as_str(),
-                            "created_at": new.created_at, "expires_at": new.expires_at,
-                            "decided_at": new.decided_at,
-                        }));
+                        requests.push(rows::NewRequest {
+                            id: &new.id,
+                            connection: &new.connection,
+                            command: &new.command,
+                            command_sha256: &new.command_sha256,
+                            requester: &new.requester,
+                            justification: new.justification.as_deref(),
+                            status: new.status.as_str(),
+                            created_at: new.created_at,
+                            expires_at: new.expires_at,
+                            decided_at: new.decided_at,
+                        });
                         for (position, group) in new.approval_groups.iter().enumerate() {
-                            groups.push(serde_json::json!({ "id": new.id, "position": position, "group": group }));
+                            groups.push(rows::Group { id: &new.id, position, group });
                         }
                     }
                 }
@@ -613,20 +692,20 @@ macro_rules! sql_store {
                             .map(serde_json::to_string)
                             .transpose()
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        changes.push(serde_json::json!({
-                            "id": change.request_id,
-                            "expected_version": change.expected_version,
-                            "expected_status": change.expected_status.as_str(),
-                            "status": change.status.map(|s| s.as_str()),
-                            "decided_at": change.decided_at,
-                            "rejected_by": rejection.map(|r| r.by.as_str()),
-                            "rejection_reason": rejection.map(|r| r.reason.as_str()),
-                            "rejected_at": rejection.map(|r| r.at),
-                            "rejected_via": rejection.map(|r| r.via.as_str()),
-                            "result": result,
-                            "lease_until": change.lease_until,
-                            "before_deadline": change.before_deadline,
-                        }));
+                        changes.push(rows::Change {
+                            id: &change.request_id,
+                            expected_version: change.expected_version,
+                            expected_status: change.expected_status.as_str(),
+                            status: change.status.map(|s| s.as_str()),
+                            decided_at: change.decided_at,
+                            rejected_by: rejection.map(|r| r.by.as_str()),
+                            rejection_reason: rejection.map(|r| r.reason.as_str()),
+                            rejected_at: rejection.map(|r| r.at),
+                            rejected_via: rejection.map(|r| r.via.as_str()),
+                            result,
+                            lease_until: change.lease_until,
+                            before_deadline: change.before_deadline,
+                        });
                     }
                 }
                 let mut won = std::collections::HashSet::new();
@@ -669,10 +748,13 @@ macro_rules! sql_store {
                     if let Write::Apply(change) = write
                         && let Some(decision) = &change.group_approval
                     {
-                        approvals.push(serde_json::json!({
-                            "id": change.request_id, "group": decision.group, "by": decision.by,
-                            "at": change.at, "via": decision.via,
-                        }));
+                        approvals.push(rows::Approval {
+                            id: &change.request_id,
+                            group: &decision.group,
+                            by: &decision.by,
+                            at: change.at,
+                            via: &decision.via,
+                        });
                     }
                 }
                 if !approvals.is_empty() {
@@ -760,12 +842,14 @@ macro_rules! sql_store {
             if entries.is_empty() {
                 return Ok(());
             }
-            let rows: Vec<serde_json::Value> = entries
+            let rows: Vec<rows::Outbox> = entries
                 .iter()
-                .map(|(request_id, at, entry)| serde_json::json!({
-                    "request_id": request_id, "topic": entry.topic,
-                    "payload": entry.payload.to_string(), "at": at,
-                }))
+                .map(|(request_id, at, entry)| rows::Outbox {
+                    request_id,
+                    topic: &entry.topic,
+                    payload: entry.payload.to_string(),
+                    at: *at,
+                })
                 .collect();
             sqlx::query(concat!(
                 "insert into outbox (request_id, topic, payload, created_at, next_attempt_at) \
@@ -800,7 +884,7 @@ macro_rules! sql_store {
                 .await?;
             let first_seq = head.try_get::<i64, _>("seq")? - count + 1;
             let mut prev_hash: String = head.try_get("hash")?;
-            let mut rows = Vec::with_capacity(entries.len());
+            let mut events = Vec::with_capacity(entries.len());
             for (i, (subject_id, at, entry)) in entries.iter().enumerate() {
                 let mut event = AuditEvent {
                     seq: first_seq + i as i64,
@@ -814,13 +898,23 @@ macro_rules! sql_store {
                     hash: String::new(),
                 };
                 event.hash = $crate::audit::event_hash(key, &event.prev_hash, &event);
-                rows.push(serde_json::json!({
-                    "seq": event.seq, "request_id": event.request_id, "kind": event.kind,
-                    "actor": event.actor, "channel": event.channel, "at": event.at,
-                    "detail": event.detail.to_string(), "prev_hash": event.prev_hash, "hash": event.hash,
-                }));
-                prev_hash = event.hash;
+                prev_hash = event.hash.clone();
+                events.push(event);
             }
+            let rows: Vec<rows::Audit> = events
+                .iter()
+                .map(|event| rows::Audit {
+                    seq: event.seq,
+                    request_id: &event.request_id,
+                    kind: &event.kind,
+                    actor: &event.actor,
+                    channel: &event.channel,
+                    at: event.at,
+                    detail: event.detail.to_string(),
+                    prev_hash: &event.prev_hash,
+                    hash: &event.hash,
+                })
+                .collect();
             sqlx::query(concat!(
                 "insert into audit_event (seq, request_id, kind, actor, channel, at, detail, prev_hash, hash) \
                  select cast(c.value ->> 'seq' as bigint), c.value ->> 'request_id', c.value ->> 'kind', \
