@@ -63,7 +63,8 @@ pub(super) trait Committer: Send + 'static {
     /// for a compare-and-set that lost (and wrote nothing).
     async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<StoreResult<()>>>;
 
-    /// Tells waiters (this replica's and the others') about committed changes.
+    /// Tells waiters (this replica's and the others') about committed changes. Runs on the
+    /// writer's own thread: anything it spawns belongs on the server's runtime.
     async fn announce(&mut self, changes: Vec<(String, Option<Status>)>);
 }
 
@@ -79,11 +80,21 @@ struct Queued {
 }
 
 impl GroupCommit {
-    /// Starts the writer task that commits with `committer`. It ends when the last
-    /// [`GroupCommit`] handle is dropped, after committing what was queued.
+    /// Starts the writer that commits with `committer`, on a thread of its own. It ends when the
+    /// last [`GroupCommit`] handle is dropped, after committing what was queued.
     pub(super) fn start(committer: impl Committer) -> GroupCommit {
         let (queue, queued) = mpsc::unbounded_channel();
-        tokio::spawn(run(committer, queued));
+        // A thread of its own: on the server's runtime, each of the writer's statements would
+        // wait behind every request being served before the writer could send the next one, and
+        // a group commit would take as long as a round of the whole server.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the store's writer");
+        std::thread::Builder::new()
+            .name("hoop-writer".into())
+            .spawn(move || runtime.block_on(run(committer, queued)))
+            .expect("a thread for the store's writer");
         GroupCommit { queue }
     }
 

@@ -609,6 +609,8 @@ macro_rules! sql_store {
             connection: Option<Conn>,
             changes: Arc<ChangeHub>,
             audit_key: Option<AuditKey>,
+            /// The server's runtime, where announcements are sent from (the pool lives there).
+            server: tokio::runtime::Handle,
         }
 
         impl Writer {
@@ -618,6 +620,7 @@ macro_rules! sql_store {
                     connection: None,
                     changes: changes.clone(),
                     audit_key: audit_key.clone(),
+                    server: tokio::runtime::Handle::current(),
                 })
             }
 
@@ -824,6 +827,7 @@ macro_rules! sql_store {
             }
 
             async fn announce(&mut self, changes: Vec<(String, Option<Status>)>) {
+                let _server = self.server.enter();
                 announce_changes(&self.pool, &self.changes, changes);
             }
         }
