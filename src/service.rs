@@ -272,28 +272,36 @@ impl Hoop {
                 return Err(Error::InvalidInput("the reason contains a NUL byte".into()));
             }
         }
+        // No id holds a NUL, and Postgres refuses one as a parameter.
+        let not_found = || Error::NotFound(format!("access request {id:?} not found"));
+        if id.contains('\0') {
+            return Err(not_found());
+        }
         for _ in 0..MAX_ATTEMPTS {
-            let request = self.fetch(id).await?;
             let now = self.now().await?;
-            let outcome = match domain::decide(&request, actor, &decision, now) {
-                Ok(outcome) => outcome,
-                Err(DecisionError::Expired) => {
-                    if request.status == Status::Pending {
-                        self.expire(&request).await?;
+            // The store's writer reads the request and applies what the rules make of it in one
+            // transaction; an overdue pending request is expired on the spot.
+            let make = {
+                let (actor, decision, channel) = (actor.clone(), decision.clone(), channel.to_string());
+                move |request: &AccessRequest| match domain::decide(request, &actor, &decision, now) {
+                    Ok(outcome) => Some(decision_change(request, &actor, outcome, &channel, now)),
+                    Err(DecisionError::Expired) if request.status == Status::Pending => {
+                        Some(expiry(request, now))
                     }
-                    return Err(DecisionError::Expired.into());
+                    Err(_) => None,
                 }
-                Err(e) => return Err(e.into()),
             };
-            let change = decision_change(&request, actor, outcome, channel, now);
-            match self.store.apply(&change).await {
-                Ok(()) => {
-                    tracing::info!(status = ?change.status, "decision recorded");
-                    return Ok(change.applied_to(request));
-                }
+            let request = match self.store.read_and_apply(id, Box::new(make)).await {
+                Ok(Some(request)) => request,
+                Ok(None) => return Err(not_found()),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
-            }
+            };
+            // The same rules on the same reading say what was done, or why not.
+            let outcome = domain::decide(&request, actor, &decision, now)?;
+            let change = decision_change(&request, actor, outcome, channel, now);
+            tracing::info!(status = ?change.status, "decision recorded");
+            return Ok(change.applied_to(request));
         }
         Err(Error::Internal(anyhow::anyhow!(
             "request {id} kept changing; gave up deciding"

@@ -10,14 +10,17 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, Change, NewRequest, OutboxEntry, StoreError, StoreResult};
-use crate::domain::{Millis, Status};
+use super::{AuditEntry, Change, Decide, NewRequest, OutboxEntry, StoreError, StoreResult};
+use crate::domain::{AccessRequest, Millis};
 
 /// Writes one group commit takes at most; the rest wait for the next.
 pub(super) const MAX_GROUP: usize = 256;
 
+/// What a caller hears of its write: for a [`Write::Decide`], the request as the group read it
+/// (`None`: there is no such request).
+pub(super) type Outcome = StoreResult<Option<AccessRequest>>;
+
 /// One write for the next group commit.
-#[derive(Debug)]
 pub(super) enum Write {
     /// A new request with its first audit events and outbox entries.
     Insert {
@@ -27,6 +30,9 @@ pub(super) enum Write {
     },
     /// A compare-and-set on a request; [`StoreError::Conflict`] when it lost.
     Apply(Box<Change>),
+    /// A request read in the group's transaction, and the compare-and-set `decide` makes of it;
+    /// [`StoreError::Conflict`] when another replica changed the request first.
+    Decide { request_id: String, decide: Decide },
     /// Audit events that belong to no request (token management).
     Audit {
         subject_id: String,
@@ -41,16 +47,8 @@ impl Write {
         match self {
             Write::Insert { new, .. } => &new.id,
             Write::Apply(change) => &change.request_id,
+            Write::Decide { request_id, .. } => request_id,
             Write::Audit { subject_id, .. } => subject_id,
-        }
-    }
-
-    /// What to tell waiters once the write is committed: the request and its new status.
-    pub(super) fn announcement(&self) -> Option<(String, Option<Status>)> {
-        match self {
-            Write::Insert { new, .. } => Some((new.id.clone(), Some(new.status))),
-            Write::Apply(change) => Some((change.request_id.clone(), change.status)),
-            Write::Audit { .. } => None,
         }
     }
 }
@@ -58,14 +56,11 @@ impl Write {
 /// The backend's half: commits a group of writes in one transaction.
 #[async_trait::async_trait]
 pub(super) trait Committer: Send + 'static {
-    /// Commits `writes` in one transaction. `Err` when the transaction failed and nothing of it
-    /// is stored; otherwise one outcome per write, in order: `Ok`, or [`StoreError::Conflict`]
-    /// for a compare-and-set that lost (and wrote nothing).
-    async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<StoreResult<()>>>;
-
-    /// Tells waiters (this replica's and the others') about committed changes. Runs on the
-    /// writer's own thread: anything it spawns belongs on the server's runtime.
-    async fn announce(&mut self, changes: Vec<(String, Option<Status>)>);
+    /// Commits `writes` in one transaction and then tells waiters (this replica's and the
+    /// others') about what changed. `Err` when the transaction failed and nothing of it is
+    /// stored; otherwise one outcome per write, in order, [`StoreError::Conflict`] for a
+    /// compare-and-set that lost (and wrote nothing).
+    async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<Outcome>>;
 }
 
 /// The callers' half: queues writes for the writer task and waits for their commit.
@@ -76,7 +71,7 @@ pub(super) struct GroupCommit {
 
 struct Queued {
     write: Write,
-    done: oneshot::Sender<StoreResult<()>>,
+    done: oneshot::Sender<Outcome>,
 }
 
 impl GroupCommit {
@@ -99,7 +94,7 @@ impl GroupCommit {
     }
 
     /// Queues `write` and returns once it is committed (or has failed).
-    pub(super) async fn write(&self, write: Write) -> StoreResult<()> {
+    pub(super) async fn write(&self, write: Write) -> Outcome {
         let (done, committed) = oneshot::channel();
         self.queue
             .send(Queued { write, done })
@@ -144,18 +139,9 @@ async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Q
                 outcomes
             }
         };
-        let mut committed = Vec::new();
-        for ((write, caller), outcome) in writes.iter().zip(callers).zip(outcomes) {
-            if outcome.is_ok()
-                && let Some(announcement) = write.announcement()
-            {
-                committed.push(announcement);
-            }
+        for (caller, outcome) in callers.into_iter().zip(outcomes) {
             // A caller that stopped waiting (its client went away) still has its write committed.
             let _ = caller.send(outcome);
-        }
-        if !committed.is_empty() {
-            committer.announce(committed).await;
         }
     }
 }

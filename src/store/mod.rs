@@ -299,6 +299,11 @@ pub enum Overdue {
     },
 }
 
+/// What a decision makes of its request as the writer reads it, inside the transaction that
+/// applies it: the change to apply, or `None` to leave the request as it is. Pure, and may be
+/// called more than once.
+pub type Decide = Box<dyn Fn(&AccessRequest) -> Option<Change> + Send + Sync>;
+
 /// How the sweeper moves one overdue request: the change (status, result, audit, outbox) to
 /// apply to it as read.
 pub type SweepStep<'a> = &'a (dyn Fn(&AccessRequest) -> Change + Send + Sync);
@@ -325,6 +330,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<AccessRequest>>;
     /// Applies `change` if the request is unchanged since it was read; [`StoreError::Conflict`] if not.
     async fn apply(&self, change: &Change) -> StoreResult<()>;
+    /// Reads request `id` in the writer's transaction and applies the change `decide` makes of
+    /// it, if any, in that same transaction; returns the request as read (`None`: no such
+    /// request). [`StoreError::Conflict`] when another replica changed it in between.
+    async fn read_and_apply(&self, id: &str, decide: Decide)
+    -> StoreResult<Option<AccessRequest>>;
 
     /// Moves up to `limit` requests that are `overdue`, each by the change `step` makes of it, in
     /// one transaction that holds them: on Postgres rows another replica is moving are skipped

@@ -8,8 +8,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 
-use super::group_commit::{Committer, GroupCommit, Write};
-use super::sql::{REQUEST_COLUMNS, json_array, placeholders, rows};
+use super::group_commit::{Committer, GroupCommit, Outcome, Write};
+use super::sql::{REQUEST_COLUMNS, REQUEST_WITH_GROUPS, json_array, placeholders, rows};
 use super::token_cache::TokenCache;
 use super::*;
 use crate::domain::{GroupApproval, GroupStatus};

@@ -13,6 +13,15 @@
 //! replicas hear of the change) and `clock` (the time deadlines are measured by), and says how a decision's deadline is checked (`decision_time`, in terms of the
 //! decision's own time `$12`).
 
+/// A request joined with its approval groups, one row per group; callers add `where` and
+/// `order by … a.position`.
+pub(super) const REQUEST_WITH_GROUPS: &str = "select r.id, r.connection, r.command, \
+    r.command_sha256, r.requester, r.justification, r.status, r.created_at, r.expires_at, \
+    r.decided_at, r.version, r.rejected_by, r.rejection_reason, r.rejected_at, r.rejected_via, \
+    r.result, r.agent, r.offer, a.group_name, a.status as group_status, \
+    a.decided_by as group_decided_by, a.decided_at as group_decided_at, a.via as group_via \
+    from access_request r left join access_request_approval a on a.request_id = r.id";
+
 pub(super) const REQUEST_COLUMNS: &str = "id, connection, command, command_sha256, requester, \
     justification, status, created_at, expires_at, decided_at, version, rejected_by, \
     rejection_reason, rejected_at, rejected_via, result, agent, offer";
@@ -51,6 +60,11 @@ pub(super) mod rows {
         pub created_at: Millis,
         pub expires_at: Millis,
         pub decided_at: Option<Millis>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Id<'a> {
+        pub id: &'a str,
     }
 
     #[derive(Serialize)]
@@ -144,39 +158,14 @@ macro_rules! sql_store {
                 self.writes
                     .write(Write::Insert { new: new.clone(), audit: audit.to_vec(), outbox: outbox.to_vec() })
                     .await
+                    .map(drop)
             }
 
             async fn get_request(&self, id: &str) -> StoreResult<Option<AccessRequest>> {
                 // The request and its approval groups in one query: one row per group.
-                let rows = sqlx::query(
-                    "select r.id, r.connection, r.command, r.command_sha256, r.requester, \
-                     r.justification, r.status, r.created_at, r.expires_at, r.decided_at, r.version, \
-                     r.rejected_by, r.rejection_reason, r.rejected_at, r.rejected_via, r.result, \
-                     r.agent, r.offer, a.group_name, a.status as group_status, \
-                     a.decided_by as group_decided_by, a.decided_at as group_decided_at, \
-                     a.via as group_via \
-                     from access_request r left join access_request_approval a on a.request_id = r.id \
-                     where r.id = $1 order by a.position",
-                )
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-                let Some(first) = rows.first() else {
-                    return Ok(None);
-                };
-                let mut request = request_from_row(first)?;
-                for row in &rows {
-                    if let Some(group) = row.try_get::<Option<String>, _>("group_name")? {
-                        request.approval_groups.push(group_approval(
-                            group,
-                            row.try_get("group_status")?,
-                            row.try_get("group_decided_by")?,
-                            row.try_get("group_decided_at")?,
-                            row.try_get("group_via")?,
-                        )?);
-                    }
-                }
-                Ok(Some(request))
+                let sql = format!("{REQUEST_WITH_GROUPS} where r.id = $1 order by a.position");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&self.pool).await?;
+                Ok(requests_with_groups(&rows)?.pop())
             }
 
             async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<AccessRequest>> {
@@ -200,7 +189,12 @@ macro_rules! sql_store {
 
             #[tracing::instrument(skip_all, fields(request_id = %change.request_id), err(level = "debug"))]
             async fn apply(&self, change: &Change) -> StoreResult<()> {
-                self.writes.write(Write::Apply(Box::new(change.clone()))).await
+                self.writes.write(Write::Apply(Box::new(change.clone()))).await.map(drop)
+            }
+
+            #[tracing::instrument(skip_all, fields(request_id = %id), err(level = "debug"))]
+            async fn read_and_apply(&self, id: &str, decide: Decide) -> StoreResult<Option<AccessRequest>> {
+                self.writes.write(Write::Decide { request_id: id.to_string(), decide }).await
             }
 
             #[tracing::instrument(skip_all, err)]
@@ -411,6 +405,7 @@ macro_rules! sql_store {
                 self.writes
                     .write(Write::Audit { subject_id: subject_id.to_string(), at, audit: audit.to_vec() })
                     .await
+                    .map(drop)
             }
 
             async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Announced>> {
@@ -624,7 +619,7 @@ macro_rules! sql_store {
                 })
             }
 
-            async fn try_commit(&mut self, writes: &[Write]) -> StoreResult<Vec<StoreResult<()>>> {
+            async fn try_commit(&mut self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
                 use sqlx::{ConnectOptions, Connection};
                 let conn = match &mut self.connection {
                     Some(conn) => conn,
@@ -681,35 +676,74 @@ macro_rules! sql_store {
                     .await?;
                 }
 
+                // The requests decisions are made on, read in this transaction: on SQLite it holds
+                // the write lock, so they cannot change before the compare-and-set below.
+                let reads: Vec<rows::Id> = writes
+                    .iter()
+                    .filter_map(|write| match write {
+                        Write::Decide { request_id, .. } => Some(rows::Id { id: request_id }),
+                        _ => None,
+                    })
+                    .collect();
+                let mut read = std::collections::HashMap::new();
+                if !reads.is_empty() {
+                    let sql = format!(
+                        "{REQUEST_WITH_GROUPS} where r.id in (select c.value ->> 'id' from {}) \
+                         order by r.id, a.position",
+                        $json_rows
+                    );
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(json_array(&reads))
+                        .bind(reads.len() as i64)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for request in requests_with_groups(&rows)? {
+                        read.insert(request.id.clone(), request);
+                    }
+                }
+                // Each write's change: an `Apply` as given, a `Decide` as it makes it of its read.
+                let made: Vec<Option<Change>> = writes
+                    .iter()
+                    .map(|write| match write {
+                        Write::Decide { request_id, decide } => read.get(request_id).and_then(|r| decide(r)),
+                        _ => None,
+                    })
+                    .collect();
+                let change_of = |i: usize| -> Option<&Change> {
+                    match &writes[i] {
+                        Write::Apply(change) => Some(change),
+                        Write::Decide { .. } => made[i].as_ref(),
+                        Write::Insert { .. } | Write::Audit { .. } => None,
+                    }
+                };
+
                 // The compare-and-sets, all in one statement: a change applies only if its request
                 // is still at the version and status it was read at. On Postgres the deadline is
                 // also checked against the database's clock at the moment of the update, so no
                 // decision lands after it, however late it commits.
                 let mut changes = Vec::new();
-                for write in writes {
-                    if let Write::Apply(change) = write {
-                        let rejection = change.rejection.as_ref();
-                        let result = change
-                            .result
-                            .as_ref()
-                            .map(serde_json::to_string)
-                            .transpose()
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        changes.push(rows::Change {
-                            id: &change.request_id,
-                            expected_version: change.expected_version,
-                            expected_status: change.expected_status.as_str(),
-                            status: change.status.map(|s| s.as_str()),
-                            decided_at: change.decided_at,
-                            rejected_by: rejection.map(|r| r.by.as_str()),
-                            rejection_reason: rejection.map(|r| r.reason.as_str()),
-                            rejected_at: rejection.map(|r| r.at),
-                            rejected_via: rejection.map(|r| r.via.as_str()),
-                            result,
-                            lease_until: change.lease_until,
-                            before_deadline: change.before_deadline,
-                        });
-                    }
+                for change in (0..writes.len()).filter_map(change_of) {
+                    let rejection = change.rejection.as_ref();
+                    let result = change
+                        .result
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    changes.push(rows::Change {
+                        id: &change.request_id,
+                        expected_version: change.expected_version,
+                        expected_status: change.expected_status.as_str(),
+                        status: change.status.map(|s| s.as_str()),
+                        decided_at: change.decided_at,
+                        rejected_by: rejection.map(|r| r.by.as_str()),
+                        rejection_reason: rejection.map(|r| r.reason.as_str()),
+                        rejected_at: rejection.map(|r| r.at),
+                        rejected_via: rejection.map(|r| r.via.as_str()),
+                        result,
+                        lease_until: change.lease_until,
+                        before_deadline: change.before_deadline,
+                    });
                 }
                 let mut won = std::collections::HashSet::new();
                 if !changes.is_empty() {
@@ -739,27 +773,27 @@ macro_rules! sql_store {
                         won.insert(row.try_get::<String, _>("id")?);
                     }
                 }
-                let applies = |write: &&Write| match write {
-                    Write::Apply(change) => won.contains(&change.request_id),
-                    Write::Insert { .. } | Write::Audit { .. } => true,
-                };
+                // The changes that won, by the index of their write.
+                let applied: Vec<(usize, &Change)> = (0..writes.len())
+                    .filter_map(|i| change_of(i).map(|change| (i, change)))
+                    .filter(|(_, change)| won.contains(&change.request_id))
+                    .collect();
 
                 // Group approvals of the changes that won. The compare-and-set held the version
                 // the decision was made on, so each group is still pending.
-                let mut approvals = Vec::new();
-                for write in writes.iter().filter(applies) {
-                    if let Write::Apply(change) = write
-                        && let Some(decision) = &change.group_approval
-                    {
-                        approvals.push(rows::Approval {
+                let approvals: Vec<rows::Approval> = applied
+                    .iter()
+                    .filter_map(|(_, change)| {
+                        let decision = change.group_approval.as_ref()?;
+                        Some(rows::Approval {
                             id: &change.request_id,
                             group: &decision.group,
                             by: &decision.by,
                             at: change.at,
                             via: &decision.via,
-                        });
-                    }
-                }
+                        })
+                    })
+                    .collect();
                 if !approvals.is_empty() {
                     let expected = approvals.len() as u64;
                     let approved = sqlx::query(concat!(
@@ -786,35 +820,52 @@ macro_rules! sql_store {
                 // commit, so it comes last.
                 let mut outbox = Vec::new();
                 let mut audit = Vec::new();
-                for write in writes.iter().filter(applies) {
+                let mut announced = Vec::new();
+                for write in writes {
                     match write {
                         Write::Insert { new, audit: events, outbox: entries } => {
                             outbox.extend(entries.iter().map(|e| (new.id.as_str(), new.created_at, e)));
                             audit.extend(events.iter().map(|e| (new.id.as_str(), new.created_at, e)));
-                        }
-                        Write::Apply(change) => {
-                            outbox.extend(change.outbox.iter().map(|e| (change.request_id.as_str(), change.at, e)));
-                            audit.extend(change.audit.iter().map(|e| (change.request_id.as_str(), change.at, e)));
+                            announced.push((new.id.clone(), Some(new.status)));
                         }
                         Write::Audit { subject_id, at, audit: events } => {
                             audit.extend(events.iter().map(|e| (subject_id.as_str(), *at, e)));
                         }
+                        Write::Apply(_) | Write::Decide { .. } => {}
                     }
+                }
+                for (_, change) in &applied {
+                    outbox.extend(change.outbox.iter().map(|e| (change.request_id.as_str(), change.at, e)));
+                    audit.extend(change.audit.iter().map(|e| (change.request_id.as_str(), change.at, e)));
+                    announced.push((change.request_id.clone(), change.status));
                 }
                 queue_outbox(&mut tx, &outbox).await?;
                 append_audit_events(&mut tx, self.audit_key.as_ref(), &audit).await?;
                 tx.commit().await?;
 
+                {
+                    // Spawned announcements belong on the server's runtime, where the pool is.
+                    let _server = self.server.enter();
+                    announce_changes(&self.pool, &self.changes, announced);
+                }
                 Ok(writes
                     .iter()
-                    .map(|write| if applies(&write) { Ok(()) } else { Err(StoreError::Conflict) })
+                    .enumerate()
+                    .map(|(i, write)| {
+                        let lost = change_of(i).is_some() && !applied.iter().any(|(j, _)| *j == i);
+                        match write {
+                            _ if lost => Err(StoreError::Conflict),
+                            Write::Decide { request_id, .. } => Ok(read.get(request_id).cloned()),
+                            Write::Insert { .. } | Write::Apply(_) | Write::Audit { .. } => Ok(None),
+                        }
+                    })
                     .collect())
             }
         }
 
         #[async_trait::async_trait]
         impl Committer for Writer {
-            async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<StoreResult<()>>> {
+            async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
                 let outcome = self.try_commit(writes).await;
                 // The database refusing a statement leaves the connection usable; anything else
                 // (I/O, protocol) may not have: a fresh one for the next group.
@@ -824,11 +875,6 @@ macro_rules! sql_store {
                     self.connection = None;
                 }
                 outcome
-            }
-
-            async fn announce(&mut self, changes: Vec<(String, Option<Status>)>) {
-                let _server = self.server.enter();
-                announce_changes(&self.pool, &self.changes, changes);
             }
         }
 
@@ -934,6 +980,30 @@ macro_rules! sql_store {
                 .execute(&mut *conn)
                 .await?;
             Ok(())
+        }
+
+        /// Requests with their approval groups, from rows of [`REQUEST_WITH_GROUPS`] ordered by
+        /// request: one row per group (one row with no group for a request without any).
+        fn requests_with_groups(rows: &[DbRow]) -> StoreResult<Vec<AccessRequest>> {
+            let mut requests: Vec<AccessRequest> = Vec::new();
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                if requests.last().is_none_or(|last| last.id != id) {
+                    requests.push(request_from_row(row)?);
+                }
+                if let Some(group) = row.try_get::<Option<String>, _>("group_name")?
+                    && let Some(request) = requests.last_mut()
+                {
+                    request.approval_groups.push(group_approval(
+                        group,
+                        row.try_get("group_status")?,
+                        row.try_get("group_decided_by")?,
+                        row.try_get("group_decided_at")?,
+                        row.try_get("group_via")?,
+                    )?);
+                }
+            }
+            Ok(requests)
         }
 
         fn group_approval(
