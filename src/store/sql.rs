@@ -254,20 +254,29 @@ macro_rules! sql_store {
                         )
                     }
                 };
+                let bind = |sql: String| {
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit);
+                    for (connection, time) in &times {
+                        if let Some(connection) = connection {
+                            query = query.bind(*connection);
+                        }
+                        query = query.bind(*time);
+                    }
+                    query
+                };
+                // Most sweeps find nothing: a plain read says so without taking any lock (on
+                // SQLite, the write lock the group-commit writer needs).
+                let probe = format!("select id from access_request where {filter} limit $1");
+                if bind(probe).fetch_optional(&self.pool).await?.is_none() {
+                    return Ok(0);
+                }
                 let select = format!(
                     "select {REQUEST_COLUMNS} from access_request where {filter} \
                      order by {order}, id limit $1{}",
                     $claim_lock
                 );
                 let mut tx = self.pool.begin_with($write_begin).await?;
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(select)).bind(limit);
-                for (connection, time) in &times {
-                    if let Some(connection) = connection {
-                        query = query.bind(*connection);
-                    }
-                    query = query.bind(*time);
-                }
-                let rows = query.fetch_all(&mut *tx).await?;
+                let rows = bind(select).fetch_all(&mut *tx).await?;
                 // A lapsed offer returns the job to nobody: it may be offered afresh.
                 let release = if matches!(overdue, Overdue::LapsedOffers { .. }) {
                     ", agent = null, lease_until = null, offer = null"

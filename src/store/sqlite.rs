@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -28,6 +30,7 @@ pub struct SqliteStore {
     audit_key: Option<AuditKey>,
     writes: GroupCommit,
     tokens: TokenCache,
+    checkpoints: JoinHandle<()>,
 }
 
 impl SqliteStore {
@@ -45,7 +48,10 @@ impl SqliteStore {
             .foreign_keys(true)
             // Reads map the file instead of copying pages in: every commit by the writer
             // invalidates the readers' page caches, and re-reading through mmap costs no syscall.
-            .pragma("mmap_size", MMAP_SIZE.to_string());
+            .pragma("mmap_size", MMAP_SIZE.to_string())
+            // No commit copies the log back into the database file itself (which would hold up
+            // every write queued behind it): `checkpoints` does, beside the writer.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options)
@@ -53,6 +59,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writes: Writer::start(&pool, &changes, &audit_key),
             tokens: TokenCache::default(),
+            checkpoints: tokio::spawn(checkpoints(pool.clone())),
             pool,
             changes,
             audit_key,
@@ -69,6 +76,27 @@ impl SqliteStore {
     /// SQLite has a single process, so its clock is this one's.
     async fn clock(&self, clock: &crate::service::Clock) -> StoreResult<Millis> {
         Ok(clock.now())
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpoints.abort();
+    }
+}
+
+/// How often the write-ahead log is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the write-ahead log into the database file once a second, without waiting for or
+/// blocking writers (a passive checkpoint), so the log stays short and no commit pays for it.
+/// (SQLite also checkpoints when the last connection to the file closes.)
+async fn checkpoints(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if let Err(e) = sqlx::query("pragma wal_checkpoint(passive)").execute(&pool).await {
+            tracing::warn!(error = %e, "cannot checkpoint the SQLite write-ahead log; retrying");
+        }
     }
 }
 
