@@ -4,8 +4,8 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read at start-up (`_RJEM_MALLOC_CONF` in the environment still wins).
-#[unsafe(export_name = "_rjem_malloc_conf")]
+/// jemalloc's options, read at start-up (`MALLOC_CONF` in the environment still wins).
+#[unsafe(export_name = "malloc_conf")]
 static MALLOC_CONF: MallocConf = MallocConf(c"dirty_decay_ms:1000,muzzy_decay_ms:1000".as_ptr());
 
 /// A C string pointer jemalloc reads, made shareable: it points at a constant.
