@@ -282,8 +282,10 @@ impl Hoop {
             // The store's writer reads the request and applies what the rules make of it in one
             // transaction; an overdue pending request is expired on the spot.
             let make = {
-                let (actor, decision, channel) = (actor.clone(), decision.clone(), channel.to_string());
-                move |request: &AccessRequest| match domain::decide(request, &actor, &decision, now) {
+                let (actor, decision, channel) =
+                    (actor.clone(), decision.clone(), channel.to_string());
+                move |request: &AccessRequest| match domain::decide(request, &actor, &decision, now)
+                {
                     Ok(outcome) => Some(decision_change(request, &actor, outcome, &channel, now)),
                     Err(DecisionError::Expired) if request.status == Status::Pending => {
                         Some(expiry(request, now))

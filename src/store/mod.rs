@@ -333,8 +333,7 @@ pub trait Store: Send + Sync + 'static {
     /// Reads request `id` in the writer's transaction and applies the change `decide` makes of
     /// it, if any, in that same transaction; returns the request as read (`None`: no such
     /// request). [`StoreError::Conflict`] when another replica changed it in between.
-    async fn read_and_apply(&self, id: &str, decide: Decide)
-    -> StoreResult<Option<AccessRequest>>;
+    async fn read_and_apply(&self, id: &str, decide: Decide) -> StoreResult<Option<AccessRequest>>;
 
     /// Moves up to `limit` requests that are `overdue`, each by the change `step` makes of it, in
     /// one transaction that holds them: on Postgres rows another replica is moving are skipped

@@ -21,8 +21,6 @@ use crate::domain::{GroupApproval, GroupStatus};
 /// Pooled connections. Writes go through the one group-commit writer; these serve reads, sweeps
 /// and claims. Few, because each one's page cache starts cold after every commit.
 const READERS: u32 = 4;
-/// How much of the database file each connection maps into memory (256 MiB).
-const MMAP_SIZE: u64 = 256 << 20;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -46,9 +44,6 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            // Reads map the file instead of copying pages in: every commit by the writer
-            // invalidates the readers' page caches, and re-reading through mmap costs no syscall.
-            .pragma("mmap_size", MMAP_SIZE.to_string())
             // No commit copies the log back into the database file itself (which would hold up
             // every write queued behind it): `checkpoints` does, beside the writer.
             .pragma("wal_autocheckpoint", "0");
@@ -94,7 +89,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 async fn checkpoints(pool: SqlitePool) {
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
-        if let Err(e) = sqlx::query("pragma wal_checkpoint(passive)").execute(&pool).await {
+        if let Err(e) = sqlx::query("pragma wal_checkpoint(passive)")
+            .execute(&pool)
+            .await
+        {
             tracing::warn!(error = %e, "cannot checkpoint the SQLite write-ahead log; retrying");
         }
     }
