@@ -93,6 +93,12 @@ impl GroupCommit {
         GroupCommit { queue }
     }
 
+    /// Whether the writer has stopped: it ends only when its store is dropped, so a store whose
+    /// writer stopped is not fit to serve.
+    pub(super) fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
     /// Queues `write` and returns once it is committed (or has failed).
     pub(super) async fn write(&self, write: Write) -> Outcome {
         let (done, committed) = oneshot::channel();
@@ -125,7 +131,19 @@ async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Q
             group.into_iter().map(|q| (q.write, q.done)).unzip();
         let outcomes = match committer.commit(&writes).await {
             Ok(outcomes) => outcomes,
-            Err(e) if writes.len() == 1 => vec![Err(e)],
+            // Unreachable or broken, the database fails every write alike: no use trying each.
+            Err(e) if writes.len() == 1 || !e.is_refusal() => {
+                let message = e.to_string();
+                let mut first = Some(e);
+                writes
+                    .iter()
+                    .map(|_| {
+                        Err(first
+                            .take()
+                            .unwrap_or_else(|| StoreError::Unavailable(message.clone())))
+                    })
+                    .collect()
+            }
             Err(e) => {
                 // One write may have failed the whole group: each alone, so only it fails.
                 tracing::warn!(error = %e, writes = writes.len(), "a group commit failed; committing its writes one by one");

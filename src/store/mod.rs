@@ -41,6 +41,22 @@ pub enum StoreError {
     /// The store's writer has stopped (the server is shutting down).
     #[error("the store is closed")]
     Closed,
+    /// The database could not be reached for a group commit this write was part of.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// The database refused what was asked (a constraint, a trigger, a corrupt row), as opposed to
+    /// not being reached at all: the connection is still good, and other writes may succeed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(sqlx::Error::Database(_))
+                | StoreError::Corrupt(_)
+                | StoreError::NoAuditKey
+        )
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

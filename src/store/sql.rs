@@ -140,6 +140,9 @@ macro_rules! sql_store {
             }
 
             async fn ping(&self) -> StoreResult<()> {
+                if self.writes.is_closed() {
+                    return Err(StoreError::Closed);
+                }
                 sqlx::query("select 1").execute(&self.pool).await?;
                 Ok(())
             }
@@ -879,7 +882,7 @@ macro_rules! sql_store {
                 // The database refusing a statement leaves the connection usable; anything else
                 // (I/O, protocol) may not have: a fresh one for the next group.
                 if let Err(e) = &outcome
-                    && !matches!(e, StoreError::Database(sqlx::Error::Database(_)) | StoreError::Corrupt(_) | StoreError::NoAuditKey)
+                    && !e.is_refusal()
                 {
                     self.connection = None;
                 }
