@@ -492,6 +492,20 @@ pub struct Replica {
 }
 
 impl Replica {
+    pub async fn get(&self, who: &str, path: &str) -> Reply {
+        let response = self
+            .client
+            .get(format!("http://{}{path}", self.addr))
+            .bearer_auth(&self.tokens[who])
+            .send()
+            .await
+            .unwrap();
+        Reply {
+            status: response.status(),
+            body: response.json().await.unwrap_or(Value::Null),
+        }
+    }
+
     pub async fn approve(&self, who: &str, id: &str, group: Option<&str>) -> Reply {
         let mut request = self
             .client

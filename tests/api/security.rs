@@ -18,8 +18,52 @@ use crate::on_both_backends;
 
 on_both_backends!(
     the_chain_cannot_be_forged_without_its_key,
-    a_checkpoint_catches_a_cut_off_tail
+    a_checkpoint_catches_a_cut_off_tail,
+    a_revoked_token_stops_working_on_every_replica
 );
+
+/// Tokens are cached for a moment; a revocation must not wait for that. The replica that revokes
+/// refuses the token at once, and another replica (which had just cached it) refuses it too — on
+/// Postgres because it hears the revocation, on SQLite once its second of trust is up.
+async fn a_revoked_token_stops_working_on_every_replica(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let replica = app.replica().await;
+    assert_eq!(
+        replica.get("bob@x.com", "/api/v1/me").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("bob@x.com", "/api/v1/me").await.status,
+        StatusCode::OK
+    );
+
+    let revoked = hoopbot::token::revoke(
+        app.hoop.store.as_ref(),
+        hoopbot::token::Revocation::Subject(hoopbot::store::TokenSubject::User("bob@x.com".into())),
+        &hoopbot::token::Operator::system(),
+        app.hoop.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(revoked.len(), 1);
+
+    let here = app.get("bob@x.com", "/api/v1/me").await;
+    assert_eq!(here.status, StatusCode::UNAUTHORIZED, "{:?}", here.body);
+    let mut refused = false;
+    for _ in 0..200 {
+        if replica.get("bob@x.com", "/api/v1/me").await.status == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(refused, "the other replica still accepts a revoked token");
+    assert_eq!(
+        replica.get("sam@x.com", "/api/v1/me").await.status,
+        StatusCode::OK,
+        "others keep theirs"
+    );
+}
 
 /// The path of a `sqlite://` URL.
 fn sqlite_path(url: &str) -> &str {
