@@ -15,9 +15,9 @@ use crate::domain::{AccessRequest, Millis};
 
 /// Writes one group commit takes at most; the rest wait for the next.
 pub(super) const MAX_GROUP: usize = 256;
-/// How long the writer waits for more writes before committing a small group while writes are
-/// arriving together. It blocks only the writer's own thread.
-const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
+/// How long the writer waits at most for more writes before committing a group smaller than the
+/// last one. It blocks only the writer's own thread.
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What a caller hears of its write: for a [`Write::Decide`], the request as the group read it
 /// (`None`: there is no such request).
@@ -124,10 +124,15 @@ async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Q
         }
         take_queued(&mut queue, &mut waiting);
         // While writes keep arriving together, a moment's wait lets more of them share this
-        // commit: each group costs the same few statements however many writes it holds. A
-        // lone writer never waits. (Postgres's `commit_delay` does the same for its WAL flush.)
-        if last_group > 1 && waiting.len() < MAX_GROUP / 4 {
-            std::thread::sleep(COMMIT_DELAY);
+        // commit: each group costs the same few statements however many writes it holds. It
+        // waits for as many as the last group held, a millisecond at most; a lone writer never
+        // waits. (Postgres's `commit_delay` does the same for its WAL flush.)
+        let deadline = std::time::Instant::now() + COMMIT_DELAY;
+        while last_group > 1
+            && waiting.len() < last_group
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(COMMIT_DELAY / 10);
             take_queued(&mut queue, &mut waiting);
         }
         let (group, later) = one_per_subject(waiting);
