@@ -128,10 +128,7 @@ async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Q
         // waits for as many as the last group held, a millisecond at most; a lone writer never
         // waits. (Postgres's `commit_delay` does the same for its WAL flush.)
         let deadline = std::time::Instant::now() + COMMIT_DELAY;
-        while last_group > 1
-            && waiting.len() < last_group
-            && std::time::Instant::now() < deadline
-        {
+        while last_group > 1 && waiting.len() < last_group && std::time::Instant::now() < deadline {
             std::thread::sleep(COMMIT_DELAY / 10);
             take_queued(&mut queue, &mut waiting);
         }
