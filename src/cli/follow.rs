@@ -357,8 +357,7 @@ impl StatusLine {
     fn draw(&mut self) {
         // A line wider than the terminal would wrap, and `\r` could then only redraw its last
         // row; cut it to fit instead.
-        let room = terminal_width().saturating_sub(3);
-        let message: String = self.message.chars().take(room).collect();
+        let message = fit(&self.message, terminal_width().saturating_sub(3));
         say!("\r\x1b[2K{} {message}", FRAMES[self.frame]);
         let _ = std::io::stderr().flush();
         self.shown = true;
@@ -386,9 +385,29 @@ fn terminal_width() -> usize {
     }
 }
 
+/// The longest start of `text` that takes at most `columns` terminal columns (wide characters
+/// take two).
+fn fit(text: &str, columns: usize) -> String {
+    let mut used = 0;
+    text.chars()
+        .take_while(|&c| {
+            used += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+            used <= columns
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::json_visible;
+
+    #[test]
+    fn a_status_line_is_cut_to_the_terminal_by_columns_not_characters() {
+        assert_eq!(super::fit("approve prod-db", 7), "approve");
+        // Each of these takes two columns: five columns hold two of them.
+        assert_eq!(super::fit("日本語です", 5), "日本");
+        assert_eq!(super::fit("short", 80), "short");
+    }
 
     #[test]
     fn json_for_a_terminal_escapes_hidden_characters_and_means_the_same() {
