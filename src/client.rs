@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::domain::ExecutionResult;
-use crate::http::view::{AccessRequestView, Page};
+use crate::view::{AccessRequestView, Page};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -16,6 +16,7 @@ pub mod http;
 pub mod service;
 pub mod store;
 pub mod token;
+pub mod view;
 
 /// Installs the process-wide TLS crypto provider. Our HTTP client and database drivers would
 /// otherwise each pick one, and rustls refuses to guess between two.

@@ -184,7 +184,7 @@ impl Hoop {
             Admission::Hold { approval_groups } => {
                 audit.push(AuditEntry::system(
                     "held",
-                    json!({ "approval_groups": approval_groups, "expires_at": crate::http::view::time(new.expires_at) }),
+                    json!({ "approval_groups": approval_groups, "expires_at": crate::view::time(new.expires_at) }),
                 ));
                 new.approval_groups = approval_groups;
             }
@@ -506,7 +506,7 @@ impl Hoop {
                 kind: "started",
                 actor: agent.to_string(),
                 channel: "agent".into(),
-                detail: json!({ "lease_until": crate::http::view::time(now + self.lease_ms()) }),
+                detail: json!({ "lease_until": crate::view::time(now + self.lease_ms()) }),
             });
             change
                 .outbox
@@ -673,7 +673,7 @@ fn expiry(request: &AccessRequest, now: Millis) -> Change {
     change.decided_at = Some(now);
     change.audit.push(AuditEntry::system(
         "expired",
-        json!({ "expires_at": crate::http::view::time(request.expires_at) }),
+        json!({ "expires_at": crate::view::time(request.expires_at) }),
     ));
     change
         .outbox

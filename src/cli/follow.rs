@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::client::{Client, ClientError, ClientResult};
 use crate::display::{self, single_line};
 use crate::domain::{ExecutionResult, Status};
-use crate::http::view::{AccessRequestView, GroupViewStatus};
+use crate::view::{AccessRequestView, GroupViewStatus};
 
 /// How the final request is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

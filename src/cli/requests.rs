@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::follow::{Output, RawArg, finish, follow};
 use super::remote;
 use crate::display::{self, single_line};
-use crate::http::view::{AccessRequestView, GroupViewStatus};
+use crate::view::{AccessRequestView, GroupViewStatus};
 
 #[derive(Subcommand)]
 pub enum RequestsCommand {

@@ -233,12 +233,12 @@ pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
         };
         let revoked = token
             .revoked_at
-            .map(crate::http::view::time)
+            .map(crate::view::time)
             .unwrap_or_else(|| "-".into());
         outln!(
             "{:<12} {kind:<6} {subject:<32} {:<25} {revoked}",
             crate::token::id(&token.sha256),
-            crate::http::view::time(token.created_at)
+            crate::view::time(token.created_at)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -335,7 +335,7 @@ pub async fn export_audit(source: ConfigSource) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for event in store.audit_events(None).await? {
-        let line = crate::http::view::AuditEventView::from(event);
+        let line = crate::view::AuditEventView::from(event);
         serde_json::to_writer(&mut out, &line)?;
         out.write_all(b"\n")?;
     }

@@ -12,11 +12,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{Agent, Body, MaybeBody};
-use super::view::AccessRequestView;
 use crate::config::{Config, DEFAULT_MAX_OUTPUT_BYTES};
 use crate::domain::ExecutionResult;
 use crate::error::{Error, Result};
 use crate::service::{Hoop, OFFER_TIME};
+use crate::view::AccessRequestView;
 
 const DEFAULT_CLAIM_WAIT: u64 = 30;
 const MAX_CLAIM_WAIT: u64 = 120;

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{Body, MaybeBody, Params, User};
-use super::view::{AccessRequestView, AuditEventView, Page};
 use crate::domain::{Decision, Status};
 use crate::error::{Error, Result};
 use crate::service::{Hoop, Submission};
 use crate::store::ListFilter;
+use crate::view::{AccessRequestView, AuditEventView, Page};
 
 /// The channel recorded for decisions made through this API.
 const CHANNEL: &str = "api";

@@ -5,7 +5,6 @@ mod api;
 mod error;
 mod extract;
 mod head_limit;
-pub mod view;
 
 use std::time::Duration;
 

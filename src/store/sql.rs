@@ -368,7 +368,7 @@ macro_rules! sql_store {
                     kind: "claimed",
                     actor: claim.agent.clone(),
                     channel: "agent".into(),
-                    detail: serde_json::json!({ "offer_until": $crate::http::view::time(claim.offer_until) }),
+                    detail: serde_json::json!({ "offer_until": $crate::view::time(claim.offer_until) }),
                 };
                 self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 tx.commit().await?;

@@ -1,4 +1,5 @@
-//! The JSON shapes of the API. Times are RFC 3339 UTC; the shapes are a fixed contract.
+//! The JSON shapes of the API, owned by both sides: the server writes them (`http`) and its clients
+//! (the CLI, agents) read them. Times are RFC 3339 UTC; the shapes are a fixed contract.
 
 use serde::{Deserialize, Serialize};
 
