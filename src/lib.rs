@@ -13,6 +13,7 @@ pub mod display;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod retry;
 pub mod service;
 pub mod store;
 pub mod token;

@@ -20,6 +20,10 @@ use crate::domain::{self, ExecutionResult};
 /// How long one claim request waits for a job before asking again.
 const CLAIM_WAIT: Duration = Duration::from_secs(25);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The first wait before claiming again after the server could not be reached.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The first wait before sending a job's start or result again: the job is waiting on it.
+const FIRST_RESEND: Duration = Duration::from_millis(200);
 /// How much of the command's own error a refused report keeps.
 const MAX_KEPT_ERROR: usize = 2000;
 
@@ -91,7 +95,7 @@ impl Agent {
     /// unreachable server is retried with backoff; a refusal (a bad token, a connection the server
     /// does not assign to this agent) ends the loop with that error, since retrying cannot fix it.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), QueueError> {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = crate::retry::backoff(FIRST_RETRY, MAX_BACKOFF);
         while !*stop.borrow() {
             let step = tokio::select! {
                 step = self.claim(CLAIM_WAIT) => step,
@@ -99,22 +103,22 @@ impl Agent {
             };
             match step {
                 Ok(Some(job)) => {
-                    backoff = Duration::from_secs(1);
+                    backoff = crate::retry::backoff(FIRST_RETRY, MAX_BACKOFF);
                     if *stop.borrow() {
                         tracing::info!(request_id = %job.id, "stopping: not starting the job just offered; it returns to approved");
                         return Ok(());
                     }
                     self.handle(job).await;
                 }
-                Ok(None) => backoff = Duration::from_secs(1),
+                Ok(None) => backoff = crate::retry::backoff(FIRST_RETRY, MAX_BACKOFF),
                 Err(e) if !e.transient => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot claim jobs");
+                    let wait = backoff.next().unwrap_or(MAX_BACKOFF);
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot claim jobs");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => return Ok(()),
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -173,14 +177,14 @@ impl Agent {
     /// (the offer lapsed or the job was withdrawn). An unreachable server is asked again: a start
     /// repeated with the same offer is answered with the job it already started.
     async fn start(&self, job: &Job) -> Option<Duration> {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = crate::retry::backoff(FIRST_RESEND, MAX_BACKOFF);
         loop {
             match self.queue.start(job).await {
                 Ok(lease) => return Some(lease),
                 Err(e) if e.transient => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot start the job yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let wait = backoff.next().unwrap_or(MAX_BACKOFF);
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot start the job yet; retrying");
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the server did not let this agent start the job; nothing was run");
@@ -196,7 +200,7 @@ impl Agent {
     /// the job ends with what is known instead of "outcome unknown".
     async fn deliver(&self, id: &str, mut report: Report, lease: Duration) {
         let heartbeats = self.keep_alive(id, lease);
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = crate::retry::backoff(FIRST_RESEND, MAX_BACKOFF);
         let mut summarized = false;
         loop {
             let sent = match &report {
@@ -206,9 +210,9 @@ impl Agent {
             match sent {
                 Ok(()) => break,
                 Err(e) if e.transient => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot report the result yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let wait = backoff.next().unwrap_or(MAX_BACKOFF);
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot report the result yet; retrying");
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => match report {
                     Report::Ran(result) if !summarized => {

@@ -46,7 +46,8 @@ pub async fn follow(
     let mut status = StatusLine::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut backoff = Duration::from_secs(1);
+    let retry = || crate::retry::backoff(Duration::from_secs(1), Duration::from_secs(30));
+    let mut backoff = retry();
     // The whole story of a lost server is told once; later retries get a short line.
     let mut lost_contact = false;
     let mut approved_at = None;
@@ -79,7 +80,7 @@ pub async fn follow(
                 let delay = match changed {
                     Ok(newer) => {
                         request = newer;
-                        backoff = Duration::from_secs(1);
+                        backoff = retry();
                         if std::mem::take(&mut lost_contact) {
                             status.clear();
                             sayln!("Back in contact with the server.");
@@ -88,20 +89,19 @@ pub async fn follow(
                     }
                     Err(e) if e.is_transient() => {
                         status.clear();
+                        let delay = backoff.next().unwrap_or(Duration::from_secs(30));
                         if lost_contact {
-                            sayln!("Still no answer; retrying in {}s.", backoff.as_secs());
+                            sayln!("Still no answer; retrying in {}s.", delay.as_secs());
                         } else {
                             lost_contact = true;
                             sayln!(
                                 "Lost contact with the server ({}); retrying in {}s. The request is still held; \
                                  resume any time with `hoop requests wait {}`.",
                                 single_line(&e.to_string()),
-                                backoff.as_secs(),
+                                delay.as_secs(),
                                 single_line(&request.id)
                             );
                         }
-                        let delay = backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
                         delay
                     }
                     Err(e) => return Err(e.into()),
