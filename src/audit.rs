@@ -44,6 +44,58 @@ impl fmt::Debug for AuditKey {
     }
 }
 
+/// What an audit event records. Stored as its snake_case name (`as_str`), which is what
+/// `hoop audit export` and the API show; events read back keep that name as text, so a trail
+/// written by a newer version still reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    Created,
+    Held,
+    AutoApproved,
+    GroupApproved,
+    Approved,
+    Rejected,
+    Expired,
+    Cancelled,
+    Claimed,
+    OfferLapsed,
+    Started,
+    Executed,
+    Failed,
+    LateResult,
+    TokenCreated,
+    TokenRevoked,
+}
+
+impl AuditKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Created => "created",
+            AuditKind::Held => "held",
+            AuditKind::AutoApproved => "auto_approved",
+            AuditKind::GroupApproved => "group_approved",
+            AuditKind::Approved => "approved",
+            AuditKind::Rejected => "rejected",
+            AuditKind::Expired => "expired",
+            AuditKind::Cancelled => "cancelled",
+            AuditKind::Claimed => "claimed",
+            AuditKind::OfferLapsed => "offer_lapsed",
+            AuditKind::Started => "started",
+            AuditKind::Executed => "executed",
+            AuditKind::Failed => "failed",
+            AuditKind::LateResult => "late_result",
+            AuditKind::TokenCreated => "token_created",
+            AuditKind::TokenRevoked => "token_revoked",
+        }
+    }
+}
+
+impl fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One recorded event, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEvent {

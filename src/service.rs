@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::audit::AuditKind;
 use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::domain::{
@@ -170,7 +171,7 @@ impl Hoop {
             approval_groups: Vec::new(),
         };
         let mut audit = vec![AuditEntry {
-            kind: "created",
+            kind: AuditKind::Created,
             actor: requester.email.clone(),
             channel: channel.to_string(),
             detail: json!({
@@ -182,15 +183,14 @@ impl Hoop {
         }];
         match admission {
             Admission::Hold { approval_groups } => {
-                audit.push(AuditEntry::system(
-                    "held",
+                audit.push(AuditEntry::system(AuditKind::Held,
                     json!({ "approval_groups": approval_groups, "expires_at": crate::view::time(new.expires_at) }),
                 ));
                 new.approval_groups = approval_groups;
             }
             Admission::AutoApprove(reason) => {
                 audit.push(AuditEntry::system(
-                    "auto_approved",
+                    AuditKind::AutoApproved,
                     json!({ "reason": reason.code(), "description": reason.describe() }),
                 ));
                 new.status = Status::Approved;
@@ -357,8 +357,7 @@ impl Hoop {
                 let mut change = Change::to(job, now);
                 // Unchanged, but announced as approved so waiting agents look again.
                 change.status = Some(Status::Approved);
-                change.audit.push(AuditEntry::system(
-                    "offer_lapsed",
+                change.audit.push(AuditEntry::system(AuditKind::OfferLapsed,
                     json!({ "agent": job.claimed_by }),
                 ));
                 change
@@ -503,7 +502,7 @@ impl Hoop {
             change.status = Some(Status::Running);
             change.lease_until = Some(now + self.lease_ms());
             change.audit.push(AuditEntry {
-                kind: "started",
+                kind: AuditKind::Started,
                 actor: agent.to_string(),
                 channel: "agent".into(),
                 detail: json!({ "lease_until": crate::view::time(now + self.lease_ms()) }),
@@ -579,7 +578,7 @@ impl Hoop {
                 }
                 let mut change = Change::to(&job, now);
                 change.audit.push(AuditEntry {
-                    kind: "late_result",
+                    kind: AuditKind::LateResult,
                     actor: agent.to_string(),
                     channel: "agent".into(),
                     detail: result_summary(&result),
@@ -603,9 +602,9 @@ impl Hoop {
             change.status = Some(status);
             change.audit.push(AuditEntry {
                 kind: if status == Status::Failed {
-                    "failed"
+                    AuditKind::Failed
                 } else {
-                    "executed"
+                    AuditKind::Executed
                 },
                 actor: agent.to_string(),
                 channel: "agent".into(),
@@ -672,7 +671,7 @@ fn expiry(request: &AccessRequest, now: Millis) -> Change {
     change.status = Some(Status::Expired);
     change.decided_at = Some(now);
     change.audit.push(AuditEntry::system(
-        "expired",
+        AuditKind::Expired,
         json!({ "expires_at": crate::view::time(request.expires_at) }),
     ));
     change
@@ -695,7 +694,7 @@ fn decision_change(
     if request.status == Status::Pending {
         change.before_deadline = Some(now);
     }
-    let audit = |kind: &'static str, detail| AuditEntry {
+    let audit = |kind: AuditKind, detail| AuditEntry {
         kind,
         actor: actor.email.clone(),
         channel: channel.to_string(),
@@ -705,7 +704,7 @@ fn decision_change(
         Outcome::GroupApproved { group, completes } => {
             change
                 .audit
-                .push(audit("group_approved", json!({ "group": group })));
+                .push(audit(AuditKind::GroupApproved, json!({ "group": group })));
             change.group_approval = Some(GroupDecision {
                 group,
                 by: actor.email.clone(),
@@ -715,7 +714,7 @@ fn decision_change(
                 change.status = Some(Status::Approved);
                 change.decided_at = Some(now);
                 change.audit.push(AuditEntry::system(
-                    "approved",
+                    AuditKind::Approved,
                     json!({ "reason": "every approval group approved" }),
                 ));
                 change
@@ -730,7 +729,7 @@ fn decision_change(
         Outcome::Rejected { reason } => {
             change
                 .audit
-                .push(audit("rejected", json!({ "reason": reason })));
+                .push(audit(AuditKind::Rejected, json!({ "reason": reason })));
             change.status = Some(Status::Rejected);
             change.decided_at = Some(now);
             change.rejection = Some(Rejection {
@@ -744,7 +743,7 @@ fn decision_change(
                 .push(event(&request.id, "rejected", Status::Rejected, now));
         }
         Outcome::Cancelled => {
-            change.audit.push(audit("cancelled", json!({})));
+            change.audit.push(audit(AuditKind::Cancelled, json!({})));
             change.status = Some(Status::Cancelled);
             change.decided_at = Some(now);
             change
@@ -765,7 +764,9 @@ fn failure(
     let mut change = Change::to(job, now);
     change.status = Some(Status::Failed);
     change.result = Some(result);
-    change.audit.push(AuditEntry::system("failed", detail));
+    change
+        .audit
+        .push(AuditEntry::system(AuditKind::Failed, detail));
     change
         .outbox
         .push(event(&job.id, "failed", Status::Failed, now));

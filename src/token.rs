@@ -6,6 +6,7 @@
 
 use rand::RngCore;
 
+use crate::audit::AuditKind;
 use crate::domain::Millis;
 use crate::store::{AuditEntry, Store, StoreResult, TokenRecord, TokenSelector, TokenSubject};
 
@@ -39,7 +40,7 @@ impl Operator {
         }
     }
 
-    fn entry(&self, kind: &'static str, subject: &TokenSubject, digest: &str) -> AuditEntry {
+    fn entry(&self, kind: AuditKind, subject: &TokenSubject, digest: &str) -> AuditEntry {
         let (subject_kind, name) = match subject {
             TokenSubject::User(email) => ("user", email),
             TokenSubject::Agent(name) => ("agent", name),
@@ -77,7 +78,7 @@ pub async fn issue(
     let token = generate();
     let digest = digest(&token);
     store.insert_token(&digest, subject, now).await?;
-    let event = by.entry("token_created", subject, &digest);
+    let event = by.entry(AuditKind::TokenCreated, subject, &digest);
     if let Err(e) = store.append_audit(&audit_id(&digest), now, &[event]).await {
         store
             .revoke_tokens(&TokenSelector::Digest(digest), now)
@@ -113,7 +114,7 @@ pub async fn revoke(
     };
     let revoked = store.revoke_tokens(&selector, now).await?;
     for token in &revoked {
-        let event = by.entry("token_revoked", &token.subject, &token.sha256);
+        let event = by.entry(AuditKind::TokenRevoked, &token.subject, &token.sha256);
         store
             .append_audit(&audit_id(&token.sha256), now, &[event])
             .await?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::audit::{AuditEvent, AuditKey, Head};
+use crate::audit::{AuditEvent, AuditKey, AuditKind, Head};
 use crate::changes::ChangeHub;
 use crate::domain::{AccessRequest, ExecutionResult, Millis, Rejection, Status};
 
@@ -115,7 +115,7 @@ impl NewRequest {
 /// An audit event to append; the store fills in sequence, request, time and hashes.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
-    pub kind: &'static str,
+    pub kind: AuditKind,
     pub actor: String,
     pub channel: String,
     pub detail: serde_json::Value,
@@ -123,7 +123,7 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// An event hoopbot itself caused (policy, expiry, lost agents), not a person or an agent.
-    pub fn system(kind: &'static str, detail: serde_json::Value) -> AuditEntry {
+    pub fn system(kind: AuditKind, detail: serde_json::Value) -> AuditEntry {
         AuditEntry {
             kind,
             actor: "hoopbot".into(),

@@ -365,7 +365,7 @@ macro_rules! sql_store {
                 };
                 let id: String = row.try_get("id")?;
                 let claimed = AuditEntry {
-                    kind: "claimed",
+                    kind: $crate::audit::AuditKind::Claimed,
                     actor: claim.agent.clone(),
                     channel: "agent".into(),
                     detail: serde_json::json!({ "offer_until": $crate::view::time(claim.offer_until) }),
