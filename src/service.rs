@@ -14,7 +14,7 @@ use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::domain::{
     self, AccessRequest, Admission, Decision, DecisionError, ExecutionResult, Identity, Millis,
-    Outcome, Rejection, Status,
+    Outcome, Rejection, Status, Surface,
 };
 use crate::error::{Error, Result};
 use crate::store::{
@@ -122,7 +122,7 @@ impl Hoop {
         &self,
         requester: &Identity,
         input: Submission,
-        channel: &str,
+        channel: Surface,
     ) -> Result<AccessRequest> {
         let connection = self.config.connection(&input.connection).ok_or_else(|| {
             Error::NotFound(format!(
@@ -173,7 +173,7 @@ impl Hoop {
         let mut audit = vec![AuditEntry {
             kind: AuditKind::Created,
             actor: requester.email.clone(),
-            channel: channel.to_string(),
+            channel,
             detail: json!({
                 "connection": new.connection,
                 "command_sha256": sha256,
@@ -260,7 +260,7 @@ impl Hoop {
         actor: &Identity,
         id: &str,
         decision: Decision,
-        channel: &str,
+        channel: Surface,
     ) -> Result<AccessRequest> {
         if let Decision::Reject { reason } = &decision {
             if reason.len() > MAX_REASON_BYTES {
@@ -282,11 +282,10 @@ impl Hoop {
             // The store's writer reads the request and applies what the rules make of it in one
             // transaction; an overdue pending request is expired on the spot.
             let make = {
-                let (actor, decision, channel) =
-                    (actor.clone(), decision.clone(), channel.to_string());
+                let (actor, decision) = (actor.clone(), decision.clone());
                 move |request: &AccessRequest| match domain::decide(request, &actor, &decision, now)
                 {
-                    Ok(outcome) => Some(decision_change(request, &actor, outcome, &channel, now)),
+                    Ok(outcome) => Some(decision_change(request, &actor, outcome, channel, now)),
                     Err(DecisionError::Expired) if request.status == Status::Pending => {
                         Some(expiry(request, now))
                     }
@@ -504,7 +503,7 @@ impl Hoop {
             change.audit.push(AuditEntry {
                 kind: AuditKind::Started,
                 actor: agent.to_string(),
-                channel: "agent".into(),
+                channel: Surface::Agent,
                 detail: json!({ "lease_until": crate::view::time(now + self.lease_ms()) }),
             });
             change
@@ -580,7 +579,7 @@ impl Hoop {
                 change.audit.push(AuditEntry {
                     kind: AuditKind::LateResult,
                     actor: agent.to_string(),
-                    channel: "agent".into(),
+                    channel: Surface::Agent,
                     detail: result_summary(&result),
                 });
                 match self.store.apply(&change).await {
@@ -607,7 +606,7 @@ impl Hoop {
                     AuditKind::Executed
                 },
                 actor: agent.to_string(),
-                channel: "agent".into(),
+                channel: Surface::Agent,
                 detail: result_summary(&result),
             });
             change.outbox.push(event(id, status.as_str(), status, now));
@@ -685,7 +684,7 @@ fn decision_change(
     request: &AccessRequest,
     actor: &Identity,
     outcome: Outcome,
-    channel: &str,
+    channel: Surface,
     now: Millis,
 ) -> Change {
     let mut change = Change::to(request, now);
@@ -697,7 +696,7 @@ fn decision_change(
     let audit = |kind: AuditKind, detail| AuditEntry {
         kind,
         actor: actor.email.clone(),
-        channel: channel.to_string(),
+        channel,
         detail,
     };
     match outcome {
@@ -708,7 +707,7 @@ fn decision_change(
             change.group_approval = Some(GroupDecision {
                 group,
                 by: actor.email.clone(),
-                via: channel.to_string(),
+                via: channel.as_str().to_string(),
             });
             if completes {
                 change.status = Some(Status::Approved);
@@ -736,7 +735,7 @@ fn decision_change(
                 by: actor.email.clone(),
                 reason,
                 at: now,
-                via: channel.to_string(),
+                via: channel.as_str().to_string(),
             });
             change
                 .outbox

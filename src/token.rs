@@ -7,7 +7,7 @@
 use rand::RngCore;
 
 use crate::audit::AuditKind;
-use crate::domain::Millis;
+use crate::domain::{Millis, Surface};
 use crate::store::{AuditEntry, Store, StoreResult, TokenRecord, TokenSelector, TokenSubject};
 
 /// How many hex digits of a token's SHA-256 name it in `hoop token list` and the audit trail.
@@ -17,7 +17,7 @@ pub const ID_LEN: usize = 12;
 #[derive(Debug, Clone)]
 pub struct Operator {
     pub actor: String,
-    pub channel: String,
+    pub channel: Surface,
 }
 
 impl Operator {
@@ -28,7 +28,7 @@ impl Operator {
             .find_map(|var| std::env::var(var).ok().filter(|u| !u.trim().is_empty()));
         Operator {
             actor: user.unwrap_or_else(|| "cli".into()),
-            channel: "cli".into(),
+            channel: Surface::Cli,
         }
     }
 
@@ -36,7 +36,7 @@ impl Operator {
     pub fn system() -> Operator {
         Operator {
             actor: "hoopbot".into(),
-            channel: "system".into(),
+            channel: Surface::System,
         }
     }
 
@@ -48,7 +48,7 @@ impl Operator {
         AuditEntry {
             kind,
             actor: self.actor.clone(),
-            channel: self.channel.clone(),
+            channel: self.channel,
             detail: serde_json::json!({
                 "token_id": id(digest),
                 "subject_kind": subject_kind,

@@ -4,12 +4,14 @@
 mod decision;
 mod policy;
 mod request;
+mod surface;
 
 pub use decision::{Decision, DecisionError, Outcome, decide};
 pub use policy::{Admission, AutoApproval, Identity, Policy, RequireApprovalFor, admit};
 pub use request::{
     AccessRequest, ExecutionResult, GroupApproval, GroupStatus, Rejection, StatementResult, Status,
 };
+pub use surface::Surface;
 
 /// Milliseconds since the Unix epoch. Stored as a plain integer so both databases compare and index
 /// times the same way; converted to RFC 3339 only at the edges.

@@ -10,14 +10,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{Body, MaybeBody, Params, User};
-use crate::domain::{Decision, Status};
+use crate::domain::{Decision, Status, Surface};
 use crate::error::{Error, Result};
 use crate::service::{Hoop, Submission};
 use crate::store::ListFilter;
 use crate::view::{AccessRequestView, AuditEventView, Page};
 
-/// The channel recorded for decisions made through this API.
-const CHANNEL: &str = "api";
+/// The surface recorded for decisions made through this API.
+const CHANNEL: Surface = Surface::Api;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 const DEFAULT_WAIT: u64 = 30;

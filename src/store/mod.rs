@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::audit::{AuditEvent, AuditKey, AuditKind, Head};
 use crate::changes::ChangeHub;
-use crate::domain::{AccessRequest, ExecutionResult, Millis, Rejection, Status};
+use crate::domain::{AccessRequest, ExecutionResult, Millis, Rejection, Status, Surface};
 
 #[macro_use]
 mod sql;
@@ -117,7 +117,7 @@ impl NewRequest {
 pub struct AuditEntry {
     pub kind: AuditKind,
     pub actor: String,
-    pub channel: String,
+    pub channel: Surface,
     pub detail: serde_json::Value,
 }
 
@@ -127,7 +127,7 @@ impl AuditEntry {
         AuditEntry {
             kind,
             actor: "hoopbot".into(),
-            channel: "system".into(),
+            channel: Surface::System,
             detail,
         }
     }

@@ -367,7 +367,7 @@ macro_rules! sql_store {
                 let claimed = AuditEntry {
                     kind: $crate::audit::AuditKind::Claimed,
                     actor: claim.agent.clone(),
-                    channel: "agent".into(),
+                    channel: $crate::domain::Surface::Agent,
                     detail: serde_json::json!({ "offer_until": $crate::view::time(claim.offer_until) }),
                 };
                 self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
@@ -953,7 +953,7 @@ macro_rules! sql_store {
                     request_id: subject_id.to_string(),
                     kind: entry.kind.to_string(),
                     actor: entry.actor.clone(),
-                    channel: entry.channel.clone(),
+                    channel: entry.channel.to_string(),
                     at: *at,
                     detail: entry.detail.clone(),
                     prev_hash: std::mem::take(&mut prev_hash),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hoopbot::domain::{Decision, Status};
+use hoopbot::domain::{Decision, Status, Surface};
 use reqwest::StatusCode;
 
 use crate::helpers::{Backend, TestApp, postgres_url, skip};
@@ -32,7 +32,7 @@ async fn a_replica_behind_accepts_nothing_after_the_deadline() {
 
     let id = app.held("SELECT 1").await;
     let approved = behind
-        .decide(&bob, &id, Decision::Approve { group: None }, "api")
+        .decide(&bob, &id, Decision::Approve { group: None }, Surface::Api)
         .await
         .unwrap();
     let created_at = approved.created_at;
@@ -47,7 +47,7 @@ async fn a_replica_behind_accepts_nothing_after_the_deadline() {
     let late = app.held("SELECT 2").await;
     app.advance(Duration::from_secs(30 * 60 + 5));
     let refused = behind
-        .decide(&bob, &late, Decision::Approve { group: None }, "api")
+        .decide(&bob, &late, Decision::Approve { group: None }, Surface::Api)
         .await
         .unwrap_err();
     assert_eq!(refused.code(), "expired");
@@ -70,7 +70,7 @@ async fn a_replica_ahead_expires_nothing_early_and_fails_no_live_job() {
     assert_eq!(ahead.get(&id).await.unwrap().status, Status::Pending);
     let sam = ahead.identity("sam@x.com").unwrap();
     ahead
-        .decide(&sam, &id, Decision::Approve { group: None }, "api")
+        .decide(&sam, &id, Decision::Approve { group: None }, Surface::Api)
         .await
         .expect("still in time");
 
