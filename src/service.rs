@@ -424,6 +424,51 @@ impl Hoop {
         }
     }
 
+    /// The connections agent `agent` may claim jobs of: those the config assigns to it, or the
+    /// ones it `asked` for, each of which must be assigned to it.
+    pub fn connections_for(&self, agent: &str, asked: Option<Vec<String>>) -> Result<Vec<String>> {
+        let assigned: Vec<String> = self
+            .config
+            .connections
+            .iter()
+            .filter(|c| c.agent.as_deref() == Some(agent))
+            .map(|c| c.name.clone())
+            .collect();
+        let Some(asked) = asked else {
+            return Ok(assigned);
+        };
+        if let Some(other) = asked.iter().find(|c| !assigned.contains(c)) {
+            return Err(Error::Forbidden(format!(
+                "connection {other:?} is not assigned to agent {agent} in the server's config"
+            )));
+        }
+        Ok(asked)
+    }
+
+    /// Request `id`'s audit events, oldest first; `not_found` for an unknown request (and an
+    /// overdue one is expired first, as any read does).
+    pub async fn audit_trail(&self, id: &str) -> Result<Vec<crate::audit::AuditEvent>> {
+        self.get(id).await?;
+        Ok(self.store.audit_events(Some(id)).await?)
+    }
+
+    /// Whether this replica can serve: its database answers and its writer runs.
+    pub async fn ready(&self) -> Result<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Who holds API token `token`, and the token's SHA-256; `unauthenticated` for an unknown
+    /// or revoked one.
+    pub async fn authenticate(&self, token: &str) -> Result<(crate::store::TokenSubject, String)> {
+        let digest = crate::token::digest(token);
+        let subject = self
+            .store
+            .find_token(&digest)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
+        Ok((subject, digest))
+    }
+
     /// Offers agent `agent` the oldest approved job of `connections`, waiting up to `timeout`. The
     /// job stays `approved` until the agent starts it with [`Hoop::start`] and the offer's id; an
     /// offer not started within [`OFFER_TIME`] returns to `approved`, so an agent that stops (or

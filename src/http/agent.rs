@@ -91,24 +91,7 @@ async fn claim(
         name: agent,
         token_sha256,
     } = agent;
-    let assigned: Vec<String> = hoop
-        .config
-        .connections
-        .iter()
-        .filter(|c| c.agent.as_deref() == Some(agent.as_str()))
-        .map(|c| c.name.clone())
-        .collect();
-    let connections = match body.connections {
-        None => assigned,
-        Some(asked) => {
-            if let Some(other) = asked.iter().find(|c| !assigned.contains(c)) {
-                return Err(Error::Forbidden(format!(
-                    "connection {other:?} is not assigned to agent {agent} in the server's config"
-                )));
-            }
-            asked
-        }
-    };
+    let connections = hoop.connections_for(&agent, body.connections)?;
     let timeout = body.timeout_s.unwrap_or(DEFAULT_CLAIM_WAIT);
     if timeout > MAX_CLAIM_WAIT {
         return Err(Error::InvalidInput(format!(

@@ -207,11 +207,8 @@ async fn audit(
     User(_): User,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    // 404 for unknown requests rather than an empty list.
-    hoop.get(&id).await?;
     let events: Vec<AuditEventView> = hoop
-        .store
-        .audit_events(Some(&id))
+        .audit_trail(&id)
         .await?
         .into_iter()
         .map(Into::into)

@@ -123,13 +123,7 @@ async fn token_subject(parts: &Parts, hoop: &Hoop) -> Result<(TokenSubject, Stri
         .ok_or_else(|| {
             Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
         })?;
-    let digest = crate::token::digest(token);
-    let subject = hoop
-        .store
-        .find_token(&digest)
-        .await?
-        .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
-    Ok((subject, digest))
+    hoop.authenticate(token).await
 }
 
 impl FromRequestParts<Hoop> for User {

@@ -59,7 +59,7 @@ async fn openapi() -> impl axum::response::IntoResponse {
 
 /// Ready when the database answers.
 async fn ready(State(hoop): State<Hoop>) -> Result<&'static str, (StatusCode, String)> {
-    match hoop.store.ping().await {
+    match hoop.ready().await {
         Ok(()) => Ok("ready"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
