@@ -5,8 +5,9 @@
 //! Many callers' changes then share one transaction, one lock on the audit chain's head and one
 //! flush to disk, instead of queueing one after another on SQLite's single write lock or on the
 //! chain's head row. Nothing is acknowledged before it is durable: a caller hears `Ok` only after
-//! the commit that holds its change. If a group's commit fails, each of its writes is tried again
-//! in a transaction of its own, so one bad write fails only its own caller.
+//! the commit that holds its change. If the database refuses a group, each of its writes is tried
+//! again in a transaction of its own, so one bad write fails only its own caller; if it cannot be
+//! reached, the whole group fails at once.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -140,17 +141,13 @@ async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Q
             group.into_iter().map(|q| (q.write, q.done)).unzip();
         let outcomes = match committer.commit(&writes).await {
             Ok(outcomes) => outcomes,
+            Err(e) if writes.len() == 1 => vec![Err(e)],
             // Unreachable or broken, the database fails every write alike: no use trying each.
-            Err(e) if writes.len() == 1 || !e.is_refusal() => {
+            Err(e) if !e.is_refusal() => {
                 let message = e.to_string();
-                let mut first = Some(e);
                 writes
                     .iter()
-                    .map(|_| {
-                        Err(first
-                            .take()
-                            .unwrap_or_else(|| StoreError::Unavailable(message.clone())))
-                    })
+                    .map(|_| Err(StoreError::Unavailable(message.clone())))
                     .collect()
             }
             Err(e) => {

@@ -322,7 +322,7 @@ macro_rules! sql_store {
                 let count = moved.len();
                 // Most sweeps move nothing: nothing to announce.
                 if count > 0 {
-                    self.changed(moved);
+                    announce_changes(&self.pool, &self.changes, moved);
                 }
                 Ok(count)
             }
@@ -372,7 +372,7 @@ macro_rules! sql_store {
                 };
                 self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 tx.commit().await?;
-                self.changed(vec![(id.clone(), None)]);
+                announce_changes(&self.pool, &self.changes, vec![(id.clone(), None)]);
                 self.get_request(&id).await
             }
 
@@ -553,13 +553,6 @@ macro_rules! sql_store {
         }
 
         impl $store {
-            /// Tells waiters about committed changes: this replica's at once, other replicas'
-            /// through `announce`. Only after the commit, so no transaction holds its locks for
-            /// it; a lost announcement is made up by each replica's change poll.
-            fn changed(&self, changes: Vec<(String, Option<Status>)>) {
-                announce_changes(&self.pool, &self.changes, changes);
-            }
-
             /// Queues outbox entries and appends audit events to the hash chain, inside `conn`'s
             /// transaction.
             async fn record(
@@ -786,16 +779,16 @@ macro_rules! sql_store {
                     }
                 }
                 // The changes that won, by the index of their write.
-                let applied: Vec<(usize, &Change)> = (0..writes.len())
-                    .filter_map(|i| change_of(i).map(|change| (i, change)))
-                    .filter(|(_, change)| won.contains(&change.request_id))
+                let applied: Vec<&Change> = (0..writes.len())
+                    .filter_map(change_of)
+                    .filter(|change| won.contains(&change.request_id))
                     .collect();
 
                 // Group approvals of the changes that won. The compare-and-set held the version
                 // the decision was made on, so each group is still pending.
                 let approvals: Vec<rows::Approval> = applied
                     .iter()
-                    .filter_map(|(_, change)| {
+                    .filter_map(|change| {
                         let decision = change.group_approval.as_ref()?;
                         Some(rows::Approval {
                             id: &change.request_id,
@@ -846,7 +839,7 @@ macro_rules! sql_store {
                         Write::Apply(_) | Write::Decide { .. } => {}
                     }
                 }
-                for (_, change) in &applied {
+                for change in &applied {
                     outbox.extend(change.outbox.iter().map(|e| (change.request_id.as_str(), change.at, e)));
                     audit.extend(change.audit.iter().map(|e| (change.request_id.as_str(), change.at, e)));
                     announced.push((change.request_id.clone(), change.status));
@@ -864,7 +857,8 @@ macro_rules! sql_store {
                     .iter()
                     .enumerate()
                     .map(|(i, write)| {
-                        let lost = change_of(i).is_some() && !applied.iter().any(|(j, _)| *j == i);
+                        // One write per request in a group, so its request id says whether it won.
+                        let lost = change_of(i).is_some_and(|change| !won.contains(&change.request_id));
                         match write {
                             _ if lost => Err(StoreError::Conflict),
                             Write::Decide { request_id, .. } => Ok(read.get(request_id).cloned()),
@@ -891,7 +885,8 @@ macro_rules! sql_store {
         }
 
         /// Tells this replica's waiters about committed changes at once, and other replicas'
-        /// through the backend's `announce`.
+        /// through the backend's `announce`. Only after the commit, so no transaction holds its
+        /// locks for it; a lost announcement is made up by each replica's change poll.
         fn announce_changes(pool: &sqlx::Pool<$db>, hub: &ChangeHub, changes: Vec<(String, Option<Status>)>) {
             for (id, status) in &changes {
                 hub.publish(id, *status);
