@@ -18,6 +18,7 @@ pub mod service;
 pub mod store;
 pub mod token;
 pub mod view;
+pub mod webhook;
 
 /// Installs the process-wide TLS crypto provider. Our HTTP client and database drivers would
 /// otherwise each pick one, and rustls refuses to guess between two.

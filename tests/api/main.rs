@@ -11,6 +11,7 @@ mod flow;
 mod openapi;
 mod ops;
 mod processes;
+mod receiver;
 mod review;
 mod security;
 mod waiting;
