@@ -32,6 +32,7 @@ pub struct App {
     listener: TcpListener,
     sweep_interval: Option<Duration>,
     embedded_agent: bool,
+    deliveries: bool,
 }
 
 impl App {
@@ -51,12 +52,7 @@ impl App {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let hoop = Hoop {
-            config: Arc::new(config),
-            store,
-            changes,
-            clock,
-        };
+        let hoop = Hoop::new(Arc::new(config), store, changes, clock)?;
         let skew = hoop
             .clock_skew()
             .await
@@ -69,6 +65,7 @@ impl App {
             listener,
             sweep_interval: Some(SWEEP_INTERVAL),
             embedded_agent: true,
+            deliveries: true,
         })
     }
 
@@ -83,6 +80,13 @@ impl App {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Without the delivery worker, tests drive deliveries step by step with
+    /// [`crate::delivery::Worker::deliver_next`].
+    pub fn without_background_deliveries(mut self) -> App {
+        self.deliveries = false;
+        self
     }
 
     /// Without the in-process agent, tests drive embedded jobs themselves.
@@ -124,6 +128,9 @@ impl App {
                     }
                 })
             });
+        let deliveries = self
+            .deliveries
+            .then(|| tokio::spawn(self.hoop.delivery_worker().run(stop_rx.clone())));
         let server = &self.hoop.config.server;
         let router = crate::http::router(self.hoop.clone(), server.body_read_timeout);
         let changes = self.hoop.changes.clone();
@@ -142,7 +149,12 @@ impl App {
             },
         )
         .await;
-        for worker in sweeper.into_iter().chain(agent).chain([change_poll]) {
+        for worker in sweeper
+            .into_iter()
+            .chain(agent)
+            .chain(deliveries)
+            .chain([change_poll])
+        {
             let _ = worker.await;
         }
         Ok(())

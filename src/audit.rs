@@ -65,6 +65,10 @@ pub enum AuditKind {
     LateResult,
     TokenCreated,
     TokenRevoked,
+    /// A delivery (a webhook call, a chat message) retried until its time ran out.
+    DeliveryGivenUp,
+    /// A destination's receiver asked for nothing more (a webhook's 410).
+    DestinationDisabled,
 }
 
 impl AuditKind {
@@ -86,6 +90,8 @@ impl AuditKind {
             AuditKind::LateResult => "late_result",
             AuditKind::TokenCreated => "token_created",
             AuditKind::TokenRevoked => "token_revoked",
+            AuditKind::DeliveryGivenUp => "delivery_given_up",
+            AuditKind::DestinationDisabled => "destination_disabled",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Wake-ups for whoever waits on a request (the `wait` endpoint) or on new jobs (agents).
+//! Wake-ups for whoever waits on a request (the `wait` endpoint), on new jobs (agents) or on
+//! events to deliver (the delivery worker).
 //!
 //! Waiters sleep until told: the store publishes each change here after it commits; on Postgres a
 //! listener relays other replicas' NOTIFYs; and one [`ChangePoll`] per replica reads, once a
@@ -26,6 +27,8 @@ const BATCH: i64 = 2_000;
 pub struct ChangeHub {
     requests: Mutex<HashMap<String, Weak<Notify>>>,
     jobs: Notify,
+    /// Wakes this replica's delivery worker: every change has outbox entries to deliver.
+    deliveries: Notify,
     /// Turns true when the server shuts down, so long polls answer at once instead of holding
     /// the shutdown up until they time out.
     closing: watch::Sender<bool>,
@@ -36,6 +39,7 @@ impl Default for ChangeHub {
         ChangeHub {
             requests: Mutex::default(),
             jobs: Notify::new(),
+            deliveries: Notify::new(),
             closing: watch::Sender::new(false),
         }
     }
@@ -85,6 +89,8 @@ impl ChangeHub {
         if status == Some(Status::Approved) {
             self.jobs.notify_waiters();
         }
+        // One worker, which may be busy: a stored permit wakes it once it looks again.
+        self.deliveries.notify_one();
     }
 
     /// How many are waiting on request `id` right now.
@@ -108,6 +114,11 @@ impl ChangeHub {
     /// Notified when any request becomes approved (a job for some agent).
     pub fn jobs(&self) -> &Notify {
         &self.jobs
+    }
+
+    /// Notified (once, with a stored permit) after any change: there is something to deliver.
+    pub fn deliveries(&self) -> &Notify {
+        &self.deliveries
     }
 }
 

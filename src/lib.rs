@@ -8,6 +8,7 @@ pub mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod display;
 pub mod domain;

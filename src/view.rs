@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::domain::{AccessRequest, ExecutionResult, GroupStatus, Millis, Status};
+use crate::store::{AttemptRecord, DeliveryRecord, DeliveryState};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AccessRequestView {
@@ -23,6 +24,108 @@ pub struct AccessRequestView {
     pub approval_groups: Vec<GroupView>,
     pub rejection: Option<RejectionView>,
     pub result: Option<ExecutionResult>,
+    /// What each destination (webhook, chat) was told of this request, oldest event first. Left
+    /// out of the request a webhook event carries, which is the request as of that event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<Vec<DeliveryView>>,
+}
+
+/// One event's delivery to one destination. Every field is present, `null` when unknown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeliveryView {
+    pub destination: String,
+    pub kind: String,
+    pub event: String,
+    pub version: i64,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+}
+
+impl From<DeliveryRecord> for DeliveryView {
+    fn from(d: DeliveryRecord) -> DeliveryView {
+        DeliveryView {
+            destination: d.destination,
+            kind: d.kind,
+            event: d.event,
+            version: d.version,
+            state: d.state,
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_error: d.last_error,
+            delivered_at: d.delivered_at.map(time),
+            next_attempt_at: d.next_attempt_at.map(time),
+        }
+    }
+}
+
+/// A configured webhook endpoint and how its deliveries stand.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebhookView {
+    pub name: String,
+    /// Scheme, host and path only: a query string may carry a token.
+    pub url: String,
+    pub events: Vec<String>,
+    pub include_command: bool,
+    pub allow_private: bool,
+    pub give_up_after: String,
+    /// `enabled`, or `disabled` once its receiver answered 410 Gone at this URL.
+    pub state: String,
+    pub disabled_at: Option<String>,
+    pub disabled_reason: Option<String>,
+    pub pending: i64,
+    pub delivered: i64,
+    pub given_up: i64,
+    pub dropped: i64,
+}
+
+/// One attempt at a delivery (or a test ping), as `GET /api/v1/webhooks/{name}/deliveries` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptView {
+    pub id: i64,
+    pub at: String,
+    pub event: String,
+    pub request_id: Option<String>,
+    pub attempt: i64,
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+impl From<AttemptRecord> for AttemptView {
+    fn from(a: AttemptRecord) -> AttemptView {
+        AttemptView {
+            id: a.id,
+            at: time(a.attempted.at),
+            event: a.event,
+            request_id: a.request_id,
+            attempt: a.attempt,
+            status: a.attempted.status,
+            latency_ms: a.attempted.latency_ms,
+            error: a.attempted.error,
+        }
+    }
+}
+
+/// A page of attempts, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptPage {
+    pub items: Vec<AttemptView>,
+    pub next_cursor: Option<String>,
+}
+
+/// What a test ping got.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PingView {
+    pub webhook: String,
+    pub webhook_id: String,
+    pub delivered: bool,
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,7 +224,14 @@ impl AccessRequestView {
                 via: r.via,
             }),
             result: request.result,
+            deliveries: None,
         }
+    }
+
+    /// This view with the request's deliveries.
+    pub fn with_deliveries(mut self, deliveries: Vec<DeliveryRecord>) -> AccessRequestView {
+        self.deliveries = Some(deliveries.into_iter().map(DeliveryView::from).collect());
+        self
     }
 }
 

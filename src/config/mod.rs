@@ -54,11 +54,40 @@ pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 /// Agent name for connections run inside `hoop serve` itself.
 pub const EMBEDDED_AGENT: &str = "embedded";
 
+/// How long a webhook delivery is retried before it is given up, unless `give_up_after` says.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest `give_up_after`.
+pub const MAX_GIVE_UP_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// How long a webhook receiver may take to answer, unless `timeout` says.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest webhook `timeout`: a delivery holds its claim for this long.
+pub const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
     pub users: Vec<UserConfig>,
     pub connections: Vec<ConnectionConfig>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A `[[webhooks]]` endpoint: every event it subscribes to is POSTed to it, signed.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub name: String,
+    /// Checked to be http(s); where it resolves is checked at each delivery.
+    pub url: reqwest::Url,
+    pub secret: crate::webhook::signature::Secret,
+    /// The event types it receives (`access_request.approved`, …).
+    pub events: BTreeSet<String>,
+    /// Whether `data` carries the command itself, or only its SHA-256 and length.
+    pub include_command: bool,
+    /// Whether its URL may resolve to loopback, link-local or private addresses.
+    pub allow_private: bool,
+    /// How long a delivery is retried before it is given up.
+    pub give_up_after: Duration,
+    /// How long the receiver may take to answer one attempt.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +220,10 @@ impl Config {
 
     pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
         self.connections.iter().find(|c| c.name == name)
+    }
+
+    pub fn webhook(&self, name: &str) -> Option<&WebhookConfig> {
+        self.webhooks.iter().find(|w| w.name == name)
     }
 
     /// The config file to use when none is given: `hoop.toml` in the working directory, if present.

@@ -30,6 +30,23 @@ pub(super) struct RawConfig {
     pub(super) users: Vec<RawUser>,
     #[serde(default)]
     pub(super) connections: Vec<RawConnection>,
+    #[serde(default)]
+    pub(super) webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    pub(super) name: Spanned<String>,
+    pub(super) url: Spanned<String>,
+    pub(super) secret: Spanned<String>,
+    pub(super) events: Option<Spanned<Vec<String>>>,
+    #[serde(default = "yes")]
+    pub(super) include_command: bool,
+    #[serde(default)]
+    pub(super) allow_private: bool,
+    pub(super) give_up_after: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

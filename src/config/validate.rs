@@ -41,11 +41,85 @@ impl Validator<'_> {
             .chain([server.admin_group.clone()])
             .collect();
         let connections = self.connections(raw.connections, &server, &known)?;
+        let webhooks = self.webhooks(raw.webhooks)?;
         Ok(Config {
             server,
             users,
             connections,
+            webhooks,
         })
+    }
+
+    /// `[[webhooks]]`: each named once, an http(s) URL, a Standard Webhooks secret, and events
+    /// that exist.
+    fn webhooks(&self, raw: Vec<RawWebhook>) -> Result<Vec<WebhookConfig>, ConfigError> {
+        let mut webhooks: Vec<WebhookConfig> = Vec::new();
+        for (i, hook) in raw.into_iter().enumerate() {
+            let key = format!("webhooks[{i}]");
+            let name = hook.name.get_ref().trim().to_string();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return self.err(
+                    hook.name.span(),
+                    &format!("{key}.name"),
+                    format!("{name:?} must be letters, digits, '-', '_' or '.'"),
+                );
+            }
+            if webhooks.iter().any(|w| w.name == name) {
+                return self.err(
+                    hook.name.span(),
+                    &format!("{key}.name"),
+                    format!("duplicate webhook {name}"),
+                );
+            }
+            let url = match reqwest::Url::parse(hook.url.get_ref().trim()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+                // Not the URL itself: it may carry a token.
+                _ => {
+                    return self.err(
+                        hook.url.span(),
+                        &format!("{key}.url"),
+                        "must be an http:// or https:// URL with a host".into(),
+                    );
+                }
+            };
+            let secret = hook.secret.get_ref().parse().or_else(|message| {
+                self.err(hook.secret.span(), &format!("{key}.secret"), message)
+            })?;
+            let events = match &hook.events {
+                None => crate::delivery::EVENTS
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect(),
+                Some(events) => {
+                    crate::delivery::subscribed(events.get_ref()).or_else(|message| {
+                        self.err(events.span(), &format!("{key}.events"), message)
+                    })?
+                }
+            };
+            webhooks.push(WebhookConfig {
+                name,
+                url,
+                secret,
+                events,
+                include_command: hook.include_command,
+                allow_private: hook.allow_private,
+                give_up_after: match &hook.give_up_after {
+                    Some(t) => {
+                        self.duration(t, &format!("{key}.give_up_after"), MAX_GIVE_UP_AFTER)?
+                    }
+                    None => DEFAULT_GIVE_UP_AFTER,
+                },
+                timeout: match &hook.timeout {
+                    Some(t) => self.duration(t, &format!("{key}.timeout"), MAX_WEBHOOK_TIMEOUT)?,
+                    None => DEFAULT_WEBHOOK_TIMEOUT,
+                },
+            });
+        }
+        Ok(webhooks)
     }
 
     /// `[server]`.

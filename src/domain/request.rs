@@ -72,7 +72,7 @@ pub enum GroupStatus {
 }
 
 /// One approval group of a request, snapshotted from the policy at submission.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupApproval {
     pub group: String,
     pub status: GroupStatus,
@@ -82,7 +82,7 @@ pub struct GroupApproval {
     pub via: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     pub by: String,
     pub reason: String,
@@ -133,7 +133,8 @@ pub struct StatementResult {
 }
 
 /// A command held (or let through) by hoopbot, with everything decided about it so far.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized as the outbox keeps it (the state an event announces), without the offer's id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessRequest {
     pub id: String,
     pub connection: String,
@@ -155,6 +156,7 @@ pub struct AccessRequest {
     pub claimed_by: Option<String>,
     /// The id of the offer `claimed_by` holds on this job (see `Store::claim_next`); only the
     /// agent that received it may start the job. Never shown outside the agent protocol.
+    #[serde(skip)]
     pub offer: Option<String>,
 }
 

@@ -1,4 +1,5 @@
-//! `/api/v1`: submit commands, read and list access requests, wait for changes, decide.
+//! `/api/v1`: submit commands, read and list access requests, wait for changes, decide; and, for
+//! admins, the webhook endpoints and their deliveries.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::domain::{Decision, Status, Surface};
 use crate::error::{Error, Result};
 use crate::service::{Hoop, Submission};
 use crate::store::ListFilter;
-use crate::view::{AccessRequestView, AuditEventView, Page};
+use crate::view::{AccessRequestView, AttemptPage, AttemptView, AuditEventView, Page, PingView};
 
 /// The surface recorded for decisions made through this API.
 const CHANNEL: Surface = Surface::Api;
@@ -34,6 +35,9 @@ pub fn router() -> Router<Hoop> {
         .route("/access-requests/{id}/reject", post(reject))
         .route("/access-requests/{id}/cancel", post(cancel))
         .route("/access-requests/{id}/audit", get(audit))
+        .route("/webhooks", get(webhooks))
+        .route("/webhooks/{name}/deliveries", get(webhook_deliveries))
+        .route("/webhooks/{name}/test", post(webhook_test))
 }
 
 /// Who the token belongs to, with their current groups.
@@ -61,7 +65,7 @@ async fn exec(
         justification: body.justification,
     };
     let request = hoop.submit(&user, submission, CHANNEL).await?;
-    Ok((StatusCode::CREATED, Json(view(&hoop, request))))
+    Ok((StatusCode::CREATED, Json(hoop.view(request).await?)))
 }
 
 #[derive(Deserialize)]
@@ -88,12 +92,7 @@ async fn list(
             ))
         })?),
     };
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::InvalidInput(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let filter = ListFilter {
         status,
         connection: query.connection,
@@ -110,7 +109,7 @@ async fn list(
         None
     };
     Ok(Json(Page {
-        items: items.into_iter().map(|r| view(&hoop, r)).collect(),
+        items: hoop.views(items).await?,
         next_cursor,
     }))
 }
@@ -120,7 +119,7 @@ async fn show(
     User(_): User,
     Path(id): Path<String>,
 ) -> Result<Json<AccessRequestView>> {
-    Ok(Json(view(&hoop, hoop.get(&id).await?)))
+    Ok(Json(hoop.view(hoop.get(&id).await?).await?))
 }
 
 #[derive(Deserialize)]
@@ -146,7 +145,7 @@ async fn wait(
     let request = hoop
         .wait(&id, query.version, Duration::from_secs(timeout))
         .await?;
-    Ok(Json(view(&hoop, request)))
+    Ok(Json(hoop.view(request).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -164,10 +163,8 @@ async fn approve(
     let decision = Decision::Approve {
         group: body.group.filter(|g| !g.is_empty()),
     };
-    Ok(Json(view(
-        &hoop,
-        hoop.decide(&user, &id, decision, CHANNEL).await?,
-    )))
+    let decided = hoop.decide(&user, &id, decision, CHANNEL).await?;
+    Ok(Json(hoop.view(decided).await?))
 }
 
 #[derive(Deserialize)]
@@ -185,10 +182,8 @@ async fn reject(
     let decision = Decision::Reject {
         reason: body.reason,
     };
-    Ok(Json(view(
-        &hoop,
-        hoop.decide(&user, &id, decision, CHANNEL).await?,
-    )))
+    let decided = hoop.decide(&user, &id, decision, CHANNEL).await?;
+    Ok(Json(hoop.view(decided).await?))
 }
 
 async fn cancel(
@@ -196,10 +191,8 @@ async fn cancel(
     User(user): User,
     Path(id): Path<String>,
 ) -> Result<Json<AccessRequestView>> {
-    Ok(Json(view(
-        &hoop,
-        hoop.decide(&user, &id, Decision::Cancel, CHANNEL).await?,
-    )))
+    let decided = hoop.decide(&user, &id, Decision::Cancel, CHANNEL).await?;
+    Ok(Json(hoop.view(decided).await?))
 }
 
 async fn audit(
@@ -216,6 +209,62 @@ async fn audit(
     Ok(Json(json!({ "items": events })))
 }
 
-fn view(hoop: &Hoop, request: crate::domain::AccessRequest) -> AccessRequestView {
-    AccessRequestView::new(request, &hoop.config.server.public_url)
+async fn webhooks(State(hoop): State<Hoop>, User(user): User) -> Result<Json<Value>> {
+    Ok(Json(json!({ "items": hoop.webhooks(&user).await? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttemptsQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Every attempt at webhook `name` (deliveries and test pings), newest first.
+async fn webhook_deliveries(
+    State(hoop): State<Hoop>,
+    User(user): User,
+    Path(name): Path<String>,
+    Params(query): Params<AttemptsQuery>,
+) -> Result<Json<AttemptPage>> {
+    let limit = page_limit(query.limit)?;
+    let before = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+            Error::InvalidInput(format!("cursor {cursor:?} is not one this API gave out"))
+        })?),
+    };
+    let mut items = hoop
+        .webhook_attempts(&user, &name, before, limit + 1)
+        .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|a| a.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(AttemptPage {
+        items: items.into_iter().map(AttemptView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Sends webhook `name` a signed `ping` now.
+async fn webhook_test(
+    State(hoop): State<Hoop>,
+    User(user): User,
+    Path(name): Path<String>,
+) -> Result<Json<PingView>> {
+    Ok(Json(hoop.ping_webhook(&user, &name).await?))
+}
+
+/// A page size between 1 and [`MAX_PAGE`].
+fn page_limit(limit: Option<i64>) -> Result<i64> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::InvalidInput(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(limit)
 }

@@ -17,11 +17,17 @@ use crate::domain::{AccessRequest, ExecutionResult, Millis, Rejection, Status, S
 
 #[macro_use]
 mod sql;
+#[macro_use]
+mod deliveries;
 mod group_commit;
 mod postgres;
 mod sqlite;
 mod token_cache;
 
+pub use deliveries::{
+    AttemptRecord, Attempted, Deliveries, Delivery, DeliveryRecord, DeliveryState,
+    DestinationStats, Finished, Next, PostedMessage, Route, Router,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use token_cache::TOKEN_TTL;
@@ -325,7 +331,7 @@ pub type Decide = Box<dyn Fn(&AccessRequest) -> Option<Change> + Send + Sync>;
 pub type SweepStep<'a> = &'a (dyn Fn(&AccessRequest) -> Change + Send + Sync);
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Deliveries + Send + Sync + 'static {
     /// Runs pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Checks the database answers (readiness).

@@ -184,3 +184,14 @@ sql_store!(
                      (extract(epoch from clock_timestamp()) * 1000)::bigint)",
     write_begin = "begin"
 );
+
+delivery_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    claim_lock = " for update skip locked",
+    // One replica fans out at a time, so deliveries are created once and in outbox order.
+    fan_out_lock = "select pg_advisory_xact_lock(7411001)",
+    json_rows = "(select value, key from jsonb_array_elements($1::jsonb) with ordinality as e(value, key) \
+                 limit $2) as c",
+    write_begin = "begin"
+);

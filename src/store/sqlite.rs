@@ -115,3 +115,13 @@ sql_store!(
     decision_time = "cast(c.value ->> 'before_deadline' as bigint)",
     write_begin = "begin immediate"
 );
+
+delivery_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    claim_lock = "",
+    // One writer at a time on SQLite anyway (`begin immediate`).
+    fan_out_lock = "select 1",
+    json_rows = "(select value, key from jsonb_each($1) limit $2) as c",
+    write_begin = "begin immediate"
+);

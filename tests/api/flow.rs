@@ -375,18 +375,40 @@ async fn every_change_queues_an_outbox_entry(backend: Backend) {
     app.approve("sam@x.com", &id, None).await;
     let outbox = app.hoop.store.outbox().await.unwrap();
     let topics: Vec<&str> = outbox.iter().map(|o| o.topic.as_str()).collect();
+    // The approval that completes the request announces its group, then the request.
     assert_eq!(
         topics,
         [
             "access_request.created",
             "access_request.group_approved",
+            "access_request.group_approved",
             "access_request.approved"
         ]
     );
-    assert!(
-        outbox
-            .iter()
-            .all(|o| o.request_id == id && o.delivered_at.is_none())
+    assert!(outbox.iter().all(|o| o.request_id == id));
+    // Each entry carries the request as it was right after its change.
+    let states: Vec<(i64, &str)> = outbox
+        .iter()
+        .map(|o| {
+            assert_eq!(o.payload["version"], o.payload["request"]["version"]);
+            (
+                o.payload["version"].as_i64().unwrap(),
+                o.payload["request"]["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (1, "pending"),
+            (2, "pending"),
+            (3, "approved"),
+            (3, "approved")
+        ]
     );
-    assert_eq!(outbox[2].payload["status"], "approved");
+    assert_eq!(
+        outbox[1].payload["request"]["approval_groups"][0]["decided_by"],
+        "bob@x.com"
+    );
+    assert_eq!(outbox[0].payload["request"]["command"], "SELECT 1");
 }

@@ -208,6 +208,8 @@ pub struct TestApp {
     pub now: Arc<AtomicI64>,
     pub tokens: HashMap<&'static str, String>,
     pub client: reqwest::Client,
+    /// Config text added to [`test_config_text`] (webhooks), for this server and its replicas.
+    extra_config: String,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -243,10 +245,16 @@ impl Reply {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, "").await
+    }
+
+    /// A server whose config also has `extra_config` (e.g. `[[webhooks]]`). Its delivery worker
+    /// does not run: tests step it with [`TestApp::delivery_worker`].
+    pub async fn spawn_with(backend: Backend, extra_config: &str) -> TestApp {
         hoopbot::install_crypto_provider();
         let db = TestDb::new(backend).await;
         let now = Arc::new(AtomicI64::new(0));
-        let (hoop, server) = start(&db.url, now.clone()).await;
+        let (hoop, server) = start(&db.url, now.clone(), extra_config).await;
         let mut app = TestApp {
             addr: server.local_addr(),
             hoop,
@@ -254,6 +262,7 @@ impl TestApp {
             now,
             tokens: HashMap::new(),
             client: reqwest::Client::new(),
+            extra_config: extra_config.to_string(),
             stop: None,
             server: None,
         };
@@ -273,7 +282,7 @@ impl TestApp {
 
     /// A second server on the same database, sharing this one's clock and tokens.
     pub async fn replica(&self) -> Replica {
-        let (_, app) = start(&self.db.url, self.now.clone()).await;
+        let (_, app) = start(&self.db.url, self.now.clone(), &self.extra_config).await;
         let addr = app.local_addr();
         let (stop, stop_rx) = oneshot::channel::<()>();
         tokio::spawn(app.run(async move {
@@ -290,9 +299,13 @@ impl TestApp {
     /// The service of another replica on the same database, on a machine whose clock is `skew`
     /// ms off (negative: behind). Time moves for it as for this one.
     pub async fn skewed_replica(&self, skew: i64) -> Hoop {
-        start_with(&self.db.url, Clock::shifted(self.now.clone()).skewed(skew))
-            .await
-            .0
+        start_with(
+            &self.db.url,
+            Clock::shifted(self.now.clone()).skewed(skew),
+            &self.extra_config,
+        )
+        .await
+        .0
     }
 
     /// A new token for agent `name`.
@@ -319,7 +332,7 @@ impl TestApp {
     /// Stops the server (if running) and starts a new one on the same database.
     pub async fn stop_and_start(&mut self) {
         self.stop().await;
-        let (_, app) = start(&self.db.url, self.now.clone()).await;
+        let (_, app) = start(&self.db.url, self.now.clone(), &self.extra_config).await;
         self.launch(app);
     }
 
@@ -533,15 +546,18 @@ impl Drop for TestApp {
     }
 }
 
-async fn start(database_url: &str, now: Arc<AtomicI64>) -> (Hoop, App) {
-    start_with(database_url, Clock::shifted(now)).await
+async fn start(database_url: &str, now: Arc<AtomicI64>, extra_config: &str) -> (Hoop, App) {
+    start_with(database_url, Clock::shifted(now), extra_config).await
 }
 
-async fn start_with(database_url: &str, clock: Clock) -> (Hoop, App) {
-    let app = App::build(test_config(database_url), clock)
+async fn start_with(database_url: &str, clock: Clock, extra_config: &str) -> (Hoop, App) {
+    let text = test_config_text(database_url) + extra_config;
+    let config = Config::parse(&text, "test config").expect("valid test config");
+    let app = App::build(config, clock)
         .await
         .expect("app builds")
         .without_background_sweeps()
+        .without_background_deliveries()
         .without_embedded_agent();
     (app.hoop.clone(), app)
 }

@@ -15,4 +15,5 @@ mod receiver;
 mod review;
 mod security;
 mod waiting;
+mod webhooks;
 mod write_path;

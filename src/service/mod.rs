@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::audit::AuditKind;
 use crate::changes::ChangeHub;
 use crate::config::Config;
+use crate::delivery::Webhooks;
 use crate::domain::{
     self, AccessRequest, Admission, Decision, DecisionError, ExecutionResult, Identity, Millis,
     Outcome, Rejection, Status, Surface,
@@ -76,6 +77,8 @@ impl Clock {
     }
 }
 
+mod deliveries;
+
 /// A new command as submitted.
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -91,9 +94,26 @@ pub struct Hoop {
     pub store: Arc<dyn Store>,
     pub changes: Arc<ChangeHub>,
     pub clock: Clock,
+    /// The configured webhook endpoints, which the delivery worker and test pings send to.
+    pub(crate) webhooks: Arc<Webhooks>,
 }
 
 impl Hoop {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        changes: Arc<ChangeHub>,
+        clock: Clock,
+    ) -> anyhow::Result<Hoop> {
+        Ok(Hoop {
+            webhooks: Arc::new(Webhooks::new(&config)?),
+            config,
+            store,
+            changes,
+            clock,
+        })
+    }
+
     /// The configured user behind `email`, with their current groups.
     pub fn identity(&self, email: &str) -> Option<Identity> {
         let user = self.config.user(email)?;
@@ -197,10 +217,11 @@ impl Hoop {
                 new.decided_at = Some(now);
             }
         }
-        let outbox = vec![event(&new.id, "created", new.status, now)];
+        let stored = new.clone().stored();
+        let outbox = vec![event("created", &snapshot(&stored))];
         self.store.insert_request(&new, &audit, &outbox).await?;
         tracing::info!(request_id = %new.id, status = %new.status, "command submitted");
-        Ok(new.stored())
+        Ok(stored)
     }
 
     fn check_command(&self, command: &str) -> Result<()> {
@@ -551,9 +572,7 @@ impl Hoop {
                 channel: Surface::Agent,
                 detail: json!({ "lease_until": crate::view::time(now + self.lease_ms()) }),
             });
-            change
-                .outbox
-                .push(event(id, "running", Status::Running, now));
+            announce(&mut change, &job, &["running"]);
             match self.store.apply(&change).await {
                 Ok(()) => {
                     tracing::info!(request_id = %id, agent, "job started");
@@ -654,8 +673,8 @@ impl Hoop {
                 channel: Surface::Agent,
                 detail: result_summary(&result),
             });
-            change.outbox.push(event(id, status.as_str(), status, now));
             change.result = Some(result.clone());
+            announce(&mut change, &job, &[status.as_str()]);
             match self.store.apply(&change).await {
                 Ok(()) => {
                     tracing::info!(request_id = %id, agent, %status, "job finished");
@@ -718,9 +737,7 @@ fn expiry(request: &AccessRequest, now: Millis) -> Change {
         AuditKind::Expired,
         json!({ "expires_at": crate::view::time(request.expires_at) }),
     ));
-    change
-        .outbox
-        .push(event(&request.id, "expired", Status::Expired, now));
+    announce(&mut change, request, &["expired"]);
     change
 }
 
@@ -761,13 +778,9 @@ fn decision_change(
                     AuditKind::Approved,
                     json!({ "reason": "every approval group approved" }),
                 ));
-                change
-                    .outbox
-                    .push(event(&request.id, "approved", Status::Approved, now));
+                announce(&mut change, request, &["group_approved", "approved"]);
             } else {
-                change
-                    .outbox
-                    .push(event(&request.id, "group_approved", Status::Pending, now));
+                announce(&mut change, request, &["group_approved"]);
             }
         }
         Outcome::Rejected { reason } => {
@@ -782,17 +795,13 @@ fn decision_change(
                 at: now,
                 via: channel.as_str().to_string(),
             });
-            change
-                .outbox
-                .push(event(&request.id, "rejected", Status::Rejected, now));
+            announce(&mut change, request, &["rejected"]);
         }
         Outcome::Cancelled => {
             change.audit.push(audit(AuditKind::Cancelled, json!({})));
             change.status = Some(Status::Cancelled);
             change.decided_at = Some(now);
-            change
-                .outbox
-                .push(event(&request.id, "cancelled", Status::Cancelled, now));
+            announce(&mut change, request, &["cancelled"]);
         }
     }
     change
@@ -811,9 +820,7 @@ fn failure(
     change
         .audit
         .push(AuditEntry::system(AuditKind::Failed, detail));
-    change
-        .outbox
-        .push(event(&job.id, "failed", Status::Failed, now));
+    announce(&mut change, job, &["failed"]);
     change
 }
 
@@ -822,11 +829,25 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
-/// An outbox entry announcing `what` happened to a request. Consumers re-read the request when they
-/// deliver, so cards always show its latest state.
-fn event(request_id: &str, what: &str, status: Status, at: Millis) -> OutboxEntry {
+/// Announces `events` (in order) of `change` to `request`, once every field of the change is set:
+/// each outbox entry carries the request as it is right after the change, so a delivery made any
+/// time later still shows that state, and its version.
+fn announce(change: &mut Change, request: &AccessRequest, events: &[&str]) {
+    let after = snapshot(&change.applied_to(request.clone()));
+    change
+        .outbox
+        .extend(events.iter().map(|what| event(what, &after)));
+}
+
+/// The request as an outbox entry keeps it.
+fn snapshot(request: &AccessRequest) -> serde_json::Value {
+    json!({ "version": request.version, "request": request })
+}
+
+/// An outbox entry announcing `what` happened, carrying `snapshot`.
+fn event(what: &str, snapshot: &serde_json::Value) -> OutboxEntry {
     OutboxEntry {
         topic: format!("access_request.{what}"),
-        payload: json!({ "request_id": request_id, "status": status, "at": at }),
+        payload: snapshot.clone(),
     }
 }

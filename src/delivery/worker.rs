@@ -1,0 +1,270 @@
+//! The delivery worker: one per replica. Each step fans new outbox events out into deliveries,
+//! claims due ones under a lease, makes one attempt at each and records what followed. Replicas
+//! claim different deliveries, and one killed mid-attempt leaves its claim to lapse and be taken
+//! up by another; a receiver therefore sees each event at least once, and once in the usual
+//! case, with the same `webhook-id` every time to de-duplicate on.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{Answer, Notifier, Verdict};
+use crate::audit::AuditKind;
+use crate::error::Result;
+use crate::service::Hoop;
+use crate::store::{Attempted, AuditEntry, Delivery, Finished, Next, Route};
+
+/// The first retry comes within seconds; later ones double up to [`LONGEST_WAIT`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between attempts, also for a receiver's `Retry-After`.
+const LONGEST_WAIT: Duration = Duration::from_secs(60 * 60);
+/// How long past its longest attempt a claim holds, for the outcome to be recorded.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Outbox events fanned out per transaction.
+const FAN_OUT_BATCH: i64 = 500;
+/// Attempts in flight at once on one replica.
+const IN_FLIGHT: usize = 64;
+/// How often an idle worker looks for retries that came due and for other replicas' events.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Delivered,
+    /// The attempt failed; the delivery is due again later.
+    Retry,
+    /// The attempt failed and the delivery's time ran out.
+    GaveUp,
+    /// The receiver asked to be switched off.
+    Disabled,
+    /// Nothing was due.
+    Empty,
+}
+
+pub struct Worker {
+    hoop: Hoop,
+    notifiers: Vec<Arc<dyn Notifier>>,
+}
+
+impl Worker {
+    pub fn new(hoop: Hoop, notifiers: Vec<Arc<dyn Notifier>>) -> Worker {
+        Worker { hoop, notifiers }
+    }
+
+    /// Delivers the next due delivery, if any: one step, for tests to drive without sleeping.
+    pub async fn deliver_next(&self) -> Result<Step> {
+        match self.claim(1).await?.pop() {
+            Some(delivery) => self.attempt(delivery).await,
+            None => Ok(Step::Empty),
+        }
+    }
+
+    /// Delivers until `stop` turns true: attempts run side by side (up to [`IN_FLIGHT`]), and the
+    /// worker sleeps while nothing is due, until a change is committed or a retry comes due.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let worker = Arc::new(self);
+        let mut in_flight = JoinSet::new();
+        let mut trouble =
+            crate::retry::backoff(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            let changes = worker.hoop.changes.clone();
+            let woken = changes.deliveries().notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let room = IN_FLIGHT - in_flight.len();
+            let claimed = if room > 0 {
+                match worker.claim(room as i64).await {
+                    Ok(claimed) => {
+                        trouble = crate::retry::backoff(
+                            Duration::from_millis(100),
+                            Duration::from_secs(10),
+                        );
+                        claimed
+                    }
+                    Err(e) => {
+                        let wait = trouble.next().unwrap_or(IDLE_POLL);
+                        tracing::warn!(error = %e, "cannot claim deliveries; will retry");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => continue,
+                            _ = stop.changed() => break,
+                        }
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let found = !claimed.is_empty();
+            for delivery in claimed {
+                let worker = worker.clone();
+                in_flight.spawn(async move {
+                    let id = delivery.id;
+                    if let Err(e) = worker.attempt(delivery).await {
+                        tracing::warn!(delivery = id, error = %e, "cannot record a delivery attempt; it is retried once its claim lapses");
+                    }
+                });
+            }
+            if found && in_flight.len() < IN_FLIGHT {
+                // More may be due right away.
+                continue;
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        // Attempts under way get a moment to finish and be recorded; any still out then are
+        // retried once their claim lapses.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
+    /// Fans new events out, then claims up to `limit` due deliveries.
+    async fn claim(&self, limit: i64) -> Result<Vec<Delivery>> {
+        let store = &self.hoop.store;
+        let now = self.hoop.now().await?;
+        let route = |event: &str| -> Vec<Route> {
+            self.notifiers
+                .iter()
+                .flat_map(|n| n.routes(event))
+                .collect()
+        };
+        while store.fan_out(now, FAN_OUT_BATCH, &route).await? as i64 == FAN_OUT_BATCH {}
+        let longest = self
+            .notifiers
+            .iter()
+            .map(|n| n.longest_attempt())
+            .max()
+            .unwrap_or_default();
+        let lease_until = now + millis(longest + LEASE_MARGIN);
+        Ok(store.claim_deliveries(now, lease_until, limit).await?)
+    }
+
+    /// Makes one attempt at `delivery` and records it with what follows.
+    async fn attempt(&self, delivery: Delivery) -> Result<Step> {
+        let notifier = self.notifiers.iter().find(|n| n.kind() == delivery.kind);
+        let address = notifier.and_then(|n| n.address_sha256(&delivery.destination));
+        let started = Instant::now();
+        let answer = match (notifier, &address) {
+            (Some(notifier), Some(_)) => notifier.deliver(&delivery).await,
+            // Removed from the config since: nobody to deliver to.
+            _ => Answer {
+                status: None,
+                error: Some(format!(
+                    "{} {} is no longer configured",
+                    delivery.kind, delivery.destination
+                )),
+                verdict: Verdict::Retry { after: None },
+            },
+        };
+        let attempt = Attempted {
+            at: self.hoop.now().await?,
+            status: answer.status,
+            latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            error: answer.error.clone(),
+        };
+        let (next, step) = match (&answer.verdict, address) {
+            (Verdict::Delivered, _) => (Next::Delivered, Step::Delivered),
+            (Verdict::Disable, Some(address_sha256)) => (
+                Next::Disable {
+                    reason: answer.error.clone().unwrap_or_else(|| "410 Gone".into()),
+                    address_sha256,
+                },
+                Step::Disabled,
+            ),
+            (Verdict::Retry { .. }, None) => (Next::GiveUp, Step::GaveUp),
+            (Verdict::Retry { after }, Some(_)) => {
+                let wait = self.wait_before(delivery.attempt, *after);
+                let at = attempt.at.saturating_add(millis(wait));
+                if at > delivery.give_up_at {
+                    (Next::GiveUp, Step::GaveUp)
+                } else {
+                    (Next::RetryAt(at), Step::Retry)
+                }
+            }
+            (Verdict::Disable, None) => (Next::GiveUp, Step::GaveUp),
+        };
+        let audit = self.audit(&delivery, &attempt, &next);
+        match &next {
+            Next::GiveUp => {
+                tracing::warn!(delivery = delivery.id, request_id = %delivery.request_id, kind = %delivery.kind, destination = %delivery.destination, attempts = delivery.attempt, error = ?attempt.error, "delivery given up")
+            }
+            Next::Disable { .. } => {
+                tracing::warn!(kind = %delivery.kind, destination = %delivery.destination, "the receiver asked to be switched off; its deliveries stop")
+            }
+            Next::RetryAt(at) => {
+                tracing::info!(delivery = delivery.id, destination = %delivery.destination, status = ?attempt.status, error = ?attempt.error, retry_at = %crate::view::time(*at), "delivery failed; will retry")
+            }
+            Next::Delivered => {
+                tracing::debug!(delivery = delivery.id, destination = %delivery.destination, "delivered")
+            }
+        }
+        let finished = Finished {
+            delivery,
+            attempt,
+            next,
+            audit,
+        };
+        self.hoop.store.finish_delivery(&finished).await?;
+        Ok(step)
+    }
+
+    /// How long to wait after failed attempt number `attempt`: exponentially longer (with jitter)
+    /// from [`FIRST_RETRY`], and at least what the receiver asked for.
+    fn wait_before(&self, attempt: i64, asked: Option<Duration>) -> Duration {
+        let skip = usize::try_from(attempt.max(1) - 1).unwrap_or(usize::MAX);
+        let backoff = crate::retry::backoff(FIRST_RETRY, LONGEST_WAIT)
+            .nth(skip.min(64))
+            .unwrap_or(LONGEST_WAIT);
+        backoff.max(asked.unwrap_or_default().min(LONGEST_WAIT))
+    }
+
+    /// The audit event a give-up or a switch-off is recorded with.
+    fn audit(
+        &self,
+        delivery: &Delivery,
+        attempt: &Attempted,
+        next: &Next,
+    ) -> Option<(String, AuditEntry)> {
+        match next {
+            Next::GiveUp => Some((
+                delivery.request_id.clone(),
+                AuditEntry::system(
+                    AuditKind::DeliveryGivenUp,
+                    json!({
+                        "kind": delivery.kind,
+                        "destination": delivery.destination,
+                        "event": delivery.event,
+                        "version": delivery.version,
+                        "attempts": delivery.attempt,
+                        "last_status": attempt.status,
+                        "last_error": attempt.error,
+                    }),
+                ),
+            )),
+            Next::Disable { reason, .. } => Some((
+                format!("{}:{}", delivery.kind, delivery.destination),
+                AuditEntry::system(
+                    AuditKind::DestinationDisabled,
+                    json!({
+                        "kind": delivery.kind,
+                        "destination": delivery.destination,
+                        "reason": reason,
+                        "status": attempt.status,
+                    }),
+                ),
+            )),
+            Next::Delivered | Next::RetryAt(_) => None,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
+}

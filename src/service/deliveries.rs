@@ -1,0 +1,160 @@
+//! The use cases of delivery: what a request's destinations were told, the webhook endpoints and
+//! their attempts (for admins), and test pings.
+
+use std::sync::Arc;
+
+use super::Hoop;
+use crate::delivery::{Notifier, Verdict, Worker};
+use crate::domain::{AccessRequest, Identity};
+use crate::error::{Error, Result};
+use crate::store::AttemptRecord;
+use crate::view::{AccessRequestView, PingView, WebhookView};
+
+impl Hoop {
+    /// `request` as the API shows it, with what each destination was told of it.
+    pub async fn view(&self, request: AccessRequest) -> Result<AccessRequestView> {
+        Ok(self.views(vec![request]).await?.pop().expect("one view"))
+    }
+
+    /// `requests` as the API shows them, with their deliveries (read in one query).
+    pub async fn views(&self, requests: Vec<AccessRequest>) -> Result<Vec<AccessRequestView>> {
+        let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+        let mut deliveries = self.store.deliveries_of(&ids).await?;
+        Ok(requests
+            .into_iter()
+            .map(|request| {
+                let (mine, rest) = deliveries
+                    .drain(..)
+                    .partition(|d| d.request_id == request.id);
+                deliveries = rest;
+                AccessRequestView::new(request, &self.config.server.public_url)
+                    .with_deliveries(mine)
+            })
+            .collect())
+    }
+
+    /// This replica's delivery worker, for every configured kind of destination.
+    pub fn delivery_worker(&self) -> Worker {
+        let webhooks: Arc<dyn Notifier> = self.webhooks.clone();
+        Worker::new(self.clone(), vec![webhooks])
+    }
+
+    /// The configured webhooks and how their deliveries stand. Admins only.
+    pub async fn webhooks(&self, actor: &Identity) -> Result<Vec<WebhookView>> {
+        admin_only(actor, "list webhooks")?;
+        let mut views = Vec::new();
+        for hook in &self.config.webhooks {
+            let address = self.webhooks.address_sha256(&hook.name).unwrap_or_default();
+            let stats = self
+                .store
+                .destination_stats("webhook", &hook.name, &address)
+                .await?;
+            views.push(WebhookView {
+                name: hook.name.clone(),
+                url: shown_url(&hook.url),
+                events: hook.events.iter().cloned().collect(),
+                include_command: hook.include_command,
+                allow_private: hook.allow_private,
+                give_up_after: humantime::format_duration(hook.give_up_after).to_string(),
+                state: if stats.disabled.is_some() {
+                    "disabled"
+                } else {
+                    "enabled"
+                }
+                .into(),
+                disabled_at: stats
+                    .disabled
+                    .as_ref()
+                    .map(|(at, _)| crate::view::time(*at)),
+                disabled_reason: stats.disabled.map(|(_, reason)| reason),
+                pending: stats.pending,
+                delivered: stats.delivered,
+                given_up: stats.given_up,
+                dropped: stats.dropped,
+            });
+        }
+        Ok(views)
+    }
+
+    /// Webhook `name`'s attempts, newest first, below attempt `before`. Admins only.
+    pub async fn webhook_attempts(
+        &self,
+        actor: &Identity,
+        name: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AttemptRecord>> {
+        admin_only(actor, "read webhook deliveries")?;
+        self.known_webhook(name)?;
+        Ok(self.store.attempts("webhook", name, before, limit).await?)
+    }
+
+    /// Sends webhook `name` a signed `ping` now and records the attempt. Admins only.
+    pub async fn ping_webhook(&self, actor: &Identity, name: &str) -> Result<PingView> {
+        admin_only(actor, "test webhooks")?;
+        self.known_webhook(name)?;
+        let now = self.now().await?;
+        let ping = self
+            .webhooks
+            .ping(name, now)
+            .await
+            .ok_or_else(|| Error::NotFound(format!("webhook {name:?} not found")))?;
+        let attempted = crate::store::Attempted {
+            at: now,
+            status: ping.answer.status,
+            latency_ms: ping.latency_ms,
+            error: ping.answer.error.clone(),
+        };
+        self.store
+            .record_attempt("webhook", name, "ping", &attempted)
+            .await?;
+        tracing::info!(webhook = name, status = ?ping.answer.status, error = ?ping.answer.error, "test ping sent");
+        Ok(PingView {
+            webhook: name.to_string(),
+            webhook_id: ping.id,
+            delivered: ping.answer.verdict == Verdict::Delivered,
+            status: ping.answer.status,
+            latency_ms: ping.latency_ms,
+            error: ping.answer.error,
+        })
+    }
+
+    fn known_webhook(&self, name: &str) -> Result<()> {
+        if self.config.webhook(name).is_some() {
+            return Ok(());
+        }
+        let known: Vec<&str> = self
+            .config
+            .webhooks
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect();
+        Err(Error::NotFound(format!(
+            "webhook {name:?} not found; configured: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+}
+
+fn admin_only(actor: &Identity, what: &str) -> Result<()> {
+    if actor.is_admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!("only admins may {what}")))
+    }
+}
+
+/// A webhook URL as shown to admins: scheme, host, port and path; a query string or user info
+/// may carry a token.
+fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    shown
+}

@@ -1,0 +1,724 @@
+//! Storage of deliveries: what each destination (a webhook endpoint, later a Slack channel or a
+//! Teams conversation) is to be told of each outbox event, how each attempt went, which
+//! destinations their receivers switched off, and where chat messages were posted.
+//!
+//! The SQL is written once, as a macro instantiated per backend next to `sql_store!` (see
+//! `sql.rs` for why a macro). Claims take a lease rather than holding a transaction open across
+//! the network call: a replica killed mid-delivery leaves the delivery to whoever claims it once
+//! the lease has passed.
+
+use async_trait::async_trait;
+
+use super::{AuditEntry, StoreResult};
+use crate::domain::Millis;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not delivered yet: due at its next attempt time, or being delivered under a lease.
+    Pending,
+    Delivered,
+    /// Retried until its destination's `give_up_after` ran out.
+    GivenUp,
+    /// Its destination was switched off by its receiver before it went out.
+    Dropped,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::GivenUp => "given_up",
+            DeliveryState::Dropped => "dropped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::GivenUp,
+            DeliveryState::Dropped,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+    }
+}
+
+/// One destination an event is routed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The kind of destination: `webhook` (later `slack`, `teams`).
+    pub kind: &'static str,
+    /// Its name within the kind (a webhook's configured name, a channel id).
+    pub destination: String,
+    /// The SHA-256 of where it is sent: a destination its receiver switched off at this address
+    /// gets nothing more until it points elsewhere.
+    pub address_sha256: String,
+    /// How long it is retried before it is given up.
+    pub give_up_after: Millis,
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub outbox_id: i64,
+    pub request_id: String,
+    pub kind: String,
+    pub destination: String,
+    /// The outbox topic: `access_request.approved`, …
+    pub event: String,
+    /// The request's version right after the change the event announces.
+    pub version: i64,
+    /// The outbox entry's payload (the request as it was right after the change).
+    pub payload: serde_json::Value,
+    /// When the change was committed.
+    pub event_at: Millis,
+    /// This attempt's number, from 1.
+    pub attempt: i64,
+    pub give_up_at: Millis,
+    /// The claim's lease; the outcome is recorded only while the delivery still holds it.
+    pub lease_until: Millis,
+}
+
+/// What became of one attempt at a delivery.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub delivery: Delivery,
+    pub attempt: Attempted,
+    pub next: Next,
+    /// Recorded with the outcome, in its transaction: `(subject id, event)`.
+    pub audit: Option<(String, AuditEntry)>,
+}
+
+/// One attempt's result, as `delivery_attempt` keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempted {
+    pub at: Millis,
+    /// The receiver's HTTP status (or the chat API's), when it answered.
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// What a delivery does after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Delivered,
+    RetryAt(Millis),
+    GiveUp,
+    /// The receiver asked to be switched off: this and every other pending delivery to the
+    /// destination is dropped, and no more are routed to the address (its SHA-256).
+    Disable {
+        reason: String,
+        address_sha256: String,
+    },
+}
+
+/// A delivery as the request's API JSON shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub request_id: String,
+    pub kind: String,
+    pub destination: String,
+    pub event: String,
+    pub version: i64,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Millis>,
+    pub next_attempt_at: Option<Millis>,
+}
+
+/// One recorded attempt (a test ping has no delivery and no request).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub id: i64,
+    pub delivery_id: Option<i64>,
+    pub kind: String,
+    pub destination: String,
+    pub request_id: Option<String>,
+    pub event: String,
+    pub attempt: i64,
+    pub attempted: Attempted,
+}
+
+/// How a destination's deliveries stand, and whether its receiver switched it off.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DestinationStats {
+    pub pending: i64,
+    pub delivered: i64,
+    pub given_up: i64,
+    pub dropped: i64,
+    /// When and why it was switched off, at the address given.
+    pub disabled: Option<(Millis, String)>,
+}
+
+/// Where a message about a request was posted, so a later update can edit it from any replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostedMessage {
+    pub kind: String,
+    pub destination: String,
+    pub request_id: String,
+    /// The destination's own ids for the message (a Slack channel and ts, a Teams activity id).
+    pub external: serde_json::Value,
+    /// The request version the message shows.
+    pub version: i64,
+    pub posted_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// Which destinations an outbox event goes to, by its topic.
+pub type Router<'a> = &'a (dyn Fn(&str) -> Vec<Route> + Send + Sync);
+
+#[async_trait]
+pub trait Deliveries: Send + Sync {
+    /// Fans up to `limit` outbox events not yet fanned out into one pending delivery per route,
+    /// due at once, and marks them fanned out; returns how many events. One replica at a time
+    /// (a lock), so deliveries are created once and in outbox order.
+    async fn fan_out(&self, now: Millis, limit: i64, route: Router<'_>) -> StoreResult<usize>;
+    /// Claims up to `limit` due deliveries until `lease_until`, counting the attempt. Never two
+    /// for one request and destination at once, and never one while an earlier event of its
+    /// request to its destination is still pending, so a later state does not overtake an
+    /// earlier one. Replicas claiming at once get different deliveries.
+    async fn claim_deliveries(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// Records an attempt and what follows it, with its audit event, in one transaction; the
+    /// delivery moves only while the claim still holds its lease (a slow replica whose lease
+    /// lapsed records its attempt and nothing more). Returns whether it moved.
+    async fn finish_delivery(&self, finished: &Finished) -> StoreResult<bool>;
+    /// Records an attempt that belongs to no delivery (a test ping).
+    async fn record_attempt(
+        &self,
+        kind: &str,
+        destination: &str,
+        event: &str,
+        attempted: &Attempted,
+    ) -> StoreResult<()>;
+    /// The deliveries of these requests, oldest first.
+    async fn deliveries_of(&self, request_ids: &[&str]) -> StoreResult<Vec<DeliveryRecord>>;
+    /// A destination's attempts, newest first, below attempt id `before` when given.
+    async fn attempts(
+        &self,
+        kind: &str,
+        destination: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<AttemptRecord>>;
+    /// How the deliveries to a destination stand; `address_sha256` says where it points now.
+    async fn destination_stats(
+        &self,
+        kind: &str,
+        destination: &str,
+        address_sha256: &str,
+    ) -> StoreResult<DestinationStats>;
+    /// Records (or moves on) where a message about a request was posted.
+    async fn save_posted(&self, message: &PostedMessage) -> StoreResult<()>;
+    async fn posted(
+        &self,
+        kind: &str,
+        destination: &str,
+        request_id: &str,
+    ) -> StoreResult<Option<PostedMessage>>;
+}
+
+/// One delivery row of a fan-out, as its JSON array carries it.
+#[derive(serde::Serialize)]
+pub(super) struct NewDeliveryRow<'a> {
+    pub outbox_id: i64,
+    pub request_id: &'a str,
+    pub kind: &'a str,
+    pub destination: &'a str,
+    pub address_sha256: &'a str,
+    pub event: &'a str,
+    pub version: i64,
+    pub give_up_at: Millis,
+}
+
+macro_rules! delivery_store {
+    (
+        $store:ty,
+        $db:ty,
+        claim_lock = $claim_lock:expr,
+        fan_out_lock = $fan_out_lock:literal,
+        json_rows = $json_rows:literal,
+        write_begin = $write_begin:expr
+    ) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Deliveries for $store {
+            async fn fan_out(
+                &self,
+                now: Millis,
+                limit: i64,
+                route: $crate::store::Router<'_>,
+            ) -> StoreResult<usize> {
+                // Most calls find nothing: a plain read says so without taking any lock.
+                let waiting = sqlx::query("select id from outbox where delivered_at is null limit 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if waiting.is_none() {
+                    return Ok(0);
+                }
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                sqlx::query($fan_out_lock).execute(&mut *tx).await?;
+                let events = sqlx::query(
+                    "select id, request_id, topic, payload from outbox \
+                     where delivered_at is null order by id limit $1",
+                )
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if events.is_empty() {
+                    return Ok(0);
+                }
+                let mut ids = Vec::with_capacity(events.len());
+                let mut fanned = Vec::new();
+                for row in &events {
+                    let id: i64 = row.try_get("id")?;
+                    let request_id: String = row.try_get("request_id")?;
+                    let topic: String = row.try_get("topic")?;
+                    let payload: String = row.try_get("payload")?;
+                    ids.push(id);
+                    let routes = route(&topic);
+                    if routes.is_empty() {
+                        continue;
+                    }
+                    let version = serde_json::from_str::<serde_json::Value>(&payload)
+                        .ok()
+                        .and_then(|p| p["version"].as_i64())
+                        .unwrap_or(0);
+                    fanned.push((id, request_id, topic, version, routes));
+                }
+                let rows: Vec<_> = fanned
+                    .iter()
+                    .flat_map(|(id, request_id, topic, version, routes)| {
+                        routes.iter().map(move |r| $crate::store::deliveries::NewDeliveryRow {
+                            outbox_id: *id,
+                            request_id,
+                            kind: r.kind,
+                            destination: &r.destination,
+                            address_sha256: &r.address_sha256,
+                            event: topic,
+                            version: *version,
+                            give_up_at: now.saturating_add(r.give_up_after),
+                        })
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    // Destinations their receiver switched off at this address get nothing.
+                    sqlx::query(concat!(
+                        "insert into delivery (outbox_id, request_id, kind, destination, event, \
+                         version, state, attempts, created_at, next_attempt_at, give_up_at) \
+                         select cast(c.value ->> 'outbox_id' as bigint), c.value ->> 'request_id', \
+                         c.value ->> 'kind', c.value ->> 'destination', c.value ->> 'event', \
+                         cast(c.value ->> 'version' as bigint), 'pending', 0, $3, $3, \
+                         cast(c.value ->> 'give_up_at' as bigint) from ", $json_rows, " \
+                         where not exists (select 1 from destination_disabled x \
+                           where x.kind = c.value ->> 'kind' \
+                           and x.destination = c.value ->> 'destination' \
+                           and x.address_sha256 = c.value ->> 'address_sha256') \
+                         order by c.key"
+                    ))
+                    .bind($crate::store::sql::json_array(&rows))
+                    .bind(rows.len() as i64)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let marked = ids.iter().map(|id| serde_json::json!({ "id": id })).collect::<Vec<_>>();
+                sqlx::query(concat!(
+                    "update outbox set delivered_at = $3 where id in \
+                     (select cast(c.value ->> 'id' as bigint) from ", $json_rows, ")"
+                ))
+                .bind($crate::store::sql::json_array(&marked))
+                .bind(marked.len() as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(ids.len())
+            }
+
+            async fn claim_deliveries(
+                &self,
+                now: Millis,
+                lease_until: Millis,
+                limit: i64,
+            ) -> StoreResult<Vec<$crate::store::Delivery>> {
+                let probe = sqlx::query(
+                    "select id from delivery where state = 'pending' and next_attempt_at <= $1 \
+                     and (lease_until is null or lease_until <= $1) limit 1",
+                )
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                if probe.is_none() {
+                    return Ok(Vec::new());
+                }
+                let claim = format!(
+                    "update delivery set lease_until = $2, attempts = attempts + 1 \
+                     where id in (select d.id from delivery d \
+                        where d.state = 'pending' and d.next_attempt_at <= $1 \
+                        and (d.lease_until is null or d.lease_until <= $1) \
+                        and not exists (select 1 from delivery e where e.request_id = d.request_id \
+                            and e.kind = d.kind and e.destination = d.destination \
+                            and e.state = 'pending' and e.outbox_id < d.outbox_id) \
+                        order by d.next_attempt_at, d.id limit $3{}) \
+                     returning id, outbox_id, request_id, kind, destination, event, version, \
+                        attempts, give_up_at",
+                    $claim_lock
+                );
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                let claimed = sqlx::query(sqlx::AssertSqlSafe(claim))
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if claimed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let outbox_ids: Vec<i64> =
+                    claimed.iter().map(|row| row.try_get("outbox_id")).collect::<Result<_, _>>()?;
+                let sql = format!(
+                    "select id, payload, created_at from outbox where id in ({})",
+                    $crate::store::sql::placeholders(1, outbox_ids.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in &outbox_ids {
+                    query = query.bind(id);
+                }
+                let mut events = std::collections::HashMap::new();
+                for row in query.fetch_all(&mut *tx).await? {
+                    let payload: String = row.try_get("payload")?;
+                    let payload = serde_json::from_str(&payload)
+                        .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
+                    events.insert(row.try_get::<i64, _>("id")?, (payload, row.try_get::<i64, _>("created_at")?));
+                }
+                tx.commit().await?;
+                let mut deliveries = claimed
+                    .iter()
+                    .map(|row| {
+                        let outbox_id: i64 = row.try_get("outbox_id")?;
+                        let (payload, event_at) = events
+                            .get(&outbox_id)
+                            .cloned()
+                            .ok_or_else(|| StoreError::Corrupt(format!("delivery of missing outbox entry {outbox_id}")))?;
+                        Ok($crate::store::Delivery {
+                            id: row.try_get("id")?,
+                            outbox_id,
+                            request_id: row.try_get("request_id")?,
+                            kind: row.try_get("kind")?,
+                            destination: row.try_get("destination")?,
+                            event: row.try_get("event")?,
+                            version: row.try_get("version")?,
+                            payload,
+                            event_at,
+                            attempt: row.try_get("attempts")?,
+                            give_up_at: row.try_get("give_up_at")?,
+                            lease_until,
+                        })
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
+                deliveries.sort_by_key(|d| d.id);
+                Ok(deliveries)
+            }
+
+            async fn finish_delivery(&self, finished: &$crate::store::Finished) -> StoreResult<bool> {
+                use $crate::store::{DeliveryState, Next};
+                let delivery = &finished.delivery;
+                let attempt = &finished.attempt;
+                let (state, next_attempt_at, delivered_at) = match &finished.next {
+                    Next::Delivered => (DeliveryState::Delivered, None, Some(attempt.at)),
+                    Next::RetryAt(at) => (DeliveryState::Pending, Some(*at), None),
+                    Next::GiveUp => (DeliveryState::GivenUp, None, None),
+                    Next::Disable { .. } => (DeliveryState::Dropped, None, None),
+                };
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                insert_attempt(
+                    &mut tx,
+                    Some(delivery.id),
+                    &delivery.kind,
+                    &delivery.destination,
+                    Some(&delivery.request_id),
+                    &delivery.event,
+                    delivery.attempt,
+                    attempt,
+                )
+                .await?;
+                let moved = sqlx::query(
+                    "update delivery set state = $3, next_attempt_at = coalesce($4, next_attempt_at), \
+                     lease_until = null, last_status = $5, last_error = $6, delivered_at = $7 \
+                     where id = $1 and lease_until = $2 and state = 'pending'",
+                )
+                .bind(delivery.id)
+                .bind(delivery.lease_until)
+                .bind(state.as_str())
+                .bind(next_attempt_at)
+                .bind(attempt.status)
+                .bind(&attempt.error)
+                .bind(delivered_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if moved {
+                    if let Next::Disable { reason, address_sha256 } = &finished.next {
+                        sqlx::query(
+                            "insert into destination_disabled (kind, destination, address_sha256, \
+                             disabled_at, reason) values ($1, $2, $3, $4, $5) on conflict do nothing",
+                        )
+                        .bind(&delivery.kind)
+                        .bind(&delivery.destination)
+                        .bind(address_sha256)
+                        .bind(attempt.at)
+                        .bind(reason)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "update delivery set state = 'dropped', lease_until = null, \
+                             last_error = $3 where kind = $1 and destination = $2 and state = 'pending'",
+                        )
+                        .bind(&delivery.kind)
+                        .bind(&delivery.destination)
+                        .bind(reason)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    if let Some((subject, entry)) = &finished.audit {
+                        append_audit_events(&mut tx, self.audit_key.as_ref(), &[(subject.as_str(), attempt.at, entry)]).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(moved)
+            }
+
+            async fn record_attempt(
+                &self,
+                kind: &str,
+                destination: &str,
+                event: &str,
+                attempted: &$crate::store::Attempted,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                insert_attempt(&mut tx, None, kind, destination, None, event, 1, attempted).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn deliveries_of(&self, request_ids: &[&str]) -> StoreResult<Vec<$crate::store::DeliveryRecord>> {
+                if request_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "select request_id, kind, destination, event, version, state, attempts, \
+                     last_status, last_error, delivered_at, next_attempt_at from delivery \
+                     where request_id in ({}) order by outbox_id, kind, destination",
+                    $crate::store::sql::placeholders(1, request_ids.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in request_ids {
+                    query = query.bind(*id);
+                }
+                query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        let state: String = row.try_get("state")?;
+                        let state = $crate::store::DeliveryState::parse(&state)
+                            .ok_or_else(|| StoreError::Corrupt(format!("delivery state {state:?}")))?;
+                        Ok($crate::store::DeliveryRecord {
+                            request_id: row.try_get("request_id")?,
+                            kind: row.try_get("kind")?,
+                            destination: row.try_get("destination")?,
+                            event: row.try_get("event")?,
+                            version: row.try_get("version")?,
+                            attempts: row.try_get("attempts")?,
+                            last_status: row.try_get("last_status")?,
+                            last_error: row.try_get("last_error")?,
+                            delivered_at: row.try_get("delivered_at")?,
+                            next_attempt_at: (state == $crate::store::DeliveryState::Pending)
+                                .then(|| row.try_get("next_attempt_at"))
+                                .transpose()?,
+                            state,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn attempts(
+                &self,
+                kind: &str,
+                destination: &str,
+                before: Option<i64>,
+                limit: i64,
+            ) -> StoreResult<Vec<$crate::store::AttemptRecord>> {
+                sqlx::query(
+                    "select id, delivery_id, kind, destination, request_id, event, attempt, at, \
+                     status, latency_ms, error from delivery_attempt \
+                     where kind = $1 and destination = $2 and ($3 is null or id < $3) \
+                     order by id desc limit $4",
+                )
+                .bind(kind)
+                .bind(destination)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok($crate::store::AttemptRecord {
+                        id: row.try_get("id")?,
+                        delivery_id: row.try_get("delivery_id")?,
+                        kind: row.try_get("kind")?,
+                        destination: row.try_get("destination")?,
+                        request_id: row.try_get("request_id")?,
+                        event: row.try_get("event")?,
+                        attempt: row.try_get("attempt")?,
+                        attempted: $crate::store::Attempted {
+                            at: row.try_get("at")?,
+                            status: row.try_get("status")?,
+                            latency_ms: row.try_get("latency_ms")?,
+                            error: row.try_get("error")?,
+                        },
+                    })
+                })
+                .collect()
+            }
+
+            async fn destination_stats(
+                &self,
+                kind: &str,
+                destination: &str,
+                address_sha256: &str,
+            ) -> StoreResult<$crate::store::DestinationStats> {
+                let mut stats = $crate::store::DestinationStats::default();
+                let counts = sqlx::query(
+                    "select state, count(*) as n from delivery where kind = $1 and destination = $2 \
+                     group by state",
+                )
+                .bind(kind)
+                .bind(destination)
+                .fetch_all(&self.pool)
+                .await?;
+                for row in &counts {
+                    let state: String = row.try_get("state")?;
+                    let n: i64 = row.try_get("n")?;
+                    match $crate::store::DeliveryState::parse(&state) {
+                        Some($crate::store::DeliveryState::Pending) => stats.pending = n,
+                        Some($crate::store::DeliveryState::Delivered) => stats.delivered = n,
+                        Some($crate::store::DeliveryState::GivenUp) => stats.given_up = n,
+                        Some($crate::store::DeliveryState::Dropped) => stats.dropped = n,
+                        None => return Err(StoreError::Corrupt(format!("delivery state {state:?}"))),
+                    }
+                }
+                let disabled = sqlx::query(
+                    "select disabled_at, reason from destination_disabled \
+                     where kind = $1 and destination = $2 and address_sha256 = $3",
+                )
+                .bind(kind)
+                .bind(destination)
+                .bind(address_sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+                stats.disabled = disabled
+                    .map(|row| Ok::<_, sqlx::Error>((row.try_get("disabled_at")?, row.try_get("reason")?)))
+                    .transpose()?;
+                Ok(stats)
+            }
+
+            async fn save_posted(&self, message: &$crate::store::PostedMessage) -> StoreResult<()> {
+                // A message showing an older version never replaces one showing a newer one.
+                sqlx::query(
+                    "insert into posted_message (kind, destination, request_id, external, version, \
+                     posted_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7) \
+                     on conflict (kind, destination, request_id) do update set \
+                     external = excluded.external, version = excluded.version, \
+                     updated_at = excluded.updated_at \
+                     where posted_message.version <= excluded.version",
+                )
+                .bind(&message.kind)
+                .bind(&message.destination)
+                .bind(&message.request_id)
+                .bind(message.external.to_string())
+                .bind(message.version)
+                .bind(message.posted_at)
+                .bind(message.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn posted(
+                &self,
+                kind: &str,
+                destination: &str,
+                request_id: &str,
+            ) -> StoreResult<Option<$crate::store::PostedMessage>> {
+                let row = sqlx::query(
+                    "select external, version, posted_at, updated_at from posted_message \
+                     where kind = $1 and destination = $2 and request_id = $3",
+                )
+                .bind(kind)
+                .bind(destination)
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    let external: String = row.try_get("external")?;
+                    Ok($crate::store::PostedMessage {
+                        kind: kind.to_string(),
+                        destination: destination.to_string(),
+                        request_id: request_id.to_string(),
+                        external: serde_json::from_str(&external)
+                            .map_err(|e| StoreError::Corrupt(format!("posted message ids: {e}")))?,
+                        version: row.try_get("version")?,
+                        posted_at: row.try_get("posted_at")?,
+                        updated_at: row.try_get("updated_at")?,
+                    })
+                })
+                .transpose()
+            }
+        }
+
+        /// Inserts one `delivery_attempt` row.
+        #[allow(clippy::too_many_arguments)]
+        async fn insert_attempt(
+            conn: &mut Conn,
+            delivery_id: Option<i64>,
+            kind: &str,
+            destination: &str,
+            request_id: Option<&str>,
+            event: &str,
+            attempt: i64,
+            attempted: &$crate::store::Attempted,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "insert into delivery_attempt (delivery_id, kind, destination, request_id, event, \
+                 attempt, at, status, latency_ms, error) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(delivery_id)
+            .bind(kind)
+            .bind(destination)
+            .bind(request_id)
+            .bind(event)
+            .bind(attempt)
+            .bind(attempted.at)
+            .bind(attempted.status)
+            .bind(attempted.latency_ms)
+            .bind(&attempted.error)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+    };
+}
