@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::domain::ExecutionResult;
-use crate::view::{AccessRequestView, Page};
+use crate::view::{AccessRequestView, AttemptPage, Page, PingView, WebhookView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -297,6 +297,40 @@ impl Client {
         .await
     }
 
+    // ---- webhooks (admins) ----
+
+    /// The configured webhooks and how their deliveries stand.
+    pub async fn webhooks(&self) -> ClientResult<Vec<WebhookView>> {
+        let page: Value = self
+            .call(Method::GET, "/webhooks", None::<&()>, Self::SHORT)
+            .await?;
+        serde_json::from_value(page["items"].clone())
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Webhook `name`'s attempts, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        name: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> ClientResult<AttemptPage> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor.to_string()));
+        }
+        let path = format!("/webhooks/{}/deliveries", segment(name));
+        self.call_with_query(Method::GET, &path, &query, None::<&()>, Self::SHORT)
+            .await
+    }
+
+    /// Has the server send webhook `name` a signed ping now.
+    pub async fn test_webhook(&self, name: &str) -> ClientResult<PingView> {
+        let path = format!("/webhooks/{}/test", segment(name));
+        self.call(Method::POST, &path, None::<&()>, Self::SHORT)
+            .await
+    }
+
     // ---- the agent protocol ----
 
     pub async fn claim(&self, connections: &[String], wait: Duration) -> ClientResult<JobReply> {
@@ -352,6 +386,19 @@ impl Client {
         )
         .await
     }
+}
+
+/// `text` as one URL path segment: anything but unreserved characters percent-encoded, so a
+/// name cannot reach another endpoint (`../me`).
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

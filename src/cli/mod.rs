@@ -34,6 +34,7 @@ mod remote;
 mod requests;
 mod server;
 pub mod table;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,9 @@ enum Command {
     /// Approve, reject, list and follow access requests
     #[command(subcommand)]
     Requests(requests::RequestsCommand),
+    /// List webhooks, see every delivery attempt, send a test ping (admins)
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
     /// Store the server URL and your API token for later commands
     Login {
         /// The server, e.g. https://hoop.company.com
@@ -183,6 +187,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
             Command::Requests(command) => requests::run(command).await,
+            Command::Webhooks(command) => webhooks::run(command).await,
             Command::Login { url, token } => remote::login(&url, &token)
                 .await
                 .map(|()| ExitCode::SUCCESS),

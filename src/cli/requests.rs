@@ -7,7 +7,8 @@ use clap::Subcommand;
 use super::follow::{Output, RawArg, finish, follow};
 use super::remote;
 use crate::display::{self, single_line};
-use crate::view::{AccessRequestView, GroupViewStatus};
+use crate::store::DeliveryState;
+use crate::view::{AccessRequestView, DeliveryView, GroupViewStatus};
 
 #[derive(Subcommand)]
 pub enum RequestsCommand {
@@ -150,10 +151,10 @@ fn list_table(items: &[AccessRequestView]) -> String {
     if items.is_empty() {
         return "No access requests.\n".into();
     }
-    let rows: Vec<[String; 6]> = items
+    let rows: Vec<Vec<String>> = items
         .iter()
         .map(|r| {
-            [
+            vec![
                 single_line(&r.id),
                 r.status.to_string(),
                 single_line(&r.connection),
@@ -163,36 +164,17 @@ fn list_table(items: &[AccessRequestView]) -> String {
             ]
         })
         .collect();
-    let headers = [
-        "ID",
-        "STATUS",
-        "CONNECTION",
-        "REQUESTER",
-        "CREATED",
-        "COMMAND",
-    ];
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([headers[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(headers.to_vec());
-    for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    super::table::columns(
+        &[
+            "ID",
+            "STATUS",
+            "CONNECTION",
+            "REQUESTER",
+            "CREATED",
+            "COMMAND",
+        ],
+        &rows,
+    )
 }
 
 /// The start of a command, cut to fit a list, hidden characters escaped; says how much is not
@@ -233,6 +215,49 @@ fn groups(request: &AccessRequestView) -> String {
         .collect()
 }
 
+/// What each destination was told, one line per event and destination, so "my approver got
+/// nothing" is answered here: delivered when, or how it failed and when it is tried again.
+fn delivered(deliveries: &[DeliveryView]) -> String {
+    deliveries
+        .iter()
+        .map(|d| {
+            let event = d.event.strip_prefix("access_request.").unwrap_or(&d.event);
+            let status = d
+                .last_status
+                .map(|s| format!(" HTTP {s}"))
+                .unwrap_or_default();
+            let outcome = match d.state {
+                DeliveryState::Delivered => {
+                    format!("delivered at {}", d.delivered_at.as_deref().unwrap_or("?"))
+                }
+                DeliveryState::Pending if d.attempts == 0 => "queued".to_string(),
+                DeliveryState::Pending => format!(
+                    "failed{status}, retry at {}",
+                    d.next_attempt_at.as_deref().unwrap_or("?")
+                ),
+                DeliveryState::GivenUp => format!("given up{status}"),
+                DeliveryState::Dropped => "dropped: the endpoint was switched off".to_string(),
+            };
+            let attempts = format!(
+                "{} attempt{}",
+                d.attempts,
+                if d.attempts == 1 { "" } else { "s" }
+            );
+            let mut line = format!(
+                "  {} {} v{} {event}: {outcome} ({attempts})",
+                d.kind, d.destination, d.version
+            );
+            if d.state != DeliveryState::Delivered
+                && let Some(error) = &d.last_error
+            {
+                // Quoted from the receiver: one line, hidden characters shown.
+                line.push_str(&format!(": {error}"));
+            }
+            single_line(&line) + "\n"
+        })
+        .collect()
+}
+
 /// Everything about a request, with the exact command last and unabridged. Every field but the
 /// command is one line, so none can pass for another line of this output.
 fn describe(r: &AccessRequestView) -> String {
@@ -264,6 +289,10 @@ fn describe(r: &AccessRequestView) -> String {
     }
     if let Some(error) = r.result.as_ref().and_then(|res| res.error.as_ref()) {
         out.push_str(&format!("Error       {}\n", one(error)));
+    }
+    if let Some(deliveries) = r.deliveries.as_deref().filter(|d| !d.is_empty()) {
+        out.push_str("Deliveries\n");
+        out.push_str(&delivered(deliveries));
     }
     let command = display::command(&r.command);
     out.push_str(&format!("SHA-256     {}\n", one(&r.command_sha256)));

@@ -25,6 +25,37 @@ pub fn render(result: &ExecutionResult) -> String {
     out
 }
 
+/// A plain listing for hoopbot's own lists (requests, webhooks, attempts): a header row, then
+/// rows, each column padded to its widest cell as a terminal shows it. Cells must be one line.
+pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |text: &str| text.chars().map(char_width).sum::<usize>();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| width(c))
+                .chain([width(headers[i])])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (cell, w) in cells.zip(&widths) {
+            text.push_str(cell);
+            spaces(&mut text, w.saturating_sub(width(cell)) + 2);
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
 fn render_statement(out: &mut String, statement: &StatementResult) {
     if !statement.columns.is_empty() || !statement.rows.is_empty() {
         render_table(out, &statement.columns, &statement.rows);
@@ -277,6 +308,18 @@ mod tests {
 
     /// `select 12345 as count`
     const COUNT: &str = concat!(" count \n", "-------\n", " 12345\n", "(1 row)\n", "\n",);
+
+    #[test]
+    fn listings_pad_columns_by_their_terminal_width() {
+        let rows = vec![
+            vec!["生产库".to_string(), "1".to_string()],
+            vec!["prod".to_string(), "22".to_string()],
+        ];
+        assert_eq!(
+            columns(&["NAME", "N"], &rows),
+            "NAME    N\n生产库  1\nprod    22\n"
+        );
+    }
 
     #[test]
     fn a_single_number() {

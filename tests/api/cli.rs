@@ -21,7 +21,7 @@ on_both_backends!(
 );
 
 /// `hoop ARGS` as `who` against `app`, run off the async workers (the server is in-process).
-async fn cli(app: &TestApp, who: &str, args: &[&str]) -> Output {
+pub async fn cli(app: &TestApp, who: &str, args: &[&str]) -> Output {
     let mut command = hoop();
     command
         .args(args)
@@ -33,7 +33,7 @@ async fn cli(app: &TestApp, who: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

@@ -23,6 +23,7 @@ on_both_backends!(
     private_addresses_are_refused_without_allow_private,
     a_gone_receiver_switches_its_webhook_off,
     admins_list_webhooks_page_their_attempts_and_send_pings,
+    the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries,
 );
 
 /// A `[[webhooks]]` entry delivering every event to `url`, with `extra` lines.
@@ -513,4 +514,87 @@ async fn admins_list_webhooks_page_their_attempts_and_send_pings(backend: Backen
         .await;
     assert_eq!(not_admin.status, StatusCode::FORBIDDEN);
     assert_eq!(siem.requests().len(), 4, "a refused ping sends nothing");
+}
+
+async fn the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries(backend: Backend) {
+    use crate::cli::{cli, text};
+    let siem = Receiver::start(SECRET).await;
+    // The receiver's error text is quoted to terminals: its control characters must not be.
+    siem.plan(vec![Reply::Status(503)]);
+    let app = TestApp::spawn_with(
+        backend,
+        &webhook("siem", &siem.url(), "allow_private = true"),
+    )
+    .await;
+    let id = app.held("SELECT 1").await;
+    let worker = app.hoop.delivery_worker();
+    assert_eq!(drain(&worker).await, [Step::Retry]);
+
+    let show = cli(&app, "bob@x.com", &["requests", "show", &id]).await;
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    let shown = text(&show.stdout);
+    assert!(
+        shown.contains("Deliveries\n  webhook siem v1 created: failed HTTP 503, retry at "),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("(1 attempt): HTTP 503 Service Unavailable"),
+        "{shown}"
+    );
+
+    let list = cli(&app, "root@x.com", &["webhooks", "list"]).await;
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let listed = text(&list.stdout);
+    assert!(listed.starts_with("NAME  STATE    URL"), "{listed}");
+    assert!(
+        listed.contains(&format!("siem  enabled  {}  1", siem.url())),
+        "{listed}"
+    );
+
+    let ping = cli(&app, "root@x.com", &["webhooks", "test", "siem"]).await;
+    assert!(ping.status.success(), "{}", text(&ping.stderr));
+    assert!(
+        text(&ping.stdout).starts_with("Ping to siem delivered (HTTP 200, "),
+        "{}",
+        text(&ping.stdout)
+    );
+
+    let attempts = cli(
+        &app,
+        "root@x.com",
+        &["webhooks", "deliveries", "siem", "--limit", "1"],
+    )
+    .await;
+    assert!(attempts.status.success(), "{}", text(&attempts.stderr));
+    let page = text(&attempts.stdout);
+    assert!(page.contains("ping"), "{page}");
+    assert!(
+        page.contains("More: hoop webhooks deliveries siem --cursor "),
+        "{page}"
+    );
+
+    // Not an admin: a clear refusal and a failing exit code; an unknown name, the same.
+    let denied = cli(&app, "bob@x.com", &["webhooks", "list"]).await;
+    assert!(!denied.status.success());
+    assert!(
+        text(&denied.stderr).contains("only admins may list webhooks"),
+        "{}",
+        text(&denied.stderr)
+    );
+    let unknown = cli(&app, "root@x.com", &["webhooks", "test", "../me"]).await;
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("webhook \"../me\" not found; configured: siem"),
+        "{}",
+        text(&unknown.stderr)
+    );
+
+    siem.set_down(true);
+    let failed = cli(&app, "root@x.com", &["webhooks", "test", "siem"]).await;
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed.stderr).starts_with("Ping to siem failed ("),
+        "{}",
+        text(&failed.stderr)
+    );
 }
