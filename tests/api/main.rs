@@ -6,6 +6,7 @@ mod audit_trail;
 mod bad_input;
 mod cli;
 mod clock;
+mod deliveries;
 mod execution;
 mod flow;
 mod openapi;

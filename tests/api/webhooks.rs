@@ -598,3 +598,133 @@ async fn the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries(back
         text(&failed.stderr)
     );
 }
+
+/// Two `hoop serve` processes on one Postgres: a replica killed (SIGKILL) in the middle of a
+/// delivery leaves it to the other, which finishes it once the claim lapses; and with both
+/// running, each event is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_deliver_each_event_once_and_finish_a_killed_replicas_delivery() {
+    use crate::helpers::{POSTGRES_ENV, TestDb, postgres_url, skip, test_config_text};
+    use crate::processes::{free_port, hoop};
+    use crate::write_path::{ServerProcess, assert_chain_intact, until_ready};
+    use std::process::Stdio;
+    if postgres_url().is_none() {
+        skip(POSTGRES_ENV);
+        return;
+    }
+    hoopbot::install_crypto_provider();
+    let db = TestDb::new(Backend::Postgres).await;
+    let receiver = Receiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |port: u16| {
+        let path = dir.path().join(format!("hoop-{port}.toml"));
+        let text = test_config_text(&db.url).replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        ) + &webhook("siem", &receiver.url(), "allow_private = true");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let serve = |port: u16| {
+        ServerProcess(
+            hoop()
+                .args(["serve", "--config"])
+                .arg(config(port))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (a, b) = (free_port(), free_port());
+    let token = |email: &str| {
+        let out = hoop()
+            .args(["token", "create", email, "--config"])
+            .arg(config(a))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (alice, bob) = (token("alice@x.com"), token("bob@x.com"));
+    let http = reqwest::Client::new();
+    let submit = |port: u16, command: String| {
+        let (http, alice) = (http.clone(), alice.clone());
+        async move {
+            let reply = http
+                .post(format!("http://127.0.0.1:{port}/api/v1/exec"))
+                .bearer_auth(&alice)
+                .json(&serde_json::json!({ "connection": "prod-db", "command": command }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reply.status(), StatusCode::CREATED);
+            reply.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+
+    // Replica A takes the first delivery; the receiver holds on to it, and A is killed.
+    receiver.plan(vec![Reply::Delay(Duration::from_secs(30))]);
+    let mut replica_a = serve(a);
+    until_ready(&http, a).await;
+    let first = submit(a, "SELECT 'first'".into()).await;
+    let held = receiver.wait_for(1, Duration::from_secs(10)).await;
+    replica_a.kill();
+    // Replica B finishes it once A's claim lapses (the webhook's 2 s timeout and a margin).
+    let _replica_b = serve(b);
+    until_ready(&http, b).await;
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(got[1].id, held[0].id, "the same event, by its webhook-id");
+    assert!(got.iter().all(|r| r.verified));
+
+    // Both replicas running: every event once.
+    let _replica_a = serve(a);
+    until_ready(&http, a).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let port = if i % 2 == 0 { a } else { b };
+        ids.push(submit(port, format!("SELECT {i}")).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let port = if i % 2 == 0 { b } else { a };
+        let reply = http
+            .post(format!(
+                "http://127.0.0.1:{port}/api/v1/access-requests/{id}/approve"
+            ))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+    }
+    receiver.wait_for(2 + 40, Duration::from_secs(30)).await;
+    // A moment for any duplicate to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = receiver.requests().into_iter().skip(2).collect::<Vec<_>>();
+    assert!(all.iter().all(|r| r.verified));
+    let mut per_event = std::collections::HashMap::new();
+    for r in &all {
+        *per_event.entry(r.id.clone().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_event.len(),
+        40,
+        "created and group_approved of 20 requests"
+    );
+    assert!(per_event.values().all(|&n| n == 1), "{per_event:?}");
+
+    let store = hoopbot::store::connect(&db.url, hoopbot::changes::ChangeHub::new(), None)
+        .await
+        .unwrap();
+    let first_deliveries = store.deliveries_of(&[first.as_str()]).await.unwrap();
+    assert_eq!(first_deliveries.len(), 1);
+    assert_eq!(
+        (first_deliveries[0].state, first_deliveries[0].attempts),
+        (hoopbot::store::DeliveryState::Delivered, 2),
+        "one attempt by the killed replica, one by the other"
+    );
+    assert_chain_intact(&db.url).await;
+}

@@ -306,10 +306,10 @@ async fn acknowledged_writes_survive_a_kill_during_group_commits(backend: Backen
 }
 
 /// The server process; killed outright (SIGKILL, this process only) when asked or dropped.
-struct ServerProcess(Child);
+pub struct ServerProcess(pub Child);
 
 impl ServerProcess {
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -321,7 +321,7 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn until_ready(http: &reqwest::Client, port: u16) {
+pub async fn until_ready(http: &reqwest::Client, port: u16) {
     for _ in 0..200 {
         if let Ok(reply) = http
             .get(format!("http://127.0.0.1:{port}/readyz"))
@@ -337,7 +337,7 @@ async fn until_ready(http: &reqwest::Client, port: u16) {
 }
 
 /// The whole audit trail verifies against the test key.
-async fn assert_chain_intact(url: &str) {
+pub async fn assert_chain_intact(url: &str) {
     let store = hoopbot::store::connect(url, hoopbot::changes::ChangeHub::new(), None)
         .await
         .unwrap();

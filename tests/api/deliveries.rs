@@ -1,0 +1,151 @@
+//! The delivery store on both backends: claims made at once by several workers never hand one
+//! delivery out twice nor let a later event of a request overtake an earlier one, and posted
+//! messages keep the newest version they show.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use hoopbot::store::{Attempted, Finished, Next, PostedMessage, Route};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    concurrent_claims_hand_each_delivery_out_once_and_in_order,
+    posted_messages_keep_the_newest_version_they_show,
+);
+
+fn routes(event: &str) -> Vec<Route> {
+    ["first", "second"]
+        .into_iter()
+        .filter(|_| event.starts_with("access_request."))
+        .map(|name| Route {
+            kind: "webhook",
+            destination: name.to_string(),
+            address_sha256: format!("{name}-address"),
+            give_up_after: 60_000,
+        })
+        .collect()
+}
+
+async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..15 {
+        let id = app.held(&format!("SELECT {i}")).await;
+        app.approve("bob@x.com", &id, None).await;
+        app.approve("sam@x.com", &id, None).await;
+        ids.push(id);
+    }
+    let store = app.hoop.store.clone();
+    let now = app.hoop.now().await.unwrap();
+    // Four events per request (created, two group approvals, approved), two destinations each.
+    assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 60);
+    assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 0, "once");
+
+    let claims = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (store, claims) = (store.clone(), claims.clone());
+        workers.push(tokio::spawn(async move {
+            let mut empty = 0;
+            while empty < 20 {
+                let batch = store.claim_deliveries(now, now + 60_000, 7).await.unwrap();
+                if batch.is_empty() {
+                    empty += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                empty = 0;
+                let pairs: HashSet<_> = batch
+                    .iter()
+                    .map(|d| (d.request_id.clone(), d.destination.clone()))
+                    .collect();
+                assert_eq!(
+                    pairs.len(),
+                    batch.len(),
+                    "two events of one request and destination in one batch"
+                );
+                for delivery in batch {
+                    // Recorded in claim order, before the next claim can see it finished.
+                    claims.lock().unwrap().push((
+                        delivery.request_id.clone(),
+                        delivery.destination.clone(),
+                        delivery.outbox_id,
+                        delivery.id,
+                    ));
+                    let finished = Finished {
+                        attempt: Attempted {
+                            at: now,
+                            status: Some(200),
+                            latency_ms: 1,
+                            error: None,
+                        },
+                        next: Next::Delivered,
+                        audit: None,
+                        delivery,
+                    };
+                    assert!(store.finish_delivery(&finished).await.unwrap());
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let claims = claims.lock().unwrap().clone();
+    let unique: HashSet<i64> = claims.iter().map(|c| c.3).collect();
+    assert_eq!(
+        (claims.len(), unique.len()),
+        (120, 120),
+        "every delivery claimed exactly once"
+    );
+    let mut last: HashMap<(String, String), i64> = HashMap::new();
+    for (request, destination, outbox_id, _) in &claims {
+        if let Some(before) = last.insert((request.clone(), destination.clone()), *outbox_id) {
+            assert!(
+                before < *outbox_id,
+                "a later event of {request} to {destination} went first"
+            );
+        }
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let records = store.deliveries_of(&ids).await.unwrap();
+    assert_eq!(records.len(), 120);
+    assert!(
+        records
+            .iter()
+            .all(|d| d.state == hoopbot::store::DeliveryState::Delivered && d.attempts == 1)
+    );
+}
+
+async fn posted_messages_keep_the_newest_version_they_show(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let id = app.held("SELECT 1").await;
+    let message = |version: i64, ts: &str| PostedMessage {
+        kind: "slack".into(),
+        destination: "C123".into(),
+        request_id: id.clone(),
+        external: json!({ "channel": "C123", "ts": ts }),
+        version,
+        posted_at: 1_000,
+        updated_at: 1_000 + version,
+    };
+    let store = app.hoop.store.clone();
+    store.save_posted(&message(2, "1.2")).await.unwrap();
+    // A late update showing an older version does not replace it.
+    store.save_posted(&message(1, "1.1")).await.unwrap();
+    assert_eq!(
+        store.posted("slack", "C123", &id).await.unwrap(),
+        Some(message(2, "1.2"))
+    );
+    store.save_posted(&message(3, "1.3")).await.unwrap();
+    assert_eq!(store.posted("slack", "C999", &id).await.unwrap(), None);
+    // Any replica, after any restart, finds it.
+    app.stop_and_start().await;
+    assert_eq!(
+        app.hoop.store.posted("slack", "C123", &id).await.unwrap(),
+        Some(message(3, "1.3"))
+    );
+}
