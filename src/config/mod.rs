@@ -425,6 +425,79 @@ timeout = "5m"
     }
 
     #[test]
+    fn webhooks_parse_with_defaults_and_refuse_what_would_never_deliver() {
+        let hook = |lines: &str| {
+            format!(
+                "[[webhooks]]\nname = \"siem\"\nurl = \"https://hooks.company.com/hoop?t=1\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{lines}"
+            )
+        };
+        let config = parse(&hook("")).unwrap();
+        let siem = config.webhook("siem").unwrap();
+        assert_eq!(siem.events.len(), crate::delivery::EVENTS.len());
+        assert!(siem.include_command && !siem.allow_private);
+        assert_eq!(
+            (siem.give_up_after, siem.timeout),
+            (DEFAULT_GIVE_UP_AFTER, DEFAULT_WEBHOOK_TIMEOUT)
+        );
+        let some = parse(&hook(
+            "events = [\"access_request.approved\"]\ninclude_command = false\ngive_up_after = \"2h\"\n",
+        ))
+        .unwrap();
+        let some = some.webhook("siem").unwrap();
+        assert_eq!(
+            some.events.iter().collect::<Vec<_>>(),
+            ["access_request.approved"]
+        );
+        assert!(!some.include_command);
+        assert_eq!(some.give_up_after, Duration::from_secs(7200));
+
+        for (lines, message) in [
+            (
+                "events = [\"access_request.aproved\"]\n",
+                "hoop.toml:16: webhooks[0].events: \"access_request.aproved\" is not an event type",
+            ),
+            (
+                "give_up_after = \"90days\"\n",
+                "hoop.toml:16: webhooks[0].give_up_after: \"90days\" is too long",
+            ),
+            ("colour = \"red\"\n", "hoop.toml:16: unknown field `colour`"),
+        ] {
+            let err = parse(&hook(lines)).unwrap_err().to_string();
+            assert!(err.starts_with(message), "{err}");
+        }
+        let bad_url = parse(&hook("").replace(
+            "https://hooks.company.com/hoop?t=1",
+            "ftp://x/y?token=s3cret",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad_url
+                .starts_with("hoop.toml:14: webhooks[0].url: must be an http:// or https:// URL"),
+            "{bad_url}"
+        );
+        assert!(
+            !bad_url.contains("s3cret"),
+            "the URL may hold a token: {bad_url}"
+        );
+        let bad_secret =
+            parse(&hook("").replace("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_tooshort"))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            bad_secret
+                .starts_with("hoop.toml:15: webhooks[0].secret: webhook secret must be whsec_"),
+            "{bad_secret}"
+        );
+        assert!(!bad_secret.contains("tooshort"), "{bad_secret}");
+        let twice = parse(&(hook("") + &hook(""))).unwrap_err().to_string();
+        assert!(
+            twice.starts_with("hoop.toml:17: webhooks[1].name: duplicate webhook siem"),
+            "{twice}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_line() {
         let cases = [
             (
