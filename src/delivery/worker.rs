@@ -56,19 +56,21 @@ impl Worker {
 
     /// Delivers the next due delivery, if any: one step, for tests to drive without sleeping.
     pub async fn deliver_next(&self) -> Result<Step> {
-        match self.claim(1).await?.pop() {
-            Some(delivery) => self.attempt(delivery).await,
-            None => Ok(Step::Empty),
-        }
+        let Some(delivery) = self.claim(1).await?.pop() else {
+            return Ok(Step::Empty);
+        };
+        let (finished, step) = self.attempt(delivery).await?;
+        self.record(vec![finished]).await?;
+        Ok(step)
     }
 
-    /// Delivers until `stop` turns true: attempts run side by side (up to [`IN_FLIGHT`]), and the
-    /// worker sleeps while nothing is due, until a change is committed or a retry comes due.
+    /// Delivers until `stop` turns true: attempts run side by side (up to [`IN_FLIGHT`]), those
+    /// that finish together are recorded in one transaction, and the worker sleeps while nothing
+    /// is due, until a change is committed or a retry comes due.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let worker = Arc::new(self);
-        let mut in_flight = JoinSet::new();
-        let mut trouble =
-            crate::retry::backoff(Duration::from_millis(100), Duration::from_secs(10));
+        let mut in_flight: JoinSet<Result<(Finished, Step)>> = JoinSet::new();
+        let mut trouble = trouble_backoff();
         loop {
             let changes = worker.hoop.changes.clone();
             let woken = changes.deliveries().notified();
@@ -78,10 +80,7 @@ impl Worker {
             let claimed = if room > 0 {
                 match worker.claim(room as i64).await {
                     Ok(claimed) => {
-                        trouble = crate::retry::backoff(
-                            Duration::from_millis(100),
-                            Duration::from_secs(10),
-                        );
+                        trouble = trouble_backoff();
                         claimed
                     }
                     Err(e) => {
@@ -99,12 +98,7 @@ impl Worker {
             let found = !claimed.is_empty();
             for delivery in claimed {
                 let worker = worker.clone();
-                in_flight.spawn(async move {
-                    let id = delivery.id;
-                    if let Err(e) = worker.attempt(delivery).await {
-                        tracing::warn!(delivery = id, error = %e, "cannot record a delivery attempt; it is retried once its claim lapses");
-                    }
-                });
+                in_flight.spawn(async move { worker.attempt(delivery).await });
             }
             if found && in_flight.len() < IN_FLIGHT {
                 // More may be due right away.
@@ -112,7 +106,13 @@ impl Worker {
             }
             tokio::select! {
                 _ = &mut woken => {}
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    let mut batch = vec![done];
+                    while let Some(done) = in_flight.try_join_next() {
+                        batch.push(done);
+                    }
+                    worker.record_all(batch).await;
+                }
                 _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = stop.changed() => break,
             }
@@ -120,9 +120,48 @@ impl Worker {
         // Attempts under way get a moment to finish and be recorded; any still out then are
         // retried once their claim lapses.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while in_flight.join_next().await.is_some() {}
+            let mut batch = Vec::new();
+            while let Some(done) = in_flight.join_next().await {
+                batch.push(done);
+            }
+            worker.record_all(batch).await;
         })
         .await;
+    }
+
+    /// Records the attempts of a batch that could be made; one that could not (its notifier
+    /// failed to say, the clock could not be read) is retried once its claim lapses.
+    async fn record_all(
+        &self,
+        batch: Vec<std::result::Result<Result<(Finished, Step)>, tokio::task::JoinError>>,
+    ) {
+        let mut finished = Vec::with_capacity(batch.len());
+        for done in batch {
+            match done {
+                Ok(Ok((attempt, _))) => finished.push(attempt),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a delivery attempt failed; it is retried once its claim lapses")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a delivery attempt panicked; it is retried once its claim lapses")
+                }
+            }
+        }
+        let count = finished.len();
+        if let Err(e) = self.record(finished).await {
+            tracing::warn!(error = %e, attempts = count, "cannot record delivery attempts; they are retried once their claims lapse");
+        }
+    }
+
+    /// Records finished attempts in one transaction.
+    async fn record(&self, finished: Vec<Finished>) -> Result<()> {
+        let moved = self.hoop.store.finish_deliveries(&finished).await?;
+        for (finished, moved) in finished.iter().zip(moved) {
+            if !moved {
+                tracing::warn!(delivery = finished.delivery.id, destination = %finished.delivery.destination, "the claim lapsed before the attempt was recorded; another replica may repeat it");
+            }
+        }
+        Ok(())
     }
 
     /// Fans new events out, then claims up to `limit` due deliveries.
@@ -146,8 +185,8 @@ impl Worker {
         Ok(store.claim_deliveries(now, lease_until, limit).await?)
     }
 
-    /// Makes one attempt at `delivery` and records it with what follows.
-    async fn attempt(&self, delivery: Delivery) -> Result<Step> {
+    /// Makes one attempt at `delivery` and says what follows it, to be recorded.
+    async fn attempt(&self, delivery: Delivery) -> Result<(Finished, Step)> {
         let notifier = self.notifiers.iter().find(|n| n.kind() == delivery.kind);
         let address = notifier.and_then(|n| n.address_sha256(&delivery.destination));
         let started = Instant::now();
@@ -211,8 +250,7 @@ impl Worker {
             next,
             audit,
         };
-        self.hoop.store.finish_delivery(&finished).await?;
-        Ok(step)
+        Ok((finished, step))
     }
 
     /// How long to wait after failed attempt number `attempt`: exponentially longer (with jitter)
@@ -263,6 +301,11 @@ impl Worker {
             Next::Delivered | Next::RetryAt(_) => None,
         }
     }
+}
+
+/// Waits between failed claims (the database is unreachable): short at first, then longer.
+fn trouble_backoff() -> impl Iterator<Item = Duration> {
+    crate::retry::backoff(Duration::from_millis(100), Duration::from_secs(10))
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -191,10 +191,10 @@ pub trait Deliveries: Send + Sync {
         lease_until: Millis,
         limit: i64,
     ) -> StoreResult<Vec<Delivery>>;
-    /// Records an attempt and what follows it, with its audit event, in one transaction; the
-    /// delivery moves only while the claim still holds its lease (a slow replica whose lease
-    /// lapsed records its attempt and nothing more). Returns whether it moved.
-    async fn finish_delivery(&self, finished: &Finished) -> StoreResult<bool>;
+    /// Records attempts and what follows each, with their audit events, in one transaction; a
+    /// delivery moves only while its claim still holds its lease (a slow replica whose lease
+    /// lapsed records its attempt and nothing more). Returns whether each moved.
+    async fn finish_deliveries(&self, finished: &[Finished]) -> StoreResult<Vec<bool>>;
     /// Records an attempt that belongs to no delivery (a test ping).
     async fn record_attempt(
         &self,
@@ -432,73 +432,83 @@ macro_rules! delivery_store {
                 Ok(deliveries)
             }
 
-            async fn finish_delivery(&self, finished: &$crate::store::Finished) -> StoreResult<bool> {
+            async fn finish_deliveries(&self, finished: &[$crate::store::Finished]) -> StoreResult<Vec<bool>> {
                 use $crate::store::{DeliveryState, Next};
-                let delivery = &finished.delivery;
-                let attempt = &finished.attempt;
-                let (state, next_attempt_at, delivered_at) = match &finished.next {
-                    Next::Delivered => (DeliveryState::Delivered, None, Some(attempt.at)),
-                    Next::RetryAt(at) => (DeliveryState::Pending, Some(*at), None),
-                    Next::GiveUp => (DeliveryState::GivenUp, None, None),
-                    Next::Disable { .. } => (DeliveryState::Dropped, None, None),
-                };
-                let mut tx = self.pool.begin_with($write_begin).await?;
-                insert_attempt(
-                    &mut tx,
-                    Some(delivery.id),
-                    &delivery.kind,
-                    &delivery.destination,
-                    Some(&delivery.request_id),
-                    &delivery.event,
-                    delivery.attempt,
-                    attempt,
-                )
-                .await?;
-                let moved = sqlx::query(
-                    "update delivery set state = $3, next_attempt_at = coalesce($4, next_attempt_at), \
-                     lease_until = null, last_status = $5, last_error = $6, delivered_at = $7 \
-                     where id = $1 and lease_until = $2 and state = 'pending'",
-                )
-                .bind(delivery.id)
-                .bind(delivery.lease_until)
-                .bind(state.as_str())
-                .bind(next_attempt_at)
-                .bind(attempt.status)
-                .bind(&attempt.error)
-                .bind(delivered_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if moved {
-                    if let Next::Disable { reason, address_sha256 } = &finished.next {
-                        sqlx::query(
-                            "insert into destination_disabled (kind, destination, address_sha256, \
-                             disabled_at, reason) values ($1, $2, $3, $4, $5) on conflict do nothing",
-                        )
-                        .bind(&delivery.kind)
-                        .bind(&delivery.destination)
-                        .bind(address_sha256)
-                        .bind(attempt.at)
-                        .bind(reason)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "update delivery set state = 'dropped', lease_until = null, \
-                             last_error = $3 where kind = $1 and destination = $2 and state = 'pending'",
-                        )
-                        .bind(&delivery.kind)
-                        .bind(&delivery.destination)
-                        .bind(reason)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    if let Some((subject, entry)) = &finished.audit {
-                        append_audit_events(&mut tx, self.audit_key.as_ref(), &[(subject.as_str(), attempt.at, entry)]).await?;
-                    }
+                if finished.is_empty() {
+                    return Ok(Vec::new());
                 }
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                let mut moved_all = Vec::with_capacity(finished.len());
+                let mut audit = Vec::new();
+                for finished in finished {
+                    let delivery = &finished.delivery;
+                    let attempt = &finished.attempt;
+                    let (state, next_attempt_at, delivered_at) = match &finished.next {
+                        Next::Delivered => (DeliveryState::Delivered, None, Some(attempt.at)),
+                        Next::RetryAt(at) => (DeliveryState::Pending, Some(*at), None),
+                        Next::GiveUp => (DeliveryState::GivenUp, None, None),
+                        Next::Disable { .. } => (DeliveryState::Dropped, None, None),
+                    };
+                    insert_attempt(
+                        &mut tx,
+                        Some(delivery.id),
+                        &delivery.kind,
+                        &delivery.destination,
+                        Some(&delivery.request_id),
+                        &delivery.event,
+                        delivery.attempt,
+                        attempt,
+                    )
+                    .await?;
+                    let moved = sqlx::query(
+                        "update delivery set state = $3, next_attempt_at = coalesce($4, next_attempt_at), \
+                         lease_until = null, last_status = $5, last_error = $6, delivered_at = $7 \
+                         where id = $1 and lease_until = $2 and state = 'pending'",
+                    )
+                    .bind(delivery.id)
+                    .bind(delivery.lease_until)
+                    .bind(state.as_str())
+                    .bind(next_attempt_at)
+                    .bind(attempt.status)
+                    .bind(&attempt.error)
+                    .bind(delivered_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if moved {
+                        if let Next::Disable { reason, address_sha256 } = &finished.next {
+                            sqlx::query(
+                                "insert into destination_disabled (kind, destination, address_sha256, \
+                                 disabled_at, reason) values ($1, $2, $3, $4, $5) on conflict do nothing",
+                            )
+                            .bind(&delivery.kind)
+                            .bind(&delivery.destination)
+                            .bind(address_sha256)
+                            .bind(attempt.at)
+                            .bind(reason)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(
+                                "update delivery set state = 'dropped', lease_until = null, \
+                                 last_error = $3 where kind = $1 and destination = $2 and state = 'pending'",
+                            )
+                            .bind(&delivery.kind)
+                            .bind(&delivery.destination)
+                            .bind(reason)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        if let Some((subject, entry)) = &finished.audit {
+                            audit.push((subject.as_str(), attempt.at, entry));
+                        }
+                    }
+                    moved_all.push(moved);
+                }
+                // All of the batch's audit events with one bump of the chain's head.
+                append_audit_events(&mut tx, self.audit_key.as_ref(), &audit).await?;
                 tx.commit().await?;
-                Ok(moved)
+                Ok(moved_all)
             }
 
             async fn record_attempt(

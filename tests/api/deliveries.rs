@@ -86,7 +86,7 @@ async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Bac
                         audit: None,
                         delivery,
                     };
-                    assert!(store.finish_delivery(&finished).await.unwrap());
+                    assert_eq!(store.finish_deliveries(&[finished]).await.unwrap(), [true]);
                 }
             }
         }));
