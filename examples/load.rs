@@ -17,6 +17,7 @@ use hoopbot::client::Client;
 use hoopbot::config::Config;
 use hoopbot::service::Clock;
 use hoopbot::store::TokenSubject;
+use hoopbot::token::Operator;
 
 const REQUESTS: usize = 4000;
 const CONCURRENCY: usize = 32;
@@ -87,7 +88,7 @@ approval_groups = ["dba-team"]
     tokio::spawn(app.run(std::future::pending()));
     let token = |subject| {
         let hoop = hoop.clone();
-        async move { hoopbot::token::create(hoop.store.as_ref(), &subject, hoop.clock.now()).await }
+        async move { hoop.issue_token(&subject, &Operator::system()).await }
     };
     let alice = Client::new(
         &base,

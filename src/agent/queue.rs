@@ -104,7 +104,7 @@ impl JobQueue for LocalQueue {
             .start(EMBEDDED_AGENT, &job.id, &job.offer)
             .await
             .map_err(local)?;
-        Ok(self.0.config.server.job_lease)
+        Ok(self.0.job_lease())
     }
 
     async fn heartbeat(&self, id: &str) -> Result<(), QueueError> {

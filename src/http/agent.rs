@@ -73,8 +73,8 @@ pub struct JobReply {
 impl JobReply {
     fn new(hoop: &Hoop, job: Option<crate::domain::AccessRequest>) -> Json<JobReply> {
         Json(JobReply {
-            job: job.map(|j| AccessRequestView::new(j, &hoop.config.server.public_url)),
-            lease_s: hoop.config.server.job_lease.as_secs().max(1),
+            job: job.map(|j| AccessRequestView::new(j, hoop.public_url())),
+            lease_s: hoop.job_lease().as_secs().max(1),
             offer: None,
             offer_s: None,
         })

@@ -78,6 +78,7 @@ impl Clock {
 }
 
 mod deliveries;
+mod tokens;
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]
@@ -87,15 +88,19 @@ pub struct Submission {
     pub justification: Option<String>,
 }
 
-/// hoopbot's core: configuration, storage and wake-ups, shared by every surface.
+/// hoopbot's core: configuration, storage and wake-ups, shared by every surface. Surfaces reach
+/// the configuration and the store only through its use cases and the few readings below, so each
+/// new surface gets the same rules and audit trail.
 #[derive(Clone)]
 pub struct Hoop {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
+    config: Arc<Config>,
+    /// Within the crate only for the delivery worker, which is the core's own background work;
+    /// surfaces go through the use cases.
+    pub(crate) store: Arc<dyn Store>,
     pub changes: Arc<ChangeHub>,
     pub clock: Clock,
     /// The configured webhook endpoints, which the delivery worker and test pings send to.
-    pub(crate) webhooks: Arc<Webhooks>,
+    webhooks: Arc<Webhooks>,
 }
 
 impl Hoop {
@@ -116,12 +121,50 @@ impl Hoop {
 
     /// The configured user behind `email`, with their current groups.
     pub fn identity(&self, email: &str) -> Option<Identity> {
-        let user = self.config.user(email)?;
-        Some(Identity {
+        Some(self.identity_of(self.config.user(email)?))
+    }
+
+    /// Every configured user with their current groups, in config order.
+    pub fn users(&self) -> Vec<Identity> {
+        self.config
+            .users
+            .iter()
+            .map(|user| self.identity_of(user))
+            .collect()
+    }
+
+    fn identity_of(&self, user: &crate::config::UserConfig) -> Identity {
+        Identity {
             email: user.email.clone(),
             is_admin: user.groups.contains(&self.config.server.admin_group),
             groups: user.groups.clone(),
-        })
+        }
+    }
+
+    /// Where people reach this server; links to requests start with it.
+    pub fn public_url(&self) -> &str {
+        &self.config.server.public_url
+    }
+
+    /// How long an agent's claim on a job holds without a heartbeat.
+    pub fn job_lease(&self) -> Duration {
+        self.config.server.job_lease
+    }
+
+    /// This replica's change poll, which relays changes committed elsewhere (another replica or
+    /// process) to its waiters until `stop` turns true. It starts from the newest change committed
+    /// now, so start it before serving the first request.
+    pub async fn change_poll(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        let poll = crate::changes::ChangePoll::start(self.store.as_ref()).await?;
+        Ok(crate::changes::poll_forever(
+            poll,
+            self.store.clone(),
+            self.changes.clone(),
+            stop,
+        ))
     }
 
     /// Now, as every deadline, lease and decision time is measured: the database's clock on
@@ -586,7 +629,7 @@ impl Hoop {
     }
 
     fn lease_ms(&self) -> i64 {
-        millis(self.config.server.job_lease)
+        millis(self.job_lease())
     }
 
     /// The pickup timeout of connection `name` in milliseconds.
