@@ -92,9 +92,12 @@ approval_groups = ["dba-team"]
     };
     let alice = Client::new(
         &base,
-        &token(TokenSubject::User("alice@x.com".into())).await?,
+        &token(TokenSubject::User("alice@x.com".parse()?)).await?,
     );
-    let bob = Client::new(&base, &token(TokenSubject::User("bob@x.com".into())).await?);
+    let bob = Client::new(
+        &base,
+        &token(TokenSubject::User("bob@x.com".parse()?)).await?,
+    );
     let agent = Client::new(&base, &token(TokenSubject::Agent("bench".into())).await?);
 
     // Phase 1: decision throughput.
@@ -147,10 +150,9 @@ approval_groups = ["dba-team"]
             .id;
         let waiting = {
             let agent = agent.clone();
+            let handoff = "handoff".parse()?;
             tokio::spawn(async move {
-                let job = agent
-                    .claim(&["handoff".into()], Duration::from_secs(10))
-                    .await;
+                let job = agent.claim(&[handoff], Duration::from_secs(10)).await;
                 (Instant::now(), job)
             })
         };

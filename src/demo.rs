@@ -117,7 +117,9 @@ pub async fn prepare_target(config: &Config) -> anyhow::Result<()> {
     use sqlx::Connection;
     use std::str::FromStr;
     let Some(url) = config
-        .connection("demo-db")
+        .connections
+        .iter()
+        .find(|c| c.name.as_str() == "demo-db")
         .and_then(|c| c.target.url.as_ref())
         .map(|url| url.expose_secret().to_string())
     else {
@@ -152,7 +154,7 @@ pub async fn fresh_tokens(hoop: &Hoop) -> anyhow::Result<Vec<(String, String)>> 
         hoop.revoke_tokens(Revocation::Subject(subject.clone()), &by)
             .await?;
         let secret = hoop.issue_token(&subject, &by).await?;
-        tokens.push((user.email, secret));
+        tokens.push((user.email.to_string(), secret));
     }
     Ok(tokens)
 }

@@ -11,6 +11,7 @@ use crate::app::{App, open_store, redact, shutdown_signal};
 use crate::audit::{AuditEvent, ChainError, Checkpoint, Head};
 use crate::changes::ChangeHub;
 use crate::config::Config;
+use crate::domain::Email;
 use crate::service::{Clock, Hoop};
 use crate::store::{Store, TokenSubject};
 use crate::token::{Operator, Revocation};
@@ -163,7 +164,7 @@ pub async fn migrate(source: ConfigSource) -> anyhow::Result<ExitCode> {
 
 pub async fn create_token(
     source: ConfigSource,
-    email: Option<String>,
+    email: Option<Email>,
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let subject = match (email, agent) {
@@ -185,7 +186,7 @@ pub async fn revoke_tokens(
     source: ConfigSource,
     token: Option<String>,
     id: Option<String>,
-    user: Option<String>,
+    user: Option<Email>,
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let which = match (token, id, user, agent) {
@@ -225,8 +226,8 @@ pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
     );
     for token in hoop.tokens().await? {
         let (kind, subject) = match &token.subject {
-            TokenSubject::User(email) => ("user", email),
-            TokenSubject::Agent(name) => ("agent", name),
+            TokenSubject::User(email) => ("user", email.as_str()),
+            TokenSubject::Agent(name) => ("agent", name.as_str()),
         };
         let revoked = token
             .revoked_at

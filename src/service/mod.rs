@@ -14,8 +14,8 @@ use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::delivery::Webhooks;
 use crate::domain::{
-    self, AccessRequest, Admission, Decision, DecisionError, ExecutionResult, Identity, Millis,
-    Outcome, Rejection, Status, Surface,
+    self, AccessRequest, Admission, ConnectionName, Decision, DecisionError, Email,
+    ExecutionResult, Identity, Millis, Outcome, Rejection, Status, Surface,
 };
 use crate::error::{Error, Result};
 use crate::store::{
@@ -83,7 +83,7 @@ mod tokens;
 /// A new command as submitted.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    pub connection: String,
+    pub connection: ConnectionName,
     pub command: String,
     pub justification: Option<String>,
 }
@@ -120,7 +120,7 @@ impl Hoop {
     }
 
     /// The configured user behind `email`, with their current groups.
-    pub fn identity(&self, email: &str) -> Option<Identity> {
+    pub fn identity(&self, email: &Email) -> Option<Identity> {
         Some(self.identity_of(self.config.user(email)?))
     }
 
@@ -190,7 +190,7 @@ impl Hoop {
         let connection = self.config.connection(&input.connection).ok_or_else(|| {
             Error::NotFound(format!(
                 "connection {:?} not found; known connections: {}",
-                input.connection,
+                input.connection.as_str(),
                 self.config
                     .connections
                     .iter()
@@ -222,10 +222,10 @@ impl Hoop {
             i64::try_from(connection.policy.timeout.as_millis()).unwrap_or(i64::MAX / 2);
         let mut new = NewRequest {
             id: uuid::Uuid::now_v7().to_string(),
-            connection: connection.name.clone(),
+            connection: connection.name.to_string(),
             command: input.command,
             command_sha256: sha256.clone(),
-            requester: requester.email.clone(),
+            requester: requester.email.to_string(),
             justification,
             status: Status::Pending,
             created_at: now,
@@ -235,7 +235,7 @@ impl Hoop {
         };
         let mut audit = vec![AuditEntry {
             kind: AuditKind::Created,
-            actor: requester.email.clone(),
+            actor: requester.email.to_string(),
             channel,
             detail: json!({
                 "connection": new.connection,
@@ -430,7 +430,7 @@ impl Hoop {
             .config
             .connections
             .iter()
-            .map(|c| (c.name.clone(), now - millis(c.pickup_timeout)))
+            .map(|c| (c.name.to_string(), now - millis(c.pickup_timeout)))
             .collect();
         let unpicked = Overdue::Unpicked {
             cutoffs,
@@ -490,8 +490,12 @@ impl Hoop {
 
     /// The connections agent `agent` may claim jobs of: those the config assigns to it, or the
     /// ones it `asked` for, each of which must be assigned to it.
-    pub fn connections_for(&self, agent: &str, asked: Option<Vec<String>>) -> Result<Vec<String>> {
-        let assigned: Vec<String> = self
+    pub fn connections_for(
+        &self,
+        agent: &str,
+        asked: Option<Vec<ConnectionName>>,
+    ) -> Result<Vec<ConnectionName>> {
+        let assigned: Vec<ConnectionName> = self
             .config
             .connections
             .iter()
@@ -503,7 +507,8 @@ impl Hoop {
         };
         if let Some(other) = asked.iter().find(|c| !assigned.contains(c)) {
             return Err(Error::Forbidden(format!(
-                "connection {other:?} is not assigned to agent {agent} in the server's config"
+                "connection {:?} is not assigned to agent {agent} in the server's config",
+                other.as_str()
             )));
         }
         Ok(asked)
@@ -542,7 +547,7 @@ impl Hoop {
         &self,
         agent: &str,
         token_sha256: Option<&str>,
-        connections: &[String],
+        connections: &[ConnectionName],
         timeout: Duration,
     ) -> Result<Option<AccessRequest>> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -556,7 +561,7 @@ impl Hoop {
                 token_sha256: token_sha256.map(str::to_string),
                 connections: connections
                     .iter()
-                    .map(|name| (name.clone(), now - self.pickup_ms(name)))
+                    .map(|name| (name.to_string(), now - self.pickup_ms(name)))
                     .collect(),
                 now,
                 offer: hex::encode(rand::random::<[u8; 16]>()),
@@ -633,7 +638,7 @@ impl Hoop {
     }
 
     /// The pickup timeout of connection `name` in milliseconds.
-    fn pickup_ms(&self, name: &str) -> i64 {
+    fn pickup_ms(&self, name: &ConnectionName) -> i64 {
         millis(
             self.config
                 .connection(name)
@@ -800,7 +805,7 @@ fn decision_change(
     }
     let audit = |kind: AuditKind, detail| AuditEntry {
         kind,
-        actor: actor.email.clone(),
+        actor: actor.email.to_string(),
         channel,
         detail,
     };
@@ -811,7 +816,7 @@ fn decision_change(
                 .push(audit(AuditKind::GroupApproved, json!({ "group": group })));
             change.group_approval = Some(GroupDecision {
                 group,
-                by: actor.email.clone(),
+                by: actor.email.to_string(),
                 via: channel.as_str().to_string(),
             });
             if completes {
@@ -833,7 +838,7 @@ fn decision_change(
             change.status = Some(Status::Rejected);
             change.decided_at = Some(now);
             change.rejection = Some(Rejection {
-                by: actor.email.clone(),
+                by: actor.email.to_string(),
                 reason,
                 at: now,
                 via: channel.as_str().to_string(),

@@ -178,7 +178,7 @@ async fn an_offer_nobody_starts_returns_to_approved_and_then_runs_once(backend: 
     // The server's own agent drops its claim the same way when it stops mid-claim: a claim
     // future dropped after the offer committed leaves the job approved, to return at the lapse.
     let second = approved(&app, "counter", "insert into runs values (2, 1)").await;
-    let connections = ["counter".to_string()];
+    let connections = ["counter".parse().unwrap()];
     let claimed = app
         .hoop
         .claim("racer", None, &connections, Duration::ZERO)
@@ -370,7 +370,7 @@ async fn a_revoked_token_gets_no_job_even_while_its_long_poll_waits(backend: Bac
         hoop.claim(
             "racer",
             Some(&digest),
-            &["counter".to_string()],
+            &["counter".parse().unwrap()],
             Duration::from_secs(30),
         )
         .await

@@ -273,7 +273,7 @@ impl TestApp {
         for (email, _) in USERS {
             let token = hoopbot::token::create(
                 app.store().await.as_ref(),
-                &TokenSubject::User(email.to_string()),
+                &TokenSubject::User(email.parse().unwrap()),
                 app.hoop.clock.now(),
             )
             .await
@@ -332,13 +332,16 @@ impl TestApp {
         .unwrap()
     }
 
-    /// An agent talking HTTP to this server as `name`, running `targets`.
+    /// An agent talking HTTP to this server as `name`, running `targets` (by connection name).
     pub async fn agent(
         &self,
         name: &str,
         targets: Vec<(String, hoopbot::config::ConnectionTarget)>,
     ) -> hoopbot::agent::Agent {
         let client = hoopbot::client::Client::new(&self.url(""), &self.agent_token(name).await);
+        let targets = targets
+            .into_iter()
+            .map(|(name, target)| (name.parse().expect("a connection name"), target));
         hoopbot::agent::Agent::new(Arc::new(hoopbot::agent::HttpQueue(client)), targets)
     }
 

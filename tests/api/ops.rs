@@ -59,7 +59,7 @@ impl Server {
     }
 
     async fn token(&self, email: &str) -> String {
-        let subject = TokenSubject::User(email.into());
+        let subject = TokenSubject::User(email.parse().unwrap());
         hoopbot::token::create(self.store.as_ref(), &subject, Clock::system().now())
             .await
             .unwrap()
@@ -225,7 +225,7 @@ async fn the_demo_revokes_its_earlier_tokens_at_each_start() {
         );
         assert_eq!(
             store.find_token(&digest(new)).await.unwrap(),
-            Some(TokenSubject::User(email.clone()))
+            Some(TokenSubject::User(email.parse().unwrap()))
         );
     }
     let tokens = store.list_tokens().await.unwrap();

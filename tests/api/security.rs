@@ -41,7 +41,7 @@ async fn a_revoked_token_stops_working_on_every_replica(backend: Backend) {
         .hoop
         .revoke_tokens(
             hoopbot::token::Revocation::Subject(hoopbot::store::TokenSubject::User(
-                "bob@x.com".into(),
+                "bob@x.com".parse().unwrap(),
             )),
             &hoopbot::token::Operator::system(),
         )
