@@ -17,6 +17,7 @@ use hoopbot::client::Client;
 use hoopbot::config::Config;
 use hoopbot::service::Clock;
 use hoopbot::store::TokenSubject;
+use hoopbot::token::Operator;
 
 const REQUESTS: usize = 4000;
 const CONCURRENCY: usize = 32;
@@ -87,13 +88,16 @@ approval_groups = ["dba-team"]
     tokio::spawn(app.run(std::future::pending()));
     let token = |subject| {
         let hoop = hoop.clone();
-        async move { hoopbot::token::create(hoop.store.as_ref(), &subject, hoop.clock.now()).await }
+        async move { hoop.issue_token(&subject, &Operator::system()).await }
     };
     let alice = Client::new(
         &base,
-        &token(TokenSubject::User("alice@x.com".into())).await?,
+        &token(TokenSubject::User("alice@x.com".parse()?)).await?,
     );
-    let bob = Client::new(&base, &token(TokenSubject::User("bob@x.com".into())).await?);
+    let bob = Client::new(
+        &base,
+        &token(TokenSubject::User("bob@x.com".parse()?)).await?,
+    );
     let agent = Client::new(&base, &token(TokenSubject::Agent("bench".into())).await?);
 
     // Phase 1: decision throughput.
@@ -146,10 +150,9 @@ approval_groups = ["dba-team"]
             .id;
         let waiting = {
             let agent = agent.clone();
+            let handoff = "handoff".parse()?;
             tokio::spawn(async move {
-                let job = agent
-                    .claim(&["handoff".into()], Duration::from_secs(10))
-                    .await;
+                let job = agent.claim(&[handoff], Duration::from_secs(10)).await;
                 (Instant::now(), job)
             })
         };

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::agent::{Agent, LocalQueue};
 use crate::audit::AuditKey;
-use crate::changes::{ChangeHub, ChangePoll};
+use crate::changes::ChangeHub;
 use crate::config::{Config, EMBEDDED_AGENT};
 use crate::service::{Clock, Hoop};
 use crate::store::{self, Store};
@@ -29,6 +29,9 @@ const HEAD_BUFFER_BYTES: usize = 1024 * 1024;
 
 pub struct App {
     pub hoop: Hoop,
+    /// The config the service was built from; the HTTP server and the embedded agent take their
+    /// settings from it.
+    config: Arc<Config>,
     listener: TcpListener,
     sweep_interval: Option<Duration>,
     embedded_agent: bool,
@@ -52,7 +55,8 @@ impl App {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let hoop = Hoop::new(Arc::new(config), store, changes, clock)?;
+        let config = Arc::new(config);
+        let hoop = Hoop::new(config.clone(), store, changes, clock)?;
         let skew = hoop
             .clock_skew()
             .await
@@ -62,6 +66,7 @@ impl App {
         }
         Ok(App {
             hoop,
+            config,
             listener,
             sweep_interval: Some(SWEEP_INTERVAL),
             embedded_agent: true,
@@ -107,18 +112,15 @@ impl App {
             .map(|every| tokio::spawn(sweep_forever(self.hoop.clone(), every, stop_rx.clone())));
         // Started before the first request is served, so every change a waiter could miss
         // comes after the poll's starting point.
-        let poll = ChangePoll::start(self.hoop.store.as_ref())
-            .await
-            .context("cannot read the latest change")?;
-        let change_poll = tokio::spawn(crate::changes::poll_forever(
-            poll,
-            self.hoop.store.clone(),
-            self.hoop.changes.clone(),
-            stop_rx.clone(),
-        ));
+        let change_poll = tokio::spawn(
+            self.hoop
+                .change_poll(stop_rx.clone())
+                .await
+                .context("cannot read the latest change")?,
+        );
         let agent = self
             .embedded_agent
-            .then(|| embedded_agent(&self.hoop))
+            .then(|| embedded_agent(&self.config, &self.hoop))
             .flatten()
             .map(|agent| {
                 let stop = stop_rx.clone();
@@ -131,8 +133,8 @@ impl App {
         let deliveries = self
             .deliveries
             .then(|| tokio::spawn(self.hoop.delivery_worker().run(stop_rx.clone())));
-        let server = &self.hoop.config.server;
-        let router = crate::http::router(self.hoop.clone(), server.body_read_timeout);
+        let server = &self.config.server;
+        let router = crate::http::router(self.hoop.clone(), &self.config);
         let changes = self.hoop.changes.clone();
         let (header_read_timeout, max_connections) =
             (server.header_read_timeout, server.max_connections);
@@ -302,9 +304,8 @@ pub(crate) async fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 }
 
 /// The agent for connections this server runs itself (`agent = "embedded"`), if it has any.
-fn embedded_agent(hoop: &Hoop) -> Option<Agent> {
-    let targets: Vec<_> = hoop
-        .config
+fn embedded_agent(config: &Config, hoop: &Hoop) -> Option<Agent> {
+    let targets: Vec<_> = config
         .connections
         .iter()
         .filter(|c| c.agent.as_deref() == Some(EMBEDDED_AGENT))

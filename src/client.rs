@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::domain::ExecutionResult;
+use crate::domain::{ConnectionName, ExecutionResult};
 use crate::view::{AccessRequestView, AttemptPage, Page, PingView, WebhookView};
 
 #[derive(Debug, thiserror::Error)]
@@ -333,7 +333,11 @@ impl Client {
 
     // ---- the agent protocol ----
 
-    pub async fn claim(&self, connections: &[String], wait: Duration) -> ClientResult<JobReply> {
+    pub async fn claim(
+        &self,
+        connections: &[ConnectionName],
+        wait: Duration,
+    ) -> ClientResult<JobReply> {
         let body = json!({ "connections": connections, "timeout_s": wait.as_secs() });
         self.call(
             Method::POST,

@@ -11,7 +11,7 @@ use crate::audit::AuditKey;
 use crate::config::Config;
 use crate::service::Hoop;
 use crate::store::TokenSubject;
-use crate::token::{self, Operator, Revocation};
+use crate::token::{Operator, Revocation};
 
 /// The demo's configuration. Also a readable example of the config format.
 pub const CONFIG: &str = r#"
@@ -117,7 +117,9 @@ pub async fn prepare_target(config: &Config) -> anyhow::Result<()> {
     use sqlx::Connection;
     use std::str::FromStr;
     let Some(url) = config
-        .connection("demo-db")
+        .connections
+        .iter()
+        .find(|c| c.name.as_str() == "demo-db")
         .and_then(|c| c.target.url.as_ref())
         .map(|url| url.expose_secret().to_string())
     else {
@@ -146,26 +148,20 @@ pub async fn prepare_target(config: &Config) -> anyhow::Result<()> {
 /// this start work. Returns (email, token) per user, in config order.
 pub async fn fresh_tokens(hoop: &Hoop) -> anyhow::Result<Vec<(String, String)>> {
     let by = Operator::system();
-    let now = hoop.clock.now();
     let mut tokens = Vec::new();
-    for user in &hoop.config.users {
+    for user in hoop.users() {
         let subject = TokenSubject::User(user.email.clone());
-        token::revoke(
-            hoop.store.as_ref(),
-            Revocation::Subject(subject.clone()),
-            &by,
-            now,
-        )
-        .await?;
-        let secret = token::issue(hoop.store.as_ref(), &subject, &by, now).await?;
-        tokens.push((user.email.clone(), secret));
+        hoop.revoke_tokens(Revocation::Subject(subject.clone()), &by)
+            .await?;
+        let secret = hoop.issue_token(&subject, &by).await?;
+        tokens.push((user.email.to_string(), secret));
     }
     Ok(tokens)
 }
 
 /// Issues fresh tokens for every demo user and prints how to use them.
 pub async fn announce(hoop: &Hoop) -> anyhow::Result<()> {
-    let url = &hoop.config.server.public_url;
+    let url = hoop.public_url();
     let mut lines = vec![
         String::new(),
         format!(
@@ -175,7 +171,7 @@ pub async fn announce(hoop: &Hoop) -> anyhow::Result<()> {
         "API tokens (new each start, earlier ones revoked; only their hashes are stored):"
             .to_string(),
     ];
-    for ((email, token), user) in fresh_tokens(hoop).await?.iter().zip(&hoop.config.users) {
+    for ((email, token), user) in fresh_tokens(hoop).await?.iter().zip(hoop.users()) {
         let var = email.split('@').next().unwrap_or("user").to_uppercase();
         let groups = user.groups.iter().cloned().collect::<Vec<_>>().join(", ");
         lines.push(format!("  export {var}={token}   # {email} [{groups}]"));

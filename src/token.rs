@@ -1,8 +1,10 @@
 //! API and agent tokens. A token is shown once when created; only its SHA-256 is stored.
 //!
-//! Issuing and revoking go through [`issue`] and [`revoke`], which record who did it in the audit
-//! trail. Token events are not about a request: their `request_id` is `token:<id>`, where the id is
-//! the first [`ID_LEN`] hex digits of the token's SHA-256 (never the token itself).
+//! Issuing and revoking are use cases of the service ([`crate::service::Hoop::issue_token`] and
+//! [`crate::service::Hoop::revoke_tokens`]), built on `issue` and `revoke` here, which record who
+//! did it in the audit trail. Token events are not about a request: their `request_id` is
+//! `token:<id>`, where the id is the first [`ID_LEN`] hex digits of the token's SHA-256 (never the
+//! token itself).
 
 use rand::RngCore;
 
@@ -42,8 +44,8 @@ impl Operator {
 
     fn entry(&self, kind: AuditKind, subject: &TokenSubject, digest: &str) -> AuditEntry {
         let (subject_kind, name) = match subject {
-            TokenSubject::User(email) => ("user", email),
-            TokenSubject::Agent(name) => ("agent", name),
+            TokenSubject::User(email) => ("user", email.as_str()),
+            TokenSubject::Agent(name) => ("agent", name.as_str()),
         };
         AuditEntry {
             kind,
@@ -59,7 +61,8 @@ impl Operator {
 }
 
 /// Creates a token for `subject` and returns it in clear text, the only time it exists as such.
-/// Records no audit event: for test fixtures. Operators' tokens go through [`issue`].
+/// Records no audit event: for test fixtures. Operators' tokens go through `issue`, by way of
+/// the service.
 pub async fn create(store: &dyn Store, subject: &TokenSubject, now: Millis) -> StoreResult<String> {
     let token = generate();
     store.insert_token(&digest(&token), subject, now).await?;
@@ -69,7 +72,7 @@ pub async fn create(store: &dyn Store, subject: &TokenSubject, now: Millis) -> S
 /// Creates a token for `subject` on behalf of `by`, with a `token_created` audit event, and
 /// returns it in clear text. If the event cannot be recorded, the token is revoked again, so no
 /// token is ever usable without its trace.
-pub async fn issue(
+pub(crate) async fn issue(
     store: &dyn Store,
     subject: &TokenSubject,
     by: &Operator,
@@ -101,7 +104,7 @@ pub enum Revocation {
 
 /// Revokes the tokens `which` names on behalf of `by`, with a `token_revoked` audit event for each,
 /// and returns the ones that were still active.
-pub async fn revoke(
+pub(crate) async fn revoke(
     store: &dyn Store,
     which: Revocation,
     by: &Operator,

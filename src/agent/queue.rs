@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::worker::{Job, JobQueue, QueueError};
 use crate::client::{Client, ClientError};
 use crate::config::EMBEDDED_AGENT;
-use crate::domain::{AccessRequest, ExecutionResult};
+use crate::domain::{AccessRequest, ConnectionName, ExecutionResult};
 use crate::error::Error;
 use crate::service::Hoop;
 
@@ -26,7 +26,7 @@ fn remote(e: ClientError) -> QueueError {
 impl JobQueue for HttpQueue {
     async fn claim(
         &self,
-        connections: &[String],
+        connections: &[ConnectionName],
         wait: Duration,
     ) -> Result<Option<Job>, QueueError> {
         let reply = self.0.claim(connections, wait).await.map_err(remote)?;
@@ -88,7 +88,7 @@ fn job(request: AccessRequest) -> Job {
 impl JobQueue for LocalQueue {
     async fn claim(
         &self,
-        connections: &[String],
+        connections: &[ConnectionName],
         wait: Duration,
     ) -> Result<Option<Job>, QueueError> {
         let claimed = self
@@ -104,7 +104,7 @@ impl JobQueue for LocalQueue {
             .start(EMBEDDED_AGENT, &job.id, &job.offer)
             .await
             .map_err(local)?;
-        Ok(self.0.config.server.job_lease)
+        Ok(self.0.job_lease())
     }
 
     async fn heartbeat(&self, id: &str) -> Result<(), QueueError> {

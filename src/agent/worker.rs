@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::executor;
 use crate::config::ConnectionTarget;
-use crate::domain::{self, ExecutionResult};
+use crate::domain::{self, ConnectionName, ExecutionResult};
 
 /// How long one claim request waits for a job before asking again.
 const CLAIM_WAIT: Duration = Duration::from_secs(25);
@@ -52,7 +52,7 @@ pub trait JobQueue: Send + Sync {
     /// Waits up to `wait` for a job of `connections`; returns it offered, not yet started.
     async fn claim(
         &self,
-        connections: &[String],
+        connections: &[ConnectionName],
         wait: Duration,
     ) -> Result<Option<Job>, QueueError>;
     /// Starts an offered job; returns its lease. Refused when the offer is gone.
@@ -71,13 +71,13 @@ enum Report {
 /// Runs the jobs of the connections it has targets for.
 pub struct Agent {
     queue: Arc<dyn JobQueue>,
-    targets: BTreeMap<String, ConnectionTarget>,
+    targets: BTreeMap<ConnectionName, ConnectionTarget>,
 }
 
 impl Agent {
     pub fn new(
         queue: Arc<dyn JobQueue>,
-        targets: impl IntoIterator<Item = (String, ConnectionTarget)>,
+        targets: impl IntoIterator<Item = (ConnectionName, ConnectionTarget)>,
     ) -> Agent {
         Agent {
             queue,
@@ -85,7 +85,7 @@ impl Agent {
         }
     }
 
-    pub fn connections(&self) -> Vec<String> {
+    pub fn connections(&self) -> Vec<ConnectionName> {
         self.targets.keys().cloned().collect()
     }
 
@@ -157,7 +157,7 @@ impl Agent {
             self.deliver(&job.id, Report::Refused(reason), lease).await;
             return;
         }
-        let Some(target) = self.targets.get(&job.connection) else {
+        let Some(target) = self.targets.get(job.connection.as_str()) else {
             let reason = format!("this agent has no connection named {}", job.connection);
             self.deliver(&job.id, Report::Refused(reason), lease).await;
             return;
@@ -317,7 +317,11 @@ mod tests {
 
     #[async_trait]
     impl JobQueue for FakeQueue {
-        async fn claim(&self, _: &[String], _: Duration) -> Result<Option<Job>, QueueError> {
+        async fn claim(
+            &self,
+            _: &[ConnectionName],
+            _: Duration,
+        ) -> Result<Option<Job>, QueueError> {
             let job = self.job.lock().unwrap().take();
             if let Some(stop) = &self.stop_on_claim {
                 stop.send_replace(true);
@@ -358,7 +362,7 @@ mod tests {
             max_output_bytes: 1 << 20,
             env: Default::default(),
         };
-        Agent::new(queue, [("box".to_string(), target)])
+        Agent::new(queue, [(ConnectionName::parse("box").unwrap(), target)])
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use anyhow::Context;
 use super::follow::{Output, RawArg, finish, follow};
 use super::remote;
 use crate::display::single_line;
+use crate::domain::ConnectionName;
 
 #[derive(clap::Args)]
 #[command(
@@ -17,7 +18,7 @@ use crate::display::single_line;
 )]
 pub struct ExecArgs {
     /// The connection to run on
-    connection: String,
+    connection: ConnectionName,
     /// The command text
     #[arg(
         short = 'i',
@@ -46,7 +47,11 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let command = read_command(&args)?;
     let client = remote::client()?;
     let request = client
-        .submit(&args.connection, &command, args.justification.as_deref())
+        .submit(
+            args.connection.as_str(),
+            &command,
+            args.justification.as_deref(),
+        )
         .await?;
     if args.no_wait {
         outln!(

@@ -125,7 +125,7 @@ enum TokenCommand {
     Create {
         /// The user (email, as in the config) the token acts as
         #[arg(required_unless_present = "agent", conflicts_with = "agent")]
-        email: Option<String>,
+        email: Option<crate::domain::Email>,
         /// Create a token for the connection agent NAME instead
         #[arg(long, value_name = "NAME")]
         agent: Option<String>,
@@ -143,7 +143,7 @@ enum TokenCommand {
         id: Option<String>,
         /// Revoke every token of this user
         #[arg(long, value_name = "EMAIL")]
-        user: Option<String>,
+        user: Option<crate::domain::Email>,
         /// Revoke every token of this agent
         #[arg(long, value_name = "NAME")]
         agent: Option<String>,

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use super::follow::{Output, RawArg, finish, follow};
 use super::remote;
 use crate::display::{self, single_line};
+use crate::domain::{ConnectionName, Email};
 use crate::store::DeliveryState;
 use crate::view::{AccessRequestView, DeliveryView, GroupViewStatus};
 
@@ -19,10 +20,10 @@ pub enum RequestsCommand {
         status: Option<String>,
         /// Only this connection
         #[arg(long)]
-        connection: Option<String>,
+        connection: Option<ConnectionName>,
         /// Only this requester (email)
         #[arg(long)]
-        requester: Option<String>,
+        requester: Option<Email>,
         /// How many requests to list (newest first; at most 200)
         #[arg(long, default_value_t = 20)]
         limit: u32,
@@ -76,8 +77,11 @@ pub async fn run(command: RequestsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let query = [
                 ("status", status.unwrap_or_default()),
-                ("connection", connection.unwrap_or_default()),
-                ("requester", requester.unwrap_or_default()),
+                (
+                    "connection",
+                    connection.map(String::from).unwrap_or_default(),
+                ),
+                ("requester", requester.map(String::from).unwrap_or_default()),
                 ("limit", limit.to_string()),
             ];
             let query: Vec<(&str, String)> =

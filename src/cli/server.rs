@@ -11,7 +11,8 @@ use crate::app::{App, open_store, redact, shutdown_signal};
 use crate::audit::{AuditEvent, ChainError, Checkpoint, Head};
 use crate::changes::ChangeHub;
 use crate::config::Config;
-use crate::service::Clock;
+use crate::domain::Email;
+use crate::service::{Clock, Hoop};
 use crate::store::{Store, TokenSubject};
 use crate::token::{Operator, Revocation};
 
@@ -58,10 +59,27 @@ async fn open(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn Store>)> 
 }
 
 async fn open_with(config: Config, path: PathBuf) -> anyhow::Result<(Config, Arc<dyn Store>)> {
+    let store = open_store_of(&config, &path, ChangeHub::new()).await?;
+    Ok((config, store))
+}
+
+async fn open_store_of(
+    config: &Config,
+    path: &Path,
+    changes: Arc<ChangeHub>,
+) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.server.database_url.expose_secret();
     sayln!("config {}, database {}", path.display(), redact(url));
-    let store = open_store(url, ChangeHub::new(), config.server.audit_key.clone()).await?;
-    Ok((config, store))
+    open_store(url, changes, config.server.audit_key.clone()).await
+}
+
+/// The service over the database of the config from `source`, for the commands that act through
+/// its use cases (the token commands) without a running server.
+async fn open_hoop(source: ConfigSource) -> anyhow::Result<Hoop> {
+    let (config, path) = required_config(source)?;
+    let changes = ChangeHub::new();
+    let store = open_store_of(&config, &path, changes.clone()).await?;
+    Hoop::new(Arc::new(config), store, changes, Clock::system())
 }
 
 /// Like [`open`], but refuses a SQLite database that does not exist yet instead of creating it:
@@ -130,7 +148,7 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if demo {
         crate::demo::announce(&app.hoop).await?;
     }
-    tracing::info!(address = %app.local_addr(), public_url = %app.hoop.config.server.public_url, "hoopbot listening");
+    tracing::info!(address = %app.local_addr(), public_url = %app.hoop.public_url(), "hoopbot listening");
     app.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -146,30 +164,16 @@ pub async fn migrate(source: ConfigSource) -> anyhow::Result<ExitCode> {
 
 pub async fn create_token(
     source: ConfigSource,
-    email: Option<String>,
+    email: Option<Email>,
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let (config, store) = open(source).await?;
     let subject = match (email, agent) {
-        (_, Some(agent)) if agent == crate::config::EMBEDDED_AGENT => anyhow::bail!(
-            "the agent name {agent} is reserved for the connections `hoop serve` runs itself; choose another name"
-        ),
         (_, Some(agent)) => TokenSubject::Agent(agent),
-        (Some(email), None) => {
-            let user = config.user(&email).with_context(|| {
-                format!("{email} is not a user in the config; add it under [[users]] first")
-            })?;
-            TokenSubject::User(user.email.clone())
-        }
+        (Some(email), None) => TokenSubject::User(email),
         (None, None) => anyhow::bail!("give an EMAIL or --agent NAME"),
     };
-    let token = crate::token::issue(
-        store.as_ref(),
-        &subject,
-        &Operator::cli(),
-        Clock::system().now(),
-    )
-    .await?;
+    let hoop = open_hoop(source).await?;
+    let token = hoop.issue_token(&subject, &Operator::cli()).await?;
     outln!("{token}");
     sayln!(
         "Store this token now: it is not shown again. Its id is {}.",
@@ -182,7 +186,7 @@ pub async fn revoke_tokens(
     source: ConfigSource,
     token: Option<String>,
     id: Option<String>,
-    user: Option<String>,
+    user: Option<Email>,
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let which = match (token, id, user, agent) {
@@ -194,14 +198,8 @@ pub async fn revoke_tokens(
             anyhow::bail!("give a TOKEN, --id ID, --user EMAIL or --agent NAME")
         }
     };
-    let (_, store) = open(source).await?;
-    let revoked = crate::token::revoke(
-        store.as_ref(),
-        which,
-        &Operator::cli(),
-        Clock::system().now(),
-    )
-    .await?;
+    let hoop = open_hoop(source).await?;
+    let revoked = hoop.revoke_tokens(which, &Operator::cli()).await?;
     if revoked.is_empty() {
         sayln!("No active token matched; nothing was revoked.");
         return Ok(ExitCode::FAILURE);
@@ -218,7 +216,7 @@ pub async fn revoke_tokens(
 }
 
 pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
-    let (_, store) = open(source).await?;
+    let hoop = open_hoop(source).await?;
     outln!(
         "{:<12} {:<6} {:<32} {:<25} REVOKED",
         "ID",
@@ -226,10 +224,10 @@ pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
         "SUBJECT",
         "CREATED"
     );
-    for token in store.list_tokens().await? {
+    for token in hoop.tokens().await? {
         let (kind, subject) = match &token.subject {
-            TokenSubject::User(email) => ("user", email),
-            TokenSubject::Agent(name) => ("agent", name),
+            TokenSubject::User(email) => ("user", email.as_str()),
+            TokenSubject::Agent(name) => ("agent", name.as_str()),
         };
         let revoked = token
             .revoked_at

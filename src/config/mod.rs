@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::audit::AuditKey;
-use crate::domain::Policy;
+use crate::domain::{ConnectionName, Email, Policy};
 
 mod raw;
 mod validate;
@@ -115,7 +115,7 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub struct UserConfig {
-    pub email: String,
+    pub email: Email,
     pub groups: BTreeSet<String>,
 }
 
@@ -130,7 +130,7 @@ pub enum ConnectionType {
 
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
-    pub name: String,
+    pub name: ConnectionName,
     pub kind: ConnectionType,
     pub target: ConnectionTarget,
     /// Which agent runs this connection's commands: `embedded` or an agent's name.
@@ -212,14 +212,13 @@ impl Config {
         })
     }
 
-    pub fn user(&self, email: &str) -> Option<&UserConfig> {
-        self.users
-            .iter()
-            .find(|u| u.email.eq_ignore_ascii_case(email))
+    /// The user with `email` (ignoring ASCII case).
+    pub fn user(&self, email: &Email) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.email == *email)
     }
 
-    pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
-        self.connections.iter().find(|c| c.name == name)
+    pub fn connection(&self, name: &ConnectionName) -> Option<&ConnectionConfig> {
+        self.connections.iter().find(|c| c.name == *name)
     }
 
     pub fn webhook(&self, name: &str) -> Option<&WebhookConfig> {
@@ -238,7 +237,7 @@ impl Config {
 pub struct AgentConfig {
     pub server_url: String,
     pub token: SecretString,
-    pub connections: Vec<(String, ConnectionTarget)>,
+    pub connections: Vec<(ConnectionName, ConnectionTarget)>,
 }
 
 impl AgentConfig {
@@ -367,7 +366,7 @@ timeout = "5m"
 "#,
         )
         .unwrap();
-        let conn = config.connection("prod-db").unwrap();
+        let conn = config.connection(&"prod-db".parse().unwrap()).unwrap();
         assert!(conn.policy.enabled);
         assert_eq!(conn.policy.approval_groups, ["dba-team", "security"]);
         assert_eq!(
@@ -387,7 +386,10 @@ timeout = "5m"
         )
         .unwrap();
         assert_eq!(
-            config.connection("db").unwrap().pickup_timeout,
+            config
+                .connection(&"db".parse().unwrap())
+                .unwrap()
+                .pickup_timeout,
             Duration::from_secs(90)
         );
         for (value, message) in [
@@ -407,6 +409,39 @@ timeout = "5m"
             .to_string();
             assert!(err.starts_with(message), "{err}");
         }
+    }
+
+    #[test]
+    fn users_are_email_addresses_matched_ignoring_case() {
+        let text = |email: &str| {
+            format!(
+                "[server]\ndatabase_url = \"sqlite://x.db\"\n[[users]]\nemail = \"{email}\"\ngroups = []\n"
+            )
+        };
+        let err = Config::parse(&text("alice"), "hoop.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "hoop.toml:4: users[0].email: \"alice\" is not an email address"
+        );
+        let config = Config::parse(&text(" Alice@X.com "), "hoop.toml").unwrap();
+        let user = config.user(&"alice@x.com".parse().unwrap()).unwrap();
+        assert_eq!(user.email.as_str(), "Alice@X.com");
+    }
+
+    #[test]
+    fn an_agent_config_names_its_connections_as_the_server_does() {
+        let err = AgentConfig::parse(
+            "[agent]\nserver_url = \"http://h\"\ntoken = \"t\"\n[[connections]]\nname = \"my db\"\ntype = \"sqlite\"\nurl = \"sqlite://x.db\"\n",
+            "agent.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "agent.toml:5: connections[0].name: \"my db\" is not a connection name: use letters, digits, '-', '_' or '.'"
+        );
     }
 
     #[test]
@@ -515,6 +550,10 @@ timeout = "5m"
             (
                 "[[connections]]\nname = \"db\"\ntype = \"oracle\"\n",
                 "hoop.toml:14: unknown variant `oracle`",
+            ),
+            (
+                "[[connections]]\nname = \"prod db\"\ntype = \"postgres\"\n",
+                "hoop.toml:13: connections[0].name: \"prod db\" is not a connection name: use letters, digits, '-', '_' or '.'",
             ),
             (
                 "[[connections]]\nname = \"db\"\ntype = \"postgres\"\npassword = \"x\"\n",

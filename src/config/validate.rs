@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::raw::*;
 use super::*;
 use crate::audit::AuditKey;
-use crate::domain::{Policy, RequireApprovalFor};
+use crate::domain::{ConnectionName, Email, Policy, RequireApprovalFor};
 
 pub(super) struct Validator<'a> {
     pub(super) text: &'a str,
@@ -184,15 +184,14 @@ impl Validator<'_> {
     fn users(&self, raw: &[RawUser]) -> Result<Vec<UserConfig>, ConfigError> {
         let mut users: Vec<UserConfig> = Vec::new();
         for (i, user) in raw.iter().enumerate() {
-            let email = user.email.get_ref().trim();
-            if !email.contains('@') {
-                return self.err(
+            let email = Email::parse(user.email.get_ref()).or_else(|message| {
+                self.err(
                     user.email.span(),
                     &format!("users[{i}].email"),
-                    format!("{email:?} is not an email address"),
-                );
-            }
-            if users.iter().any(|u| u.email.eq_ignore_ascii_case(email)) {
+                    message.to_string(),
+                )
+            })?;
+            if users.iter().any(|u| u.email == email) {
                 return self.err(
                     user.email.span(),
                     &format!("users[{i}].email"),
@@ -200,7 +199,7 @@ impl Validator<'_> {
                 );
             }
             users.push(UserConfig {
-                email: email.to_string(),
+                email,
                 groups: user.groups.iter().cloned().collect(),
             });
         }
@@ -217,18 +216,7 @@ impl Validator<'_> {
         let mut connections: Vec<ConnectionConfig> = Vec::new();
         for (i, conn) in raw.into_iter().enumerate() {
             let key = format!("connections[{i}]");
-            let name = conn.name.get_ref().trim().to_string();
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return self.err(
-                    conn.name.span(),
-                    &format!("{key}.name"),
-                    format!("{name:?} must be letters, digits, '-', '_' or '.'"),
-                );
-            }
+            let name = self.connection_name(&key, &conn.name)?;
             if connections.iter().any(|c| c.name == name) {
                 return self.err(
                     conn.name.span(),
@@ -280,6 +268,16 @@ impl Validator<'_> {
             });
         }
         Ok(connections)
+    }
+
+    /// The `name` of connection `key`, trimmed.
+    fn connection_name(
+        &self,
+        key: &str,
+        name: &Spanned<String>,
+    ) -> Result<ConnectionName, ConfigError> {
+        ConnectionName::parse(name.get_ref().trim())
+            .or_else(|message| self.err(name.span(), &format!("{key}.name"), message.to_string()))
     }
 
     /// Which agent runs a connection: the one it names, else `embedded` when the server's config
@@ -361,10 +359,10 @@ impl Validator<'_> {
     }
 
     pub(super) fn agent(&self, raw: RawAgentConfig) -> Result<AgentConfig, ConfigError> {
-        let mut connections: Vec<(String, ConnectionTarget)> = Vec::new();
+        let mut connections: Vec<(ConnectionName, ConnectionTarget)> = Vec::new();
         for (i, conn) in raw.connections.iter().enumerate() {
             let key = format!("connections[{i}]");
-            let name = conn.name.get_ref().trim().to_string();
+            let name = self.connection_name(&key, &conn.name)?;
             if connections.iter().any(|(n, _)| *n == name) {
                 return self.err(
                     conn.name.span(),

@@ -82,7 +82,7 @@ pub fn decide(
 }
 
 fn cancel(request: &AccessRequest, actor: &Identity) -> Result<Outcome, DecisionError> {
-    if actor.email == request.requester || actor.is_admin {
+    if actor.email.as_str() == request.requester || actor.is_admin {
         Ok(Outcome::Cancelled)
     } else {
         Err(DecisionError::NotRequester)
@@ -94,7 +94,7 @@ fn approve(
     actor: &Identity,
     group: Option<&str>,
 ) -> Result<Outcome, DecisionError> {
-    if actor.email == request.requester {
+    if actor.email.as_str() == request.requester {
         return Err(DecisionError::SelfApproval);
     }
     // One person satisfies at most one group: dual approval means two people.
@@ -163,7 +163,7 @@ fn reject(
     actor: &Identity,
     reason: &str,
 ) -> Result<Outcome, DecisionError> {
-    if actor.email == request.requester {
+    if actor.email.as_str() == request.requester {
         return Err(DecisionError::SelfApproval);
     }
     let eligible = actor.is_admin
@@ -208,7 +208,7 @@ mod tests {
 
     fn user(email: &str, groups: &[&str]) -> Identity {
         Identity {
-            email: email.into(),
+            email: crate::domain::Email::parse(email).unwrap(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             is_admin: groups.contains(&"admin"),
         }

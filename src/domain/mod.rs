@@ -2,11 +2,13 @@
 //! allowed. Nothing here does I/O, so every rule is tested as a plain function.
 
 mod decision;
+mod names;
 mod policy;
 mod request;
 mod surface;
 
 pub use decision::{Decision, DecisionError, Outcome, decide};
+pub use names::{ConnectionName, Email, InvalidName};
 pub use policy::{Admission, AutoApproval, Identity, Policy, RequireApprovalFor, admit};
 pub use request::{
     AccessRequest, ExecutionResult, GroupApproval, GroupStatus, Rejection, StatementResult, Status,

@@ -1,6 +1,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::Email;
+
 /// The access-request policy of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -25,7 +27,8 @@ pub enum RequireApprovalFor {
 /// Who is acting: a configured user with their current groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub email: String,
+    /// As the config spells it.
+    pub email: Email,
     pub groups: BTreeSet<String>,
     pub is_admin: bool,
 }
@@ -108,7 +111,7 @@ mod tests {
 
     fn user(email: &str, groups: &[&str]) -> Identity {
         Identity {
-            email: email.into(),
+            email: Email::parse(email).unwrap(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             is_admin: groups.contains(&"admin"),
         }

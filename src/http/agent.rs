@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Agent, Body, MaybeBody};
 use crate::config::{Config, DEFAULT_MAX_OUTPUT_BYTES};
-use crate::domain::ExecutionResult;
+use crate::domain::{ConnectionName, ExecutionResult};
 use crate::error::{Error, Result};
 use crate::service::{Hoop, OFFER_TIME};
 use crate::view::AccessRequestView;
@@ -52,7 +52,7 @@ fn result_body_limit(config: &Config) -> usize {
 pub struct ClaimBody {
     /// Only these connections; all connections assigned to the agent when absent.
     #[serde(default)]
-    pub connections: Option<Vec<String>>,
+    pub connections: Option<Vec<ConnectionName>>,
     #[serde(default)]
     pub timeout_s: Option<u64>,
 }
@@ -73,8 +73,8 @@ pub struct JobReply {
 impl JobReply {
     fn new(hoop: &Hoop, job: Option<crate::domain::AccessRequest>) -> Json<JobReply> {
         Json(JobReply {
-            job: job.map(|j| AccessRequestView::new(j, &hoop.config.server.public_url)),
-            lease_s: hoop.config.server.job_lease.as_secs().max(1),
+            job: job.map(|j| AccessRequestView::new(j, hoop.public_url())),
+            lease_s: hoop.job_lease().as_secs().max(1),
             offer: None,
             offer_s: None,
         })

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{Body, MaybeBody, Params, User};
-use crate::domain::{Decision, Status, Surface};
+use crate::domain::{ConnectionName, Decision, Status, Surface};
 use crate::error::{Error, Result};
 use crate::service::{Hoop, Submission};
 use crate::store::ListFilter;
@@ -48,7 +48,8 @@ async fn me(User(user): User) -> Json<Value> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExecBody {
-    connection: String,
+    /// Parsed here: a malformed name is `invalid_input`; a well-formed unknown one `not_found`.
+    connection: ConnectionName,
     command: String,
     #[serde(default)]
     justification: Option<String>,

@@ -15,6 +15,7 @@ use axum::{Extension, Router};
 use tower_http::trace::TraceLayer;
 
 use self::head_limit::HeadLimitLayer;
+use crate::config::Config;
 use crate::error::Error;
 use crate::service::Hoop;
 
@@ -27,13 +28,14 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyReadTimeout(pub Duration);
 
-/// Every route hoopbot serves.
-pub fn router(hoop: Hoop, body_read_timeout: Duration) -> Router {
+/// Every route hoopbot serves, with the body limits and timeouts of `config`.
+pub fn router(hoop: Hoop, config: &Config) -> Router {
     // JSON may escape one byte of a command as six (`\u0001`): the body may be six times the
     // command limit plus the other fields, and the command limit itself is checked on the command.
-    let body_limit = hoop.config.server.max_command_bytes * 6 + 64 * 1024;
+    let body_limit = config.server.max_command_bytes * 6 + 64 * 1024;
+    let body_read_timeout = config.server.body_read_timeout;
     Router::new()
-        .nest("/api/v1", api::router().merge(agent::router(&hoop.config)))
+        .nest("/api/v1", api::router().merge(agent::router(config)))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

@@ -14,8 +14,8 @@ use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::delivery::Webhooks;
 use crate::domain::{
-    self, AccessRequest, Admission, Decision, DecisionError, ExecutionResult, Identity, Millis,
-    Outcome, Rejection, Status, Surface,
+    self, AccessRequest, Admission, ConnectionName, Decision, DecisionError, Email,
+    ExecutionResult, Identity, Millis, Outcome, Rejection, Status, Surface,
 };
 use crate::error::{Error, Result};
 use crate::store::{
@@ -78,24 +78,29 @@ impl Clock {
 }
 
 mod deliveries;
+mod tokens;
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    pub connection: String,
+    pub connection: ConnectionName,
     pub command: String,
     pub justification: Option<String>,
 }
 
-/// hoopbot's core: configuration, storage and wake-ups, shared by every surface.
+/// hoopbot's core: configuration, storage and wake-ups, shared by every surface. Surfaces reach
+/// the configuration and the store only through its use cases and the few readings below, so each
+/// new surface gets the same rules and audit trail.
 #[derive(Clone)]
 pub struct Hoop {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
+    config: Arc<Config>,
+    /// Within the crate only for the delivery worker, which is the core's own background work;
+    /// surfaces go through the use cases.
+    pub(crate) store: Arc<dyn Store>,
     pub changes: Arc<ChangeHub>,
     pub clock: Clock,
     /// The configured webhook endpoints, which the delivery worker and test pings send to.
-    pub(crate) webhooks: Arc<Webhooks>,
+    webhooks: Arc<Webhooks>,
 }
 
 impl Hoop {
@@ -115,13 +120,51 @@ impl Hoop {
     }
 
     /// The configured user behind `email`, with their current groups.
-    pub fn identity(&self, email: &str) -> Option<Identity> {
-        let user = self.config.user(email)?;
-        Some(Identity {
+    pub fn identity(&self, email: &Email) -> Option<Identity> {
+        Some(self.identity_of(self.config.user(email)?))
+    }
+
+    /// Every configured user with their current groups, in config order.
+    pub fn users(&self) -> Vec<Identity> {
+        self.config
+            .users
+            .iter()
+            .map(|user| self.identity_of(user))
+            .collect()
+    }
+
+    fn identity_of(&self, user: &crate::config::UserConfig) -> Identity {
+        Identity {
             email: user.email.clone(),
             is_admin: user.groups.contains(&self.config.server.admin_group),
             groups: user.groups.clone(),
-        })
+        }
+    }
+
+    /// Where people reach this server; links to requests start with it.
+    pub fn public_url(&self) -> &str {
+        &self.config.server.public_url
+    }
+
+    /// How long an agent's claim on a job holds without a heartbeat.
+    pub fn job_lease(&self) -> Duration {
+        self.config.server.job_lease
+    }
+
+    /// This replica's change poll, which relays changes committed elsewhere (another replica or
+    /// process) to its waiters until `stop` turns true. It starts from the newest change committed
+    /// now, so start it before serving the first request.
+    pub async fn change_poll(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        let poll = crate::changes::ChangePoll::start(self.store.as_ref()).await?;
+        Ok(crate::changes::poll_forever(
+            poll,
+            self.store.clone(),
+            self.changes.clone(),
+            stop,
+        ))
     }
 
     /// Now, as every deadline, lease and decision time is measured: the database's clock on
@@ -147,7 +190,7 @@ impl Hoop {
         let connection = self.config.connection(&input.connection).ok_or_else(|| {
             Error::NotFound(format!(
                 "connection {:?} not found; known connections: {}",
-                input.connection,
+                input.connection.as_str(),
                 self.config
                     .connections
                     .iter()
@@ -179,10 +222,10 @@ impl Hoop {
             i64::try_from(connection.policy.timeout.as_millis()).unwrap_or(i64::MAX / 2);
         let mut new = NewRequest {
             id: uuid::Uuid::now_v7().to_string(),
-            connection: connection.name.clone(),
+            connection: connection.name.to_string(),
             command: input.command,
             command_sha256: sha256.clone(),
-            requester: requester.email.clone(),
+            requester: requester.email.to_string(),
             justification,
             status: Status::Pending,
             created_at: now,
@@ -192,7 +235,7 @@ impl Hoop {
         };
         let mut audit = vec![AuditEntry {
             kind: AuditKind::Created,
-            actor: requester.email.clone(),
+            actor: requester.email.to_string(),
             channel,
             detail: json!({
                 "connection": new.connection,
@@ -387,7 +430,7 @@ impl Hoop {
             .config
             .connections
             .iter()
-            .map(|c| (c.name.clone(), now - millis(c.pickup_timeout)))
+            .map(|c| (c.name.to_string(), now - millis(c.pickup_timeout)))
             .collect();
         let unpicked = Overdue::Unpicked {
             cutoffs,
@@ -447,8 +490,12 @@ impl Hoop {
 
     /// The connections agent `agent` may claim jobs of: those the config assigns to it, or the
     /// ones it `asked` for, each of which must be assigned to it.
-    pub fn connections_for(&self, agent: &str, asked: Option<Vec<String>>) -> Result<Vec<String>> {
-        let assigned: Vec<String> = self
+    pub fn connections_for(
+        &self,
+        agent: &str,
+        asked: Option<Vec<ConnectionName>>,
+    ) -> Result<Vec<ConnectionName>> {
+        let assigned: Vec<ConnectionName> = self
             .config
             .connections
             .iter()
@@ -460,7 +507,8 @@ impl Hoop {
         };
         if let Some(other) = asked.iter().find(|c| !assigned.contains(c)) {
             return Err(Error::Forbidden(format!(
-                "connection {other:?} is not assigned to agent {agent} in the server's config"
+                "connection {:?} is not assigned to agent {agent} in the server's config",
+                other.as_str()
             )));
         }
         Ok(asked)
@@ -499,7 +547,7 @@ impl Hoop {
         &self,
         agent: &str,
         token_sha256: Option<&str>,
-        connections: &[String],
+        connections: &[ConnectionName],
         timeout: Duration,
     ) -> Result<Option<AccessRequest>> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -513,7 +561,7 @@ impl Hoop {
                 token_sha256: token_sha256.map(str::to_string),
                 connections: connections
                     .iter()
-                    .map(|name| (name.clone(), now - self.pickup_ms(name)))
+                    .map(|name| (name.to_string(), now - self.pickup_ms(name)))
                     .collect(),
                 now,
                 offer: hex::encode(rand::random::<[u8; 16]>()),
@@ -586,11 +634,11 @@ impl Hoop {
     }
 
     fn lease_ms(&self) -> i64 {
-        millis(self.config.server.job_lease)
+        millis(self.job_lease())
     }
 
     /// The pickup timeout of connection `name` in milliseconds.
-    fn pickup_ms(&self, name: &str) -> i64 {
+    fn pickup_ms(&self, name: &ConnectionName) -> i64 {
         millis(
             self.config
                 .connection(name)
@@ -757,7 +805,7 @@ fn decision_change(
     }
     let audit = |kind: AuditKind, detail| AuditEntry {
         kind,
-        actor: actor.email.clone(),
+        actor: actor.email.to_string(),
         channel,
         detail,
     };
@@ -768,7 +816,7 @@ fn decision_change(
                 .push(audit(AuditKind::GroupApproved, json!({ "group": group })));
             change.group_approval = Some(GroupDecision {
                 group,
-                by: actor.email.clone(),
+                by: actor.email.to_string(),
                 via: channel.as_str().to_string(),
             });
             if completes {
@@ -790,7 +838,7 @@ fn decision_change(
             change.status = Some(Status::Rejected);
             change.decided_at = Some(now);
             change.rejection = Some(Rejection {
-                by: actor.email.clone(),
+                by: actor.email.to_string(),
                 reason,
                 at: now,
                 via: channel.as_str().to_string(),

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::audit::{AuditEvent, AuditKey, AuditKind, Head};
 use crate::changes::ChangeHub;
-use crate::domain::{AccessRequest, ExecutionResult, Millis, Rejection, Status, Surface};
+use crate::domain::{AccessRequest, Email, ExecutionResult, Millis, Rejection, Status, Surface};
 
 #[macro_use]
 mod sql;
@@ -264,7 +264,7 @@ pub struct ListFilter {
 /// Who a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSubject {
-    User(String),
+    User(Email),
     Agent(String),
 }
 

@@ -481,8 +481,8 @@ macro_rules! sql_store {
                 now: Millis,
             ) -> StoreResult<()> {
                 let (kind, name) = match subject {
-                    TokenSubject::User(email) => ("user", email),
-                    TokenSubject::Agent(name) => ("agent", name),
+                    TokenSubject::User(email) => ("user", email.as_str()),
+                    TokenSubject::Agent(name) => ("agent", name.as_str()),
                 };
                 sqlx::query(
                     "insert into api_token (token_sha256, subject, kind, created_at) values ($1, $2, $3, $4)",
@@ -1061,7 +1061,9 @@ macro_rules! sql_store {
         fn token_subject(row: &DbRow) -> StoreResult<TokenSubject> {
             let subject: String = row.try_get("subject")?;
             match row.try_get::<String, _>("kind")?.as_str() {
-                "user" => Ok(TokenSubject::User(subject)),
+                "user" => Email::parse(&subject)
+                    .map(TokenSubject::User)
+                    .map_err(|e| StoreError::Corrupt(e.to_string())),
                 "agent" => Ok(TokenSubject::Agent(subject)),
                 other => Err(StoreError::Corrupt(format!("token kind {other:?}"))),
             }

@@ -72,7 +72,7 @@ mod tests {
     use super::*;
 
     fn alice() -> TokenSubject {
-        TokenSubject::User("alice@x.com".into())
+        TokenSubject::User(crate::domain::Email::parse("alice@x.com").unwrap())
     }
 
     #[test]

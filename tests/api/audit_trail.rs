@@ -168,7 +168,7 @@ async fn creating_and_revoking_tokens_is_audited_by_id(backend: Backend) {
     assert!(hoop(&config, &["audit", "verify"]).status.success());
 
     // Two tokens whose ids share a prefix: the prefix is refused, a longer one picks one.
-    let store = &app.hoop.store;
+    let store = app.store().await;
     let now = app.hoop.clock.now();
     for digest in ["abcd0001", "abcd0002"] {
         let subject = hoopbot::store::TokenSubject::Agent("twin".into());

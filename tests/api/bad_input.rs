@@ -41,6 +41,7 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
     app.approve("bob@x.com", &id, None).await;
     let closed = app.held("SELECT 2").await;
     app.reject("sam@x.com", &closed, "no").await;
+    let racer = app.agent_token("racer").await;
     let before = app.snapshot().await;
     // Each refused call: the expected (status, code), and nothing changed.
     macro_rules! refused {
@@ -80,6 +81,26 @@ async fn bad_requests_get_clean_errors_and_change_nothing(backend: Backend) {
     );
     refused!(bad, app.send(raw("")).await);
     refused!(bad, app.submit("alice@x.com", "prod-db", " ").await);
+    // A name that cannot be a connection's is bad input; a well-formed unknown one is not found
+    // (below).
+    for malformed in ["prod db", "prod\0db", "", "prod-db\n"] {
+        let reply = app.submit("alice@x.com", malformed, "SELECT 1").await;
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is not a connection name")),
+            "{:?}",
+            reply.body
+        );
+        refused!(bad, reply);
+    }
+    let claim = |connection: &str| {
+        app.client
+            .post(app.url("/api/v1/agent/jobs/claim"))
+            .bearer_auth(&racer)
+            .json(&json!({ "connections": [connection], "timeout_s": 0 }))
+    };
+    refused!(bad, app.send(claim("counter db")).await);
     refused!(
         bad,
         app.submit("alice@x.com", "prod-db", "SELECT 1\0; DROP TABLE x")

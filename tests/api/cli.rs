@@ -487,6 +487,50 @@ async fn client_errors_say_what_to_fix() {
     );
 }
 
+/// A connection name or email that cannot be one is refused as the command line is read, saying
+/// what is wrong, before any server or database is asked.
+#[test]
+fn malformed_names_and_emails_are_refused_on_the_command_line() {
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["exec", "prod db", "-i", "SELECT 1"],
+            "\"prod db\" is not a connection name: use letters, digits, '-', '_' or '.'",
+        ),
+        (
+            &["requests", "list", "--connection", "prod/db"],
+            "\"prod/db\" is not a connection name",
+        ),
+        (
+            &["requests", "list", "--requester", "bob"],
+            "\"bob\" is not an email address",
+        ),
+        (
+            &[
+                "token",
+                "create",
+                "alice",
+                "--config",
+                "/nonexistent/hoop.toml",
+            ],
+            "\"alice\" is not an email address",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = hoop()
+            .args(args)
+            .env("HOOP_URL", &nobody)
+            .env("HOOP_TOKEN", "hoop_x")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("cannot reach"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn an_agent_refuses_a_server_url_without_its_scheme() {
     let dir = tempfile::tempdir().unwrap();

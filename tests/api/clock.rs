@@ -28,7 +28,7 @@ async fn a_replica_behind_accepts_nothing_after_the_deadline() {
     };
     let behind = app.skewed_replica(BEHIND).await;
     assert!(behind.clock_skew().await.unwrap() < -29_000);
-    let bob = behind.identity("bob@x.com").unwrap();
+    let bob = behind.identity(&"bob@x.com".parse().unwrap()).unwrap();
 
     let id = app.held("SELECT 1").await;
     let approved = behind
@@ -68,7 +68,7 @@ async fn a_replica_ahead_expires_nothing_early_and_fails_no_live_job() {
     app.advance(Duration::from_secs(29 * 60 + 30));
     assert_eq!(ahead.sweep().await.unwrap(), 0);
     assert_eq!(ahead.get(&id).await.unwrap().status, Status::Pending);
-    let sam = ahead.identity("sam@x.com").unwrap();
+    let sam = ahead.identity(&"sam@x.com".parse().unwrap()).unwrap();
     ahead
         .decide(&sam, &id, Decision::Approve { group: None }, Surface::Api)
         .await
@@ -80,7 +80,7 @@ async fn a_replica_ahead_expires_nothing_early_and_fails_no_live_job() {
     let job = reply.body["id"].as_str().unwrap().to_string();
     let offered = app
         .hoop
-        .claim("racer", None, &["counter".to_string()], Duration::ZERO)
+        .claim("racer", None, &["counter".parse().unwrap()], Duration::ZERO)
         .await
         .unwrap()
         .expect("a job");

@@ -38,7 +38,7 @@ async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Bac
         app.approve("sam@x.com", &id, None).await;
         ids.push(id);
     }
-    let store = app.hoop.store.clone();
+    let store = app.store().await;
     let now = app.hoop.now().await.unwrap();
     // Four events per request (created, two group approvals, approved), two destinations each.
     assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 60);
@@ -132,7 +132,7 @@ async fn posted_messages_keep_the_newest_version_they_show(backend: Backend) {
         posted_at: 1_000,
         updated_at: 1_000 + version,
     };
-    let store = app.hoop.store.clone();
+    let store = app.store().await;
     store.save_posted(&message(2, "1.2")).await.unwrap();
     // A late update showing an older version does not replace it.
     store.save_posted(&message(1, "1.1")).await.unwrap();
@@ -144,8 +144,9 @@ async fn posted_messages_keep_the_newest_version_they_show(backend: Backend) {
     assert_eq!(store.posted("slack", "C999", &id).await.unwrap(), None);
     // Any replica, after any restart, finds it.
     app.stop_and_start().await;
+    let other = crate::helpers::inspect(&app.db.url).await;
     assert_eq!(
-        app.hoop.store.posted("slack", "C123", &id).await.unwrap(),
+        other.posted("slack", "C123", &id).await.unwrap(),
         Some(message(3, "1.3"))
     );
 }

@@ -178,7 +178,7 @@ async fn an_offer_nobody_starts_returns_to_approved_and_then_runs_once(backend: 
     // The server's own agent drops its claim the same way when it stops mid-claim: a claim
     // future dropped after the offer committed leaves the job approved, to return at the lapse.
     let second = approved(&app, "counter", "insert into runs values (2, 1)").await;
-    let connections = ["counter".to_string()];
+    let connections = ["counter".parse().unwrap()];
     let claimed = app
         .hoop
         .claim("racer", None, &connections, Duration::ZERO)
@@ -258,7 +258,7 @@ async fn an_approved_job_no_agent_picks_up_fails_at_its_deadline(backend: Backen
         app.audit_kinds(&id).await,
         ["created", "auto_approved", "failed"]
     );
-    let outbox = app.hoop.store.outbox().await.unwrap();
+    let outbox = app.store().await.outbox().await.unwrap();
     assert!(
         outbox
             .iter()
@@ -352,8 +352,8 @@ async fn an_approved_job_can_be_withdrawn_until_an_agent_starts_it(backend: Back
 /// Revokes `token`; returns how many tokens that revoked.
 async fn revoke(app: &TestApp, token: &str) -> usize {
     let selector = TokenSelector::Digest(hoopbot::token::digest(token));
-    app.hoop
-        .store
+    app.store()
+        .await
         .revoke_tokens(&selector, app.hoop.clock.now())
         .await
         .unwrap()
@@ -370,7 +370,7 @@ async fn a_revoked_token_gets_no_job_even_while_its_long_poll_waits(backend: Bac
         hoop.claim(
             "racer",
             Some(&digest),
-            &["counter".to_string()],
+            &["counter".parse().unwrap()],
             Duration::from_secs(30),
         )
         .await
@@ -426,7 +426,7 @@ async fn the_agent_name_embedded_is_reserved(backend: Backend) {
         format!("[server]\ndatabase_url = \"{}\"\n", app.db.url),
     )
     .unwrap();
-    let before = app.hoop.store.list_tokens().await.unwrap().len();
+    let before = app.hoop.tokens().await.unwrap().len();
     let out = Command::new(env!("CARGO_BIN_EXE_hoop"))
         .args(["token", "create", "--agent", "embedded", "--config"])
         .arg(&config)
@@ -440,7 +440,7 @@ async fn the_agent_name_embedded_is_reserved(backend: Backend) {
         stderr.contains("the agent name embedded is reserved"),
         "{stderr}"
     );
-    assert_eq!(app.hoop.store.list_tokens().await.unwrap().len(), before);
+    assert_eq!(app.hoop.tokens().await.unwrap().len(), before);
 }
 
 async fn sweeps_at_once_move_each_request_once(backend: Backend) {
@@ -456,8 +456,8 @@ async fn sweeps_at_once_move_each_request_once(backend: Backend) {
         assert_eq!(app.audit_kinds(id).await, ["created", "held", "expired"]);
     }
     let expired = app
-        .hoop
-        .store
+        .store()
+        .await
         .outbox()
         .await
         .unwrap()

@@ -31,18 +31,18 @@ async fn the_store_refuses_a_decision_past_the_deadline(backend: Backend) {
     use hoopbot::store::{Change, StoreError};
     let app = TestApp::spawn(backend).await;
     let id = app.held("SELECT 1").await;
-    let request = app.hoop.store.get_request(&id).await.unwrap().unwrap();
+    let store = app.store().await;
+    let request = store.get_request(&id).await.unwrap().unwrap();
     let cancel_at = |at| {
         let mut change = Change::to(&request, at);
         change.status = Some(Status::Cancelled);
         change.before_deadline = Some(at);
         change
     };
-    let late = app.hoop.store.apply(&cancel_at(request.expires_at)).await;
+    let late = store.apply(&cancel_at(request.expires_at)).await;
     assert!(matches!(late, Err(StoreError::Conflict)), "{late:?}");
     assert_eq!(app.request(&id).await["status"], "pending");
-    app.hoop
-        .store
+    store
         .apply(&cancel_at(request.expires_at - 1))
         .await
         .unwrap();
@@ -373,7 +373,7 @@ async fn every_change_queues_an_outbox_entry(backend: Backend) {
     let id = app.held("SELECT 1").await;
     app.approve("bob@x.com", &id, None).await;
     app.approve("sam@x.com", &id, None).await;
-    let outbox = app.hoop.store.outbox().await.unwrap();
+    let outbox = app.store().await.outbox().await.unwrap();
     let topics: Vec<&str> = outbox.iter().map(|o| o.topic.as_str()).collect();
     // The approval that completes the request announces its group, then the request.
     assert_eq!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hoopbot::app::App;
 use hoopbot::config::Config;
 use hoopbot::service::{Clock, Hoop};
-use hoopbot::store::TokenSubject;
+use hoopbot::store::{Store, TokenSubject};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -210,6 +210,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Config text added to [`test_config_text`] (webhooks), for this server and its replicas.
     extra_config: String,
+    /// A store of the test's own on the server's database (see [`TestApp::store`]).
+    store: tokio::sync::OnceCell<Arc<dyn Store>>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -263,14 +265,15 @@ impl TestApp {
             tokens: HashMap::new(),
             client: reqwest::Client::new(),
             extra_config: extra_config.to_string(),
+            store: tokio::sync::OnceCell::new(),
             stop: None,
             server: None,
         };
         app.launch(server);
         for (email, _) in USERS {
             let token = hoopbot::token::create(
-                app.hoop.store.as_ref(),
-                &TokenSubject::User(email.to_string()),
+                app.store().await.as_ref(),
+                &TokenSubject::User(email.parse().unwrap()),
                 app.hoop.clock.now(),
             )
             .await
@@ -308,10 +311,20 @@ impl TestApp {
         .0
     }
 
+    /// The server's database, to look at what it keeps (and to plant what a test needs) the way
+    /// another process on the same database would: the service keeps its own store to itself.
+    /// Opened on first use, then shared by the test.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        self.store
+            .get_or_init(|| inspect(&self.db.url))
+            .await
+            .clone()
+    }
+
     /// A new token for agent `name`.
     pub async fn agent_token(&self, name: &str) -> String {
         hoopbot::token::create(
-            self.hoop.store.as_ref(),
+            self.store().await.as_ref(),
             &TokenSubject::Agent(name.to_string()),
             self.hoop.clock.now(),
         )
@@ -319,13 +332,16 @@ impl TestApp {
         .unwrap()
     }
 
-    /// An agent talking HTTP to this server as `name`, running `targets`.
+    /// An agent talking HTTP to this server as `name`, running `targets` (by connection name).
     pub async fn agent(
         &self,
         name: &str,
         targets: Vec<(String, hoopbot::config::ConnectionTarget)>,
     ) -> hoopbot::agent::Agent {
         let client = hoopbot::client::Client::new(&self.url(""), &self.agent_token(name).await);
+        let targets = targets
+            .into_iter()
+            .map(|(name, target)| (name.parse().expect("a connection name"), target));
         hoopbot::agent::Agent::new(Arc::new(hoopbot::agent::HttpQueue(client)), targets)
     }
 
@@ -483,7 +499,7 @@ impl TestApp {
         hoopbot::audit::Head,
         usize,
     ) {
-        let store = &self.hoop.store;
+        let store = self.store().await;
         let filter = hoopbot::store::ListFilter {
             limit: 10_000,
             ..Default::default()
@@ -544,6 +560,17 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// A store of its own on the database at `url`, with the test audit key.
+pub async fn inspect(url: &str) -> Arc<dyn Store> {
+    hoopbot::store::connect(
+        url,
+        hoopbot::changes::ChangeHub::new(),
+        Some(hoopbot::audit::AuditKey::new(AUDIT_KEY).unwrap()),
+    )
+    .await
+    .expect("the test database opens")
 }
 
 async fn start(database_url: &str, now: Arc<AtomicI64>, extra_config: &str) -> (Hoop, App) {

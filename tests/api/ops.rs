@@ -3,19 +3,22 @@
 //! reported in a line that names the server and hides the password.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hoopbot::app::App;
 use hoopbot::config::Config;
-use hoopbot::service::{Clock, Hoop};
-use hoopbot::store::TokenSubject;
+use hoopbot::service::Clock;
+use hoopbot::store::{Store, TokenSubject};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::helpers::{Backend, POSTGRES_ENV, TestApp, TestDb, postgres_url, replace_database};
+use crate::helpers::{
+    Backend, POSTGRES_ENV, TestApp, TestDb, inspect, postgres_url, replace_database,
+};
 use crate::on_both_backends;
 
 /// Far longer than any limit under test: only a hang reaches it.
@@ -24,7 +27,8 @@ const GENEROUS: Duration = Duration::from_secs(60);
 /// A server on the test config as changed by `tweak`, with `limits`; stops when dropped.
 struct Server {
     addr: std::net::SocketAddr,
-    hoop: Hoop,
+    /// The server's database, as another process sees it.
+    store: Arc<dyn Store>,
     _db: TestDb,
     _stop: oneshot::Sender<()>,
 }
@@ -40,22 +44,23 @@ impl Server {
             .unwrap()
             .without_background_sweeps()
             .without_embedded_agent();
-        let (addr, hoop) = (app.local_addr(), app.hoop.clone());
+        let addr = app.local_addr();
+        let store = inspect(&db.url).await;
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run(async move {
             let _ = stopped.await;
         }));
         Server {
             addr,
-            hoop,
+            store,
             _db: db,
             _stop: stop,
         }
     }
 
     async fn token(&self, email: &str) -> String {
-        let subject = TokenSubject::User(email.into());
-        hoopbot::token::create(self.hoop.store.as_ref(), &subject, self.hoop.clock.now())
+        let subject = TokenSubject::User(email.parse().unwrap());
+        hoopbot::token::create(self.store.as_ref(), &subject, Clock::system().now())
             .await
             .unwrap()
     }
@@ -115,7 +120,7 @@ async fn a_client_slow_to_send_its_body_gets_408_and_is_cut_off() {
     let body = &received[received.find("\r\n\r\n").unwrap() + 4..];
     let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["error"]["code"], "timeout", "{body}");
-    let (requests, _, _) = snapshot(&server.hoop).await;
+    let (requests, _, _) = snapshot(server.store.as_ref()).await;
     assert!(requests.is_empty(), "nothing was submitted");
 }
 
@@ -138,7 +143,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
 }
 
 async fn snapshot(
-    hoop: &Hoop,
+    store: &dyn Store,
 ) -> (
     Vec<hoopbot::domain::AccessRequest>,
     hoopbot::audit::Head,
@@ -149,9 +154,9 @@ async fn snapshot(
         ..Default::default()
     };
     (
-        hoop.store.list_requests(&filter).await.unwrap(),
-        hoop.store.audit_head().await.unwrap(),
-        hoop.store.outbox().await.unwrap().len(),
+        store.list_requests(&filter).await.unwrap(),
+        store.audit_head().await.unwrap(),
+        store.outbox().await.unwrap().len(),
     )
 }
 
@@ -177,7 +182,6 @@ async fn the_command_limit_applies_to_the_command_not_its_json_encoding() {
     assert_eq!(reply.status(), StatusCode::CREATED);
     let created: Value = reply.json().await.unwrap();
     let stored = server
-        .hoop
         .store
         .get_request(created["id"].as_str().unwrap())
         .await
@@ -204,11 +208,11 @@ async fn the_demo_revokes_its_earlier_tokens_at_each_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut config =
         hoopbot::demo::config_with_key_file(&dir.path().join("demo.audit-key")).unwrap();
-    config.server.database_url =
-        format!("sqlite://{}", dir.path().join("demo.db").display()).into();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    config.server.database_url = url.clone().into();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     let app = App::build(config, Clock::system()).await.unwrap();
-    let store = app.hoop.store.clone();
+    let store = inspect(&url).await;
     let first = hoopbot::demo::fresh_tokens(&app.hoop).await.unwrap();
     let second = hoopbot::demo::fresh_tokens(&app.hoop).await.unwrap();
     assert_eq!(first.len(), 4);
@@ -221,7 +225,7 @@ async fn the_demo_revokes_its_earlier_tokens_at_each_start() {
         );
         assert_eq!(
             store.find_token(&digest(new)).await.unwrap(),
-            Some(TokenSubject::User(email.clone()))
+            Some(TokenSubject::User(email.parse().unwrap()))
         );
     }
     let tokens = store.list_tokens().await.unwrap();

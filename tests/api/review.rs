@@ -7,7 +7,7 @@ use hoopbot::app::App;
 use hoopbot::config::Config;
 use hoopbot::service::Clock;
 
-use crate::helpers::{AUDIT_KEY, Backend, TestDb, test_config_text};
+use crate::helpers::{AUDIT_KEY, Backend, TestDb, inspect, test_config_text};
 use crate::on_both_backends;
 
 on_both_backends!(serve_refuses_an_audit_key_the_trail_was_not_written_with);
@@ -44,12 +44,12 @@ async fn the_demo_audit_trail_can_be_verified_and_checkpointed() {
     // A demo that ran in `dir`: its database and key file, with token events in the chain.
     let mut config =
         hoopbot::demo::config_with_key_file(&dir.path().join("hoop-demo.audit-key")).unwrap();
-    config.server.database_url =
-        format!("sqlite://{}", dir.path().join("hoop-demo.db").display()).into();
+    let url = format!("sqlite://{}", dir.path().join("hoop-demo.db").display());
+    config.server.database_url = url.clone().into();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     let app = App::build(config, Clock::system()).await.unwrap();
     hoopbot::demo::fresh_tokens(&app.hoop).await.unwrap();
-    let head = app.hoop.store.audit_head().await.unwrap();
+    let head = inspect(&url).await.audit_head().await.unwrap();
     assert!(head.seq > 0);
 
     let verified = hoop_in(dir.path(), &["audit", "verify", "--demo"]);
@@ -86,15 +86,15 @@ async fn serve_refuses_an_audit_key_the_trail_was_not_written_with(backend: Back
     // An empty trail says nothing about the key: any key may start it.
     drop(build_with_key(&db.url, other_key).await.expect("starts"));
     let app = build_with_key(&db.url, AUDIT_KEY).await.unwrap();
-    hoopbot::token::issue(
-        app.hoop.store.as_ref(),
-        &hoopbot::store::TokenSubject::Agent("edge".into()),
-        &hoopbot::token::Operator::system(),
-        app.hoop.clock.now(),
-    )
-    .await
-    .unwrap();
-    let head = app.hoop.store.audit_head().await.unwrap();
+    app.hoop
+        .issue_token(
+            &hoopbot::store::TokenSubject::Agent("edge".into()),
+            &hoopbot::token::Operator::system(),
+        )
+        .await
+        .unwrap();
+    let store = inspect(&db.url).await;
+    let head = store.audit_head().await.unwrap();
     drop(app);
 
     let err = build_with_key(&db.url, other_key)
@@ -105,10 +105,10 @@ async fn serve_refuses_an_audit_key_the_trail_was_not_written_with(backend: Back
         format!("{err:#}").contains("the audit key is not the one this database's audit trail"),
         "{err:#}"
     );
-    let app = build_with_key(&db.url, AUDIT_KEY)
+    let _app = build_with_key(&db.url, AUDIT_KEY)
         .await
         .expect("its own key");
-    assert_eq!(app.hoop.store.audit_head().await.unwrap(), head);
+    assert_eq!(store.audit_head().await.unwrap(), head);
 }
 
 /// Reproduced: `hoop audit verify -c /etc/hoop/hoop.toml` run from another directory took the

@@ -37,14 +37,16 @@ async fn a_revoked_token_stops_working_on_every_replica(backend: Backend) {
         StatusCode::OK
     );
 
-    let revoked = hoopbot::token::revoke(
-        app.hoop.store.as_ref(),
-        hoopbot::token::Revocation::Subject(hoopbot::store::TokenSubject::User("bob@x.com".into())),
-        &hoopbot::token::Operator::system(),
-        app.hoop.clock.now(),
-    )
-    .await
-    .unwrap();
+    let revoked = app
+        .hoop
+        .revoke_tokens(
+            hoopbot::token::Revocation::Subject(hoopbot::store::TokenSubject::User(
+                "bob@x.com".parse().unwrap(),
+            )),
+            &hoopbot::token::Operator::system(),
+        )
+        .await
+        .unwrap();
     assert_eq!(revoked.len(), 1);
 
     let here = app.get("bob@x.com", "/api/v1/me").await;
@@ -105,17 +107,14 @@ async fn a_sqlite_command_cannot_attach_hoopbots_database() {
         env: Default::default(),
     };
     let agent = app.agent("racer", vec![("counter".into(), target)]).await;
-    let tokens_before = app.hoop.store.list_tokens().await.unwrap().len();
+    let tokens_before = app.hoop.tokens().await.unwrap().len();
     assert!(agent.run_once(Duration::ZERO).await.unwrap().is_some());
 
     let request = app.request(id).await;
     assert_eq!(request["status"], "failed");
     let error = request["result"]["error"].as_str().unwrap();
     assert!(error.contains("not authorized"), "{error}");
-    assert_eq!(
-        app.hoop.store.list_tokens().await.unwrap().len(),
-        tokens_before
-    );
+    assert_eq!(app.hoop.tokens().await.unwrap().len(), tokens_before);
     let forged = app
         .client
         .get(app.url("/api/v1/me"))
@@ -231,7 +230,7 @@ async fn the_chain_cannot_be_forged_without_its_key(backend: Backend) {
         "says what it cannot show: {err}"
     );
 
-    let head = app.hoop.store.audit_head().await.unwrap();
+    let head = app.store().await.audit_head().await.unwrap();
     let mut forged = AuditEvent {
         seq: head.seq + 1,
         request_id: id.clone(),
@@ -288,14 +287,14 @@ async fn a_checkpoint_catches_a_cut_off_tail(backend: Backend) {
     let (code, checkpoint, err) = hoop(&config, &["audit", "checkpoint"]);
     assert_eq!(code, 0, "{err}");
     let checkpoint = checkpoint.trim().to_string();
-    let head = app.hoop.store.audit_head().await.unwrap();
+    let head = app.store().await.audit_head().await.unwrap();
     assert_eq!(checkpoint, format!("{}:{}", head.seq, head.hash));
     let (code, out, err) = hoop(&config, &["audit", "verify", "--checkpoint", &checkpoint]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("matches checkpoint 4"), "{out}");
 
     // The rejection is cut off and the head rewound to the event before it.
-    let events = app.hoop.store.audit_events(None).await.unwrap();
+    let events = app.store().await.audit_events(None).await.unwrap();
     let kept = &events[events.len() - 2];
     execute_sql(
         &app.db.url,

@@ -12,7 +12,7 @@ on_both_backends!(the_change_poll_relays_each_change_once_even_out_of_order);
 
 async fn the_change_poll_relays_each_change_once_even_out_of_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let store = app.hoop.store.clone();
+    let store = app.store().await;
     let mut poll = ChangePoll::start(store.as_ref()).await.unwrap();
     // A replica that heard of nothing: only its poll can wake its waiters.
     let hub = ChangeHub::new();

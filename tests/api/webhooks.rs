@@ -310,7 +310,7 @@ async fn a_receiver_down_for_the_whole_window_is_given_up(backend: Backend) {
     assert!(down.requests().is_empty());
 
     // Each give-up is in the audit trail with the last error.
-    let events = app.hoop.store.audit_events(Some(&id)).await.unwrap();
+    let events = app.store().await.audit_events(Some(&id)).await.unwrap();
     let given_up: Vec<_> = events
         .iter()
         .filter(|e| e.kind == "delivery_given_up")
@@ -390,8 +390,8 @@ async fn a_gone_receiver_switches_its_webhook_off(backend: Backend) {
             .contains("410")
     );
     let audit = app
-        .hoop
-        .store
+        .store()
+        .await
         .audit_events(Some("webhook:siem"))
         .await
         .unwrap();
