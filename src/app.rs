@@ -130,9 +130,18 @@ impl App {
                     }
                 })
             });
-        let deliveries = self
-            .deliveries
-            .then(|| tokio::spawn(self.hoop.delivery_worker().run(stop_rx.clone())));
+        let deliveries = self.deliveries.then(|| {
+            for hook in &self.config.webhooks {
+                tracing::info!(
+                    webhook = %hook.name,
+                    host = hook.url.host_str().unwrap_or_default(),
+                    events = hook.events.len(),
+                    allow_private = hook.allow_private,
+                    "delivering events to webhook"
+                );
+            }
+            tokio::spawn(self.hoop.delivery_worker().run(stop_rx.clone()))
+        });
         let server = &self.config.server;
         let router = crate::http::router(self.hoop.clone(), &self.config);
         let changes = self.hoop.changes.clone();
