@@ -210,6 +210,8 @@ impl Worker {
         };
         let (next, step) = match (&answer.verdict, address) {
             (Verdict::Delivered, _) => (Next::Delivered, Step::Delivered),
+            // No longer configured: there is nobody left to retry for.
+            (_, None) => (Next::GiveUp, Step::GaveUp),
             (Verdict::Disable, Some(address_sha256)) => (
                 Next::Disable {
                     reason: answer.error.clone().unwrap_or_else(|| "410 Gone".into()),
@@ -217,7 +219,6 @@ impl Worker {
                 },
                 Step::Disabled,
             ),
-            (Verdict::Retry { .. }, None) => (Next::GiveUp, Step::GaveUp),
             (Verdict::Retry { after }, Some(_)) => {
                 let wait = self.wait_before(delivery.attempt, *after);
                 let at = attempt.at.saturating_add(millis(wait));
@@ -227,7 +228,6 @@ impl Worker {
                     (Next::RetryAt(at), Step::Retry)
                 }
             }
-            (Verdict::Disable, None) => (Next::GiveUp, Step::GaveUp),
         };
         let audit = self.audit(&delivery, &attempt, &next);
         match &next {

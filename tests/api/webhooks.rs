@@ -24,6 +24,7 @@ on_both_backends!(
     a_gone_receiver_switches_its_webhook_off,
     admins_list_webhooks_page_their_attempts_and_send_pings,
     the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries,
+    a_webhook_removed_from_the_config_is_given_up_at_once,
 );
 
 /// A `[[webhooks]]` entry delivering every event to `url`, with `extra` lines.
@@ -727,4 +728,28 @@ async fn replicas_deliver_each_event_once_and_finish_a_killed_replicas_delivery(
         "one attempt by the killed replica, one by the other"
     );
     assert_chain_intact(&db.url).await;
+}
+
+async fn a_webhook_removed_from_the_config_is_given_up_at_once(backend: Backend) {
+    let siem = Receiver::start(SECRET).await;
+    siem.set_down(true);
+    let app = TestApp::spawn_with(
+        backend,
+        &webhook("siem", &siem.url(), "allow_private = true"),
+    )
+    .await;
+    let id = app.held("SELECT 1").await;
+    assert_eq!(drain(&app.hoop.delivery_worker()).await, [Step::Retry]);
+    // A replica whose config no longer has the webhook: nobody to deliver to, nothing to wait for.
+    app.advance(Duration::from_secs(5));
+    let without = Worker::new(app.hoop.clone(), Vec::new());
+    assert_eq!(without.deliver_next().await.unwrap(), Step::GaveUp);
+    let delivery = deliveries(&app, &id).await[0].clone();
+    assert_eq!(delivery["state"], "given_up");
+    assert_eq!(
+        delivery["last_error"],
+        "webhook siem is no longer configured"
+    );
+    let events = app.store().await.audit_events(Some(&id)).await.unwrap();
+    assert_eq!(events.last().unwrap().kind, "delivery_given_up");
 }
