@@ -29,6 +29,10 @@ const FAN_OUT_BATCH: i64 = 500;
 const IN_FLIGHT: usize = 64;
 /// How often an idle worker looks for retries that came due and for other replicas' events.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// After a round that found deliveries, how long the worker lets more gather before the next:
+/// under load, rounds (each a few transactions on the database every decision also writes to)
+/// take more deliveries each instead of coming faster. A lone event is not held up by it.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +73,9 @@ impl Worker {
     /// is due, until a change is committed or a retry comes due.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let worker = Arc::new(self);
+        if !worker.has_destinations() {
+            return worker.mark_forever(stop).await;
+        }
         let mut in_flight: JoinSet<Result<(Finished, Step)>> = JoinSet::new();
         let mut trouble = trouble_backoff();
         loop {
@@ -76,6 +83,13 @@ impl Worker {
             let woken = changes.deliveries().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            // What finished since the last round is recorded first, so the next event of each
+            // of those requests can be claimed in this one.
+            let mut finished = Vec::new();
+            while let Some(done) = in_flight.try_join_next() {
+                finished.push(done);
+            }
+            worker.record_all(finished).await;
             let room = IN_FLIGHT - in_flight.len();
             let claimed = if room > 0 {
                 match worker.claim(room as i64).await {
@@ -100,18 +114,21 @@ impl Worker {
                 let worker = worker.clone();
                 in_flight.spawn(async move { worker.attempt(delivery).await });
             }
-            if found && in_flight.len() < IN_FLIGHT {
-                // More may be due right away.
-                continue;
+            if found {
+                // More may be due right away; let them gather first.
+                tokio::select! {
+                    _ = tokio::time::sleep(GATHER) => continue,
+                    _ = stop.changed() => break,
+                }
             }
             tokio::select! {
                 _ = &mut woken => {}
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let mut batch = vec![done];
+                    let mut finished = vec![done];
                     while let Some(done) = in_flight.try_join_next() {
-                        batch.push(done);
+                        finished.push(done);
                     }
-                    worker.record_all(batch).await;
+                    worker.record_all(finished).await;
                 }
                 _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = stop.changed() => break,
@@ -120,13 +137,39 @@ impl Worker {
         // Attempts under way get a moment to finish and be recorded; any still out then are
         // retried once their claim lapses.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut batch = Vec::new();
+            let mut finished = Vec::new();
             while let Some(done) = in_flight.join_next().await {
-                batch.push(done);
+                finished.push(done);
             }
-            worker.record_all(batch).await;
+            worker.record_all(finished).await;
         })
         .await;
+    }
+
+    /// Whether any destination is configured at all.
+    fn has_destinations(&self) -> bool {
+        super::EVENTS
+            .iter()
+            .any(|event| self.notifiers.iter().any(|n| !n.routes(event).is_empty()))
+    }
+
+    /// With no destination configured, events are only marked fanned out — once a second, in
+    /// one statement — so a webhook configured later starts with the events after it, not with
+    /// the whole history, and a busy server is not woken for each of its changes.
+    async fn mark_forever(&self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let marked = async {
+                let now = self.hoop.now().await?;
+                Ok::<_, crate::error::Error>(self.hoop.store.mark_fanned_out(now).await?)
+            };
+            if let Err(e) = marked.await {
+                tracing::warn!(error = %e, "cannot mark events fanned out; will retry");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     /// Records the attempts of a batch that could be made; one that could not (its notifier
@@ -135,6 +178,9 @@ impl Worker {
         &self,
         batch: Vec<std::result::Result<Result<(Finished, Step)>, tokio::task::JoinError>>,
     ) {
+        if batch.is_empty() {
+            return;
+        }
         let mut finished = Vec::with_capacity(batch.len());
         for done in batch {
             match done {

@@ -66,7 +66,7 @@ async fn exec(
         justification: body.justification,
     };
     let request = hoop.submit(&user, submission, CHANNEL).await?;
-    Ok((StatusCode::CREATED, Json(hoop.view(request).await?)))
+    Ok((StatusCode::CREATED, Json(hoop.reply(request))))
 }
 
 #[derive(Deserialize)]
@@ -165,7 +165,7 @@ async fn approve(
         group: body.group.filter(|g| !g.is_empty()),
     };
     let decided = hoop.decide(&user, &id, decision, CHANNEL).await?;
-    Ok(Json(hoop.view(decided).await?))
+    Ok(Json(hoop.reply(decided)))
 }
 
 #[derive(Deserialize)]
@@ -184,7 +184,7 @@ async fn reject(
         reason: body.reason,
     };
     let decided = hoop.decide(&user, &id, decision, CHANNEL).await?;
-    Ok(Json(hoop.view(decided).await?))
+    Ok(Json(hoop.reply(decided)))
 }
 
 async fn cancel(
@@ -193,7 +193,7 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<AccessRequestView>> {
     let decided = hoop.decide(&user, &id, Decision::Cancel, CHANNEL).await?;
-    Ok(Json(hoop.view(decided).await?))
+    Ok(Json(hoop.reply(decided)))
 }
 
 async fn audit(

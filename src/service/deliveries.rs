@@ -16,6 +16,13 @@ impl Hoop {
         Ok(self.views(vec![request]).await?.pop().expect("one view"))
     }
 
+    /// `request` as the reply to a write (a submission, a decision) shows it: as that write left
+    /// it, without `deliveries`, which every read of the request carries. Reading them would cost
+    /// each write a query on the path every decision takes.
+    pub fn reply(&self, request: AccessRequest) -> AccessRequestView {
+        AccessRequestView::new(request, &self.config.server.public_url)
+    }
+
     /// `requests` as the API shows them, with their deliveries (read in one query).
     pub async fn views(&self, requests: Vec<AccessRequest>) -> Result<Vec<AccessRequestView>> {
         let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();

@@ -181,6 +181,9 @@ pub trait Deliveries: Send + Sync {
     /// due at once, and marks them fanned out; returns how many events. One replica at a time
     /// (a lock), so deliveries are created once and in outbox order.
     async fn fan_out(&self, now: Millis, limit: i64, route: Router<'_>) -> StoreResult<usize>;
+    /// Marks every outbox event not yet fanned out as done, with no deliveries, in one statement:
+    /// for a replica that has no destination configured.
+    async fn mark_fanned_out(&self, now: Millis) -> StoreResult<u64>;
     /// Claims up to `limit` due deliveries until `lease_until`, counting the attempt. Never two
     /// for one request and destination at once, and never one while an earlier event of its
     /// request to its destination is still pending, so a later state does not overtake an
@@ -345,6 +348,14 @@ macro_rules! delivery_store {
                 .await?;
                 tx.commit().await?;
                 Ok(ids.len())
+            }
+
+            async fn mark_fanned_out(&self, now: Millis) -> StoreResult<u64> {
+                Ok(sqlx::query("update outbox set delivered_at = $1 where delivered_at is null")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
             }
 
             async fn claim_deliveries(

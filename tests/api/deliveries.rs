@@ -14,6 +14,7 @@ use crate::on_both_backends;
 on_both_backends!(
     concurrent_claims_hand_each_delivery_out_once_and_in_order,
     posted_messages_keep_the_newest_version_they_show,
+    events_marked_while_nothing_is_configured_are_never_delivered,
 );
 
 fn routes(event: &str) -> Vec<Route> {
@@ -149,4 +150,24 @@ async fn posted_messages_keep_the_newest_version_they_show(backend: Backend) {
         other.posted("slack", "C123", &id).await.unwrap(),
         Some(message(3, "1.3"))
     );
+}
+
+/// A server with no destination only marks its events; a webhook configured later starts with
+/// the events after it instead of replaying the history.
+async fn events_marked_while_nothing_is_configured_are_never_delivered(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let old = app.held("SELECT 'before the webhook'").await;
+    let store = app.store().await;
+    let now = app.hoop.now().await.unwrap();
+    assert_eq!(store.mark_fanned_out(now).await.unwrap(), 1);
+    let new = app.held("SELECT 'after it'").await;
+    assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 1);
+    assert!(
+        store
+            .deliveries_of(&[old.as_str()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.deliveries_of(&[new.as_str()]).await.unwrap().len(), 2);
 }
