@@ -31,7 +31,7 @@
 
 mod support;
 
-use support::{Call, Hoop, Run, cpu_ticks, drive, ms, pin, submit, ticks_to_seconds};
+use support::{Cpu, Hoop, approvals, drive, pin_load_generator, report, submit};
 
 const CLIENTS: usize = 32;
 const RATE: f64 = 5000.0;
@@ -50,18 +50,7 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(rate > 0.0, "HOOP_BENCH_RATE must be above 0");
 
     // Pinned before the runtime exists, so every thread it starts inherits the core.
-    let cores = allowed_cores()?;
-    let server_core = match cores[..] {
-        [load, server, ..] => {
-            pin(0, load)?;
-            println!("{backend}: load generator on core {load}, server on core {server}");
-            Some(server)
-        }
-        _ => {
-            println!("{backend}: one core only: server and load generator share it, unpinned");
-            None
-        }
-    };
+    let server_core = pin_load_generator(&backend)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -70,7 +59,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(backend: &str, n: usize, rate: f64, core: Option<usize>) -> anyhow::Result<()> {
     hoopbot::install_crypto_provider();
-    let hoop = Hoop::start(backend, "decisions", core).await?;
+    let hoop = Hoop::start(backend, "decisions", core, "").await?;
     let port = hoop.port;
 
     let cpu = Cpu::now(hoop.pid())?;
@@ -90,84 +79,4 @@ async fn bench(backend: &str, n: usize, rate: f64, core: Option<usize>) -> anyho
     report(backend, "paced", &offered, &run, cpu.since()?);
 
     hoop.stop().await
-}
-
-/// Bob's approval of each of `ids`, by index.
-fn approvals(ids: Vec<String>, bob: &str) -> impl Fn(usize) -> Call + Send + Sync + 'static {
-    let bob = bob.to_string();
-    move |i| {
-        Call::post(
-            format!("/api/v1/access-requests/{}/approve", ids[i]),
-            &bob,
-            None,
-        )
-    }
-}
-
-/// One line for a phase, e.g. `sqlite approve: 40000 approvals in 26.1 s: 1532/s · p50 …`.
-fn report(backend: &str, phase: &str, what: &str, run: &Run, cpu: Spent) {
-    let calls = run.latencies.len();
-    let per_call = |seconds: f64| seconds / calls as f64 * 1e6;
-    let server = match cpu.server {
-        Some(s) => format!("{s:.2} s ({:.0} µs a call)", per_call(s)),
-        None => "not readable from /proc".into(),
-    };
-    println!(
-        "{backend} {phase}: {calls} {what} in {:.1} s: {:.0}/s · p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms · 0 non-2xx · CPU: server {server}, load generator {:.2} s ({:.0} µs a call)",
-        run.elapsed.as_secs_f64(),
-        calls as f64 / run.elapsed.as_secs_f64(),
-        ms(run.latencies[calls / 2]),
-        ms(run.latencies[calls * 99 / 100]),
-        ms(run.latencies[calls - 1]),
-        cpu.load,
-        per_call(cpu.load),
-    );
-}
-
-/// CPU time used so far by the server (if its /proc entry can be read) and by this process.
-struct Cpu {
-    server_pid: u32,
-    server: Option<u64>,
-    load: u64,
-}
-
-/// CPU seconds spent since a `Cpu` reading.
-struct Spent {
-    server: Option<f64>,
-    load: f64,
-}
-
-impl Cpu {
-    fn now(server_pid: u32) -> anyhow::Result<Cpu> {
-        Ok(Cpu {
-            server_pid,
-            server: cpu_ticks(server_pid).ok(),
-            load: cpu_ticks(std::process::id())?,
-        })
-    }
-
-    fn since(self) -> anyhow::Result<Spent> {
-        let now = Cpu::now(self.server_pid)?;
-        Ok(Spent {
-            server: self
-                .server
-                .zip(now.server)
-                .map(|(then, now)| ticks_to_seconds(now - then)),
-            load: ticks_to_seconds(now.load - self.load),
-        })
-    }
-}
-
-/// The cores this process may run on.
-fn allowed_cores() -> anyhow::Result<Vec<usize>> {
-    // SAFETY: cpu_set_t is a plain bit set, which sched_getaffinity(2) fills and CPU_ISSET reads.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok((0..libc::CPU_SETSIZE as usize)
-            .filter(|&core| libc::CPU_ISSET(core, &set))
-            .collect())
-    }
 }

@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
         Some(n) => n.parse()?,
         None => 10_000,
     };
-    let hoop = Hoop::start(&backend, "waiters", None).await?;
+    let hoop = Hoop::start(&backend, "waiters", None, "").await?;
     let (port, alice, bob, pid) = (hoop.port, &hoop.alice, &hoop.bob, hoop.pid());
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let http = reqwest::Client::builder()

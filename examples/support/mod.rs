@@ -33,8 +33,14 @@ pub struct Hoop {
 
 impl Hoop {
     /// Starts the server on `backend` (sqlite or postgres; `name` names the scratch database), on
-    /// `core` alone if given, and waits until it is ready.
-    pub async fn start(backend: &str, name: &str, core: Option<usize>) -> anyhow::Result<Hoop> {
+    /// `core` alone if given, with `extra` appended to its config (e.g. `[[webhooks]]`), and waits
+    /// until it is ready.
+    pub async fn start(
+        backend: &str,
+        name: &str,
+        core: Option<usize>,
+        extra: &str,
+    ) -> anyhow::Result<Hoop> {
         let hoop = hoop_binary()?;
         let dir = tempfile::tempdir()?;
         let scratch = Scratch::new(backend, name, dir.path()).await?;
@@ -65,7 +71,7 @@ agent = "bench"
 [connections.access_requests]
 approval_groups = ["dba-team"]
 timeout = "1h"
-"#,
+{extra}"#,
                 url = scratch.url
             ),
         )?;
@@ -129,6 +135,38 @@ pub fn pin(pid: libc::pid_t, core: usize) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pins this process to the first core it may run on and returns the second, for the server
+/// (`None`, leaving both unpinned, on a single core). Call it before the runtime exists, so every
+/// thread the runtime starts inherits the core.
+#[allow(dead_code, reason = "waiters runs unpinned and times its calls itself")]
+pub fn pin_load_generator(backend: &str) -> anyhow::Result<Option<usize>> {
+    match allowed_cores()?[..] {
+        [load, server, ..] => {
+            pin(0, load)?;
+            println!("{backend}: load generator on core {load}, server on core {server}");
+            Ok(Some(server))
+        }
+        _ => {
+            println!("{backend}: one core only: server and load generator share it, unpinned");
+            Ok(None)
+        }
+    }
+}
+
+/// The cores this process may run on.
+fn allowed_cores() -> anyhow::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit set, which sched_getaffinity(2) fills and CPU_ISSET reads.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&core| libc::CPU_ISSET(core, &set))
+            .collect())
+    }
 }
 
 /// `hoop` as built beside this example (target/release/hoop for a release example).
@@ -374,7 +412,7 @@ pub async fn drive<T: Send + 'static>(
 
 /// Returns at `at`. Tokio's timer counts whole milliseconds, so it sleeps to within one and
 /// yields from there: calls leave when due, not in a burst at the next millisecond tick.
-async fn until(at: Instant) {
+pub async fn until(at: Instant) {
     if let Some(far) = at.checked_duration_since(Instant::now() + Duration::from_millis(1)) {
         tokio::time::sleep(far).await;
     }
@@ -386,23 +424,44 @@ async fn until(at: Instant) {
 /// Submits `n` held requests for `prod-db` as the holder of `token` with 32 connections, closed
 /// loop; returns their ids in order.
 pub async fn submit(port: u16, token: &str, n: usize) -> anyhow::Result<(Vec<String>, Run)> {
-    #[derive(serde::Deserialize)]
-    struct Submitted {
-        id: String,
-    }
     let token = token.to_string();
     drive(
         port,
         SUBMITTERS,
         n,
         None,
-        move |i| {
-            let body = format!(r#"{{"connection":"prod-db","command":"UPDATE t SET x = {i}"}}"#);
-            Call::post("/api/v1/exec".into(), &token, Some(body))
-        },
-        |body| Ok(serde_json::from_slice::<Submitted>(body)?.id),
+        move |i| submission(&token, i),
+        submitted_id,
     )
     .await
+}
+
+/// Submission number `i`: a held request for `prod-db`, as the holder of `token`.
+pub fn submission(token: &str, i: usize) -> Call {
+    let body = format!(r#"{{"connection":"prod-db","command":"UPDATE t SET x = {i}"}}"#);
+    Call::post("/api/v1/exec".into(), token, Some(body))
+}
+
+/// The id of the request a submission's reply describes.
+pub fn submitted_id(body: &[u8]) -> anyhow::Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Submitted {
+        id: String,
+    }
+    Ok(serde_json::from_slice::<Submitted>(body)?.id)
+}
+
+/// Bob's approval of each of `ids`, by index.
+#[allow(dead_code, reason = "waiters runs unpinned and times its calls itself")]
+pub fn approvals(ids: Vec<String>, bob: &str) -> impl Fn(usize) -> Call + Send + Sync + 'static {
+    let bob = bob.to_string();
+    move |i| {
+        Call::post(
+            format!("/api/v1/access-requests/{}/approve", ids[i]),
+            &bob,
+            None,
+        )
+    }
 }
 
 /// The process's user + system CPU time, in clock ticks.
@@ -429,4 +488,61 @@ pub fn ticks_to_seconds(ticks: u64) -> f64 {
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// One line for a phase, e.g. `sqlite approve: 40000 approvals in 26.1 s: 1532/s · p50 …`.
+#[allow(dead_code, reason = "waiters runs unpinned and times its calls itself")]
+pub fn report(backend: &str, phase: &str, what: &str, run: &Run, cpu: Spent) {
+    let calls = run.latencies.len();
+    let per_call = |seconds: f64| seconds / calls as f64 * 1e6;
+    let server = match cpu.server {
+        Some(s) => format!("{s:.2} s ({:.0} µs a call)", per_call(s)),
+        None => "not readable from /proc".into(),
+    };
+    println!(
+        "{backend} {phase}: {calls} {what} in {:.1} s: {:.0}/s · p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms · 0 non-2xx · CPU: server {server}, load generator {:.2} s ({:.0} µs a call)",
+        run.elapsed.as_secs_f64(),
+        calls as f64 / run.elapsed.as_secs_f64(),
+        ms(run.latencies[calls / 2]),
+        ms(run.latencies[calls * 99 / 100]),
+        ms(run.latencies[calls - 1]),
+        cpu.load,
+        per_call(cpu.load),
+    );
+}
+
+/// CPU time used so far by the server (if its /proc entry can be read) and by this process.
+#[allow(dead_code, reason = "waiters runs unpinned and times its calls itself")]
+pub struct Cpu {
+    server_pid: u32,
+    server: Option<u64>,
+    load: u64,
+}
+
+/// CPU seconds spent since a `Cpu` reading.
+pub struct Spent {
+    pub server: Option<f64>,
+    pub load: f64,
+}
+
+#[allow(dead_code, reason = "waiters runs unpinned and times its calls itself")]
+impl Cpu {
+    pub fn now(server_pid: u32) -> anyhow::Result<Cpu> {
+        Ok(Cpu {
+            server_pid,
+            server: cpu_ticks(server_pid).ok(),
+            load: cpu_ticks(std::process::id())?,
+        })
+    }
+
+    pub fn since(self) -> anyhow::Result<Spent> {
+        let now = Cpu::now(self.server_pid)?;
+        Ok(Spent {
+            server: self
+                .server
+                .zip(now.server)
+                .map(|(then, now)| ticks_to_seconds(now - then)),
+            load: ticks_to_seconds(now.load - self.load),
+        })
+    }
 }
