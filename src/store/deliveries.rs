@@ -246,6 +246,25 @@ pub(super) struct NewDeliveryRow<'a> {
     pub give_up_at: Millis,
 }
 
+/// One finished attempt, as `finish_deliveries`' JSON array carries it.
+#[derive(serde::Serialize)]
+pub(super) struct FinishedRow<'a> {
+    pub id: i64,
+    pub lease_until: Millis,
+    pub kind: &'a str,
+    pub destination: &'a str,
+    pub request_id: &'a str,
+    pub event: &'a str,
+    pub attempt: i64,
+    pub at: Millis,
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<&'a str>,
+    pub state: &'static str,
+    pub next_attempt_at: Option<Millis>,
+    pub delivered_at: Option<Millis>,
+}
+
 macro_rules! delivery_store {
     (
         $store:ty,
@@ -448,78 +467,100 @@ macro_rules! delivery_store {
                 if finished.is_empty() {
                     return Ok(Vec::new());
                 }
+                let rows: Vec<_> = finished
+                    .iter()
+                    .map(|f| {
+                        let (state, next_attempt_at, delivered_at) = match &f.next {
+                            Next::Delivered => (DeliveryState::Delivered, None, Some(f.attempt.at)),
+                            Next::RetryAt(at) => (DeliveryState::Pending, Some(*at), None),
+                            Next::GiveUp => (DeliveryState::GivenUp, None, None),
+                            Next::Disable { .. } => (DeliveryState::Dropped, None, None),
+                        };
+                        $crate::store::deliveries::FinishedRow {
+                            id: f.delivery.id,
+                            lease_until: f.delivery.lease_until,
+                            kind: &f.delivery.kind,
+                            destination: &f.delivery.destination,
+                            request_id: &f.delivery.request_id,
+                            event: &f.delivery.event,
+                            attempt: f.delivery.attempt,
+                            at: f.attempt.at,
+                            status: f.attempt.status,
+                            latency_ms: f.attempt.latency_ms,
+                            error: f.attempt.error.as_deref(),
+                            state: state.as_str(),
+                            next_attempt_at,
+                            delivered_at,
+                        }
+                    })
+                    .collect();
+                let json = $crate::store::sql::json_array(&rows);
                 let mut tx = self.pool.begin_with($write_begin).await?;
-                let mut moved_all = Vec::with_capacity(finished.len());
+                // Every attempt, then every delivery whose claim still holds: one statement each,
+                // however many finished together.
+                sqlx::query(concat!(
+                    "insert into delivery_attempt (delivery_id, kind, destination, request_id, event, \
+                     attempt, at, status, latency_ms, error) \
+                     select cast(c.value ->> 'id' as bigint), c.value ->> 'kind', \
+                     c.value ->> 'destination', c.value ->> 'request_id', c.value ->> 'event', \
+                     cast(c.value ->> 'attempt' as bigint), cast(c.value ->> 'at' as bigint), \
+                     cast(c.value ->> 'status' as bigint), cast(c.value ->> 'latency_ms' as bigint), \
+                     c.value ->> 'error' from ", $json_rows, " order by c.key"
+                ))
+                .bind(&json)
+                .bind(rows.len() as i64)
+                .execute(&mut *tx)
+                .await?;
+                let moved: std::collections::HashSet<i64> = sqlx::query_scalar(concat!(
+                    "update delivery set state = c.value ->> 'state', \
+                     next_attempt_at = coalesce(cast(c.value ->> 'next_attempt_at' as bigint), delivery.next_attempt_at), \
+                     lease_until = null, last_status = cast(c.value ->> 'status' as bigint), \
+                     last_error = c.value ->> 'error', \
+                     delivered_at = cast(c.value ->> 'delivered_at' as bigint) \
+                     from ", $json_rows, " \
+                     where delivery.id = cast(c.value ->> 'id' as bigint) \
+                     and delivery.lease_until = cast(c.value ->> 'lease_until' as bigint) \
+                     and delivery.state = 'pending' returning id"
+                ))
+                .bind(&json)
+                .bind(rows.len() as i64)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
                 let mut audit = Vec::new();
-                for finished in finished {
-                    let delivery = &finished.delivery;
-                    let attempt = &finished.attempt;
-                    let (state, next_attempt_at, delivered_at) = match &finished.next {
-                        Next::Delivered => (DeliveryState::Delivered, None, Some(attempt.at)),
-                        Next::RetryAt(at) => (DeliveryState::Pending, Some(*at), None),
-                        Next::GiveUp => (DeliveryState::GivenUp, None, None),
-                        Next::Disable { .. } => (DeliveryState::Dropped, None, None),
-                    };
-                    insert_attempt(
-                        &mut tx,
-                        Some(delivery.id),
-                        &delivery.kind,
-                        &delivery.destination,
-                        Some(&delivery.request_id),
-                        &delivery.event,
-                        delivery.attempt,
-                        attempt,
-                    )
-                    .await?;
-                    let moved = sqlx::query(
-                        "update delivery set state = $3, next_attempt_at = coalesce($4, next_attempt_at), \
-                         lease_until = null, last_status = $5, last_error = $6, delivered_at = $7 \
-                         where id = $1 and lease_until = $2 and state = 'pending'",
-                    )
-                    .bind(delivery.id)
-                    .bind(delivery.lease_until)
-                    .bind(state.as_str())
-                    .bind(next_attempt_at)
-                    .bind(attempt.status)
-                    .bind(&attempt.error)
-                    .bind(delivered_at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if moved {
-                        if let Next::Disable { reason, address_sha256 } = &finished.next {
-                            sqlx::query(
-                                "insert into destination_disabled (kind, destination, address_sha256, \
-                                 disabled_at, reason) values ($1, $2, $3, $4, $5) on conflict do nothing",
-                            )
-                            .bind(&delivery.kind)
-                            .bind(&delivery.destination)
-                            .bind(address_sha256)
-                            .bind(attempt.at)
-                            .bind(reason)
-                            .execute(&mut *tx)
-                            .await?;
-                            sqlx::query(
-                                "update delivery set state = 'dropped', lease_until = null, \
-                                 last_error = $3 where kind = $1 and destination = $2 and state = 'pending'",
-                            )
-                            .bind(&delivery.kind)
-                            .bind(&delivery.destination)
-                            .bind(reason)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                        if let Some((subject, entry)) = &finished.audit {
-                            audit.push((subject.as_str(), attempt.at, entry));
-                        }
+                for f in finished.iter().filter(|f| moved.contains(&f.delivery.id)) {
+                    if let Next::Disable { reason, address_sha256 } = &f.next {
+                        let delivery = &f.delivery;
+                        sqlx::query(
+                            "insert into destination_disabled (kind, destination, address_sha256, \
+                             disabled_at, reason) values ($1, $2, $3, $4, $5) on conflict do nothing",
+                        )
+                        .bind(&delivery.kind)
+                        .bind(&delivery.destination)
+                        .bind(address_sha256)
+                        .bind(f.attempt.at)
+                        .bind(reason)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "update delivery set state = 'dropped', lease_until = null, \
+                             last_error = $3 where kind = $1 and destination = $2 and state = 'pending'",
+                        )
+                        .bind(&delivery.kind)
+                        .bind(&delivery.destination)
+                        .bind(reason)
+                        .execute(&mut *tx)
+                        .await?;
                     }
-                    moved_all.push(moved);
+                    if let Some((subject, entry)) = &f.audit {
+                        audit.push((subject.as_str(), f.attempt.at, entry));
+                    }
                 }
                 // All of the batch's audit events with one bump of the chain's head.
                 append_audit_events(&mut tx, self.audit_key.as_ref(), &audit).await?;
                 tx.commit().await?;
-                Ok(moved_all)
+                Ok(finished.iter().map(|f| moved.contains(&f.delivery.id)).collect())
             }
 
             async fn record_attempt(
