@@ -35,6 +35,17 @@ pub fn webhook(name: &str, url: &str, extra: &str) -> String {
     )
 }
 
+/// A server with one webhook, `siem`, and its receiver.
+async fn with_siem(backend: Backend) -> (Receiver, TestApp) {
+    let siem = Receiver::start(SECRET).await;
+    let app = TestApp::spawn_with(
+        backend,
+        &webhook("siem", &siem.url(), "allow_private = true"),
+    )
+    .await;
+    (siem, app)
+}
+
 /// Delivers until nothing is due; returns what each step did.
 async fn drain(worker: &Worker) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -196,7 +207,7 @@ async fn every_change_reaches_the_receiver_signed_and_in_order(backend: Backend)
 }
 
 async fn a_failing_receiver_still_gets_every_event_once_in_order(backend: Backend) {
-    let siem = Receiver::start(SECRET).await;
+    let (siem, app) = with_siem(backend).await;
     siem.plan(vec![
         Reply::Status(500),
         Reply::TooManyRequests {
@@ -204,11 +215,6 @@ async fn a_failing_receiver_still_gets_every_event_once_in_order(backend: Backen
         },
         Reply::Drop,
     ]);
-    let app = TestApp::spawn_with(
-        backend,
-        &webhook("siem", &siem.url(), "allow_private = true"),
-    )
-    .await;
     let id = approved(&app, "SELECT 1").await;
     let worker = app.hoop.delivery_worker();
 
@@ -370,13 +376,8 @@ async fn private_addresses_are_refused_without_allow_private(backend: Backend) {
 }
 
 async fn a_gone_receiver_switches_its_webhook_off(backend: Backend) {
-    let siem = Receiver::start(SECRET).await;
+    let (siem, app) = with_siem(backend).await;
     siem.plan(vec![Reply::Status(410)]);
-    let app = TestApp::spawn_with(
-        backend,
-        &webhook("siem", &siem.url(), "allow_private = true"),
-    )
-    .await;
     let id = app.held("SELECT 1").await;
     let worker = app.hoop.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Disabled]);
@@ -519,14 +520,8 @@ async fn admins_list_webhooks_page_their_attempts_and_send_pings(backend: Backen
 
 async fn the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries(backend: Backend) {
     use crate::cli::{cli, text};
-    let siem = Receiver::start(SECRET).await;
-    // The receiver's error text is quoted to terminals: its control characters must not be.
+    let (siem, app) = with_siem(backend).await;
     siem.plan(vec![Reply::Status(503)]);
-    let app = TestApp::spawn_with(
-        backend,
-        &webhook("siem", &siem.url(), "allow_private = true"),
-    )
-    .await;
     let id = app.held("SELECT 1").await;
     let worker = app.hoop.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Retry]);
@@ -731,13 +726,8 @@ async fn replicas_deliver_each_event_once_and_finish_a_killed_replicas_delivery(
 }
 
 async fn a_webhook_removed_from_the_config_is_given_up_at_once(backend: Backend) {
-    let siem = Receiver::start(SECRET).await;
+    let (siem, app) = with_siem(backend).await;
     siem.set_down(true);
-    let app = TestApp::spawn_with(
-        backend,
-        &webhook("siem", &siem.url(), "allow_private = true"),
-    )
-    .await;
     let id = app.held("SELECT 1").await;
     assert_eq!(drain(&app.hoop.delivery_worker()).await, [Step::Retry]);
     // A replica whose config no longer has the webhook: nobody to deliver to, nothing to wait for.
