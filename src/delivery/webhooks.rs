@@ -207,7 +207,9 @@ impl Endpoint {
         }
         let response = match request.body(body).send().await {
             Ok(response) => response,
-            Err(e) => return retry(describe(&e)),
+            // Without the URL: its query string may hold a token, and the error is shown to
+            // everyone who can read the request.
+            Err(e) => return retry(describe(&e.without_url())),
         };
         let status = response.status();
         let code = Some(i64::from(status.as_u16()));

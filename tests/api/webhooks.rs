@@ -497,6 +497,22 @@ async fn admins_list_webhooks_page_their_attempts_and_send_pings(backend: Backen
     let item = &next.body["items"][0];
     assert!(item["latency_ms"].is_i64() && item["at"].is_string() && item["event"] == "ping");
 
+    // A failed delivery's error, which every reader of the request sees, leaves the URL (and
+    // the token in its query string) out.
+    siem.set_down(true);
+    let id = app.held("SELECT 1").await;
+    assert_eq!(drain(&app.hoop.delivery_worker()).await, [Step::Retry]);
+    let error = deliveries(&app, &id).await[0]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !error.contains("hunter2") && !error.contains("/hook"),
+        "{error}"
+    );
+    assert!(error.contains("error sending request"), "{error}");
+    siem.set_down(false);
+
     let unknown = app
         .get("root@x.com", "/api/v1/webhooks/nope/deliveries")
         .await;
