@@ -887,13 +887,24 @@ fn announce(change: &mut Change, request: &AccessRequest, events: &[&str]) {
         .extend(events.iter().map(|what| event(what, &after)));
 }
 
-/// The request as an outbox entry keeps it.
-fn snapshot(request: &AccessRequest) -> serde_json::Value {
-    json!({ "version": request.version, "request": request })
+/// The request as an outbox entry keeps it: its version, and the request itself.
+fn snapshot(request: &AccessRequest) -> Arc<str> {
+    #[derive(serde::Serialize)]
+    struct Snapshot<'a> {
+        version: i64,
+        request: &'a AccessRequest,
+    }
+    let snapshot = Snapshot {
+        version: request.version,
+        request,
+    };
+    serde_json::to_string(&snapshot)
+        .expect("a request serializes")
+        .into()
 }
 
 /// An outbox entry announcing `what` happened, carrying `snapshot`.
-fn event(what: &str, snapshot: &serde_json::Value) -> OutboxEntry {
+fn event(what: &str, snapshot: &Arc<str>) -> OutboxEntry {
     OutboxEntry {
         topic: format!("access_request.{what}"),
         payload: snapshot.clone(),

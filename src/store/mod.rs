@@ -143,7 +143,9 @@ impl AuditEntry {
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
     pub topic: String,
-    pub payload: serde_json::Value,
+    /// JSON text, serialized once where the change is made and shared by the entries of one
+    /// change and every copy of it on the way to the writer.
+    pub payload: Arc<str>,
 }
 
 /// A committed state change as the change poll sees it.

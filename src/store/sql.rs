@@ -103,7 +103,7 @@ pub(super) mod rows {
     pub struct Outbox<'a> {
         pub request_id: &'a str,
         pub topic: &'a str,
-        pub payload: String,
+        pub payload: &'a str,
         pub at: Millis,
     }
 
@@ -904,7 +904,7 @@ macro_rules! sql_store {
                 .map(|(request_id, at, entry)| rows::Outbox {
                     request_id,
                     topic: &entry.topic,
-                    payload: entry.payload.to_string(),
+                    payload: &entry.payload,
                     at: *at,
                 })
                 .collect();
