@@ -57,6 +57,11 @@ impl App {
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let config = Arc::new(config);
         let hoop = Hoop::new(config.clone(), store, changes, clock)?;
+        // Before any request is served: a destination receives the events from its first start on.
+        hoop.delivery_worker()
+            .start()
+            .await
+            .context("cannot record the configured webhooks")?;
         let skew = hoop
             .clock_skew()
             .await

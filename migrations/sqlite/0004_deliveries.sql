@@ -45,6 +45,16 @@ create table delivery_attempt (
 );
 create index delivery_attempt_destination on delivery_attempt (kind, destination, id);
 
+-- Each destination as first configured: it receives the events after `since_outbox_id`, never
+-- the history before it. Until some destination exists, events are left as they are: nothing
+-- is written to mark them.
+create table destination (
+    kind             text not null,
+    destination      text not null,
+    since_outbox_id  bigint not null,
+    primary key (kind, destination)
+);
+
 -- Destinations switched off by their receiver (a webhook answering 410). Keyed by the SHA-256 of
 -- the address it answered at, so pointing the destination somewhere else switches it back on.
 create table destination_disabled (

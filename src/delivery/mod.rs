@@ -62,6 +62,8 @@ pub fn subscribed(patterns: &[String]) -> Result<BTreeSet<String>, String> {
 pub trait Notifier: Send + Sync {
     /// The kind, as deliveries record it: `webhook`.
     fn kind(&self) -> &'static str;
+    /// Every configured destination of this kind.
+    fn destinations(&self) -> Vec<String>;
     /// The destinations of this kind that receive `event`.
     fn routes(&self, event: &str) -> Vec<Route>;
     /// The SHA-256 of where `destination` points now; `None` when it is no longer configured.

@@ -136,6 +136,13 @@ impl Notifier for Webhooks {
         "webhook"
     }
 
+    fn destinations(&self) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .map(|e| e.config.name.clone())
+            .collect()
+    }
+
     fn routes(&self, event: &str) -> Vec<Route> {
         self.endpoints
             .iter()

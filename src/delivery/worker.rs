@@ -25,6 +25,8 @@ const LONGEST_WAIT: Duration = Duration::from_secs(60 * 60);
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Outbox events fanned out per transaction.
 const FAN_OUT_BATCH: i64 = 500;
+/// Events from before any destination marked per transaction, once, when the first is configured.
+const MARK_BATCH: i64 = 10_000;
 /// Attempts in flight at once on one replica.
 const IN_FLIGHT: usize = 64;
 /// How often an idle worker looks for retries that came due and for other replicas' events.
@@ -51,11 +53,17 @@ pub enum Step {
 pub struct Worker {
     hoop: Hoop,
     notifiers: Vec<Arc<dyn Notifier>>,
+    /// Set once this worker's destinations are recorded as started (see [`Worker::start`]).
+    started: tokio::sync::OnceCell<()>,
 }
 
 impl Worker {
     pub fn new(hoop: Hoop, notifiers: Vec<Arc<dyn Notifier>>) -> Worker {
-        Worker { hoop, notifiers }
+        Worker {
+            hoop,
+            notifiers,
+            started: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Delivers the next due delivery, if any: one step, for tests to drive without sleeping.
@@ -73,8 +81,10 @@ impl Worker {
     /// is due, until a change is committed or a retry comes due.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let worker = Arc::new(self);
-        if !worker.has_destinations() {
-            return worker.mark_forever(stop).await;
+        if worker.destinations().is_empty() {
+            // Nothing to deliver, and nothing to write: events are left as they are (see
+            // `Worker::start`), so a replica without destinations costs the write path nothing.
+            return;
         }
         let mut in_flight: JoinSet<Result<(Finished, Step)>> = JoinSet::new();
         let mut trouble = trouble_backoff();
@@ -146,30 +156,48 @@ impl Worker {
         .await;
     }
 
-    /// Whether any destination is configured at all.
-    fn has_destinations(&self) -> bool {
-        super::EVENTS
+    /// Every configured destination, as (kind, name).
+    fn destinations(&self) -> Vec<(&'static str, String)> {
+        self.notifiers
             .iter()
-            .any(|event| self.notifiers.iter().any(|n| !n.routes(event).is_empty()))
+            .flat_map(|n| n.destinations().into_iter().map(|d| (n.kind(), d)))
+            .collect()
     }
 
-    /// With no destination configured, events are only marked fanned out — once a second, in
-    /// one statement — so a webhook configured later starts with the events after it, not with
-    /// the whole history, and a busy server is not woken for each of its changes.
-    async fn mark_forever(&self, mut stop: watch::Receiver<bool>) {
-        loop {
-            let marked = async {
+    /// Records this worker's destinations as started, once: a destination seen for the first
+    /// time receives the events after the newest one, never the history before it. Events older
+    /// than every destination are marked fanned out, a batch at a time, so fan-outs never wade
+    /// through them (once, after the first destination is configured on a server that ran
+    /// without any).
+    pub async fn start(&self) -> Result<()> {
+        self.started
+            .get_or_try_init(|| async {
+                let destinations = self.destinations();
+                let names: Vec<(&str, &str)> =
+                    destinations.iter().map(|(k, d)| (*k, d.as_str())).collect();
                 let now = self.hoop.now().await?;
-                Ok::<_, crate::error::Error>(self.hoop.store.mark_fanned_out(now).await?)
-            };
-            if let Err(e) = marked.await {
-                tracing::warn!(error = %e, "cannot mark events fanned out; will retry");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(IDLE_POLL) => {}
-                _ = stop.changed() => return,
-            }
-        }
+                let mut marked = 0;
+                loop {
+                    let batch = self
+                        .hoop
+                        .store
+                        .start_destinations(&names, now, MARK_BATCH)
+                        .await?;
+                    marked += batch;
+                    if (batch as i64) < MARK_BATCH {
+                        break;
+                    }
+                }
+                if marked > 0 {
+                    tracing::info!(
+                        events = marked,
+                        "events from before any destination was configured will not be delivered"
+                    );
+                }
+                Ok::<_, crate::error::Error>(())
+            })
+            .await?;
+        Ok(())
     }
 
     /// Records the attempts of a batch that could be made; one that could not (its notifier
@@ -212,6 +240,7 @@ impl Worker {
 
     /// Fans new events out, then claims up to `limit` due deliveries.
     async fn claim(&self, limit: i64) -> Result<Vec<Delivery>> {
+        self.start().await?;
         let store = &self.hoop.store;
         let now = self.hoop.now().await?;
         let route = |event: &str| -> Vec<Route> {

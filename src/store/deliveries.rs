@@ -177,13 +177,21 @@ pub type Router<'a> = &'a (dyn Fn(&str) -> Vec<Route> + Send + Sync);
 
 #[async_trait]
 pub trait Deliveries: Send + Sync {
-    /// Fans up to `limit` outbox events not yet fanned out into one pending delivery per route,
-    /// due at once, and marks them fanned out; returns how many events. One replica at a time
+    /// Fans up to `limit` outbox events not yet fanned out into one pending delivery per route
+    /// (of the destinations started before the event, see `start_destinations`), due at once,
+    /// and marks them fanned out; returns how many events. One replica at a time
     /// (a lock), so deliveries are created once and in outbox order.
     async fn fan_out(&self, now: Millis, limit: i64, route: Router<'_>) -> StoreResult<usize>;
-    /// Marks every outbox event not yet fanned out as done, with no deliveries, in one statement:
-    /// for a replica that has no destination configured.
-    async fn mark_fanned_out(&self, now: Millis) -> StoreResult<u64>;
+    /// Records `destinations` (kind, name) as configured from the newest outbox event on, unless
+    /// they already are: each receives the events after that, never the history before it.
+    /// Then marks, a batch of `limit` at a time, events older than every destination fanned
+    /// out; returns how many it marked (call again while that is `limit`).
+    async fn start_destinations(
+        &self,
+        destinations: &[(&str, &str)],
+        now: Millis,
+        limit: i64,
+    ) -> StoreResult<u64>;
     /// Claims up to `limit` due deliveries until `lease_until`, counting the attempt. Never two
     /// for one request and destination at once, and never one while an earlier event of its
     /// request to its destination is still pending, so a later state does not overtake an
@@ -347,6 +355,10 @@ macro_rules! delivery_store {
                            where x.kind = c.value ->> 'kind' \
                            and x.destination = c.value ->> 'destination' \
                            and x.address_sha256 = c.value ->> 'address_sha256') \
+                         and exists (select 1 from destination d \
+                           where d.kind = c.value ->> 'kind' \
+                           and d.destination = c.value ->> 'destination' \
+                           and d.since_outbox_id < cast(c.value ->> 'outbox_id' as bigint)) \
                          order by c.key"
                     ))
                     .bind($crate::store::sql::json_array(&rows))
@@ -369,12 +381,38 @@ macro_rules! delivery_store {
                 Ok(ids.len())
             }
 
-            async fn mark_fanned_out(&self, now: Millis) -> StoreResult<u64> {
-                Ok(sqlx::query("update outbox set delivered_at = $1 where delivered_at is null")
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected())
+            async fn start_destinations(
+                &self,
+                destinations: &[(&str, &str)],
+                now: Millis,
+                limit: i64,
+            ) -> StoreResult<u64> {
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                for (kind, destination) in destinations {
+                    // `where true`: without it SQLite would read `on conflict` as the select's.
+                    sqlx::query(
+                        "insert into destination (kind, destination, since_outbox_id) \
+                         select $1, $2, coalesce(max(id), 0) from outbox \
+                         where true on conflict (kind, destination) do nothing",
+                    )
+                    .bind(kind)
+                    .bind(destination)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let marked = sqlx::query(
+                    "update outbox set delivered_at = $1 where id in (select id from outbox \
+                     where delivered_at is null \
+                     and id <= (select coalesce(min(since_outbox_id), 0) from destination) \
+                     order by id limit $2)",
+                )
+                .bind(now)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(marked)
             }
 
             async fn claim_deliveries(

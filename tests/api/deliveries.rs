@@ -1,6 +1,6 @@
 //! The delivery store on both backends: claims made at once by several workers never hand one
-//! delivery out twice nor let a later event of a request overtake an earlier one, and posted
-//! messages keep the newest version they show.
+//! delivery out twice nor let a later event of a request overtake an earlier one, posted
+//! messages keep the newest version they show, and a destination gets no events from before it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use crate::on_both_backends;
 on_both_backends!(
     concurrent_claims_hand_each_delivery_out_once_and_in_order,
     posted_messages_keep_the_newest_version_they_show,
-    events_marked_while_nothing_is_configured_are_never_delivered,
+    events_from_before_a_destination_are_never_delivered_to_it,
 );
 
 fn routes(event: &str) -> Vec<Route> {
@@ -32,6 +32,12 @@ fn routes(event: &str) -> Vec<Route> {
 
 async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let store = app.store().await;
+    let now = app.hoop.now().await.unwrap();
+    store
+        .start_destinations(&[("webhook", "first"), ("webhook", "second")], now, 500)
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for i in 0..15 {
         let id = app.held(&format!("SELECT {i}")).await;
@@ -39,8 +45,6 @@ async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Bac
         app.approve("sam@x.com", &id, None).await;
         ids.push(id);
     }
-    let store = app.store().await;
-    let now = app.hoop.now().await.unwrap();
     // Four events per request (created, two group approvals, approved), two destinations each.
     assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 60);
     assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 0, "once");
@@ -152,14 +156,34 @@ async fn posted_messages_keep_the_newest_version_they_show(backend: Backend) {
     );
 }
 
-/// A server with no destination only marks its events; a webhook configured later starts with
-/// the events after it instead of replaying the history.
-async fn events_marked_while_nothing_is_configured_are_never_delivered(backend: Backend) {
+/// A destination receives the events from its first start on, never the history before it, and
+/// a server with no destination writes nothing to mark its events.
+async fn events_from_before_a_destination_are_never_delivered_to_it(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let old = app.held("SELECT 'before the webhook'").await;
     let store = app.store().await;
     let now = app.hoop.now().await.unwrap();
-    assert_eq!(store.mark_fanned_out(now).await.unwrap(), 1);
+    let outbox = store.outbox().await.unwrap();
+    assert!(
+        outbox.iter().all(|o| o.delivered_at.is_none()),
+        "{outbox:?}"
+    );
+    let destinations = [("webhook", "first"), ("webhook", "second")];
+    assert_eq!(
+        store
+            .start_destinations(&destinations, now, 500)
+            .await
+            .unwrap(),
+        1
+    );
+    // Starting again (another replica, a restart) changes nothing.
+    assert_eq!(
+        store
+            .start_destinations(&destinations, now, 500)
+            .await
+            .unwrap(),
+        0
+    );
     let new = app.held("SELECT 'after it'").await;
     assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 1);
     assert!(
