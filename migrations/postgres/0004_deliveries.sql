@@ -2,6 +2,9 @@
 -- later a Slack channel or a Teams conversation), each with its own attempts and schedule.
 -- Events committed before deliveries existed are not sent to destinations configured now.
 update outbox set delivered_at = created_at where delivered_at is null;
+-- An event written while no destination exists has no snapshot (no payload): nothing will ever
+-- deliver it, so no change pays for writing its request out.
+alter table outbox alter column payload drop not null;
 
 create table delivery (
     id               bigint generated always as identity primary key,
@@ -46,8 +49,8 @@ create table delivery_attempt (
 create index delivery_attempt_destination on delivery_attempt (kind, destination, id);
 
 -- Each destination as first configured: it receives the events after `since_outbox_id`, never
--- the history before it. Until some destination exists, events are left as they are: nothing
--- is written to mark them.
+-- the history before it. Until some destination exists, events are written without a payload
+-- and as fanned out already.
 create table destination (
     kind             text not null,
     destination      text not null,

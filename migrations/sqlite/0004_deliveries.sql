@@ -2,6 +2,27 @@
 -- later a Slack channel or a Teams conversation), each with its own attempts and schedule.
 -- Events committed before deliveries existed are not sent to destinations configured now.
 update outbox set delivered_at = created_at where delivered_at is null;
+-- An event written while no destination exists has no snapshot (no payload): nothing will ever
+-- deliver it, so no change pays for writing its request out. SQLite cannot drop a NOT NULL, so
+-- the table is copied, keeping its ids and the counter new ids continue from.
+create table outbox_copy (
+    id               integer primary key autoincrement,
+    request_id       text not null,
+    topic            text not null,
+    payload          text,
+    created_at       bigint not null,
+    attempts         bigint not null default 0,
+    next_attempt_at  bigint not null,
+    delivered_at     bigint,
+    last_error       text
+);
+insert into outbox_copy select id, request_id, topic, payload, created_at, attempts,
+    next_attempt_at, delivered_at, last_error from outbox;
+delete from sqlite_sequence where name = 'outbox_copy';
+insert into sqlite_sequence (name, seq) select 'outbox_copy', seq from sqlite_sequence where name = 'outbox';
+drop table outbox;
+alter table outbox_copy rename to outbox;
+create index outbox_due on outbox (delivered_at, next_attempt_at);
 
 create table delivery (
     id               integer primary key autoincrement,
@@ -46,8 +67,8 @@ create table delivery_attempt (
 create index delivery_attempt_destination on delivery_attempt (kind, destination, id);
 
 -- Each destination as first configured: it receives the events after `since_outbox_id`, never
--- the history before it. Until some destination exists, events are left as they are: nothing
--- is written to mark them.
+-- the history before it. Until some destination exists, events are written without a payload
+-- and as fanned out already.
 create table destination (
     kind             text not null,
     destination      text not null,

@@ -25,8 +25,6 @@ const LONGEST_WAIT: Duration = Duration::from_secs(60 * 60);
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Outbox events fanned out per transaction.
 const FAN_OUT_BATCH: i64 = 500;
-/// Events from before any destination marked per transaction, once, when the first is configured.
-const MARK_BATCH: i64 = 10_000;
 /// Attempts in flight at once on one replica.
 const IN_FLIGHT: usize = 64;
 /// How often an idle worker looks for retries that came due and for other replicas' events.
@@ -82,8 +80,8 @@ impl Worker {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let worker = Arc::new(self);
         if worker.destinations().is_empty() {
-            // Nothing to deliver, and nothing to write: events are left as they are (see
-            // `Worker::start`), so a replica without destinations costs the write path nothing.
+            // Nothing to deliver. (Until some replica has a destination, events are written
+            // already fanned out, without their snapshot: see `store::sql::DestinationsSeen`.)
             return;
         }
         let mut in_flight: JoinSet<Result<(Finished, Step)>> = JoinSet::new();
@@ -165,36 +163,14 @@ impl Worker {
     }
 
     /// Records this worker's destinations as started, once: a destination seen for the first
-    /// time receives the events after the newest one, never the history before it. Events older
-    /// than every destination are marked fanned out, a batch at a time, so fan-outs never wade
-    /// through them (once, after the first destination is configured on a server that ran
-    /// without any).
+    /// time receives the events after the newest one, never the history before it.
     pub async fn start(&self) -> Result<()> {
         self.started
             .get_or_try_init(|| async {
                 let destinations = self.destinations();
                 let names: Vec<(&str, &str)> =
                     destinations.iter().map(|(k, d)| (*k, d.as_str())).collect();
-                let now = self.hoop.now().await?;
-                let mut marked = 0;
-                loop {
-                    let batch = self
-                        .hoop
-                        .store
-                        .start_destinations(&names, now, MARK_BATCH)
-                        .await?;
-                    marked += batch;
-                    if (batch as i64) < MARK_BATCH {
-                        break;
-                    }
-                }
-                if marked > 0 {
-                    tracing::info!(
-                        events = marked,
-                        "events from before any destination was configured will not be delivered"
-                    );
-                }
-                Ok::<_, crate::error::Error>(())
+                self.hoop.store.start_destinations(&names).await
             })
             .await?;
         Ok(())

@@ -261,7 +261,7 @@ impl Hoop {
             }
         }
         let stored = new.clone().stored();
-        let outbox = vec![event("created", &snapshot(&stored))];
+        let outbox = vec![event("created", &Arc::new(stored.clone()))];
         self.store.insert_request(&new, &audit, &outbox).await?;
         tracing::info!(request_id = %new.id, status = %new.status, "command submitted");
         Ok(stored)
@@ -881,32 +881,16 @@ fn millis(duration: Duration) -> i64 {
 /// each outbox entry carries the request as it is right after the change, so a delivery made any
 /// time later still shows that state, and its version.
 fn announce(change: &mut Change, request: &AccessRequest, events: &[&str]) {
-    let after = snapshot(&change.applied_to(request.clone()));
+    let after = Arc::new(change.applied_to(request.clone()));
     change
         .outbox
         .extend(events.iter().map(|what| event(what, &after)));
 }
 
-/// The request as an outbox entry keeps it: its version, and the request itself.
-fn snapshot(request: &AccessRequest) -> Arc<str> {
-    #[derive(serde::Serialize)]
-    struct Snapshot<'a> {
-        version: i64,
-        request: &'a AccessRequest,
-    }
-    let snapshot = Snapshot {
-        version: request.version,
-        request,
-    };
-    serde_json::to_string(&snapshot)
-        .expect("a request serializes")
-        .into()
-}
-
-/// An outbox entry announcing `what` happened, carrying `snapshot`.
-fn event(what: &str, snapshot: &Arc<str>) -> OutboxEntry {
+/// An outbox entry announcing `what` happened, with the request right after it.
+fn event(what: &str, request: &Arc<AccessRequest>) -> OutboxEntry {
     OutboxEntry {
         topic: format!("access_request.{what}"),
-        payload: snapshot.clone(),
+        request: request.clone(),
     }
 }

@@ -184,14 +184,7 @@ pub trait Deliveries: Send + Sync {
     async fn fan_out(&self, now: Millis, limit: i64, route: Router<'_>) -> StoreResult<usize>;
     /// Records `destinations` (kind, name) as configured from the newest outbox event on, unless
     /// they already are: each receives the events after that, never the history before it.
-    /// Then marks, a batch of `limit` at a time, events older than every destination fanned
-    /// out; returns how many it marked (call again while that is `limit`).
-    async fn start_destinations(
-        &self,
-        destinations: &[(&str, &str)],
-        now: Millis,
-        limit: i64,
-    ) -> StoreResult<u64>;
+    async fn start_destinations(&self, destinations: &[(&str, &str)]) -> StoreResult<()>;
     /// Claims up to `limit` due deliveries until `lease_until`, counting the attempt. Never two
     /// for one request and destination at once, and never one while an earlier event of its
     /// request to its destination is still pending, so a later state does not overtake an
@@ -315,8 +308,11 @@ macro_rules! delivery_store {
                     let id: i64 = row.try_get("id")?;
                     let request_id: String = row.try_get("request_id")?;
                     let topic: String = row.try_get("topic")?;
-                    let payload: String = row.try_get("payload")?;
                     ids.push(id);
+                    // Written while no destination existed: it goes to none.
+                    let Some(payload) = row.try_get::<Option<String>, _>("payload")? else {
+                        continue;
+                    };
                     let routes = route(&topic);
                     if routes.is_empty() {
                         continue;
@@ -381,12 +377,10 @@ macro_rules! delivery_store {
                 Ok(ids.len())
             }
 
-            async fn start_destinations(
-                &self,
-                destinations: &[(&str, &str)],
-                now: Millis,
-                limit: i64,
-            ) -> StoreResult<u64> {
+            async fn start_destinations(&self, destinations: &[(&str, &str)]) -> StoreResult<()> {
+                if destinations.is_empty() {
+                    return Ok(());
+                }
                 let mut tx = self.pool.begin_with($write_begin).await?;
                 for (kind, destination) in destinations {
                     // `where true`: without it SQLite would read `on conflict` as the select's.
@@ -400,19 +394,9 @@ macro_rules! delivery_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                let marked = sqlx::query(
-                    "update outbox set delivered_at = $1 where id in (select id from outbox \
-                     where delivered_at is null \
-                     and id <= (select coalesce(min(since_outbox_id), 0) from destination) \
-                     order by id limit $2)",
-                )
-                .bind(now)
-                .bind(limit)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
                 tx.commit().await?;
-                Ok(marked)
+                self.destinations.see();
+                Ok(())
             }
 
             async fn claim_deliveries(

@@ -143,9 +143,26 @@ impl AuditEntry {
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
     pub topic: String,
-    /// JSON text, serialized once where the change is made and shared by the entries of one
-    /// change and every copy of it on the way to the writer.
-    pub payload: Arc<str>,
+    /// The request as it is right after the change, shared by the entries of one change. Kept
+    /// (see [`OutboxEntry::snapshot`]) only once some destination exists.
+    pub request: Arc<AccessRequest>,
+}
+
+impl OutboxEntry {
+    /// The payload a delivery is made from: the request right after the change, and its
+    /// version, as JSON text.
+    pub fn snapshot(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Snapshot<'a> {
+            version: i64,
+            request: &'a AccessRequest,
+        }
+        serde_json::to_string(&Snapshot {
+            version: self.request.version,
+            request: &self.request,
+        })
+        .expect("a request serializes")
+    }
 }
 
 /// A committed state change as the change poll sees it.
@@ -163,7 +180,8 @@ pub struct OutboxRow {
     pub id: i64,
     pub request_id: String,
     pub topic: String,
-    pub payload: serde_json::Value,
+    /// `None` for an event written while no destination existed: it is never delivered.
+    pub payload: Option<serde_json::Value>,
     pub created_at: Millis,
     pub attempts: i64,
     pub delivered_at: Option<Millis>,
@@ -334,7 +352,8 @@ pub type SweepStep<'a> = &'a (dyn Fn(&AccessRequest) -> Change + Send + Sync);
 
 #[async_trait]
 pub trait Store: Deliveries + Send + Sync + 'static {
-    /// Runs pending migrations.
+    /// Runs pending migrations, then reads whether a delivery destination exists (so the
+    /// writer knows whether entries need their snapshots).
     async fn migrate(&self) -> StoreResult<()>;
     /// Checks the database answers (readiness).
     async fn ping(&self) -> StoreResult<()>;

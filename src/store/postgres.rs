@@ -9,7 +9,9 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 
 use super::group_commit::{Committer, GroupCommit, Outcome, Write};
-use super::sql::{REQUEST_COLUMNS, REQUEST_WITH_GROUPS, json_array, placeholders, rows};
+use super::sql::{
+    DestinationsSeen, REQUEST_COLUMNS, REQUEST_WITH_GROUPS, json_array, placeholders, rows,
+};
 use super::token_cache::TokenCache;
 use super::*;
 use crate::domain::{GroupApproval, GroupStatus};
@@ -24,6 +26,7 @@ pub struct PostgresStore {
     pool: PgPool,
     changes: Arc<ChangeHub>,
     audit_key: Option<AuditKey>,
+    destinations: Arc<DestinationsSeen>,
     writes: GroupCommit,
     tokens: Arc<TokenCache>,
     /// When the database's clock was last compared with this process's, and how far ahead it
@@ -49,13 +52,15 @@ impl PostgresStore {
             changes.clone(),
             tokens.clone(),
         ));
+        let destinations = Arc::new(DestinationsSeen::default());
         Ok(PostgresStore {
-            writes: Writer::start(&pool, &changes, &audit_key),
+            writes: Writer::start(&pool, &changes, &audit_key, &destinations),
             tokens,
             clock_difference: std::sync::Mutex::new(None),
             pool,
             changes,
             audit_key,
+            destinations,
             listener,
         })
     }

@@ -103,7 +103,7 @@ pub(super) mod rows {
     pub struct Outbox<'a> {
         pub request_id: &'a str,
         pub topic: &'a str,
-        pub payload: &'a str,
+        pub payload: Option<&'a str>,
         pub at: Millis,
     }
 
@@ -118,6 +118,24 @@ pub(super) mod rows {
         pub detail: String,
         pub prev_hash: &'a str,
         pub hash: &'a str,
+    }
+}
+
+/// Whether any delivery destination exists yet, as this replica last saw. Until one does, an
+/// outbox entry is written without its snapshot and as already fanned out: nothing will ever
+/// deliver it (a destination receives the events from its start on), so no change pays for
+/// serializing and storing its request. Once seen it stays seen: destinations are never removed.
+/// Seen when this replica starts one, or when a write finds one (see `queue_outbox`).
+#[derive(Default)]
+pub(super) struct DestinationsSeen(std::sync::atomic::AtomicBool);
+
+impl DestinationsSeen {
+    pub(super) fn seen(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn see(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -136,7 +154,17 @@ macro_rules! sql_store {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn migrate(&self) -> StoreResult<()> {
-                self.run_migrations().await
+                self.run_migrations().await?;
+                // A replica started after the first destination writes every entry with its
+                // snapshot from its first write on, whatever its own configuration.
+                if sqlx::query("select 1 from destination limit 1")
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .is_some()
+                {
+                    self.destinations.see();
+                }
+                Ok(())
             }
 
             async fn ping(&self) -> StoreResult<()> {
@@ -458,12 +486,14 @@ macro_rules! sql_store {
                 .await?;
                 rows.iter()
                     .map(|row| {
-                        let payload: String = row.try_get("payload")?;
+                        let payload: Option<String> = row.try_get("payload")?;
                         Ok(OutboxRow {
                             id: row.try_get("id")?,
                             request_id: row.try_get("request_id")?,
                             topic: row.try_get("topic")?,
-                            payload: serde_json::from_str(&payload)
+                            payload: payload
+                                .map(|p| serde_json::from_str(&p))
+                                .transpose()
                                 .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
                             created_at: row.try_get("created_at")?,
                             attempts: row.try_get("attempts")?,
@@ -564,7 +594,7 @@ macro_rules! sql_store {
                 outbox: &[OutboxEntry],
             ) -> StoreResult<()> {
                 let outbox: Vec<_> = outbox.iter().map(|entry| (request_id, at, entry)).collect();
-                queue_outbox(conn, &outbox).await?;
+                queue_outbox(conn, &self.destinations, &outbox).await?;
                 let audit: Vec<_> = audit.iter().map(|entry| (request_id, at, entry)).collect();
                 append_audit_events(conn, self.audit_key.as_ref(), &audit).await
             }
@@ -609,17 +639,24 @@ macro_rules! sql_store {
             connection: Option<Conn>,
             changes: Arc<ChangeHub>,
             audit_key: Option<AuditKey>,
+            destinations: Arc<$crate::store::sql::DestinationsSeen>,
             /// The server's runtime, where announcements are sent from (the pool lives there).
             server: tokio::runtime::Handle,
         }
 
         impl Writer {
-            fn start(pool: &sqlx::Pool<$db>, changes: &Arc<ChangeHub>, audit_key: &Option<AuditKey>) -> GroupCommit {
+            fn start(
+                pool: &sqlx::Pool<$db>,
+                changes: &Arc<ChangeHub>,
+                audit_key: &Option<AuditKey>,
+                destinations: &Arc<$crate::store::sql::DestinationsSeen>,
+            ) -> GroupCommit {
                 GroupCommit::start(Writer {
                     pool: pool.clone(),
                     connection: None,
                     changes: changes.clone(),
                     audit_key: audit_key.clone(),
+                    destinations: destinations.clone(),
                     server: tokio::runtime::Handle::current(),
                 })
             }
@@ -844,7 +881,7 @@ macro_rules! sql_store {
                     audit.extend(change.audit.iter().map(|e| (change.request_id.as_str(), change.at, e)));
                     announced.push((change.request_id.clone(), change.status));
                 }
-                queue_outbox(&mut tx, &outbox).await?;
+                queue_outbox(&mut tx, &self.destinations, &outbox).await?;
                 append_audit_events(&mut tx, self.audit_key.as_ref(), &audit).await?;
                 tx.commit().await?;
 
@@ -894,9 +931,50 @@ macro_rules! sql_store {
             announce(pool, changes);
         }
 
-        /// Queues outbox entries (request id, time, entry), in order, in one statement.
-        async fn queue_outbox(conn: &mut Conn, entries: &[(&str, Millis, &OutboxEntry)]) -> StoreResult<()> {
+        /// Queues outbox entries (request id, time, entry), in order, in one statement. Their
+        /// snapshots (serialized once per change) only once this replica has seen that a
+        /// destination exists; until then an entry is written without, and as fanned out already
+        /// unless the statement finds a destination — which the replica then sees, from its next
+        /// write on. (So a destination another replica starts misses at most one group of this
+        /// replica's writes, each an entry the fan-out sends nowhere.)
+        async fn queue_outbox(
+            conn: &mut Conn,
+            destinations: &$crate::store::sql::DestinationsSeen,
+            entries: &[(&str, Millis, &OutboxEntry)],
+        ) -> StoreResult<()> {
             if entries.is_empty() {
+                return Ok(());
+            }
+            if destinations.seen() {
+                let mut snapshots: Vec<String> = Vec::new();
+                let mut snapshot_of = Vec::with_capacity(entries.len());
+                for (i, (_, _, entry)) in entries.iter().enumerate() {
+                    // The entries of one change follow each other and share its request.
+                    if i == 0 || !Arc::ptr_eq(&entries[i - 1].2.request, &entry.request) {
+                        snapshots.push(entry.snapshot());
+                    }
+                    snapshot_of.push(snapshots.len() - 1);
+                }
+                let rows: Vec<rows::Outbox> = entries
+                    .iter()
+                    .zip(&snapshot_of)
+                    .map(|((request_id, at, entry), &snapshot)| rows::Outbox {
+                        request_id,
+                        topic: &entry.topic,
+                        payload: Some(&snapshots[snapshot]),
+                        at: *at,
+                    })
+                    .collect();
+                sqlx::query(concat!(
+                    "insert into outbox (request_id, topic, payload, created_at, next_attempt_at) \
+                     select c.value ->> 'request_id', c.value ->> 'topic', c.value ->> 'payload', \
+                     cast(c.value ->> 'at' as bigint), cast(c.value ->> 'at' as bigint) \
+                     from ", $json_rows, " order by c.key"
+                ))
+                .bind(json_array(&rows))
+                .bind(rows.len() as i64)
+                .execute(&mut *conn)
+                .await?;
                 return Ok(());
             }
             let rows: Vec<rows::Outbox> = entries
@@ -904,20 +982,25 @@ macro_rules! sql_store {
                 .map(|(request_id, at, entry)| rows::Outbox {
                     request_id,
                     topic: &entry.topic,
-                    payload: &entry.payload,
+                    payload: None,
                     at: *at,
                 })
                 .collect();
-            sqlx::query(concat!(
-                "insert into outbox (request_id, topic, payload, created_at, next_attempt_at) \
-                 select c.value ->> 'request_id', c.value ->> 'topic', c.value ->> 'payload', \
-                 cast(c.value ->> 'at' as bigint), cast(c.value ->> 'at' as bigint) \
-                 from ", $json_rows, " order by c.key"
+            let fanned_out: Vec<Option<Millis>> = sqlx::query_scalar(concat!(
+                "insert into outbox (request_id, topic, created_at, next_attempt_at, delivered_at) \
+                 select c.value ->> 'request_id', c.value ->> 'topic', \
+                 cast(c.value ->> 'at' as bigint), cast(c.value ->> 'at' as bigint), \
+                 case when exists (select 1 from destination) then null \
+                 else cast(c.value ->> 'at' as bigint) end \
+                 from ", $json_rows, " order by c.key returning delivered_at"
             ))
             .bind(json_array(&rows))
-                    .bind(rows.len() as i64)
-            .execute(&mut *conn)
+            .bind(rows.len() as i64)
+            .fetch_all(&mut *conn)
             .await?;
+            if fanned_out.iter().any(Option::is_none) {
+                destinations.see();
+            }
             Ok(())
         }
 

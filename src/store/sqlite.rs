@@ -13,7 +13,9 @@ use sqlx::sqlite::{
 };
 
 use super::group_commit::{Committer, GroupCommit, Outcome, Write};
-use super::sql::{REQUEST_COLUMNS, REQUEST_WITH_GROUPS, json_array, placeholders, rows};
+use super::sql::{
+    DestinationsSeen, REQUEST_COLUMNS, REQUEST_WITH_GROUPS, json_array, placeholders, rows,
+};
 use super::token_cache::TokenCache;
 use super::*;
 use crate::domain::{GroupApproval, GroupStatus};
@@ -26,6 +28,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     changes: Arc<ChangeHub>,
     audit_key: Option<AuditKey>,
+    destinations: Arc<DestinationsSeen>,
     writes: GroupCommit,
     tokens: TokenCache,
     checkpoints: JoinHandle<()>,
@@ -51,13 +54,15 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options)
             .await?;
+        let destinations = Arc::new(DestinationsSeen::default());
         Ok(SqliteStore {
-            writes: Writer::start(&pool, &changes, &audit_key),
+            writes: Writer::start(&pool, &changes, &audit_key, &destinations),
             tokens: TokenCache::default(),
             checkpoints: tokio::spawn(checkpoints(pool.clone())),
             pool,
             changes,
             audit_key,
+            destinations,
         })
     }
 

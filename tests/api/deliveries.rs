@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
+use crate::webhooks::webhook;
 
 on_both_backends!(
     concurrent_claims_hand_each_delivery_out_once_and_in_order,
@@ -31,13 +32,12 @@ fn routes(event: &str) -> Vec<Route> {
 }
 
 async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // The two destinations `routes` sends every event to, started as the server starts.
+    let config = ["first", "second"]
+        .map(|name| webhook(name, "http://127.0.0.1:9/", "allow_private = true"));
+    let app = TestApp::spawn_with(backend, &config.concat()).await;
     let store = app.store().await;
     let now = app.hoop.now().await.unwrap();
-    store
-        .start_destinations(&[("webhook", "first"), ("webhook", "second")], now, 500)
-        .await
-        .unwrap();
     let mut ids = Vec::new();
     for i in 0..15 {
         let id = app.held(&format!("SELECT {i}")).await;
@@ -156,42 +156,47 @@ async fn posted_messages_keep_the_newest_version_they_show(backend: Backend) {
     );
 }
 
-/// A destination receives the events from its first start on, never the history before it, and
-/// a server with no destination writes nothing to mark its events.
+/// A destination receives the events from its first start on, never the history before it;
+/// until one exists, events are written without their snapshot and never fanned out. A server
+/// that did not start the destination itself (another replica did) learns of it from its next
+/// write, which it sends nowhere, and writes snapshots from then on.
 async fn events_from_before_a_destination_are_never_delivered_to_it(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let old = app.held("SELECT 'before the webhook'").await;
     let store = app.store().await;
     let now = app.hoop.now().await.unwrap();
     let outbox = store.outbox().await.unwrap();
-    assert!(
-        outbox.iter().all(|o| o.delivered_at.is_none()),
-        "{outbox:?}"
-    );
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].payload, None);
+    assert!(outbox[0].delivered_at.is_some(), "{outbox:?}");
+
     let destinations = [("webhook", "first"), ("webhook", "second")];
-    assert_eq!(
-        store
-            .start_destinations(&destinations, now, 500)
-            .await
-            .unwrap(),
-        1
-    );
-    // Starting again (another replica, a restart) changes nothing.
-    assert_eq!(
-        store
-            .start_destinations(&destinations, now, 500)
-            .await
-            .unwrap(),
-        0
-    );
+    store.start_destinations(&destinations).await.unwrap();
+    let finding = app.held("SELECT 'the write that finds it'").await;
     let new = app.held("SELECT 'after it'").await;
-    assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 1);
+    // Starting again (another replica, a restart) keeps where each destination started.
+    store.start_destinations(&destinations).await.unwrap();
+    let outbox = store.outbox().await.unwrap();
+    assert_eq!(outbox.len(), 3);
+    assert_eq!((&outbox[1].payload, outbox[1].delivered_at), (&None, None));
+    assert_eq!(
+        outbox[2].payload.as_ref().unwrap()["request"]["command"],
+        "SELECT 'after it'"
+    );
+    assert_eq!(outbox[2].delivered_at, None);
+
+    assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 2);
+    for nowhere in [&old, &finding] {
+        let deliveries = store.deliveries_of(&[nowhere.as_str()]).await.unwrap();
+        assert!(deliveries.is_empty(), "{deliveries:?}");
+    }
+    assert_eq!(store.deliveries_of(&[new.as_str()]).await.unwrap().len(), 2);
     assert!(
         store
-            .deliveries_of(&[old.as_str()])
+            .outbox()
             .await
             .unwrap()
-            .is_empty()
+            .iter()
+            .all(|o| o.delivered_at.is_some())
     );
-    assert_eq!(store.deliveries_of(&[new.as_str()]).await.unwrap().len(), 2);
 }

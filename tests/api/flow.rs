@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
+use crate::webhooks::webhook;
 
 on_both_backends!(
     two_groups_approve_and_a_waiter_wakes,
@@ -369,7 +370,9 @@ async fn listing_filters_and_pages_newest_first(backend: Backend) {
 }
 
 async fn every_change_queues_an_outbox_entry(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // With a destination, so that entries carry their snapshots (its worker does not run).
+    let siem = webhook("siem", "http://127.0.0.1:9/", "allow_private = true");
+    let app = TestApp::spawn_with(backend, &siem).await;
     let id = app.held("SELECT 1").await;
     app.approve("bob@x.com", &id, None).await;
     app.approve("sam@x.com", &id, None).await;
@@ -390,10 +393,11 @@ async fn every_change_queues_an_outbox_entry(backend: Backend) {
     let states: Vec<(i64, &str)> = outbox
         .iter()
         .map(|o| {
-            assert_eq!(o.payload["version"], o.payload["request"]["version"]);
+            let payload = o.payload.as_ref().unwrap();
+            assert_eq!(payload["version"], payload["request"]["version"]);
             (
-                o.payload["version"].as_i64().unwrap(),
-                o.payload["request"]["status"].as_str().unwrap(),
+                payload["version"].as_i64().unwrap(),
+                payload["request"]["status"].as_str().unwrap(),
             )
         })
         .collect();
@@ -407,10 +411,13 @@ async fn every_change_queues_an_outbox_entry(backend: Backend) {
         ]
     );
     assert_eq!(
-        outbox[1].payload["request"]["approval_groups"][0]["decided_by"],
+        outbox[1].payload.as_ref().unwrap()["request"]["approval_groups"][0]["decided_by"],
         "bob@x.com"
     );
-    assert_eq!(outbox[0].payload["request"]["command"], "SELECT 1");
+    assert_eq!(
+        outbox[0].payload.as_ref().unwrap()["request"]["command"],
+        "SELECT 1"
+    );
 }
 
 /// A request as read, less its `deliveries` (a read carries them, a write's reply does not),

@@ -59,8 +59,13 @@ async fn the_change_poll_relays_each_change_once_even_out_of_order(backend: Back
         &app.db.url,
         format!(
             "insert into outbox (id, request_id, topic, payload, created_at, next_attempt_at) {overriding} \
-             values ({}, '{}', '{}', '{}', {}, {})",
-            hidden.id, hidden.request_id, hidden.topic, hidden.payload, hidden.created_at, hidden.created_at
+             values ({}, '{}', '{}', {}, {}, {})",
+            hidden.id,
+            hidden.request_id,
+            hidden.topic,
+            hidden.payload.map_or("null".to_string(), |p| format!("'{p}'")),
+            hidden.created_at,
+            hidden.created_at
         ),
     )
     .await;
