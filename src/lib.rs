@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod retry;
 pub mod service;
+pub mod slack;
 pub mod store;
 pub mod token;
 pub mod view;

@@ -1,0 +1,3 @@
+//! Slack: verifying that a request came from Slack.
+
+pub mod signature;
