@@ -1,3 +1,4 @@
-//! Slack: verifying that a request came from Slack.
+//! Slack: verifying that a request came from Slack, and the ids of its buttons and modal.
 
+pub mod contract;
 pub mod signature;
