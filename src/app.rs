@@ -16,6 +16,7 @@ use crate::audit::AuditKey;
 use crate::changes::ChangeHub;
 use crate::config::{Config, EMBEDDED_AGENT};
 use crate::service::{Clock, Hoop};
+use crate::slack::Slack;
 use crate::store::{self, Store};
 
 /// How often this replica looks for overdue requests and lost jobs. Any replica may do it; the
@@ -36,6 +37,8 @@ pub struct App {
     sweep_interval: Option<Duration>,
     embedded_agent: bool,
     deliveries: bool,
+    /// The Slack app, when `[slack]` is configured.
+    slack: Option<Arc<Slack>>,
 }
 
 impl App {
@@ -69,6 +72,12 @@ impl App {
         if let Some(warning) = skew_warning(skew) {
             tracing::warn!("{warning}");
         }
+        let slack = config
+            .slack
+            .clone()
+            .map(|slack| Slack::new(hoop.clone(), slack))
+            .transpose()
+            .context("cannot set up the Slack client")?;
         Ok(App {
             hoop,
             config,
@@ -76,6 +85,7 @@ impl App {
             sweep_interval: Some(SWEEP_INTERVAL),
             embedded_agent: true,
             deliveries: true,
+            slack,
         })
     }
 
@@ -148,7 +158,7 @@ impl App {
             tokio::spawn(self.hoop.delivery_worker().run(stop_rx.clone()))
         });
         let server = &self.config.server;
-        let router = crate::http::router(self.hoop.clone(), &self.config);
+        let router = crate::http::router(self.hoop.clone(), &self.config, self.slack.clone());
         let changes = self.hoop.changes.clone();
         let (header_read_timeout, max_connections) =
             (server.header_read_timeout, server.max_connections);

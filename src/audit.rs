@@ -69,6 +69,10 @@ pub enum AuditKind {
     DeliveryGivenUp,
     /// A destination's receiver asked for nothing more (a webhook's 410).
     DestinationDisabled,
+    /// A chat account (a Slack user) was linked to a hoopbot user.
+    AccountLinked,
+    /// A chat account's link was removed.
+    AccountUnlinked,
 }
 
 impl AuditKind {
@@ -92,6 +96,8 @@ impl AuditKind {
             AuditKind::TokenRevoked => "token_revoked",
             AuditKind::DeliveryGivenUp => "delivery_given_up",
             AuditKind::DestinationDisabled => "destination_disabled",
+            AuditKind::AccountLinked => "account_linked",
+            AuditKind::AccountUnlinked => "account_unlinked",
         }
     }
 }

@@ -215,6 +215,13 @@ impl Client {
             .await
     }
 
+    /// Confirms a chat link code (`/hoop subscribe`) as the token's user.
+    pub async fn confirm_link(&self, code: &str) -> ClientResult<Value> {
+        let body = json!({ "code": code });
+        self.call(Method::POST, "/chat-links", Some(&body), Self::SHORT)
+            .await
+    }
+
     pub async fn submit(
         &self,
         connection: &str,

@@ -64,6 +64,11 @@ enum Command {
     /// List webhooks, see every delivery attempt, send a test ping (admins)
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
+    /// Link your Slack account: confirm the code `/hoop subscribe` showed you in Slack
+    Subscribe {
+        /// The code, like ABCD-EFGH (valid 10 minutes, once)
+        code: String,
+    },
     /// Store the server URL and your API token for later commands
     Login {
         /// The server, e.g. https://hoop.company.com
@@ -188,6 +193,7 @@ pub fn main() -> ExitCode {
             Command::Exec(args) => exec::run(args).await,
             Command::Requests(command) => requests::run(command).await,
             Command::Webhooks(command) => webhooks::run(command).await,
+            Command::Subscribe { code } => remote::subscribe(&code).await,
             Command::Login { url, token } => remote::login(&url, &token)
                 .await
                 .map(|()| ExitCode::SUCCESS),

@@ -84,3 +84,17 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)
 }
+
+/// `hoop subscribe CODE`: confirms, as the logged-in user, the code `/hoop subscribe` showed in
+/// Slack, which links that Slack account to this user.
+pub async fn subscribe(code: &str) -> anyhow::Result<std::process::ExitCode> {
+    let client = client()?;
+    let link = client.confirm_link(code).await?;
+    outln!(
+        "Linked Slack account {} to {}. You will get a DM for each request you can approve, and \
+         for the outcome of your own; your clicks on request cards count as yours.",
+        crate::display::single_line(link["account"].as_str().unwrap_or("?")),
+        crate::display::single_line(link["email"].as_str().unwrap_or("?")),
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -15,7 +15,10 @@ use crate::audit::AuditKey;
 use crate::domain::{ConnectionName, Email, Policy};
 
 mod raw;
+mod slack;
 mod validate;
+
+pub use slack::SlackConfig;
 
 use validate::Validator;
 
@@ -69,6 +72,7 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     pub connections: Vec<ConnectionConfig>,
     pub webhooks: Vec<WebhookConfig>,
+    pub slack: Option<SlackConfig>,
 }
 
 /// A `[[webhooks]]` endpoint: every event it subscribes to is POSTed to it, signed.
@@ -139,6 +143,8 @@ pub struct ConnectionConfig {
     /// How long an approved job waits for an agent to start it; after that it fails ("no agent
     /// picked it up") instead of running whenever an agent turns up.
     pub pickup_timeout: Duration,
+    /// The Slack channel its request cards go to, instead of `slack.channel`.
+    pub slack_channel: Option<String>,
 }
 
 /// How to reach a connection and the limits of one execution. Lives in the server's config for
@@ -219,6 +225,19 @@ impl Config {
 
     pub fn connection(&self, name: &ConnectionName) -> Option<&ConnectionConfig> {
         self.connections.iter().find(|c| c.name == *name)
+    }
+
+    /// The Slack channel for `connection`'s request cards: its own, or the default.
+    pub fn slack_channel(&self, connection: &str) -> Option<&str> {
+        let slack = self.slack.as_ref()?;
+        let own = self
+            .connections
+            .iter()
+            .find(|c| c.name.as_str() == connection);
+        Some(
+            own.and_then(|c| c.slack_channel.as_deref())
+                .unwrap_or(&slack.channel),
+        )
     }
 
     pub fn webhook(&self, name: &str) -> Option<&WebhookConfig> {

@@ -32,6 +32,22 @@ pub(super) struct RawConfig {
     pub(super) connections: Vec<RawConnection>,
     #[serde(default)]
     pub(super) webhooks: Vec<RawWebhook>,
+    pub(super) slack: Option<Spanned<RawSlack>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlack {
+    pub(super) signing_secret: Spanned<String>,
+    pub(super) bot_token: Spanned<String>,
+    pub(super) app_token: Option<Spanned<String>>,
+    pub(super) channel: Spanned<String>,
+    pub(super) api_base_url: Option<Spanned<String>>,
+    pub(super) slash_command: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) link_by_email: bool,
+    pub(super) message_interval: Option<Spanned<String>>,
+    pub(super) give_up_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +108,7 @@ pub(super) struct RawConnection {
     pub(super) max_output_bytes: Option<Spanned<usize>>,
     #[serde(default)]
     pub(super) env: BTreeMap<String, String>,
+    pub(super) slack_channel: Option<Spanned<String>>,
     pub(super) access_requests: Option<RawAccessRequests>,
 }
 

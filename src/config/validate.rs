@@ -19,7 +19,7 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(
+    pub(super) fn err<T>(
         &self,
         span: std::ops::Range<usize>,
         key: &str,
@@ -40,13 +40,36 @@ impl Validator<'_> {
             .flat_map(|u| u.groups.iter().cloned())
             .chain([server.admin_group.clone()])
             .collect();
+        // Where connections name a Slack channel, so one set without [slack] is an error.
+        let raw_slack_channels: Vec<(String, std::ops::Range<usize>)> = raw
+            .connections
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                Some((
+                    format!("connections[{i}]"),
+                    c.slack_channel.as_ref()?.span(),
+                ))
+            })
+            .collect();
         let connections = self.connections(raw.connections, &server, &known)?;
         let webhooks = self.webhooks(raw.webhooks)?;
+        let slack = raw.slack.map(|s| self.slack(s)).transpose()?;
+        if slack.is_none()
+            && let Some(conn) = raw_slack_channels.iter().next()
+        {
+            return self.err(
+                conn.1.clone(),
+                &format!("{}.slack_channel", conn.0),
+                "is set but there is no [slack] section to post with".into(),
+            );
+        }
         Ok(Config {
             server,
             users,
             connections,
             webhooks,
+            slack,
         })
     }
 
@@ -258,6 +281,11 @@ impl Validator<'_> {
                 Some(t) => self.duration(t, &format!("{key}.pickup_timeout"), MAX_TIMEOUT)?,
                 None => DEFAULT_PICKUP_TIMEOUT,
             };
+            let slack_channel = conn
+                .slack_channel
+                .as_ref()
+                .map(|c| self.slack_channel(c, &format!("{key}.slack_channel")))
+                .transpose()?;
             connections.push(ConnectionConfig {
                 name,
                 kind: conn.kind,
@@ -265,6 +293,7 @@ impl Validator<'_> {
                 agent,
                 policy,
                 pickup_timeout,
+                slack_channel,
             });
         }
         Ok(connections)
@@ -484,7 +513,7 @@ impl Validator<'_> {
     }
 
     /// A duration between zero (excluded) and `max`.
-    fn duration(
+    pub(super) fn duration(
         &self,
         value: &Spanned<String>,
         key: &str,

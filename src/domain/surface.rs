@@ -10,6 +10,8 @@ pub enum Surface {
     Cli,
     /// hoopbot itself: policy, expiry, lost agents, the demo.
     System,
+    /// Slack: buttons, the reject modal, `/hoop` commands.
+    Slack,
 }
 
 impl Surface {
@@ -19,6 +21,7 @@ impl Surface {
             Surface::Agent => "agent",
             Surface::Cli => "cli",
             Surface::System => "system",
+            Surface::Slack => "slack",
         }
     }
 }

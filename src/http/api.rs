@@ -35,6 +35,7 @@ pub fn router() -> Router<Hoop> {
         .route("/access-requests/{id}/reject", post(reject))
         .route("/access-requests/{id}/cancel", post(cancel))
         .route("/access-requests/{id}/audit", get(audit))
+        .route("/chat-links", post(confirm_link))
         .route("/webhooks", get(webhooks))
         .route("/webhooks/{name}/deliveries", get(webhook_deliveries))
         .route("/webhooks/{name}/test", post(webhook_test))
@@ -268,4 +269,26 @@ fn page_limit(limit: Option<i64>) -> Result<i64> {
         )));
     }
     Ok(limit)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    code: String,
+}
+
+/// Confirms a one-time code shown in chat (`/hoop subscribe`): the chat account it was shown to
+/// is linked to the signed-in user.
+async fn confirm_link(
+    State(hoop): State<Hoop>,
+    User(user): User,
+    Body(body): Body<LinkBody>,
+) -> Result<Json<Value>> {
+    let link = hoop.confirm_link(&user, &body.code).await?;
+    Ok(Json(json!({
+        "chat": link.kind,
+        "account": link.account,
+        "email": link.email,
+        "linked_at": crate::view::time(link.linked_at),
+    })))
 }

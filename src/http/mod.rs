@@ -5,7 +5,11 @@ mod api;
 mod error;
 mod extract;
 mod head_limit;
+mod slack;
 
+pub use slack::MAX_SLACK_BODY_BYTES;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -18,6 +22,7 @@ use self::head_limit::HeadLimitLayer;
 use crate::config::Config;
 use crate::error::Error;
 use crate::service::Hoop;
+use crate::slack::Slack;
 
 /// A request head (request line and headers) larger than this gets 431 `too_large`. The HTTP
 /// server's own buffer is larger (see `app.rs`), so that this check, with its JSON reply, is the
@@ -29,13 +34,15 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub struct BodyReadTimeout(pub Duration);
 
 /// Every route hoopbot serves, with the body limits and timeouts of `config`.
-pub fn router(hoop: Hoop, config: &Config) -> Router {
+pub fn router(hoop: Hoop, config: &Config, slack: Option<Arc<Slack>>) -> Router {
     // JSON may escape one byte of a command as six (`\u0001`): the body may be six times the
     // command limit plus the other fields, and the command limit itself is checked on the command.
     let body_limit = config.server.max_command_bytes * 6 + 64 * 1024;
     let body_read_timeout = config.server.body_read_timeout;
+    let slack_routes = slack.map(slack::router).unwrap_or_default();
     Router::new()
         .nest("/api/v1", api::router().merge(agent::router(config)))
+        .merge(slack_routes)
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

@@ -42,8 +42,11 @@ impl Hoop {
 
     /// This replica's delivery worker, for every configured kind of destination.
     pub fn delivery_worker(&self) -> Worker {
-        let webhooks: Arc<dyn Notifier> = self.webhooks.clone();
-        Worker::new(self.clone(), vec![webhooks])
+        let mut notifiers: Vec<Arc<dyn Notifier>> = vec![self.webhooks.clone()];
+        if let Some(slack) = &self.slack_cards {
+            notifiers.push(slack.clone());
+        }
+        Worker::new(self.clone(), notifiers)
     }
 
     /// The configured webhooks and how their deliveries stand. Admins only.

@@ -18,6 +18,7 @@ use crate::domain::{
     ExecutionResult, Identity, Millis, Outcome, Rejection, Status, Surface,
 };
 use crate::error::{Error, Result};
+use crate::slack::SlackNotifier;
 use crate::store::{
     AuditEntry, Change, Claim, GroupDecision, ListFilter, NewRequest, OutboxEntry, Overdue, Store,
     StoreError,
@@ -77,8 +78,11 @@ impl Clock {
     }
 }
 
+mod accounts;
 mod deliveries;
 mod tokens;
+
+pub use accounts::{LINK_CODE_TTL, LinkCode};
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]
@@ -101,6 +105,8 @@ pub struct Hoop {
     pub clock: Clock,
     /// The configured webhook endpoints, which the delivery worker and test pings send to.
     webhooks: Arc<Webhooks>,
+    /// Slack's request cards, when `[slack]` is configured.
+    slack_cards: Option<Arc<SlackNotifier>>,
 }
 
 impl Hoop {
@@ -112,6 +118,7 @@ impl Hoop {
     ) -> anyhow::Result<Hoop> {
         Ok(Hoop {
             webhooks: Arc::new(Webhooks::new(&config)?),
+            slack_cards: SlackNotifier::new(store.clone(), config.clone())?.map(Arc::new),
             config,
             store,
             changes,

@@ -1,4 +1,15 @@
-//! Slack: verifying that a request came from Slack, and the ids of its buttons and modal.
+//! Slack, where approvers live: request cards with the exact command, Approve and Reject buttons,
+//! `/hoop` commands, and cards kept in step with their request through the delivery worker.
 
+pub mod card;
+mod clicks;
+mod commands;
 pub mod contract;
+mod notifier;
 pub mod signature;
+mod surface;
+pub mod web;
+
+pub use commands::Subcommand;
+pub use notifier::SlackNotifier;
+pub use surface::{KIND, Slack};

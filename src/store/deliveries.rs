@@ -232,6 +232,8 @@ pub trait Deliveries: Send + Sync {
         destination: &str,
         request_id: &str,
     ) -> StoreResult<Option<PostedMessage>>;
+    /// Every message of `kind` posted about a request (each copy of a chat card), oldest first.
+    async fn posted_about(&self, kind: &str, request_id: &str) -> StoreResult<Vec<PostedMessage>>;
 }
 
 /// One delivery row of a fan-out, as its JSON array carries it.
@@ -749,29 +751,47 @@ macro_rules! delivery_store {
                 request_id: &str,
             ) -> StoreResult<Option<$crate::store::PostedMessage>> {
                 let row = sqlx::query(
-                    "select external, version, posted_at, updated_at from posted_message \
-                     where kind = $1 and destination = $2 and request_id = $3",
+                    "select kind, destination, request_id, external, version, posted_at, updated_at \
+                     from posted_message where kind = $1 and destination = $2 and request_id = $3",
                 )
                 .bind(kind)
                 .bind(destination)
                 .bind(request_id)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|row| {
-                    let external: String = row.try_get("external")?;
-                    Ok($crate::store::PostedMessage {
-                        kind: kind.to_string(),
-                        destination: destination.to_string(),
-                        request_id: request_id.to_string(),
-                        external: serde_json::from_str(&external)
-                            .map_err(|e| StoreError::Corrupt(format!("posted message ids: {e}")))?,
-                        version: row.try_get("version")?,
-                        posted_at: row.try_get("posted_at")?,
-                        updated_at: row.try_get("updated_at")?,
-                    })
-                })
-                .transpose()
+                row.map(|row| posted_message(&row)).transpose()
             }
+
+            async fn posted_about(
+                &self,
+                kind: &str,
+                request_id: &str,
+            ) -> StoreResult<Vec<$crate::store::PostedMessage>> {
+                let rows = sqlx::query(
+                    "select kind, destination, request_id, external, version, posted_at, updated_at \
+                     from posted_message where kind = $1 and request_id = $2 \
+                     order by posted_at, destination",
+                )
+                .bind(kind)
+                .bind(request_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(posted_message).collect()
+            }
+        }
+
+        fn posted_message(row: &DbRow) -> StoreResult<$crate::store::PostedMessage> {
+            let external: String = row.try_get("external")?;
+            Ok($crate::store::PostedMessage {
+                kind: row.try_get("kind")?,
+                destination: row.try_get("destination")?,
+                request_id: row.try_get("request_id")?,
+                external: serde_json::from_str(&external)
+                    .map_err(|e| StoreError::Corrupt(format!("posted message ids: {e}")))?,
+                version: row.try_get("version")?,
+                posted_at: row.try_get("posted_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
         }
 
         /// Inserts one `delivery_attempt` row.

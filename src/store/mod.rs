@@ -18,12 +18,15 @@ use crate::domain::{AccessRequest, Email, ExecutionResult, Millis, Rejection, St
 #[macro_use]
 mod sql;
 #[macro_use]
+mod accounts;
+#[macro_use]
 mod deliveries;
 mod group_commit;
 mod postgres;
 mod sqlite;
 mod token_cache;
 
+pub use accounts::{Accounts, LinkedAccount, Redeemed};
 pub use deliveries::{
     AttemptRecord, Attempted, Deliveries, Delivery, DeliveryRecord, DeliveryState,
     DestinationStats, Finished, Next, PostedMessage, Route, Router,
@@ -351,7 +354,7 @@ pub type Decide = Box<dyn Fn(&AccessRequest) -> Option<Change> + Send + Sync>;
 pub type SweepStep<'a> = &'a (dyn Fn(&AccessRequest) -> Change + Send + Sync);
 
 #[async_trait]
-pub trait Store: Deliveries + Send + Sync + 'static {
+pub trait Store: Deliveries + Accounts + Send + Sync + 'static {
     /// Runs pending migrations, then reads whether a delivery destination exists (so the
     /// writer knows whether entries need their snapshots).
     async fn migrate(&self) -> StoreResult<()>;

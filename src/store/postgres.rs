@@ -200,3 +200,5 @@ delivery_store!(
                  limit $2) as c",
     write_begin = "begin"
 );
+
+account_store!(PostgresStore, write_begin = "begin");

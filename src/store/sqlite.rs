@@ -130,3 +130,5 @@ delivery_store!(
     json_rows = "(select value, key from jsonb_each($1) limit $2) as c",
     write_begin = "begin immediate"
 );
+
+account_store!(SqliteStore, write_begin = "begin immediate");

@@ -1,0 +1,107 @@
+//! Slack's HTTP endpoints: `/slack/commands`, `/slack/interactions` and `/slack/events`. Every
+//! request's signature is checked on its raw body before anything parses it; an unsigned, forged
+//! or stale request gets 401 and changes nothing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use secrecy::ExposeSecret;
+use slack_morphism::prelude::*;
+
+use crate::error::Error;
+use crate::slack::{Slack, signature};
+
+/// Slack's payloads echo the card that was clicked, so they can be large; a card is well under
+/// this (see `slack::card`), even URL-encoded.
+pub const MAX_SLACK_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+pub fn router<S>(slack: Arc<Slack>) -> Router<S> {
+    Router::new()
+        .route("/slack/commands", post(command))
+        .route("/slack/interactions", post(interaction))
+        .route("/slack/events", post(event))
+        .layer(DefaultBodyLimit::max(MAX_SLACK_BODY_BYTES))
+        .with_state(slack)
+}
+
+/// The body, once its signature holds.
+fn verified(slack: &Slack, headers: &HeaderMap, body: &Bytes) -> Result<(), Error> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    signature::verify(
+        slack.config().signing_secret.expose_secret(),
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+        body,
+        now,
+    )
+    .map_err(|refused| {
+        tracing::warn!(%refused, "refused a request claiming to come from Slack");
+        Error::Unauthenticated("this request is not signed by Slack".into())
+    })
+}
+
+async fn command(
+    State(slack): State<Arc<Slack>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    verified(&slack, &headers, &body)?;
+    let command: SlackCommandEvent = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| Error::InvalidInput(format!("not a slash command: {e}")))?;
+    let answer = slack
+        .command(
+            &command.user_id.to_string(),
+            command.text.as_deref().unwrap_or(""),
+        )
+        .await;
+    Ok(
+        axum::Json(serde_json::json!({ "response_type": "ephemeral", "text": answer }))
+            .into_response(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct InteractionForm {
+    payload: String,
+}
+
+async fn interaction(
+    State(slack): State<Arc<Slack>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    verified(&slack, &headers, &body)?;
+    let form: InteractionForm = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| Error::InvalidInput(format!("not an interaction: {e}")))?;
+    let event: SlackInteractionEvent = serde_json::from_str(&form.payload)
+        .map_err(|e| Error::InvalidInput(format!("not an interaction payload: {e}")))?;
+    Ok(match slack.interaction(event).await {
+        SlackInteractionResponse::Empty => ().into_response(),
+        SlackInteractionResponse::ViewSubmission(answer) => axum::Json(answer).into_response(),
+        SlackInteractionResponse::BlockSuggestion(answer) => axum::Json(answer).into_response(),
+    })
+}
+
+/// The Events API: hoopbot subscribes to no events, but Slack checks the URL with a challenge.
+async fn event(
+    State(slack): State<Arc<Slack>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    verified(&slack, &headers, &body)?;
+    let event: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidInput(format!("not an event: {e}")))?;
+    Ok(match event["type"].as_str() {
+        Some("url_verification") => {
+            let challenge = event["challenge"].as_str().unwrap_or_default();
+            axum::Json(serde_json::json!({ "challenge": challenge })).into_response()
+        }
+        _ => ().into_response(),
+    })
+}

@@ -1,0 +1,190 @@
+//! Linking chat accounts (a Slack user) to hoopbot users, so a click in chat acts as the person
+//! behind it. A link needs proof from both sides: the chat says who clicked (a signed request),
+//! and the hoopbot user confirms the one-time code shown there while signed in (`hoop subscribe
+//! CODE`). Where the operator allows it, a chat email the chat itself has verified links at once.
+//! Every link and unlink lands in the audit trail under `<kind>:<account>`.
+
+use std::time::Duration;
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use super::Hoop;
+use crate::audit::AuditKind;
+use crate::domain::{Email, Identity, Millis, Surface};
+use crate::error::{Error, Result};
+use crate::store::{AuditEntry, LinkedAccount, Redeemed};
+
+/// How long a code shown in chat can be confirmed.
+pub const LINK_CODE_TTL: Duration = Duration::from_secs(10 * 60);
+/// Letters and digits nobody confuses when reading them off a screen (no 0/O, 1/I/L, U).
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTVWXYZ23456789";
+/// 8 characters from 30: about 6.5 × 10¹¹ codes, against a handful live for 10 minutes.
+const CODE_LEN: usize = 8;
+
+/// A code to confirm, as the chat shows it (`ABCD-EFGH`).
+#[derive(Debug, Clone)]
+pub struct LinkCode {
+    pub code: String,
+    pub expires_at: Millis,
+}
+
+impl Hoop {
+    /// Starts linking `account` of chat `kind`: a one-time code its owner confirms while signed in
+    /// to hoopbot. Only the code's SHA-256 is kept.
+    pub async fn start_link(&self, kind: &str, account: &str) -> Result<LinkCode> {
+        let code: String = {
+            let mut rng = rand::rng();
+            (0..CODE_LEN)
+                .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
+                .collect()
+        };
+        let now = self.clock.now();
+        let expires_at = now + LINK_CODE_TTL.as_millis() as Millis;
+        self.store
+            .insert_link_code(&code_sha256(&code), kind, account, now, expires_at)
+            .await?;
+        Ok(LinkCode {
+            code: format!("{}-{}", &code[..4], &code[4..]),
+            expires_at,
+        })
+    }
+
+    /// Confirms a code on behalf of the signed-in `user`: the chat account it was shown to is
+    /// linked to them. A code links once, within [`LINK_CODE_TTL`].
+    pub async fn confirm_link(&self, user: &Identity, code: &str) -> Result<LinkedAccount> {
+        let normalized: String = code
+            .chars()
+            .filter(|c| !matches!(c, '-' | ' '))
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if normalized.len() != CODE_LEN || !normalized.bytes().all(|b| CODE_ALPHABET.contains(&b)) {
+            return Err(Error::InvalidInput(
+                "that is not a link code; run /hoop subscribe in Slack and copy the code it shows (like ABCD-EFGH)"
+                    .into(),
+            ));
+        }
+        let now = self.clock.now();
+        match self
+            .store
+            .redeem_link_code(&code_sha256(&normalized), user.email.as_str(), now)
+            .await?
+        {
+            Redeemed::Linked(link) => {
+                self.audit_link(
+                    AuditKind::AccountLinked,
+                    &link,
+                    user.email.as_str(),
+                    Surface::Api,
+                    now,
+                )
+                .await?;
+                tracing::info!(kind = %link.kind, account = %link.account, email = %link.email, "chat account linked");
+                Ok(link)
+            }
+            Redeemed::Unknown => Err(Error::NotFound(
+                "no such link code; run /hoop subscribe again for a new one".into(),
+            )),
+            Redeemed::Expired => Err(Error::Expired(format!(
+                "this link code has expired (codes last {} minutes); run /hoop subscribe again",
+                LINK_CODE_TTL.as_secs() / 60
+            ))),
+            Redeemed::AlreadyUsed => Err(Error::AlreadyDecided(
+                "this link code has already been used; run /hoop subscribe again for a new one"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Links `account` to the configured user with `email`, which the chat has verified belongs
+    /// to the account. `None` when no configured user has that email.
+    pub async fn link_verified_email(
+        &self,
+        kind: &str,
+        account: &str,
+        email: &str,
+    ) -> Result<Option<LinkedAccount>> {
+        let Some(user) = Email::parse(email).ok().and_then(|e| self.identity(&e)) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let link = LinkedAccount {
+            kind: kind.to_string(),
+            account: account.to_string(),
+            email: user.email.as_str().to_string(),
+            linked_at: now,
+            linked_by: "email".into(),
+        };
+        self.store.link_account(&link).await?;
+        self.audit_link(
+            AuditKind::AccountLinked,
+            &link,
+            "hoopbot",
+            Surface::System,
+            now,
+        )
+        .await?;
+        tracing::info!(kind, account, email = %link.email, "chat account linked by its verified email");
+        Ok(Some(link))
+    }
+
+    /// Removes `account`'s link, as its owner asked from the chat.
+    pub async fn unlink(
+        &self,
+        kind: &str,
+        account: &str,
+        via: Surface,
+    ) -> Result<Option<LinkedAccount>> {
+        let removed = self.store.unlink_account(kind, account).await?;
+        if let Some(link) = &removed {
+            let now = self.clock.now();
+            self.audit_link(AuditKind::AccountUnlinked, link, &link.email, via, now)
+                .await?;
+        }
+        Ok(removed)
+    }
+
+    /// The hoopbot user behind a chat account, with their groups as the config says now; `None`
+    /// when the account is not linked or its user is no longer configured.
+    pub async fn linked_identity(&self, kind: &str, account: &str) -> Result<Option<Identity>> {
+        let Some(link) = self.store.linked_account(kind, account).await? else {
+            return Ok(None);
+        };
+        Ok(Email::parse(&link.email)
+            .ok()
+            .and_then(|e| self.identity(&e)))
+    }
+
+    /// The accounts of `kind` linked to any of `emails`.
+    pub async fn linked_accounts(&self, kind: &str, emails: &[&str]) -> Result<Vec<LinkedAccount>> {
+        Ok(self.store.accounts_of(kind, emails).await?)
+    }
+
+    async fn audit_link(
+        &self,
+        kind: AuditKind,
+        link: &LinkedAccount,
+        actor: &str,
+        via: Surface,
+        now: Millis,
+    ) -> Result<()> {
+        let entry = AuditEntry {
+            kind,
+            actor: actor.to_string(),
+            channel: via,
+            detail: serde_json::json!({
+                "chat": link.kind,
+                "account": link.account,
+                "email": link.email,
+                "linked_by": link.linked_by,
+            }),
+        };
+        let subject = format!("{}:{}", link.kind, link.account);
+        self.store.append_audit(&subject, now, &[entry]).await?;
+        Ok(())
+    }
+}
+
+fn code_sha256(code: &str) -> String {
+    hex::encode(Sha256::digest(code.as_bytes()))
+}

@@ -1,0 +1,279 @@
+//! Clicks on a card's buttons and the reject modal. Each click is authorized when it happens,
+//! against the linked user's groups as the config says now, and decided through `Hoop::decide`
+//! with `via = "slack"`; the decision is committed before Slack gets its acknowledgement. What
+//! Slack is told afterwards (a refusal, the modal) goes out after the acknowledgement, and card
+//! updates go through the outbox like every other delivery.
+
+use std::collections::HashMap;
+
+use slack_morphism::prelude::*;
+
+use super::card::escape;
+use super::contract::{self, ButtonValue, ModalContext};
+use super::surface::Slack;
+use crate::display::single_line;
+use crate::domain::{Decision, Identity, Status, Surface};
+use crate::error::Error;
+
+impl Slack {
+    /// Handles one interaction payload and returns what to acknowledge it with.
+    pub async fn interaction(&self, event: SlackInteractionEvent) -> SlackInteractionResponse {
+        match event {
+            SlackInteractionEvent::BlockActions(click) => {
+                self.click(click).await;
+                SlackInteractionResponse::Empty
+            }
+            SlackInteractionEvent::ViewSubmission(submitted) => {
+                self.reason_submitted(submitted).await
+            }
+            // Closing the modal, shortcuts and the rest ask nothing of hoopbot.
+            _ => SlackInteractionResponse::Empty,
+        }
+    }
+
+    async fn click(&self, click: SlackInteractionBlockActionsEvent) {
+        let Some(user) = click.user.as_ref().map(|u| u.id.to_string()) else {
+            return;
+        };
+        let channel = click.channel.as_ref().map(|c| c.id.to_string());
+        for action in click.actions.iter().flatten() {
+            let action_id = action.action_id.to_string();
+            let approving = action_id.starts_with(contract::APPROVE_ACTION_PREFIX);
+            if !approving && action_id != contract::REJECT_ACTION {
+                continue;
+            }
+            let Some(value) = action
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_str::<ButtonValue>(v).ok())
+            else {
+                tracing::warn!(action_id, "a Slack click carried no request; ignored");
+                continue;
+            };
+            let me = match self.linked(&user).await {
+                Ok(Some(me)) => me,
+                Ok(None) => {
+                    self.tell(channel.clone(), user.clone(), self.not_linked());
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot look up a Slack user's link");
+                    self.tell(channel.clone(), user.clone(), SERVER_TROUBLE.into());
+                    continue;
+                }
+            };
+            if approving {
+                let decision = Decision::Approve {
+                    group: value.group.clone(),
+                };
+                if let Err(e) = self
+                    .hoop
+                    .decide(&me, &value.request_id, decision, Surface::Slack)
+                    .await
+                {
+                    let why = self.refusal(&value.request_id, &e).await;
+                    self.tell(channel.clone(), user.clone(), why);
+                }
+            } else {
+                self.ask_reason(
+                    &me,
+                    &value.request_id,
+                    &click.trigger_id.to_string(),
+                    channel.clone(),
+                    &user,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Opens the reject modal, unless the rules already say this person cannot reject.
+    async fn ask_reason(
+        &self,
+        me: &Identity,
+        request_id: &str,
+        trigger_id: &str,
+        channel: Option<String>,
+        user: &str,
+    ) {
+        let request = match self.hoop.get(request_id).await {
+            Ok(request) => request,
+            Err(e) => {
+                let why = self.refusal(request_id, &e).await;
+                return self.tell(channel, user.to_string(), why);
+            }
+        };
+        // The same check the decision will make, so nobody types a reason to be refused.
+        let now = self.hoop.clock.now();
+        let check = Decision::Reject { reason: "-".into() };
+        if let Err(e) = crate::domain::decide(&request, me, &check, now) {
+            let why = self.refusal(request_id, &Error::from(e)).await;
+            return self.tell(channel, user.to_string(), why);
+        }
+        let view = reject_modal(&request, channel.clone());
+        let (web, trigger_id, user) = (self.web.clone(), trigger_id.to_string(), user.to_string());
+        // The trigger lasts 3 seconds, so the modal opens right after the acknowledgement.
+        tokio::spawn(async move {
+            if let Err(e) = web.open_view(&trigger_id, view).await {
+                tracing::warn!(error = %e, user, "cannot open the reject modal");
+            }
+        });
+    }
+
+    async fn reason_submitted(
+        &self,
+        submitted: SlackInteractionViewSubmissionEvent,
+    ) -> SlackInteractionResponse {
+        let SlackView::Modal(modal) = &submitted.view.view else {
+            return SlackInteractionResponse::Empty;
+        };
+        if modal.callback_id.as_ref().map(|c| c.to_string()).as_deref()
+            != Some(contract::REJECT_MODAL)
+        {
+            return SlackInteractionResponse::Empty;
+        }
+        let Some(context) = modal
+            .private_metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<ModalContext>(m).ok())
+        else {
+            return field_error(
+                "This form lost track of its request; close it and click Reject again.",
+            );
+        };
+        let reason = submitted
+            .view
+            .state_params
+            .state
+            .as_ref()
+            .and_then(|s| s.values.get(&contract::REASON_INPUT.into()))
+            .and_then(|block| block.get(&contract::REASON_INPUT.into()))
+            .and_then(|input| input.value.clone())
+            .unwrap_or_default();
+        let user = submitted.user.id.to_string();
+        let me = match self.linked(&user).await {
+            Ok(Some(me)) => me,
+            Ok(None) => return field_error(&self.not_linked()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up a Slack user's link");
+                return field_error(SERVER_TROUBLE);
+            }
+        };
+        match self
+            .hoop
+            .decide(
+                &me,
+                &context.request_id,
+                Decision::Reject { reason },
+                Surface::Slack,
+            )
+            .await
+        {
+            Ok(_) => SlackInteractionResponse::ViewSubmission(SlackViewSubmissionResponse::Clear(
+                SlackViewSubmissionClearResponse::new(),
+            )),
+            Err(e) => field_error(&self.refusal(&context.request_id, &e).await),
+        }
+    }
+
+    /// Why a decision was refused, in words for the person who clicked.
+    pub(super) async fn refusal(&self, request_id: &str, error: &Error) -> String {
+        match error {
+            Error::NotInGroup(_) => format!(
+                "You are not in that approval group, so your approval cannot count for it. {}",
+                escape(&error.to_string())
+            ),
+            Error::SelfApproval => {
+                "This is your own request: someone else has to approve or reject it. You can \
+                 cancel it with `hoop requests cancel`."
+                    .into()
+            }
+            Error::AlreadyApprovedByYou(_) => format!(
+                "Your approval is already recorded; nothing more was done. {}",
+                escape(&error.to_string())
+            ),
+            Error::AlreadyDecided(_) => match self.hoop.get(request_id).await {
+                Ok(request) => format!("Nothing was done: {}", decided(&request)),
+                Err(_) => format!("Nothing was done: {}", escape(&error.to_string())),
+            },
+            Error::Expired(_) => "This request expired before your click; nothing was done.".into(),
+            Error::NotFound(_) => "hoopbot has no such request; nothing was done.".into(),
+            Error::InvalidInput(message) => format!("Not done: {}", escape(message)),
+            Error::Forbidden(message) => format!("Not allowed: {}", escape(message)),
+            _ => SERVER_TROUBLE.into(),
+        }
+    }
+}
+
+const SERVER_TROUBLE: &str =
+    "Something went wrong on the hoopbot server; nothing was recorded. Try again in a moment.";
+
+/// How a request that can no longer be decided was decided, and by whom.
+fn decided(request: &crate::domain::AccessRequest) -> String {
+    let approvers = || {
+        request
+            .approval_groups
+            .iter()
+            .filter_map(|g| Some(format!("{} by {}", g.group, g.decided_by.as_deref()?)))
+            .map(|s| escape(&single_line(&s)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match request.status {
+        Status::Pending => format!("this group was already approved ({}).", approvers()),
+        Status::Rejected => match &request.rejection {
+            Some(r) => format!(
+                "it was already rejected by {}: {}",
+                escape(&single_line(&r.by)),
+                escape(&single_line(&r.reason))
+            ),
+            None => "it was already rejected.".into(),
+        },
+        Status::Expired => "it expired without a decision.".into(),
+        Status::Cancelled => "it was cancelled.".into(),
+        _ => format!("it was already approved ({}).", approvers()),
+    }
+}
+
+/// The modal that asks for a rejection's reason.
+fn reject_modal(request: &crate::domain::AccessRequest, channel: Option<String>) -> SlackView {
+    let context = ModalContext {
+        request_id: request.id.clone(),
+        channel,
+    };
+    let input = SlackInputBlock::new(
+        pt!("Why reject it?"),
+        SlackInputBlockElement::PlainTextInput(
+            SlackBlockPlainTextInputElement::new()
+                .with_action_id(contract::REASON_INPUT.into())
+                .with_multiline(true)
+                .with_max_length(crate::service::MAX_REASON_BYTES as u64 / 4),
+        ),
+    )
+    .with_block_id(contract::REASON_INPUT.into());
+    let about = SlackSectionBlock::new().with_text(md!(
+        "Reject *{}*'s command on *{}*? The requester sees your reason.",
+        escape(&single_line(&request.requester)),
+        escape(&single_line(&request.connection))
+    ));
+    SlackView::Modal(
+        SlackModalView::new(
+            pt!("Reject request"),
+            slack_blocks![some_into(about), some_into(input)],
+        )
+        .with_submit(pt!("Reject"))
+        .with_close(pt!("Cancel"))
+        .with_callback_id(contract::REJECT_MODAL.into())
+        .with_private_metadata(serde_json::to_string(&context).unwrap_or_default()),
+    )
+}
+
+/// Keeps the modal open with `message` under the reason field.
+fn field_error(message: &str) -> SlackInteractionResponse {
+    SlackInteractionResponse::ViewSubmission(SlackViewSubmissionResponse::Errors(
+        SlackViewSubmissionErrorsResponse::new(HashMap::from([(
+            contract::REASON_INPUT.to_string(),
+            message.to_string(),
+        )])),
+    ))
+}

@@ -1,0 +1,467 @@
+//! Slack as a kind of delivery destination: every change of a request becomes one delivery that
+//! brings every Slack copy of its card up to that version — the channel card, a DM to each linked
+//! approver, and the requester's outcome DM. Where each copy was posted is kept in
+//! `posted_message`, so any replica, after any restart, updates every copy; a copy already showing
+//! the delivery's version or a newer one is left alone, so an older state never overwrites a newer.
+//!
+//! One delivery may take several calls. Each copy's progress is saved as it is made, so a retry
+//! (after a 429, a 500, a timeout) picks up where the last attempt stopped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use super::card::{self, Buttons, Message};
+use super::surface::KIND;
+use super::web::{CallError, WebApi};
+use crate::config::{Config, SlackConfig};
+use crate::delivery::{Answer, EVENTS, Notifier, Verdict};
+use crate::domain::{AccessRequest, Millis, Status};
+use crate::store::{Delivery, PostedMessage, Route, Store};
+
+/// Slack is one destination: the workspace the bot token belongs to.
+const DESTINATION: &str = "workspace";
+/// The longest one attempt may take; past it the attempt stops and retries at once, so a claim's
+/// lease (this plus margin) is never outlived.
+const ATTEMPT_BUDGET: Duration = Duration::from_secs(45);
+/// A channel whose next free slot is further off than this is retried later instead of waited for.
+const MAX_PACING_WAIT: Duration = Duration::from_secs(3);
+/// Errors after which a copy can never be updated (deleted message, archived or unknown channel):
+/// the copy is given up, the others still updated.
+const GONE: [&str; 5] = [
+    "message_not_found",
+    "channel_not_found",
+    "is_archived",
+    "cant_update_message",
+    "not_in_channel",
+];
+
+/// Posts and updates request cards in Slack.
+pub struct SlackNotifier {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    web: WebApi,
+    pacer: Pacer,
+    address_sha256: String,
+}
+
+/// One copy of a card, as `posted_message.destination` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Copy {
+    /// The card in a channel.
+    Channel(String),
+    /// The card in an approver's DM (their Slack user id).
+    Approver(String),
+    /// The outcome in the requester's DM.
+    Requester(String),
+}
+
+impl Copy {
+    fn key(&self) -> String {
+        match self {
+            Copy::Channel(c) => format!("channel:{c}"),
+            Copy::Approver(u) => format!("dm:{u}"),
+            Copy::Requester(u) => format!("outcome:{u}"),
+        }
+    }
+
+    fn parse(key: &str) -> Option<Copy> {
+        let (kind, id) = key.split_once(':')?;
+        Some(match kind {
+            "channel" => Copy::Channel(id.into()),
+            "dm" => Copy::Approver(id.into()),
+            "outcome" => Copy::Requester(id.into()),
+            _ => return None,
+        })
+    }
+}
+
+impl SlackNotifier {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+    ) -> anyhow::Result<Option<SlackNotifier>> {
+        let Some(slack) = config.slack.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(SlackNotifier {
+            web: WebApi::new(&slack.api_base_url, &slack.bot_token)?,
+            pacer: Pacer::new(slack.message_interval),
+            address_sha256: hex::encode(Sha256::digest(slack.api_base_url.as_bytes())),
+            store,
+            config,
+        }))
+    }
+
+    fn slack(&self) -> &SlackConfig {
+        self.config
+            .slack
+            .as_ref()
+            .expect("a Slack notifier exists only with [slack]")
+    }
+
+    /// Brings every copy of `request`'s card to its version, as far as `deadline` allows.
+    async fn sync(&self, request: &AccessRequest, deadline: Instant) -> Result<(), Failure> {
+        // A request nobody had to approve has no card: nothing is waiting on anyone.
+        if request.approval_groups.is_empty() {
+            return Ok(());
+        }
+        let url = format!(
+            "{}/access-requests/{}",
+            self.config.server.public_url, request.id
+        );
+        let posted = self
+            .store
+            .posted_about(KIND, &request.id)
+            .await
+            .map_err(Failure::store)?;
+        let mut wanted: Vec<Copy> = Vec::new();
+        if let Some(channel) = self.config.slack_channel(&request.connection) {
+            wanted.push(Copy::Channel(channel.to_string()));
+        }
+        // Approvers are DM'd while their decision is wanted; later states update those DMs.
+        if request.status == Status::Pending {
+            for account in self.linked(&self.approvers(request)).await? {
+                wanted.push(Copy::Approver(account));
+            }
+        }
+        if is_outcome(request.status) {
+            for account in self.linked(&[request.requester.as_str()]).await? {
+                wanted.push(Copy::Requester(account));
+            }
+        }
+        // Copies posted earlier (in a channel the config no longer names, say) are updated too.
+        for message in &posted {
+            if let Some(copy) = Copy::parse(&message.destination)
+                && !wanted.contains(&copy)
+            {
+                wanted.push(copy);
+            }
+        }
+        for copy in wanted {
+            if Instant::now() >= deadline {
+                return Err(Failure::OutOfTime);
+            }
+            let earlier = posted.iter().find(|m| m.destination == copy.key());
+            self.bring_up_to_date(request, &url, &copy, earlier).await?;
+        }
+        Ok(())
+    }
+
+    async fn bring_up_to_date(
+        &self,
+        request: &AccessRequest,
+        url: &str,
+        copy: &Copy,
+        earlier: Option<&PostedMessage>,
+    ) -> Result<(), Failure> {
+        if earlier.is_some_and(|m| m.version >= request.version) {
+            return Ok(());
+        }
+        let message = self.message(request, url, copy).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let external = match earlier {
+            Some(posted) => {
+                let (Some(channel), Some(ts)) = (
+                    posted.external["channel"].as_str(),
+                    posted.external["ts"].as_str(),
+                ) else {
+                    return Ok(());
+                };
+                self.pacer.slot(channel).await?;
+                match self.web.update(channel, ts, &message).await {
+                    Ok(()) => posted.external.clone(),
+                    Err(CallError::Refused { code }) if GONE.contains(&code.as_str()) => {
+                        tracing::warn!(request_id = %request.id, copy = copy.key(), code, "a Slack copy of a card is gone; no longer updated");
+                        posted.external.clone()
+                    }
+                    Err(e) => return Err(self.failed(channel, e)),
+                }
+            }
+            None => {
+                let channel = match copy {
+                    Copy::Channel(channel) => channel.clone(),
+                    Copy::Approver(user) | Copy::Requester(user) => self
+                        .web
+                        .open_dm(user)
+                        .await
+                        .map_err(|e| self.failed(user, e))?,
+                };
+                self.pacer.slot(&channel).await?;
+                let (channel, ts) = self
+                    .web
+                    .post(&channel, &message)
+                    .await
+                    .map_err(|e| self.failed(&channel, e))?;
+                serde_json::json!({ "channel": channel, "ts": ts })
+            }
+        };
+        self.store
+            .save_posted(&PostedMessage {
+                kind: KIND.to_string(),
+                destination: copy.key(),
+                request_id: request.id.clone(),
+                external,
+                version: request.version,
+                posted_at: earlier.map_or(now, |m| m.posted_at),
+                updated_at: now,
+            })
+            .await
+            .map_err(Failure::store)
+    }
+
+    async fn message(
+        &self,
+        request: &AccessRequest,
+        url: &str,
+        copy: &Copy,
+    ) -> Result<Message, Failure> {
+        Ok(match copy {
+            Copy::Channel(_) => card::request_card(request, url, Buttons::Pending),
+            Copy::Approver(account) => {
+                let groups = self.groups_of(account).await?;
+                card::request_card(request, url, Buttons::Groups(&groups))
+            }
+            Copy::Requester(_) => card::outcome_message(request, url),
+        })
+    }
+
+    /// The groups of the person behind a Slack account, as the config says now.
+    async fn groups_of(&self, account: &str) -> Result<Vec<String>, Failure> {
+        let link = self
+            .store
+            .linked_account(KIND, account)
+            .await
+            .map_err(Failure::store)?;
+        Ok(link
+            .and_then(|link| {
+                let email = crate::domain::Email::parse(&link.email).ok()?;
+                Some(self.config.user(&email)?.groups.iter().cloned().collect())
+            })
+            .unwrap_or_default())
+    }
+
+    /// Everyone who may approve one of the request's pending groups, except its requester.
+    fn approvers(&self, request: &AccessRequest) -> Vec<&str> {
+        self.config
+            .users
+            .iter()
+            .filter(|u| !u.email.as_str().eq_ignore_ascii_case(&request.requester))
+            .filter(|u| {
+                request
+                    .pending_groups()
+                    .any(|g| u.groups.contains(&g.group))
+            })
+            .map(|u| u.email.as_str())
+            .collect()
+    }
+
+    async fn linked(&self, emails: &[&str]) -> Result<Vec<String>, Failure> {
+        let accounts = self
+            .store
+            .accounts_of(KIND, emails)
+            .await
+            .map_err(Failure::store)?;
+        Ok(accounts.into_iter().map(|a| a.account).collect())
+    }
+
+    /// A failed call; a 429 also holds back the channel's other messages.
+    fn failed(&self, channel: &str, error: CallError) -> Failure {
+        if let CallError::RateLimited {
+            retry_after: Some(after),
+        } = &error
+        {
+            self.pacer.hold(channel, *after);
+        }
+        Failure::Call(error)
+    }
+}
+
+#[async_trait]
+impl Notifier for SlackNotifier {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn destinations(&self) -> Vec<String> {
+        vec![DESTINATION.to_string()]
+    }
+
+    fn routes(&self, event: &str) -> Vec<Route> {
+        if !EVENTS.contains(&event) {
+            return Vec::new();
+        }
+        vec![Route {
+            kind: KIND,
+            destination: DESTINATION.to_string(),
+            address_sha256: self.address_sha256.clone(),
+            give_up_after: self.slack().give_up_after.as_millis() as Millis,
+        }]
+    }
+
+    fn address_sha256(&self, destination: &str) -> Option<String> {
+        (destination == DESTINATION).then(|| self.address_sha256.clone())
+    }
+
+    fn longest_attempt(&self) -> Duration {
+        ATTEMPT_BUDGET + Duration::from_secs(15)
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Answer {
+        let request: AccessRequest =
+            match serde_json::from_value(delivery.payload["request"].clone()) {
+                Ok(request) => request,
+                Err(e) => {
+                    return Answer {
+                        status: None,
+                        error: Some(format!("the event's snapshot is unreadable: {e}")),
+                        verdict: Verdict::Retry { after: None },
+                    };
+                }
+            };
+        match self.sync(&request, Instant::now() + ATTEMPT_BUDGET).await {
+            Ok(()) => Answer {
+                status: Some(200),
+                error: None,
+                verdict: Verdict::Delivered,
+            },
+            Err(failure) => {
+                tracing::info!(request_id = %request.id, version = request.version, error = %failure, "Slack card not yet up to date");
+                Answer {
+                    status: failure.status(),
+                    error: Some(failure.to_string()),
+                    verdict: Verdict::Retry {
+                        after: failure.retry_after(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Why a card is not yet up to date everywhere.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Call(CallError),
+    /// The channel's pace allows the next message only this much later.
+    #[error("paced: the channel's next message is due in {} ms", .0.as_millis())]
+    Paced(Duration),
+    #[error("the attempt ran out of time; the rest follows at once")]
+    OutOfTime,
+    #[error("database: {0}")]
+    Store(String),
+}
+
+impl Failure {
+    fn store(e: crate::store::StoreError) -> Failure {
+        Failure::Store(e.to_string())
+    }
+
+    fn status(&self) -> Option<i64> {
+        match self {
+            Failure::Call(e) => e.status(),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Call(CallError::RateLimited { retry_after }) => *retry_after,
+            Failure::Paced(after) => Some(*after),
+            Failure::OutOfTime => Some(Duration::ZERO),
+            _ => None,
+        }
+    }
+}
+
+impl From<Duration> for Failure {
+    fn from(wait: Duration) -> Failure {
+        Failure::Paced(wait)
+    }
+}
+
+fn is_outcome(status: Status) -> bool {
+    !matches!(status, Status::Pending)
+}
+
+/// Spaces messages to one channel `interval` apart (Slack allows about one a second per channel),
+/// within this replica.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<HashMap<String, Instant>>,
+}
+
+impl Pacer {
+    fn new(interval: Duration) -> Pacer {
+        Pacer {
+            interval,
+            next: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for `channel`'s next slot and takes it; when that is more than [`MAX_PACING_WAIT`]
+    /// off, takes nothing and says how long to wait instead.
+    async fn slot(&self, channel: &str) -> Result<(), Duration> {
+        let wait = {
+            let mut next = self.next.lock().expect("pacer lock");
+            let now = Instant::now();
+            if next.len() > 10_000 {
+                next.retain(|_, at| *at > now);
+            }
+            let at = next.get(channel).copied().unwrap_or(now).max(now);
+            let wait = at - now;
+            if wait > MAX_PACING_WAIT {
+                return Err(wait);
+            }
+            next.insert(channel.to_string(), at + self.interval);
+            wait
+        };
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Sends nothing more to `channel` for `after` (Slack's Retry-After).
+    fn hold(&self, channel: &str, after: Duration) {
+        let mut next = self.next.lock().expect("pacer lock");
+        let until = Instant::now() + after;
+        let at = next.entry(channel.to_string()).or_insert(until);
+        *at = (*at).max(until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_channel_gets_one_message_per_interval_and_a_busy_one_says_when() {
+        let pacer = Pacer::new(Duration::from_secs(1));
+        let start = Instant::now();
+        pacer.slot("C1").await.unwrap();
+        pacer.slot("C1").await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+        // Another channel is not held up by the first.
+        pacer.slot("C2").await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+        // After a 429 with Retry-After: 30, the channel is refused with the time left.
+        pacer.hold("C1", Duration::from_secs(30));
+        let wait = pacer.slot("C1").await.unwrap_err();
+        assert_eq!(wait, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn copies_are_named_so_they_can_be_found_again() {
+        for copy in [
+            Copy::Channel("C0123".into()),
+            Copy::Approver("U1".into()),
+            Copy::Requester("U2".into()),
+        ] {
+            assert_eq!(Copy::parse(&copy.key()), Some(copy));
+        }
+        assert_eq!(Copy::parse("nonsense"), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! Chat accounts linked to hoopbot users, and the one-time codes that link them (see
+//! migrations/*/0005_chat_accounts.sql). Shared SQL for both backends, like deliveries.rs.
+
+use async_trait::async_trait;
+
+use super::StoreResult;
+use crate::domain::Millis;
+
+/// A chat account linked to a hoopbot user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedAccount {
+    /// The chat: `slack` (later `teams`).
+    pub kind: String,
+    /// The chat's own id for the person (a Slack user id).
+    pub account: String,
+    /// The hoopbot user, as the config spells the email.
+    pub email: String,
+    pub linked_at: Millis,
+    /// How the link was proven: `code` or `email`.
+    pub linked_by: String,
+}
+
+/// What became of a one-time code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The code was good: the account it was issued to is now linked.
+    Linked(LinkedAccount),
+    Unknown,
+    Expired,
+    AlreadyUsed,
+}
+
+#[async_trait]
+pub trait Accounts: Send + Sync {
+    /// Keeps a one-time code (its SHA-256) for `account`, valid until `expires_at`.
+    async fn insert_link_code(
+        &self,
+        code_sha256: &str,
+        kind: &str,
+        account: &str,
+        now: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<()>;
+    /// Uses up the code and links its account to `email`, in one transaction: a code links once.
+    async fn redeem_link_code(
+        &self,
+        code_sha256: &str,
+        email: &str,
+        now: Millis,
+    ) -> StoreResult<Redeemed>;
+    /// Links `account` to `email` (replacing an earlier link of the account).
+    async fn link_account(&self, link: &LinkedAccount) -> StoreResult<()>;
+    /// Removes the account's link; returns it when there was one.
+    async fn unlink_account(&self, kind: &str, account: &str)
+    -> StoreResult<Option<LinkedAccount>>;
+    async fn linked_account(&self, kind: &str, account: &str)
+    -> StoreResult<Option<LinkedAccount>>;
+    /// Every account of `kind` linked to one of `emails` (compared without ASCII case).
+    async fn accounts_of(&self, kind: &str, emails: &[&str]) -> StoreResult<Vec<LinkedAccount>>;
+}
+
+macro_rules! account_store {
+    ($store:ty, write_begin = $write_begin:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Accounts for $store {
+            async fn insert_link_code(
+                &self,
+                code_sha256: &str,
+                kind: &str,
+                account: &str,
+                now: $crate::domain::Millis,
+                expires_at: $crate::domain::Millis,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into link_code (code_sha256, kind, account, created_at, expires_at) \
+                     values ($1, $2, $3, $4, $5)",
+                )
+                .bind(code_sha256)
+                .bind(kind)
+                .bind(account)
+                .bind(now)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn redeem_link_code(
+                &self,
+                code_sha256: &str,
+                email: &str,
+                now: $crate::domain::Millis,
+            ) -> StoreResult<$crate::store::Redeemed> {
+                use $crate::store::Redeemed;
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                let used = sqlx::query(
+                    "update link_code set used_at = $2 \
+                     where code_sha256 = $1 and used_at is null and expires_at > $2 \
+                     returning kind, account",
+                )
+                .bind(code_sha256)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(used) = used else {
+                    let row = sqlx::query("select used_at from link_code where code_sha256 = $1")
+                        .bind(code_sha256)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Ok(match row {
+                        None => Redeemed::Unknown,
+                        Some(row) => match row.try_get::<Option<i64>, _>("used_at")? {
+                            Some(_) => Redeemed::AlreadyUsed,
+                            None => Redeemed::Expired,
+                        },
+                    });
+                };
+                let link = $crate::store::LinkedAccount {
+                    kind: used.try_get("kind")?,
+                    account: used.try_get("account")?,
+                    email: email.to_string(),
+                    linked_at: now,
+                    linked_by: "code".into(),
+                };
+                upsert_account(&mut tx, &link).await?;
+                tx.commit().await?;
+                Ok(Redeemed::Linked(link))
+            }
+
+            async fn link_account(&self, link: &$crate::store::LinkedAccount) -> StoreResult<()> {
+                let mut conn = self.pool.acquire().await?;
+                upsert_account(&mut conn, link).await
+            }
+
+            async fn unlink_account(
+                &self,
+                kind: &str,
+                account: &str,
+            ) -> StoreResult<Option<$crate::store::LinkedAccount>> {
+                let row = sqlx::query(
+                    "delete from chat_account where kind = $1 and account = $2 \
+                     returning kind, account, email, linked_at, linked_by",
+                )
+                .bind(kind)
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| linked_account(&row)).transpose()
+            }
+
+            async fn linked_account(
+                &self,
+                kind: &str,
+                account: &str,
+            ) -> StoreResult<Option<$crate::store::LinkedAccount>> {
+                let row = sqlx::query(
+                    "select kind, account, email, linked_at, linked_by from chat_account \
+                     where kind = $1 and account = $2",
+                )
+                .bind(kind)
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| linked_account(&row)).transpose()
+            }
+
+            async fn accounts_of(
+                &self,
+                kind: &str,
+                emails: &[&str],
+            ) -> StoreResult<Vec<$crate::store::LinkedAccount>> {
+                if emails.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let wanted: Vec<String> = emails.iter().map(|e| e.to_ascii_lowercase()).collect();
+                let rows = sqlx::query(
+                    "select kind, account, email, linked_at, linked_by from chat_account \
+                     where kind = $1 order by linked_at, account",
+                )
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut accounts = Vec::new();
+                for row in rows {
+                    let account = linked_account(&row)?;
+                    if wanted.contains(&account.email.to_ascii_lowercase()) {
+                        accounts.push(account);
+                    }
+                }
+                Ok(accounts)
+            }
+        }
+
+        async fn upsert_account(
+            conn: &mut Conn,
+            link: &$crate::store::LinkedAccount,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "insert into chat_account (kind, account, email, linked_at, linked_by) \
+                 values ($1, $2, $3, $4, $5) on conflict (kind, account) do update set \
+                 email = excluded.email, linked_at = excluded.linked_at, \
+                 linked_by = excluded.linked_by",
+            )
+            .bind(&link.kind)
+            .bind(&link.account)
+            .bind(&link.email)
+            .bind(link.linked_at)
+            .bind(&link.linked_by)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        fn linked_account(row: &DbRow) -> StoreResult<$crate::store::LinkedAccount> {
+            Ok($crate::store::LinkedAccount {
+                kind: row.try_get("kind")?,
+                account: row.try_get("account")?,
+                email: row.try_get("email")?,
+                linked_at: row.try_get("linked_at")?,
+                linked_by: row.try_get("linked_by")?,
+            })
+        }
+    };
+}
