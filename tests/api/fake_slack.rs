@@ -1,0 +1,331 @@
+//! A fake Slack on loopback: the Web API methods hoopbot calls, answered as Slack documents them
+//! (`{"ok": true, …}`), every call recorded, and failures (429 with `Retry-After`, 500) injected
+//! on demand; plus a way to send hoopbot what Slack would send it, signed with the app's secret.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The signing secret of the test app (Slack's documentation example).
+pub const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub const BOT_TOKEN: &str = "xoxb-test-bot-token";
+/// The default channel for request cards in the test config.
+pub const CHANNEL: &str = "C0HOOPCARDS";
+
+/// One Web API call as it arrived.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// `chat.postMessage`, `chat.update`, …
+    pub method: String,
+    /// The JSON body, the form or query parameters as JSON.
+    pub body: Value,
+    pub authorization: Option<String>,
+}
+
+/// How the fake answers a call, when not as Slack normally would.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    Status(u16),
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
+    /// `{"ok": false, "error": code}`
+    Refuse(&'static str),
+}
+
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<Call>>,
+    failures: Mutex<HashMap<String, VecDeque<Failure>>>,
+    /// users.info answers, by user id: (email, is_email_confirmed).
+    users: Mutex<HashMap<String, (String, bool)>>,
+    /// apps.connections.open's answer.
+    socket_url: Mutex<Option<String>>,
+    next_ts: AtomicU64,
+}
+
+pub struct FakeSlack {
+    url: String,
+    fake: Arc<Fake>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for FakeSlack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeSlack {
+    pub async fn start() -> FakeSlack {
+        let fake = Arc::new(Fake::default());
+        fake.next_ts.store(1_700_000_000_000_100, Ordering::Relaxed);
+        let app = Router::new()
+            .route("/api/{method}", any(answer))
+            .with_state(fake.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeSlack { url, fake, server }
+    }
+
+    /// The `api_base_url` to configure.
+    pub fn api_url(&self) -> &str {
+        &self.url
+    }
+
+    /// A `[slack]` section for hoopbot pointing at this fake, with `extra` lines.
+    pub fn config(&self, extra: &str) -> String {
+        format!(
+            "\n[slack]\nsigning_secret = \"{SIGNING_SECRET}\"\nbot_token = \"{BOT_TOKEN}\"\n\
+             channel = \"{CHANNEL}\"\napi_base_url = \"{}\"\nmessage_interval = \"1ms\"\n{extra}\n",
+            self.url
+        )
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.fake.calls.lock().unwrap().clone()
+    }
+
+    /// The calls of one method, in order.
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
+    }
+
+    pub fn forget_calls(&self) {
+        self.fake.calls.lock().unwrap().clear();
+    }
+
+    /// The next calls of `method` fail as `failures` say, in order.
+    pub fn fail(&self, method: &str, failures: impl IntoIterator<Item = Failure>) {
+        self.fake
+            .failures
+            .lock()
+            .unwrap()
+            .entry(method.to_string())
+            .or_default()
+            .extend(failures);
+    }
+
+    /// What `users.info` says of `user`.
+    pub fn user(&self, user: &str, email: &str, confirmed: bool) {
+        self.fake
+            .users
+            .lock()
+            .unwrap()
+            .insert(user.to_string(), (email.to_string(), confirmed));
+    }
+
+    /// What `apps.connections.open` answers (Socket Mode's WebSocket URL).
+    pub fn socket_url(&self, url: &str) {
+        *self.fake.socket_url.lock().unwrap() = Some(url.to_string());
+    }
+}
+
+async fn answer(
+    State(fake): State<Arc<Fake>>,
+    Path(method): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = if body.is_empty() {
+        json!(query)
+    } else {
+        serde_json::from_slice(&body).unwrap_or_else(|_| {
+            let form: HashMap<String, String> =
+                serde_urlencoded::from_bytes(&body).unwrap_or_default();
+            json!(form)
+        })
+    };
+    fake.calls.lock().unwrap().push(Call {
+        method: method.clone(),
+        body: body.clone(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    });
+    let failure = fake
+        .failures
+        .lock()
+        .unwrap()
+        .get_mut(&method)
+        .and_then(VecDeque::pop_front);
+    match failure {
+        Some(Failure::Status(status)) => {
+            return (StatusCode::from_u16(status).unwrap(), "upstream trouble").into_response();
+        }
+        Some(Failure::TooManyRequests { retry_after_secs }) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", retry_after_secs.to_string())],
+                axum::Json(json!({ "ok": false, "error": "ratelimited" })),
+            )
+                .into_response();
+        }
+        Some(Failure::Refuse(code)) => {
+            return axum::Json(json!({ "ok": false, "error": code })).into_response();
+        }
+        None => {}
+    }
+    let ts = || {
+        let n = fake.next_ts.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{:06}", n / 1_000_000, n % 1_000_000)
+    };
+    let answer = match method.as_str() {
+        "chat.postMessage" => {
+            let ts = ts();
+            json!({ "ok": true, "channel": body["channel"], "ts": ts,
+                    "message": { "ts": ts, "text": body["text"], "type": "message" } })
+        }
+        "chat.update" => json!({ "ok": true, "channel": body["channel"], "ts": body["ts"],
+                                 "text": body["text"], "message": { "text": body["text"] } }),
+        "chat.postEphemeral" => json!({ "ok": true, "message_ts": ts() }),
+        "conversations.open" => {
+            let user = body["users"]
+                .as_str()
+                .unwrap_or_default()
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            json!({ "ok": true, "channel": { "id": format!("D{user}") } })
+        }
+        "views.open" => {
+            let mut view = body["view"].clone();
+            view["id"] = json!("V0001");
+            view["team_id"] = json!("T0TEST");
+            view["hash"] = json!("1.abc");
+            json!({ "ok": true, "view": view })
+        }
+        "users.info" => {
+            let id = body["user"].as_str().unwrap_or_default();
+            match fake.users.lock().unwrap().get(id) {
+                Some((email, confirmed)) => json!({ "ok": true, "user": {
+                    "id": id, "team_id": "T0TEST", "name": id,
+                    "is_email_confirmed": confirmed,
+                    "profile": { "email": email, "real_name": id } } }),
+                None => json!({ "ok": false, "error": "user_not_found" }),
+            }
+        }
+        "auth.test" => {
+            json!({ "ok": true, "url": "https://hoop-test.slack.com/", "team": "Hoop Test",
+                               "user": "hoopbot", "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT" })
+        }
+        "conversations.info" => json!({ "ok": true, "channel": {
+            "id": body["channel"], "name": "approvals", "is_member": true, "is_archived": false } }),
+        "apps.connections.open" => match fake.socket_url.lock().unwrap().clone() {
+            Some(url) => json!({ "ok": true, "url": url }),
+            None => json!({ "ok": false, "error": "invalid_auth" }),
+        },
+        _ => json!({ "ok": false, "error": "unknown_method" }),
+    };
+    axum::Json(answer).into_response()
+}
+
+/// Sends hoopbot what Slack would: `body` to `path`, signed now with [`SIGNING_SECRET`].
+pub async fn send_signed(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: String,
+) -> reqwest::Response {
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let signature = hoopbot::slack::signature::sign(SIGNING_SECRET, &timestamp, body.as_bytes());
+    client
+        .post(url)
+        .header("content-type", content_type)
+        .header("x-slack-request-timestamp", timestamp)
+        .header("x-slack-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A slash command's form, as Slack posts it.
+pub fn command_form(user: &str, text: &str) -> String {
+    serde_urlencoded::to_string([
+        ("token", "deprecated-verification-token"),
+        ("team_id", "T0TEST"),
+        ("team_domain", "hoop-test"),
+        ("channel_id", CHANNEL),
+        ("channel_name", "approvals"),
+        ("user_id", user),
+        ("user_name", user),
+        ("command", "/hoop"),
+        ("text", text),
+        ("api_app_id", "A0HOOP"),
+        ("is_enterprise_install", "false"),
+        (
+            "response_url",
+            "https://hooks.slack.com/commands/T0TEST/1/x",
+        ),
+        ("trigger_id", "1.2.trigger"),
+    ])
+    .unwrap()
+}
+
+/// A `block_actions` payload for a click by `user` on the button `action_id` with `value`, on the
+/// card `card` (as posted) in `channel`, shaped like Slack's.
+pub fn click_form(user: &str, channel: &str, card: &Value, action_id: &str, value: &str) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "user": { "id": user, "username": user, "name": user, "team_id": "T0TEST" },
+        "api_app_id": "A0HOOP",
+        "token": "deprecated-verification-token",
+        "container": { "type": "message", "message_ts": "1700000000.000100", "channel_id": channel, "is_ephemeral": false },
+        "trigger_id": format!("{}.trigger.{user}", chrono::Utc::now().timestamp_micros()),
+        "team": { "id": "T0TEST", "domain": "hoop-test" },
+        "enterprise": null,
+        "is_enterprise_install": false,
+        "channel": { "id": channel, "name": "approvals" },
+        "message": { "type": "message", "ts": "1700000000.000100", "bot_id": "B0BOT", "user": "U0BOT",
+                     "text": card["text"], "blocks": card["blocks"] },
+        "state": { "values": {} },
+        "response_url": "https://hooks.slack.com/actions/T0TEST/1/x",
+        "actions": [{
+            "action_id": action_id, "block_id": "decide",
+            "text": { "type": "plain_text", "text": "Approve", "emoji": true },
+            "value": value, "type": "button", "action_ts": "1700000001.000200"
+        }]
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+/// A `view_submission` of the reject modal `view` (as hoopbot opened it) with `reason`.
+pub fn reason_form(user: &str, view: &Value, reason: &str) -> String {
+    let mut view = view.clone();
+    view["id"] = json!("V0001");
+    view["team_id"] = json!("T0TEST");
+    view["hash"] = json!("1.abc");
+    view["state"] = json!({ "values": { "reason": { "reason": { "type": "plain_text_input", "value": reason } } } });
+    let payload = json!({
+        "type": "view_submission",
+        "team": { "id": "T0TEST", "domain": "hoop-test" },
+        "user": { "id": user, "username": user, "name": user, "team_id": "T0TEST" },
+        "api_app_id": "A0HOOP",
+        "token": "deprecated-verification-token",
+        "trigger_id": "2.3.trigger",
+        "view": view,
+        "response_urls": [],
+        "is_enterprise_install": false
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}

@@ -1,0 +1,729 @@
+//! Slack end to end: a fake Slack Web API on loopback, signed requests shaped like Slack's, and
+//! the delivery worker stepped by the test. Cards are read back from what the fake received.
+
+use std::time::Duration;
+
+use hoopbot::delivery::{Step, Worker};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::fake_slack::{self, CHANNEL, Failure, FakeSlack, send_signed};
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_held_command_is_posted_as_a_card_with_the_exact_command,
+    two_approvers_click_and_every_copy_of_the_card_follows,
+    a_rejection_through_the_modal_reaches_the_requester_with_its_reason,
+    refused_and_repeated_clicks_say_why_and_change_nothing,
+    an_expired_request_updates_its_card,
+    slack_errors_and_rate_limits_are_retried_without_a_second_card,
+    another_instance_updates_a_card_the_first_posted,
+    a_code_links_only_when_its_owner_confirms_it_and_only_once,
+    a_verified_slack_email_links_at_once_when_allowed,
+);
+
+const BOB: &str = "U0BOB";
+const SAM: &str = "U0SAM";
+const ALICE: &str = "U0ALICE";
+const EVE: &str = "U0EVE";
+
+/// A server with `[slack]` pointing at a fresh fake.
+async fn with_slack(backend: Backend, extra: &str) -> (FakeSlack, TestApp) {
+    let slack = FakeSlack::start().await;
+    let app = TestApp::spawn_with(backend, &slack.config(extra)).await;
+    (slack, app)
+}
+
+/// Sends `/hoop <text>` as Slack user `user`; returns the ephemeral answer's text.
+async fn slash(app: &TestApp, user: &str, text: &str) -> String {
+    let reply = send_signed(
+        &app.client,
+        &app.url("/slack/commands"),
+        "application/x-www-form-urlencoded",
+        fake_slack::command_form(user, text),
+    )
+    .await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["response_type"], "ephemeral");
+    body["text"].as_str().unwrap().to_string()
+}
+
+/// Links Slack user `user` to `email` the way a person does: `/hoop subscribe` in Slack, then the
+/// code confirmed with their own API token.
+async fn link(app: &TestApp, user: &str, email: &str) {
+    let answer = slash(app, user, "subscribe").await;
+    let code = code_in(&answer);
+    let reply = app
+        .post(email, "/api/v1/chat-links", Some(json!({ "code": code })))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["account"], user);
+}
+
+/// The code in `/hoop subscribe`'s answer (`hoop subscribe ABCD-EFGH`).
+fn code_in(answer: &str) -> String {
+    let start = answer
+        .find("hoop subscribe ")
+        .expect("a code in the answer")
+        + "hoop subscribe ".len();
+    answer[start..start + 9].to_string()
+}
+
+/// Delivers until nothing is due; returns the steps.
+async fn drain(worker: &Worker) -> Vec<Step> {
+    let mut steps = Vec::new();
+    loop {
+        match worker.deliver_next().await.unwrap() {
+            Step::Empty => return steps,
+            step => steps.push(step),
+        }
+        assert!(steps.len() < 100, "the worker never runs dry: {steps:?}");
+    }
+}
+
+/// The text of every `rich_text_preformatted` element in `blocks`, joined.
+fn preformatted(blocks: &Value) -> String {
+    let mut out = String::new();
+    for block in blocks.as_array().into_iter().flatten() {
+        for element in block["elements"].as_array().into_iter().flatten() {
+            if element["type"] == "rich_text_preformatted" {
+                for text in element["elements"].as_array().into_iter().flatten() {
+                    out.push_str(text["text"].as_str().unwrap_or_default());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every button in `blocks`: (action_id, value, text).
+fn buttons(blocks: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for block in blocks.as_array().into_iter().flatten() {
+        for element in block["elements"].as_array().into_iter().flatten() {
+            if element["type"] == "button" {
+                out.push((
+                    element["action_id"].as_str().unwrap().to_string(),
+                    element["value"].as_str().unwrap_or_default().to_string(),
+                    element["text"]["text"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The button whose text is `text` on `card`: (action_id, value).
+fn button(card: &Value, text: &str) -> (String, String) {
+    let found = buttons(&card["blocks"]);
+    found
+        .iter()
+        .find(|(_, _, t)| t == text)
+        .map(|(a, v, _)| (a.clone(), v.clone()))
+        .unwrap_or_else(|| panic!("no button {text:?} in {found:?}"))
+}
+
+/// All the visible text of a message (its blocks as JSON), for "does it say …" checks.
+fn said(message: &Value) -> String {
+    message["blocks"].to_string()
+}
+
+async fn click(app: &TestApp, user: &str, card: &Value, text: &str) -> reqwest::Response {
+    let (action_id, value) = button(card, text);
+    send_signed(
+        &app.client,
+        &app.url("/slack/interactions"),
+        "application/x-www-form-urlencoded",
+        fake_slack::click_form(user, CHANNEL, card, &action_id, &value),
+    )
+    .await
+}
+
+/// Waits for the fake to have received `n` calls of `method` (replies sent after the ack).
+async fn until_calls(slack: &FakeSlack, method: &str, n: usize) -> Vec<fake_slack::Call> {
+    for _ in 0..200 {
+        let calls = slack.calls_of(method);
+        if calls.len() >= n {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "expected {n} calls of {method}, got {:?}",
+        slack.calls_of(method)
+    );
+}
+
+/// The card posted to the channel, as last posted or updated.
+fn channel_card(slack: &FakeSlack) -> Value {
+    slack
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c.method.as_str(), "chat.postMessage" | "chat.update"))
+        .filter(|c| c.body["channel"] == CHANNEL)
+        .last()
+        .expect("a card in the channel")
+        .body
+}
+
+async fn a_held_command_is_posted_as_a_card_with_the_exact_command(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    link(&app, BOB, "bob@x.com").await;
+    link(&app, ALICE, "alice@x.com").await;
+    let command = "UPDATE users SET role='admin\u{200b}' WHERE id=1; -- ``` <!channel> <@U123> *bold* <https://x|Approve> &lt;";
+    let id = app.held(command).await;
+    assert_eq!(
+        drain(&app.hoop.delivery_worker()).await,
+        vec![Step::Delivered]
+    );
+
+    let posts = slack.calls_of("chat.postMessage");
+    let card = &posts
+        .iter()
+        .find(|c| c.body["channel"] == CHANNEL)
+        .expect("a channel card")
+        .body;
+    assert_eq!(
+        slack.calls()[0].authorization.as_deref(),
+        Some(format!("Bearer {}", fake_slack::BOT_TOKEN).as_str())
+    );
+    // The exact command, with the invisible character made visible and nothing else touched.
+    assert_eq!(
+        preformatted(&card["blocks"]),
+        command.replace('\u{200b}', "\\u{200b}")
+    );
+    let text = said(card);
+    assert!(text.contains("invisible character"), "{text}");
+    assert!(text.contains(&id), "the card names the request: {text}");
+    assert!(
+        text.contains(&format!("http://hoop.test/access-requests/{id}")),
+        "{text}"
+    );
+    assert!(
+        !card["text"].as_str().unwrap().contains("<!channel>"),
+        "the notification text never holds the command"
+    );
+    // One approve button per pending group, and Reject.
+    let all: Vec<String> = buttons(&card["blocks"]).into_iter().map(|b| b.2).collect();
+    assert_eq!(
+        all,
+        ["Approve as dba-team", "Approve as security", "Reject"]
+    );
+    // Bob (dba-team, linked) gets a DM copy with his own group only; Alice, the requester, none.
+    let dm = posts
+        .iter()
+        .find(|c| c.body["channel"] == format!("D{BOB}"))
+        .expect("a DM to bob");
+    let mine: Vec<String> = buttons(&dm.body["blocks"])
+        .into_iter()
+        .map(|b| b.2)
+        .collect();
+    assert_eq!(mine, ["Approve as dba-team", "Reject"]);
+    assert!(
+        posts
+            .iter()
+            .all(|c| c.body["channel"] != format!("D{ALICE}"))
+    );
+    assert_eq!(posts.len(), 2);
+    // Where the card went is in the request's own JSON.
+    let request = app.request(&id).await;
+    let deliveries = request["deliveries"].as_array().unwrap();
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d["kind"] == "slack" && d["state"] == "delivered"),
+        "{deliveries:?}"
+    );
+}
+
+async fn two_approvers_click_and_every_copy_of_the_card_follows(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    link(&app, BOB, "bob@x.com").await;
+    link(&app, SAM, "sam@x.com").await;
+    link(&app, ALICE, "alice@x.com").await;
+    let id = app.held("DELETE FROM sessions").await;
+    let worker = app.hoop.delivery_worker();
+    drain(&worker).await;
+    let card = channel_card(&slack);
+
+    let reply = click(&app, BOB, &card, "Approve as dba-team").await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    let request = app.request(&id).await;
+    assert_eq!(request["approval_groups"][0]["decided_by"], "bob@x.com");
+    assert_eq!(request["approval_groups"][0]["via"], "slack");
+    assert_eq!(request["status"], "pending");
+    drain(&worker).await;
+    // The channel card and both DMs (bob's and sam's) now show bob's approval.
+    let updates = slack.calls_of("chat.update");
+    let channels: Vec<&str> = updates
+        .iter()
+        .map(|c| c.body["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(updates.len(), 3, "{channels:?}");
+    for update in &updates {
+        assert!(said(&update.body).contains("bob@x.com"), "{}", update.body);
+    }
+    let card = channel_card(&slack);
+    let left: Vec<String> = buttons(&card["blocks"]).into_iter().map(|b| b.2).collect();
+    assert_eq!(left, ["Approve as security", "Reject"]);
+
+    let reply = click(&app, SAM, &card, "Approve as security").await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(app.request(&id).await["status"], "approved");
+    drain(&worker).await;
+    let card = channel_card(&slack);
+    assert!(
+        buttons(&card["blocks"]).is_empty(),
+        "no decision buttons once decided"
+    );
+    assert!(said(&card).contains("Approved"), "{card}");
+    // Every copy was updated again, and the requester heard the outcome.
+    assert_eq!(slack.calls_of("chat.update").len(), 6);
+    let outcome = slack
+        .calls_of("chat.postMessage")
+        .into_iter()
+        .find(|c| c.body["channel"] == format!("D{ALICE}"))
+        .expect("the requester's outcome DM");
+    assert!(
+        outcome.body.to_string().to_lowercase().contains("approved"),
+        "{}",
+        outcome.body
+    );
+}
+
+async fn a_rejection_through_the_modal_reaches_the_requester_with_its_reason(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    link(&app, BOB, "bob@x.com").await;
+    link(&app, ALICE, "alice@x.com").await;
+    let id = app.held("DROP TABLE users").await;
+    let worker = app.hoop.delivery_worker();
+    drain(&worker).await;
+    let card = channel_card(&slack);
+
+    let reply = click(&app, BOB, &card, "Reject").await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    let opened = until_calls(&slack, "views.open", 1).await;
+    assert!(
+        opened[0].body["trigger_id"]
+            .as_str()
+            .unwrap()
+            .ends_with(BOB)
+    );
+    let view = &opened[0].body["view"];
+    assert_eq!(view["callback_id"], "reject_reason");
+    assert_eq!(
+        app.request(&id).await["status"],
+        "pending",
+        "opening the modal decides nothing"
+    );
+
+    let reason = "not during the freeze <!here> & *no*";
+    let reply = send_signed(
+        &app.client,
+        &app.url("/slack/interactions"),
+        "application/x-www-form-urlencoded",
+        fake_slack::reason_form(BOB, view, reason),
+    )
+    .await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    let answer: Value = reply.json().await.unwrap();
+    assert_eq!(answer["response_action"], "clear");
+    let request = app.request(&id).await;
+    assert_eq!(request["status"], "rejected");
+    assert_eq!(request["rejection"]["by"], "bob@x.com");
+    assert_eq!(request["rejection"]["reason"], reason);
+    assert_eq!(request["rejection"]["via"], "slack");
+
+    drain(&worker).await;
+    let card = channel_card(&slack);
+    let shown = said(&card);
+    assert!(shown.contains("Rejected by bob@x.com"), "{shown}");
+    assert!(
+        shown.contains("not during the freeze &lt;!here&gt; &amp;"),
+        "escaped: {shown}"
+    );
+    assert!(buttons(&card["blocks"]).is_empty());
+    let dm = slack
+        .calls_of("chat.postMessage")
+        .into_iter()
+        .find(|c| c.body["channel"] == format!("D{ALICE}"))
+        .expect("the requester's DM");
+    let dm = dm.body.to_string();
+    assert!(
+        dm.contains("bob@x.com") && dm.contains("not during the freeze"),
+        "{dm}"
+    );
+}
+
+async fn refused_and_repeated_clicks_say_why_and_change_nothing(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    link(&app, BOB, "bob@x.com").await;
+    link(&app, ALICE, "alice@x.com").await;
+    link(&app, EVE, "eve@x.com").await;
+    let id = app.held("TRUNCATE audit").await;
+    drain(&app.hoop.delivery_worker()).await;
+    let card = channel_card(&slack);
+    let version = app.request(&id).await["version"].clone();
+
+    let refusals = [
+        ("U0STRANGER", "Approve as dba-team", "not linked"),
+        (ALICE, "Approve as dba-team", "your own request"),
+        (EVE, "Approve as dba-team", "not in that approval group"),
+        (ALICE, "Reject", "your own request"),
+    ];
+    for (n, (user, button, why)) in refusals.iter().enumerate() {
+        let reply = click(&app, user, &card, button).await;
+        assert_eq!(reply.status(), StatusCode::OK);
+        let said = until_calls(&slack, "chat.postEphemeral", n + 1).await;
+        let last = &said[n].body;
+        assert_eq!(last["user"], *user);
+        assert!(
+            last["text"].as_str().unwrap().contains(why),
+            "{user}: {last}"
+        );
+        assert_eq!(
+            app.request(&id).await["version"],
+            version,
+            "a refused click changes nothing"
+        );
+    }
+    assert!(
+        slack.calls_of("views.open").is_empty(),
+        "no modal for someone who cannot reject"
+    );
+
+    // A double click: one decision, the second told it is already recorded.
+    assert_eq!(
+        click(&app, BOB, &card, "Approve as dba-team")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let after_first = app.request(&id).await["version"].clone();
+    assert_eq!(
+        click(&app, BOB, &card, "Approve as dba-team")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let said = until_calls(&slack, "chat.postEphemeral", refusals.len() + 1).await;
+    assert!(
+        said.last().unwrap().body["text"]
+            .as_str()
+            .unwrap()
+            .contains("already recorded")
+    );
+    assert_eq!(app.request(&id).await["version"], after_first);
+    let kinds = app.audit_kinds(&id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "group_approved").count(),
+        1,
+        "{kinds:?}"
+    );
+}
+
+async fn an_expired_request_updates_its_card(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    let id = app.held("VACUUM FULL").await;
+    let worker = app.hoop.delivery_worker();
+    drain(&worker).await;
+    app.advance(Duration::from_secs(31 * 60));
+    app.hoop.sweep().await.unwrap();
+    assert_eq!(app.request(&id).await["status"], "expired");
+    drain(&worker).await;
+    let card = channel_card(&slack);
+    assert!(said(&card).contains("Expired"), "{card}");
+    assert!(buttons(&card["blocks"]).is_empty());
+}
+
+async fn slack_errors_and_rate_limits_are_retried_without_a_second_card(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    slack.fail(
+        "chat.postMessage",
+        [
+            Failure::Status(500),
+            Failure::TooManyRequests {
+                retry_after_secs: 30,
+            },
+        ],
+    );
+    let id = app.held("SELECT 1").await;
+    let worker = app.hoop.delivery_worker();
+    assert_eq!(drain(&worker).await, [Step::Retry]);
+    app.advance(Duration::from_secs(5));
+    assert_eq!(drain(&worker).await, [Step::Retry], "the 429");
+    // Slack said 30 s: nothing is tried before that.
+    app.advance(Duration::from_secs(20));
+    assert_eq!(drain(&worker).await, []);
+    app.advance(Duration::from_secs(15));
+    assert_eq!(drain(&worker).await, [Step::Delivered]);
+    let posts = slack.calls_of("chat.postMessage");
+    assert_eq!(posts.len(), 3, "two failures, then the card");
+    let request = app.request(&id).await;
+    let delivery = request["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "slack")
+        .unwrap()
+        .clone();
+    assert_eq!(delivery["state"], "delivered");
+    assert_eq!(delivery["attempts"], 3);
+    // A failed update is retried on the same message, never posted again.
+    slack.fail("chat.update", [Failure::Status(503)]);
+    app.approve("bob@x.com", &id, None).await;
+    assert_eq!(drain(&worker).await, [Step::Retry]);
+    app.advance(Duration::from_secs(5));
+    assert_eq!(drain(&worker).await, [Step::Delivered]);
+    assert_eq!(slack.calls_of("chat.postMessage").len(), 3);
+    let updates = slack.calls_of("chat.update");
+    assert_eq!(updates.len(), 2);
+    assert_eq!(
+        updates[1].body["ts"],
+        posts[2]
+            .body
+            .get("ts")
+            .cloned()
+            .unwrap_or(updates[0].body["ts"].clone())
+    );
+}
+
+async fn another_instance_updates_a_card_the_first_posted(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    let id = app.held("UPDATE accounts SET locked = true").await;
+    drain(&app.hoop.delivery_worker()).await;
+    let posted = slack.calls_of("chat.postMessage");
+    assert_eq!(posted.len(), 1);
+    // Another instance on the same database approves and delivers: it edits the same message.
+    let other = app.skewed_replica(0).await;
+    let bob = other.identity(&"bob@x.com".parse().unwrap()).unwrap();
+    other
+        .decide(
+            &bob,
+            &id,
+            hoopbot::domain::Decision::Approve { group: None },
+            hoopbot::domain::Surface::Api,
+        )
+        .await
+        .unwrap();
+    assert_eq!(drain(&other.delivery_worker()).await, [Step::Delivered]);
+    let updates = slack.calls_of("chat.update");
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].body["channel"], CHANNEL);
+    assert!(said(&updates[0].body).contains("bob@x.com"));
+    assert_eq!(
+        slack.calls_of("chat.postMessage").len(),
+        1,
+        "no second card"
+    );
+}
+
+async fn a_code_links_only_when_its_owner_confirms_it_and_only_once(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    let _ = &slack;
+    let answer = slash(&app, BOB, "subscribe").await;
+    let code = code_in(&answer);
+    // Until confirmed, bob's clicks are not his.
+    assert!(slash(&app, BOB, "status").await.contains("not linked"));
+    // Only a signed-in user can confirm; whoever confirms is who the account becomes.
+    let anonymous = app
+        .client
+        .post(app.url("/api/v1/chat-links"))
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let garbage = app
+        .post(
+            "bob@x.com",
+            "/api/v1/chat-links",
+            Some(json!({ "code": "<script>" })),
+        )
+        .await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+    let wrong = app
+        .post(
+            "bob@x.com",
+            "/api/v1/chat-links",
+            Some(json!({ "code": "ABCD-EFGH" })),
+        )
+        .await;
+    assert_eq!(wrong.code(), "not_found");
+    let ok = app
+        .post(
+            "bob@x.com",
+            "/api/v1/chat-links",
+            Some(json!({ "code": code.to_lowercase() })),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
+    assert_eq!(ok.body["email"], "bob@x.com");
+    assert!(
+        slash(&app, BOB, "status")
+            .await
+            .contains("Linked to *bob@x.com*")
+    );
+    // Reused: refused, even by someone else.
+    let again = app
+        .post(
+            "eve@x.com",
+            "/api/v1/chat-links",
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(again.code(), "already_decided");
+    // Expired after 10 minutes.
+    let code = code_in(&slash(&app, SAM, "subscribe").await);
+    app.advance(Duration::from_secs(10 * 60 + 1));
+    let late = app
+        .post(
+            "sam@x.com",
+            "/api/v1/chat-links",
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(late.code(), "expired");
+    assert!(slash(&app, SAM, "status").await.contains("not linked"));
+    // The link and its removal are in the audit trail.
+    assert!(slash(&app, BOB, "unsubscribe").await.contains("Unlinked"));
+    let events = app
+        .store()
+        .await
+        .audit_events(Some(&format!("slack:{BOB}")))
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["account_linked", "account_unlinked"]);
+}
+
+async fn a_verified_slack_email_links_at_once_when_allowed(backend: Backend) {
+    let (slack, app) = with_slack(backend, "link_by_email = true").await;
+    slack.user(BOB, "BOB@x.com", true);
+    slack.user(SAM, "sam@x.com", false);
+    let answer = slash(&app, BOB, "subscribe").await;
+    assert!(
+        answer.contains("Linked to *bob@x.com* by your verified Slack email"),
+        "{answer}"
+    );
+    // Unconfirmed email: a code instead.
+    let answer = slash(&app, SAM, "subscribe").await;
+    assert!(answer.contains("hoop subscribe "), "{answer}");
+    assert!(slash(&app, SAM, "status").await.contains("not linked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_forged_and_stale_requests_get_401_and_change_nothing() {
+    let (slack, app) = with_slack(Backend::Sqlite, "").await;
+    link(&app, BOB, "bob@x.com").await;
+    let id = app.held("DELETE FROM orders").await;
+    drain(&app.hoop.delivery_worker()).await;
+    let card = channel_card(&slack);
+    let (action_id, value) = button(&card, "Approve as dba-team");
+    let body = fake_slack::click_form(BOB, CHANNEL, &card, &action_id, &value);
+    let url = app.url("/slack/interactions");
+    let form = "application/x-www-form-urlencoded";
+    let now = chrono::Utc::now().timestamp();
+    let sign = |ts: i64, body: &str| {
+        hoopbot::slack::signature::sign(
+            fake_slack::SIGNING_SECRET,
+            &ts.to_string(),
+            body.as_bytes(),
+        )
+    };
+    let attempts = [
+        ("unsigned", None, None, body.clone()),
+        (
+            "another secret",
+            Some(now),
+            Some(hoopbot::slack::signature::sign(
+                "not-the-secret",
+                &now.to_string(),
+                body.as_bytes(),
+            )),
+            body.clone(),
+        ),
+        (
+            "tampered body",
+            Some(now),
+            Some(sign(now, &body)),
+            body.replace("U0BOB", "U0EVE"),
+        ),
+        (
+            "six minutes old",
+            Some(now - 360),
+            Some(sign(now - 360, &body)),
+            body.clone(),
+        ),
+        (
+            "six minutes ahead",
+            Some(now + 360),
+            Some(sign(now + 360, &body)),
+            body.clone(),
+        ),
+    ];
+    for (what, ts, signature, sent) in attempts {
+        let mut request = app
+            .client
+            .post(&url)
+            .header("content-type", form)
+            .body(sent);
+        if let Some(ts) = ts {
+            request = request.header("x-slack-request-timestamp", ts.to_string());
+        }
+        if let Some(signature) = signature {
+            request = request.header("x-slack-signature", signature);
+        }
+        let reply = request.send().await.unwrap();
+        assert_eq!(reply.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let error: Value = reply.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "unauthenticated", "{what}");
+    }
+    for path in ["/slack/commands", "/slack/events"] {
+        let reply = app
+            .client
+            .post(app.url(path))
+            .body("text=status")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let request = app.request(&id).await;
+    assert_eq!(request["approval_groups"][0]["status"], "pending");
+    assert_eq!(request["version"], 1);
+    // Signed, the same click counts.
+    let reply = send_signed(&app.client, &url, form, body).await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(
+        app.request(&id).await["approval_groups"][0]["decided_by"],
+        "bob@x.com"
+    );
+    // Signed garbage is a clear 400, not a panic.
+    let reply = send_signed(&app.client, &url, form, "payload=%7Bnot-json".into()).await;
+    assert_eq!(reply.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_url_answers_its_challenge_and_unknown_commands_get_help() {
+    let (_slack, app) = with_slack(Backend::Sqlite, "").await;
+    let reply = send_signed(
+        &app.client,
+        &app.url("/slack/events"),
+        "application/json",
+        json!({ "token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification" }).to_string(),
+    )
+    .await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(
+        body["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    let help = slash(&app, BOB, "approve everything").await;
+    assert!(help.starts_with("I don't know `approve`"), "{help}");
+    assert!(help.contains("/hoop subscribe"), "{help}");
+    assert!(slash(&app, BOB, "").await.contains("/hoop status"));
+}
