@@ -8,15 +8,17 @@
 //!   `<!channel>`, `<@U123>`, `*bold*` or `&lt;` in a command arrive as those very characters;
 //! - every other text a user (or an agent) wrote — justification, names, reasons, errors, result
 //!   tags — is one line ([`display::single_line`]), escaped ([`escape`]) and placed only in
-//!   `plain_text` objects, where `*`, `_`, `~` and backticks mean nothing and no mention or link can
-//!   form. mrkdwn carries only hoopbot's own labels, with `verbatim` set so Slack links nothing;
+//!   `plain_text` objects, where `*`, `_`, `~` and backticks mean nothing and no mention or link
+//!   can form. mrkdwn carries only hoopbot's own labels, with `verbatim` set so Slack links nothing;
+//!   the request's url goes out as a rich text `link` element, exactly as given;
 //! - whatever does not fit Slack's limits is cut visibly: a field ends in "…", and a command too
 //!   long for one message ends with a note saying how much is not shown, the start of its
 //!   SHA-256 and where to read all of it. Never a silent cut.
 //!
 //! Slack's limits, from its Block Kit reference (docs.slack.dev):
 //!
-//! - 50 blocks per message ("You can include up to 50 blocks in each message", /reference/block-kit/blocks);
+//! - 50 blocks per message ("You can include up to 50 blocks in each message",
+//!   /reference/block-kit/blocks);
 //! - a section's text 3,000 characters, its fields at most 10 of 2,000 characters each
 //!   (/reference/block-kit/blocks/section-block); a header's text 150 characters
 //!   (/reference/block-kit/blocks/header-block);
@@ -435,7 +437,7 @@ fn decision_buttons(request: &AccessRequest, buttons: Buttons<'_>) -> Vec<SlackB
     if left_out > 0 {
         blocks.push(plain_section(format!(
             "{left_out} more group(s) cannot be approved from this message (too many, or a name \
-             too long for a Slack button): use `hoop requests approve {} --group <group>`.",
+             too long for a Slack button): use `hoop requests approve {} --group GROUP`.",
             line(&request.id, NAME_MAX)
         )));
     }
@@ -1330,10 +1332,11 @@ mod tests {
         assert!(sentence.ends_with("&lt;&lt;…"));
         assert!(message.text.len() < 600, "{}", message.text);
         assert!(
-            message.text.ends_with(": Rejected by bbbb…"),
+            message.text.contains(": Rejected by bbbb"),
             "{}",
             message.text
         );
+        assert!(message.text.ends_with("bbbb…"), "{}", message.text);
         let outcome = outcome_message(&r, URL);
         check_limits(&outcome);
     }
