@@ -15,6 +15,7 @@ mod processes;
 mod receiver;
 mod review;
 mod security;
+mod slack_manifests;
 mod waiting;
 mod webhooks;
 mod write_path;
