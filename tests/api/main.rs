@@ -17,6 +17,7 @@ mod receiver;
 mod review;
 mod security;
 mod slack;
+mod slack_manifests;
 mod waiting;
 mod webhooks;
 mod write_path;
