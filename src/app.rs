@@ -157,6 +157,19 @@ impl App {
             }
             tokio::spawn(self.hoop.delivery_worker().run(stop_rx.clone()))
         });
+        // Socket Mode: Slack's events over a socket hoopbot opens, when an app token is set.
+        let socket_mode = self
+            .slack
+            .clone()
+            .filter(|slack| slack.config().socket_mode())
+            .map(|slack| {
+                let stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::slack::socket_mode::run(slack, stop).await {
+                        tracing::error!(error = %e, "Slack Socket Mode stopped");
+                    }
+                })
+            });
         let server = &self.config.server;
         let router = crate::http::router(self.hoop.clone(), &self.config, self.slack.clone());
         let changes = self.hoop.changes.clone();
@@ -179,6 +192,7 @@ impl App {
             .into_iter()
             .chain(agent)
             .chain(deliveries)
+            .chain(socket_mode)
             .chain([change_poll])
         {
             let _ = worker.await;

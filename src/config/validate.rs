@@ -56,7 +56,7 @@ impl Validator<'_> {
         let webhooks = self.webhooks(raw.webhooks)?;
         let slack = raw.slack.map(|s| self.slack(s)).transpose()?;
         if slack.is_none()
-            && let Some(conn) = raw_slack_channels.iter().next()
+            && let Some(conn) = raw_slack_channels.first()
         {
             return self.err(
                 conn.1.clone(),

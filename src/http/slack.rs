@@ -56,7 +56,7 @@ async fn command(
         .map_err(|e| Error::InvalidInput(format!("not a slash command: {e}")))?;
     let answer = slack
         .command(
-            &command.user_id.to_string(),
+            command.user_id.as_ref(),
             command.text.as_deref().unwrap_or(""),
         )
         .await;

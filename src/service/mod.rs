@@ -118,7 +118,8 @@ impl Hoop {
     ) -> anyhow::Result<Hoop> {
         Ok(Hoop {
             webhooks: Arc::new(Webhooks::new(&config)?),
-            slack_cards: SlackNotifier::new(store.clone(), config.clone())?.map(Arc::new),
+            slack_cards: SlackNotifier::new(store.clone(), config.clone(), clock.clone())?
+                .map(Arc::new),
             config,
             store,
             changes,

@@ -78,7 +78,7 @@ impl Slack {
                 self.ask_reason(
                     &me,
                     &value.request_id,
-                    &click.trigger_id.to_string(),
+                    click.trigger_id.as_ref(),
                     channel.clone(),
                     &user,
                 )

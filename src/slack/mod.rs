@@ -7,6 +7,7 @@ mod commands;
 pub mod contract;
 mod notifier;
 pub mod signature;
+pub mod socket_mode;
 mod surface;
 pub mod web;
 

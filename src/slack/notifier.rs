@@ -20,6 +20,7 @@ use super::web::{CallError, WebApi};
 use crate::config::{Config, SlackConfig};
 use crate::delivery::{Answer, EVENTS, Notifier, Verdict};
 use crate::domain::{AccessRequest, Millis, Status};
+use crate::service::Clock;
 use crate::store::{Delivery, PostedMessage, Route, Store};
 
 /// Slack is one destination: the workspace the bot token belongs to.
@@ -83,13 +84,14 @@ impl SlackNotifier {
     pub fn new(
         store: Arc<dyn Store>,
         config: Arc<Config>,
+        clock: Clock,
     ) -> anyhow::Result<Option<SlackNotifier>> {
         let Some(slack) = config.slack.clone() else {
             return Ok(None);
         };
         Ok(Some(SlackNotifier {
             web: WebApi::new(&slack.api_base_url, &slack.bot_token)?,
-            pacer: Pacer::new(slack.message_interval),
+            pacer: Pacer::new(slack.message_interval, clock),
             address_sha256: hex::encode(Sha256::digest(slack.api_base_url.as_bytes())),
             store,
             config,
@@ -162,7 +164,7 @@ impl SlackNotifier {
             return Ok(());
         }
         let message = self.message(request, url, copy).await?;
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.pacer.clock.now();
         let external = match earlier {
             Some(posted) => {
                 let (Some(channel), Some(ts)) = (
@@ -389,16 +391,18 @@ fn is_outcome(status: Status) -> bool {
 }
 
 /// Spaces messages to one channel `interval` apart (Slack allows about one a second per channel),
-/// within this replica.
+/// within this replica. Times are the service's clock, the one deliveries are scheduled by.
 struct Pacer {
-    interval: Duration,
-    next: Mutex<HashMap<String, Instant>>,
+    interval: Millis,
+    clock: Clock,
+    next: Mutex<HashMap<String, Millis>>,
 }
 
 impl Pacer {
-    fn new(interval: Duration) -> Pacer {
+    fn new(interval: Duration, clock: Clock) -> Pacer {
         Pacer {
-            interval,
+            interval: interval.as_millis() as Millis,
+            clock,
             next: Mutex::new(HashMap::new()),
         }
     }
@@ -408,12 +412,12 @@ impl Pacer {
     async fn slot(&self, channel: &str) -> Result<(), Duration> {
         let wait = {
             let mut next = self.next.lock().expect("pacer lock");
-            let now = Instant::now();
+            let now = self.clock.now();
             if next.len() > 10_000 {
                 next.retain(|_, at| *at > now);
             }
             let at = next.get(channel).copied().unwrap_or(now).max(now);
-            let wait = at - now;
+            let wait = Duration::from_millis((at - now) as u64);
             if wait > MAX_PACING_WAIT {
                 return Err(wait);
             }
@@ -427,7 +431,7 @@ impl Pacer {
     /// Sends nothing more to `channel` for `after` (Slack's Retry-After).
     fn hold(&self, channel: &str, after: Duration) {
         let mut next = self.next.lock().expect("pacer lock");
-        let until = Instant::now() + after;
+        let until = self.clock.now() + after.as_millis() as Millis;
         let at = next.entry(channel.to_string()).or_insert(until);
         *at = (*at).max(until);
     }
@@ -439,18 +443,24 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_channel_gets_one_message_per_interval_and_a_busy_one_says_when() {
-        let pacer = Pacer::new(Duration::from_secs(1));
-        let start = Instant::now();
+        let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let pacer = Pacer::new(Duration::from_secs(1), Clock::shifted(offset.clone()));
         pacer.slot("C1").await.unwrap();
+        let start = tokio::time::Instant::now();
+        // The second message to C1 waits for the interval (here: the clock is frozen, so the
+        // wait is the whole second).
         pacer.slot("C1").await.unwrap();
-        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+        assert_eq!(tokio::time::Instant::now() - start, Duration::from_secs(1));
         // Another channel is not held up by the first.
         pacer.slot("C2").await.unwrap();
-        assert_eq!(Instant::now() - start, Duration::from_secs(1));
-        // After a 429 with Retry-After: 30, the channel is refused with the time left.
+        assert_eq!(tokio::time::Instant::now() - start, Duration::from_secs(1));
+        // After a 429 with Retry-After: 30, the channel is refused with the time left, until the
+        // clock has moved past it.
         pacer.hold("C1", Duration::from_secs(30));
         let wait = pacer.slot("C1").await.unwrap_err();
-        assert_eq!(wait, Duration::from_secs(30));
+        assert!(wait > Duration::from_secs(29), "{wait:?}");
+        offset.fetch_add(31_000, std::sync::atomic::Ordering::Relaxed);
+        pacer.slot("C1").await.unwrap();
     }
 
     #[test]

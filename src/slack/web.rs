@@ -2,6 +2,7 @@
 //! the delivery worker needs to know (retry, and when). Retrying is the worker's job, never this
 //! module's, so there is one retry loop for every destination.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -62,13 +63,13 @@ impl From<SlackClientError> for CallError {
     }
 }
 
-type Connector = SlackClientHyperConnector<
+pub(super) type Connector = SlackClientHyperConnector<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
 >;
 
 /// The bot's side of Slack's Web API.
 pub struct WebApi {
-    client: SlackClient<Connector>,
+    client: Arc<SlackClient<Connector>>,
     token: SlackApiToken,
     timeout: Duration,
 }
@@ -88,10 +89,15 @@ impl WebApi {
         let connector =
             SlackClientHyperConnector::with_connector(https).with_slack_api_url(base_url);
         Ok(WebApi {
-            client: SlackClient::new(connector),
+            client: Arc::new(SlackClient::new(connector)),
             token: SlackApiToken::new(bot_token.expose_secret().to_string().into()),
             timeout: CALL_TIMEOUT,
         })
+    }
+
+    /// The client itself, for Socket Mode's listener.
+    pub(super) fn client(&self) -> Arc<SlackClient<Connector>> {
+        self.client.clone()
     }
 
     async fn call<T>(

@@ -320,10 +320,13 @@ macro_rules! sql_store {
                      result = coalesce($5, result){release} \
                      where id = $1 and version = $2"
                 );
+                // With their approval groups, so the change's outbox snapshot (what webhooks and
+                // chat cards show of an expired request) is the whole request. The rows are held,
+                // and a group changes only with its request's row.
+                let requests = self.with_approvals(rows).await?;
                 let mut moved = Vec::new();
-                for row in &rows {
-                    let request = request_from_row(row)?;
-                    let change = step(&request);
+                for request in &requests {
+                    let change = step(request);
                     let result = change
                         .result
                         .as_ref()
@@ -344,7 +347,7 @@ macro_rules! sql_store {
                         continue;
                     }
                     self.record(&mut tx, &request.id, change.at, &change.audit, &change.outbox).await?;
-                    moved.push((request.id, change.status));
+                    moved.push((request.id.clone(), change.status));
                 }
                 tx.commit().await?;
                 let count = moved.len();

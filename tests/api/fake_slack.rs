@@ -81,11 +81,6 @@ impl FakeSlack {
         FakeSlack { url, fake, server }
     }
 
-    /// The `api_base_url` to configure.
-    pub fn api_url(&self) -> &str {
-        &self.url
-    }
-
     /// A `[slack]` section for hoopbot pointing at this fake, with `extra` lines.
     pub fn config(&self, extra: &str) -> String {
         format!(
@@ -105,10 +100,6 @@ impl FakeSlack {
             .into_iter()
             .filter(|c| c.method == method)
             .collect()
-    }
-
-    pub fn forget_calls(&self) {
-        self.fake.calls.lock().unwrap().clear();
     }
 
     /// The next calls of `method` fail as `failures` say, in order.
@@ -198,13 +189,17 @@ async fn answer(
                                  "text": body["text"], "message": { "text": body["text"] } }),
         "chat.postEphemeral" => json!({ "ok": true, "message_ts": ts() }),
         "conversations.open" => {
-            let user = body["users"]
-                .as_str()
-                .unwrap_or_default()
-                .split(',')
-                .next()
-                .unwrap_or_default()
-                .to_string();
+            // A comma-separated string in a form, an array in JSON (as slack-morphism sends it).
+            let user = match &body["users"] {
+                Value::Array(users) => users[0].as_str().unwrap_or_default().to_string(),
+                users => users
+                    .as_str()
+                    .unwrap_or_default()
+                    .split(',')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
             json!({ "ok": true, "channel": { "id": format!("D{user}") } })
         }
         "views.open" => {
@@ -328,4 +323,95 @@ pub fn reason_form(user: &str, view: &Value, reason: &str) -> String {
         "is_enterprise_install": false
     });
     serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+/// A fake of Slack's Socket Mode side: a WebSocket server on loopback that `apps.connections.open`
+/// points at. Each connection hoopbot opens is handed to the test, which plays Slack on it.
+pub struct SocketServer {
+    url: String,
+    accepted: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Socket>>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+impl SocketServer {
+    pub async fn start() -> SocketServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/link/?ticket=test", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                if let Ok(socket) = tokio_tungstenite::accept_async(stream).await {
+                    let _ = tx.send(socket);
+                }
+            }
+        });
+        SocketServer {
+            url,
+            accepted: tokio::sync::Mutex::new(rx),
+            server,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The next connection hoopbot opens, greeted with Slack's `hello`.
+    pub async fn next(&self) -> Socket {
+        use futures_util::SinkExt;
+        let mut socket = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            self.accepted
+                .lock()
+                .await
+                .recv()
+                .await
+                .expect("the server runs")
+        })
+        .await
+        .expect("hoopbot connects within 20 s");
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                envelopes()["hello"].to_string(),
+            ))
+            .await
+            .unwrap();
+        socket
+    }
+}
+
+/// Slack's Socket Mode messages as python-slack-sdk's tests use them (`tests/data`).
+pub fn envelopes() -> Value {
+    serde_json::from_str(include_str!("../data/slack-socket-mode-envelopes.json")).unwrap()
+}
+
+/// Sends `envelope` on `socket` and returns the acknowledgement with its `envelope_id`.
+pub async fn exchange(socket: &mut Socket, envelope: &Value) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    socket
+        .send(Message::text(envelope.to_string()))
+        .await
+        .unwrap();
+    let id = &envelope["envelope_id"];
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("an acknowledgement within 10 s")
+            .expect("the socket stays open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            let ack: Value = serde_json::from_str(&text).unwrap();
+            if ack["envelope_id"] == *id {
+                return ack;
+            }
+        }
+    }
 }

@@ -161,9 +161,10 @@ fn channel_card(slack: &FakeSlack) -> Value {
     slack
         .calls()
         .into_iter()
-        .filter(|c| matches!(c.method.as_str(), "chat.postMessage" | "chat.update"))
-        .filter(|c| c.body["channel"] == CHANNEL)
-        .last()
+        .rfind(|c| {
+            matches!(c.method.as_str(), "chat.postMessage" | "chat.update")
+                && c.body["channel"] == CHANNEL
+        })
         .expect("a card in the channel")
         .body
 }
@@ -215,7 +216,16 @@ async fn a_held_command_is_posted_as_a_card_with_the_exact_command(backend: Back
     let dm = posts
         .iter()
         .find(|c| c.body["channel"] == format!("D{BOB}"))
-        .expect("a DM to bob");
+        .unwrap_or_else(|| {
+            panic!(
+                "a DM to bob: {:?}",
+                slack
+                    .calls()
+                    .iter()
+                    .map(|c| (c.method.clone(), c.body["channel"].clone()))
+                    .collect::<Vec<_>>()
+            )
+        });
     let mine: Vec<String> = buttons(&dm.body["blocks"])
         .into_iter()
         .map(|b| b.2)
@@ -432,7 +442,7 @@ async fn an_expired_request_updates_its_card(backend: Backend) {
     app.advance(Duration::from_secs(31 * 60));
     app.hoop.sweep().await.unwrap();
     assert_eq!(app.request(&id).await["status"], "expired");
-    drain(&worker).await;
+    assert_eq!(drain(&worker).await, [Step::Delivered]);
     let card = channel_card(&slack);
     assert!(said(&card).contains("Expired"), "{card}");
     assert!(buttons(&card["blocks"]).is_empty());
@@ -488,6 +498,11 @@ async fn slack_errors_and_rate_limits_are_retried_without_a_second_card(backend:
             .cloned()
             .unwrap_or(updates[0].body["ts"].clone())
     );
+    // Someone deleted the card in Slack: that copy is left alone, and the delivery is done.
+    slack.fail("chat.update", [Failure::Refuse("message_not_found")]);
+    app.reject("sam@x.com", &id, "wrong window").await;
+    assert_eq!(drain(&worker).await, [Step::Delivered]);
+    assert_eq!(slack.calls_of("chat.postMessage").len(), 3);
 }
 
 async fn another_instance_updates_a_card_the_first_posted(backend: Backend) {
@@ -726,4 +741,81 @@ async fn the_events_url_answers_its_challenge_and_unknown_commands_get_help() {
     assert!(help.starts_with("I don't know `approve`"), "{help}");
     assert!(help.contains("/hoop subscribe"), "{help}");
     assert!(slash(&app, BOB, "").await.contains("/hoop status"));
+}
+
+/// Socket Mode against a fake Slack socket: envelopes are acknowledged with their `envelope_id`
+/// (a command's with its answer), a click decides before its acknowledgement, and hoopbot
+/// reconnects after a `disconnect` message and after the socket drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_acknowledges_envelopes_and_reconnects() {
+    let socket_server = fake_slack::SocketServer::start().await;
+    let slack = FakeSlack::start().await;
+    slack.socket_url(socket_server.url());
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &slack.config("app_token = \"xapp-1-A0HOOP-test\""),
+    )
+    .await;
+    let mut socket = socket_server.next().await;
+    let opened = slack.calls_of("apps.connections.open");
+    assert_eq!(
+        opened[0].authorization.as_deref(),
+        Some("Bearer xapp-1-A0HOOP-test")
+    );
+
+    // Slack's own slash-command envelope, for /hoop: answered in the acknowledgement.
+    let fixtures = fake_slack::envelopes();
+    let mut command = fixtures["envelopes"][0].clone();
+    command["payload"]["command"] = json!("/hoop");
+    command["payload"]["text"] = json!("subscribe");
+    command["payload"]["user_id"] = json!(BOB);
+    let ack = fake_slack::exchange(&mut socket, &command).await;
+    let answer = ack["payload"]["text"]
+        .as_str()
+        .expect("the answer rides on the ack");
+    let code = code_in(answer);
+    let linked = app
+        .post(
+            "bob@x.com",
+            "/api/v1/chat-links",
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(linked.status, StatusCode::OK);
+
+    // A `disconnect` message: hoopbot opens a new socket.
+    use futures_util::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            fixtures["disconnect"].to_string(),
+        ))
+        .await
+        .unwrap();
+    let mut socket = socket_server.next().await;
+
+    // A click through the new socket: decided before it is acknowledged.
+    let id = app.held("DELETE FROM carts").await;
+    drain(&app.hoop.delivery_worker()).await;
+    let card = channel_card(&slack);
+    let (action_id, value) = button(&card, "Approve as dba-team");
+    let form = fake_slack::click_form(BOB, CHANNEL, &card, &action_id, &value);
+    let payload: String = serde_urlencoded::from_str::<Vec<(String, String)>>(&form).unwrap()[0]
+        .1
+        .clone();
+    let click = json!({
+        "envelope_id": "c0ffee00-0000-4000-8000-000000000001",
+        "payload": serde_json::from_str::<Value>(&payload).unwrap(),
+        "type": "interactive",
+        "accepts_response_payload": false
+    });
+    let ack = fake_slack::exchange(&mut socket, &click).await;
+    assert_eq!(ack["envelope_id"], "c0ffee00-0000-4000-8000-000000000001");
+    let request = app.request(&id).await;
+    assert_eq!(request["approval_groups"][0]["decided_by"], "bob@x.com");
+    assert_eq!(request["approval_groups"][0]["via"], "slack");
+
+    // The socket drops without a word: hoopbot connects again.
+    drop(socket);
+    let _again = socket_server.next().await;
+    assert!(slack.calls_of("apps.connections.open").len() >= 3);
 }

@@ -1,0 +1,89 @@
+//! Socket Mode: Slack's events over a WebSocket that hoopbot opens, for servers without a public
+//! URL (`slack.app_token`). The same handlers as the HTTP endpoints answer; slack-morphism's
+//! listener acknowledges each envelope with its `envelope_id` once the handler has returned (so a
+//! click's decision is committed first), and reconnects on a `disconnect` message or a dropped
+//! socket. Slack authenticates the socket, so envelopes carry no signature to check.
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use slack_morphism::prelude::*;
+use tokio::sync::watch;
+
+use super::surface::Slack;
+use super::web::Connector;
+
+/// Listens until `stop` turns true.
+pub async fn run(slack: Arc<Slack>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let Some(app_token) = slack.config.app_token.as_ref() else {
+        anyhow::bail!("Socket Mode needs slack.app_token (xapp-…)");
+    };
+    let token = SlackApiToken::new(app_token.expose_secret().to_string().into());
+    let environment = Arc::new(
+        SlackClientEventsListenerEnvironment::new(slack.web.client())
+            .with_error_handler(on_error)
+            .with_user_state(slack.clone()),
+    );
+    let callbacks = SlackSocketModeListenerCallbacks::new()
+        .with_command_events(on_command)
+        .with_interaction_events(on_interaction);
+    let listener = SlackClientSocketModeListener::new(
+        &SlackClientSocketModeConfig::new(),
+        environment,
+        callbacks,
+    );
+    listener.listen_for(&token).await?;
+    listener.start().await;
+    tracing::info!("listening to Slack over Socket Mode");
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+    listener.shutdown().await;
+    Ok(())
+}
+
+async fn surface(state: &SlackClientEventsUserState) -> Arc<Slack> {
+    state
+        .read()
+        .await
+        .get_user_state::<Arc<Slack>>()
+        .expect("the Slack surface is the listener's state")
+        .clone()
+}
+
+async fn on_command(
+    command: SlackCommandEvent,
+    _client: Arc<SlackClient<Connector>>,
+    state: SlackClientEventsUserState,
+) -> UserCallbackResult<SlackCommandEventResponse> {
+    let slack = surface(&state).await;
+    let answer = slack
+        .command(
+            command.user_id.as_ref(),
+            command.text.as_deref().unwrap_or(""),
+        )
+        .await;
+    Ok(
+        SlackCommandEventResponse::new(SlackMessageContent::new().with_text(answer))
+            .with_response_type(SlackMessageResponseType::Ephemeral),
+    )
+}
+
+async fn on_interaction(
+    event: SlackInteractionEvent,
+    _client: Arc<SlackClient<Connector>>,
+    state: SlackClientEventsUserState,
+) -> UserCallbackResult<SlackInteractionResponse> {
+    Ok(surface(&state).await.interaction(event).await)
+}
+
+fn on_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+    _client: Arc<SlackClient<Connector>>,
+    _state: SlackClientEventsUserState,
+) -> HttpStatusCode {
+    tracing::warn!(%error, "Slack Socket Mode error");
+    HttpStatusCode::OK
+}
