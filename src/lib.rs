@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod display;
+pub mod doctor;
 pub mod domain;
 pub mod error;
 pub mod http;

@@ -86,6 +86,9 @@ enum Command {
     },
     /// Run the server (API, sweeper, embedded agent). Without a config file, runs the demo.
     Serve(ServeArgs),
+    /// Check each configured integration (Slack, webhooks) from here, and say what to fix.
+    /// Exits 1 if a check fails. `serve` runs the same checks at start and logs them.
+    Doctor(ConfigArg),
     /// Apply database migrations and exit (`serve` also does this at start).
     Migrate(ConfigArg),
     /// Manage API and agent tokens.
@@ -200,6 +203,7 @@ pub fn main() -> ExitCode {
             Command::Agent { config } => agent::run(&config).await,
             Command::Serve(c) => server::serve(c.config).await,
             Command::Migrate(c) => server::migrate(c.source()).await,
+            Command::Doctor(c) => server::doctor(c.source()).await,
             Command::Token(TokenCommand::Create {
                 email,
                 agent,

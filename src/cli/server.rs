@@ -144,13 +144,41 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if demo {
         crate::demo::prepare_target(&config).await?;
     }
+    // The integrations' checks, logged once the server listens (it checks its own public URL).
+    let checks = (config.slack.is_some() || !config.webhooks.is_empty()).then(|| config.clone());
     let app = App::build(config, Clock::system()).await?;
+    if let Some(config) = checks {
+        tokio::spawn(async move {
+            for finding in crate::doctor::check(&config).await {
+                if finding.ok {
+                    tracing::info!(check = %finding.check, "{}", finding.detail);
+                } else {
+                    tracing::warn!(check = %finding.check, "{} (hoop doctor shows this again)", finding.detail);
+                }
+            }
+        });
+    }
     if demo {
         crate::demo::announce(&app.hoop).await?;
     }
     tracing::info!(address = %app.local_addr(), public_url = %app.hoop.public_url(), "hoopbot listening");
     app.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `hoop doctor`: each integration's checks, one line each; exits 1 if any fails.
+pub async fn doctor(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (config, path) = required_config(source)?;
+    outln!("Checking the integrations of {}:", path.display());
+    let findings = crate::doctor::check(&config).await;
+    for finding in &findings {
+        outln!("{finding}");
+    }
+    Ok(if findings.iter().all(|f| f.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub async fn migrate(source: ConfigSource) -> anyhow::Result<ExitCode> {

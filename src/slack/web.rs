@@ -189,6 +189,14 @@ impl WebApi {
         Ok((me.team, me.user.unwrap_or_else(|| me.user_id.to_string())))
     }
 
+    /// `apps.connections.open`, with an app-level token: whether Socket Mode could connect.
+    pub async fn open_socket(&self) -> Result<(), CallError> {
+        let request = SlackApiAppsConnectionOpenRequest::new();
+        self.call(async |s| s.apps_connections_open(&request).await)
+            .await?;
+        Ok(())
+    }
+
     /// `conversations.info`, as Slack sent it (the doctor reads `is_member` and `is_archived`).
     pub async fn conversation_info(&self, channel: &str) -> Result<serde_json::Value, CallError> {
         let params = vec![("channel", Some(channel.to_string()))];

@@ -819,3 +819,61 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
     let _again = socket_server.next().await;
     assert!(slack.calls_of("apps.connections.open").len() >= 3);
 }
+
+/// `hoop doctor`'s checks: what works is said, and what does not says what to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_checks_the_token_each_channel_and_the_public_url() {
+    let slack = FakeSlack::start().await;
+    let db = crate::helpers::TestDb::new(Backend::Sqlite).await;
+    let text = crate::helpers::test_config_text(&db.url).replace(
+        "name = \"scratch-db\"\ntype = \"postgres\"",
+        "name = \"scratch-db\"\ntype = \"postgres\"\nslack_channel = \"C0ARCHIVED\"",
+    ) + &slack.config("");
+    let config = hoopbot::config::Config::parse(&text, "test").unwrap();
+    slack.fail("conversations.info", [Failure::Refuse("channel_not_found")]);
+    let findings = hoopbot::doctor::check(&config).await;
+    let line = |check: &str| {
+        findings
+            .iter()
+            .find(|f| f.check == check)
+            .unwrap_or_else(|| panic!("no {check} in {findings:?}"))
+            .clone()
+    };
+    assert!(line("Slack bot token").ok);
+    assert!(
+        line("Slack bot token")
+            .detail
+            .contains("hoopbot in workspace Hoop Test")
+    );
+    let default = line(&format!("Slack channel {CHANNEL}"));
+    assert!(
+        !default.ok && default.detail.contains("use the channel's id"),
+        "{default:?}"
+    );
+    assert!(
+        line("Slack channel C0ARCHIVED").ok,
+        "the second channel answered"
+    );
+    let public = line("public URL");
+    assert!(!public.ok, "{public:?}");
+    assert!(
+        public.detail.contains("Socket Mode"),
+        "says what to do: {public:?}"
+    );
+    // A revoked token: said, and the checks that need it are not run.
+    slack.fail("auth.test", [Failure::Refuse("invalid_auth")]);
+    let findings = hoopbot::doctor::check(&config).await;
+    let token = findings
+        .iter()
+        .find(|f| f.check == "Slack bot token")
+        .unwrap();
+    assert!(
+        !token.ok && token.detail.contains("OAuth & Permissions"),
+        "{token:?}"
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|f| !f.check.starts_with("Slack channel"))
+    );
+}

@@ -13,9 +13,11 @@ const SOCKET_MODE_MANIFEST: &str =
     include_str!("../../bot-manifests/slack/manifest.socket-mode.yaml");
 
 /// The bot scopes, each for the Web API calls that need it.
-const SCOPES: [&str; 5] = [
+const SCOPES: [&str; 7] = [
+    "channels:read",    // conversations.info (hoop doctor)
     "chat:write",       // chat.postMessage, chat.update, chat.postEphemeral
     "commands",         // /hoop
+    "groups:read",      // conversations.info on private channels
     "im:write",         // conversations.open
     "users:read",       // users.info
     "users:read.email", // users.info's profile.email, for link_by_email

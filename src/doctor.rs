@@ -1,0 +1,204 @@
+//! `hoop doctor`: checks each configured integration from where the server runs and says what
+//! to fix. `hoop serve` runs the same checks at start and logs them, so a broken set-up shows up
+//! before the first approver wonders where their card is.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{Config, SlackConfig};
+use crate::slack::web::{CallError, WebApi};
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub ok: bool,
+    /// What was checked: "Slack bot token", "Slack channel C0123…".
+    pub check: String,
+    /// What was found, and for a failure what to do about it.
+    pub detail: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.ok { "ok  " } else { "FAIL" };
+        write!(f, "{mark} {}: {}", self.check, self.detail)
+    }
+}
+
+/// How long the public URL may take to answer.
+const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs every check the config calls for.
+pub async fn check(config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    match &config.slack {
+        None => findings.push(pass("Slack", "not configured ([slack] in the config)")),
+        Some(slack) => findings.extend(check_slack(config, slack).await),
+    }
+    for hook in &config.webhooks {
+        findings.push(pass(
+            &format!("webhook {}", hook.name),
+            &format!(
+                "{} event type(s) to {}; `hoop webhooks test {}` sends a signed ping",
+                hook.events.len(),
+                hook.url.host_str().unwrap_or("?"),
+                hook.name
+            ),
+        ));
+    }
+    findings
+}
+
+async fn check_slack(config: &Config, slack: &SlackConfig) -> Vec<Finding> {
+    let mut findings = vec![pass(
+        "Slack signing secret",
+        "set (requests to /slack/… are checked against it)",
+    )];
+    let web = match WebApi::new(&slack.api_base_url, &slack.bot_token) {
+        Ok(web) => web,
+        Err(e) => {
+            findings.push(fail("Slack client", &format!("cannot be set up: {e}")));
+            return findings;
+        }
+    };
+    match web.auth_test().await {
+        Ok((team, bot)) => findings.push(pass(
+            "Slack bot token",
+            &format!("works: {bot} in workspace {team}"),
+        )),
+        Err(e) => {
+            findings.push(fail(
+                "Slack bot token",
+                &format!(
+                    "auth.test failed ({e}); copy the Bot User OAuth Token (xoxb-…) from the app's \
+                     OAuth & Permissions page into slack.bot_token"
+                ),
+            ));
+            // Every other Slack check needs the token.
+            return findings;
+        }
+    }
+    let mut channels: Vec<&str> = vec![slack.channel.as_str()];
+    for conn in &config.connections {
+        if let Some(channel) = conn.slack_channel.as_deref()
+            && !channels.contains(&channel)
+        {
+            channels.push(channel);
+        }
+    }
+    for channel in channels {
+        findings.push(check_channel(&web, channel).await);
+    }
+    if let Some(app_token) = &slack.app_token {
+        findings.push(match WebApi::new(&slack.api_base_url, app_token) {
+            Ok(app) => match app.open_socket().await {
+                Ok(()) => pass("Slack app token", "works: Socket Mode can connect"),
+                Err(e) => fail(
+                    "Slack app token",
+                    &format!(
+                        "apps.connections.open failed ({e}); create an app-level token with \
+                         connections:write (Basic Information → App-Level Tokens) and enable \
+                         Socket Mode"
+                    ),
+                ),
+            },
+            Err(e) => fail("Slack app token", &format!("cannot be set up: {e}")),
+        });
+    } else {
+        findings.push(check_public_url(&config.server.public_url).await);
+    }
+    findings
+}
+
+async fn check_channel(web: &WebApi, channel: &str) -> Finding {
+    let check = format!("Slack channel {channel}");
+    match web.conversation_info(channel).await {
+        Ok(info) if info["channel"]["is_archived"] == true => fail(
+            &check,
+            "is archived; unarchive it or configure another channel",
+        ),
+        Ok(info) if info["channel"]["is_member"] == false => fail(
+            &check,
+            &format!(
+                "the bot is not in #{}; invite it there with /invite @hoopbot",
+                info["channel"]["name"].as_str().unwrap_or(channel)
+            ),
+        ),
+        Ok(info) => pass(
+            &check,
+            &format!(
+                "the bot can post in #{}",
+                info["channel"]["name"].as_str().unwrap_or(channel)
+            ),
+        ),
+        Err(CallError::Refused { code }) if code == "channel_not_found" => fail(
+            &check,
+            "not found; use the channel's id (channel details → bottom), and for a private channel \
+             invite the bot first",
+        ),
+        Err(e) => fail(&check, &format!("conversations.info failed: {e}")),
+    }
+}
+
+/// Slack posts commands and clicks to `public_url`: it must answer from outside.
+async fn check_public_url(public_url: &str) -> Finding {
+    let check = "public URL";
+    let url = format!("{public_url}/healthz");
+    let client = reqwest::Client::builder().timeout(REACH_TIMEOUT).build();
+    let answer = match client {
+        Ok(client) => client.get(&url).send().await,
+        Err(e) => return fail(check, &format!("cannot check: {e}")),
+    };
+    match answer {
+        Ok(reply) if reply.status().is_success() => pass(
+            check,
+            &format!(
+                "{url} answers here; Slack's request URLs must be {public_url}/slack/commands, \
+                 /slack/interactions and /slack/events, reachable from the internet"
+            ),
+        ),
+        Ok(reply) => fail(
+            check,
+            &format!(
+                "{url} answered {}; is server.public_url this server?",
+                reply.status()
+            ),
+        ),
+        Err(e) => fail(
+            check,
+            &format!(
+                "{url} cannot be reached from here ({}); Slack sends commands and clicks to \
+                 {public_url}/slack/…, so set server.public_url (or HOOP_PUBLIC_URL) to an address \
+                 Slack can reach, or use Socket Mode (slack.app_token)",
+                one_line(&e)
+            ),
+        ),
+    }
+}
+
+fn one_line(error: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+fn pass(check: &str, detail: &str) -> Finding {
+    Finding {
+        ok: true,
+        check: check.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+fn fail(check: &str, detail: &str) -> Finding {
+    Finding {
+        ok: false,
+        check: check.to_string(),
+        detail: detail.to_string(),
+    }
+}
