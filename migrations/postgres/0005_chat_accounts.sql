@@ -10,7 +10,7 @@ create table chat_account (
     linked_by  text not null,
     primary key (kind, account)
 );
-create index chat_account_email on chat_account (kind, email);
+create index chat_account_email on chat_account (kind, lower(email));
 
 create table link_code (
     code_sha256  text primary key,

@@ -3,7 +3,7 @@
 //! [`Worker`] fans each one out into one delivery per destination that wants it and delivers
 //! them, retrying with backoff until each is delivered or given up.
 //!
-//! The worker knows nothing of any destination: each kind (webhooks here; Slack and Teams later)
+//! The worker knows nothing of any destination: each kind (webhooks, Slack; Teams later)
 //! is a [`Notifier`] that says which of its destinations an event goes to and makes one attempt
 //! at a delivery.
 

@@ -138,8 +138,14 @@ impl Hoop {
         let removed = self.store.unlink_account(kind, account).await?;
         if let Some(link) = &removed {
             let now = self.clock.now();
-            self.audit_link(AuditKind::AccountUnlinked, link, &link.email, via, now)
-                .await?;
+            if let Err(e) = self
+                .audit_link(AuditKind::AccountUnlinked, link, &link.email, via, now)
+                .await
+            {
+                // Still linked, as the trail says, when the removal cannot be recorded.
+                self.store.link_account(link).await?;
+                return Err(e);
+            }
         }
         Ok(removed)
     }

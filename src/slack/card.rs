@@ -387,8 +387,9 @@ fn command_part(text: &str) -> SlackBlock {
 fn cut_note(request: &AccessRequest, url: &str, not_shown: usize) -> SlackBlock {
     let text = format!(
         "⚠ {not_shown} more characters of this command are not shown here (the command's SHA-256 \
-         starts {}). Read all of it before you decide: ",
-        sha_start(request)
+         starts {}). Read all of it before you decide, with `hoop requests show {}` or at ",
+        sha_start(request),
+        request.id
     );
     rich_line(vec![SlackRichTextText::new(text).bold().into(), link(url)])
 }

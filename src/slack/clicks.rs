@@ -110,7 +110,7 @@ impl Slack {
             let why = self.refusal(request_id, &Error::from(e)).await;
             return self.tell(channel, user.to_string(), why);
         }
-        let view = reject_modal(&request, channel.clone());
+        let view = reject_modal(&request);
         let (web, trigger_id, user) = (self.web.clone(), trigger_id.to_string(), user.to_string());
         // The trigger lasts 3 seconds, so the modal opens right after the acknowledgement.
         tokio::spawn(async move {
@@ -180,8 +180,8 @@ impl Slack {
     pub(super) async fn refusal(&self, request_id: &str, error: &Error) -> String {
         match error {
             Error::NotInGroup(_) => format!(
-                "You are not in that approval group, so your approval cannot count for it. {}",
-                escape(&error.to_string())
+                "You are not in that approval group, so your decision cannot count for it. {}",
+                sentence(&escape(&error.to_string()))
             ),
             Error::SelfApproval => {
                 "This is your own request: someone else has to approve or reject it. You can \
@@ -190,7 +190,7 @@ impl Slack {
             }
             Error::AlreadyApprovedByYou(_) => format!(
                 "Your approval is already recorded; nothing more was done. {}",
-                escape(&error.to_string())
+                sentence(&escape(&error.to_string()))
             ),
             Error::AlreadyDecided(_) => match self.hoop.get(request_id).await {
                 Ok(request) => format!("Nothing was done: {}", decided(&request)),
@@ -207,6 +207,20 @@ impl Slack {
 
 const SERVER_TROUBLE: &str =
     "Something went wrong on the hoopbot server; nothing was recorded. Try again in a moment.";
+
+/// `text` as a sentence of its own: capital first letter, final full stop.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
+    out.push_str(chars.as_str());
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
 
 /// How a request that can no longer be decided was decided, and by whom.
 fn decided(request: &crate::domain::AccessRequest) -> String {
@@ -236,10 +250,9 @@ fn decided(request: &crate::domain::AccessRequest) -> String {
 }
 
 /// The modal that asks for a rejection's reason.
-fn reject_modal(request: &crate::domain::AccessRequest, channel: Option<String>) -> SlackView {
+fn reject_modal(request: &crate::domain::AccessRequest) -> SlackView {
     let context = ModalContext {
         request_id: request.id.clone(),
-        channel,
     };
     let input = SlackInputBlock::new(
         pt!("Why reject it?"),
@@ -251,8 +264,9 @@ fn reject_modal(request: &crate::domain::AccessRequest, channel: Option<String>)
         ),
     )
     .with_block_id(contract::REASON_INPUT.into());
-    let about = SlackSectionBlock::new().with_text(md!(
-        "Reject *{}*'s command on *{}*? The requester sees your reason.",
+    // Plain text, like every user field on the card: nothing in it is formatting.
+    let about = SlackSectionBlock::new().with_text(pt!(
+        "Reject {}'s command on {}? The requester sees your reason.",
         escape(&single_line(&request.requester)),
         escape(&single_line(&request.connection))
     ));

@@ -73,8 +73,8 @@ impl Slack {
         let code = self.hoop.start_link(KIND, user).await?;
         Ok(format!(
             "To link this Slack account to your hoopbot user, run this where you are signed in to \
-             hoopbot, within {} minutes:\n```hoop subscribe {}```\nThe code works once. Nobody \
-             else can use it without signing in as you.",
+             hoopbot, within {} minutes:\n```hoop subscribe {}```\nThe code works once. Whoever \
+             confirms it becomes the hoopbot user behind your clicks, so keep it to yourself.",
             LINK_CODE_TTL.as_secs() / 60,
             code.code
         ))

@@ -22,13 +22,10 @@ pub struct ButtonValue {
     pub group: Option<String>,
 }
 
-/// The reject modal's `private_metadata`, JSON: the request, and where the click came from, so
-/// a refusal can be told to the person in the conversation they clicked in.
+/// The reject modal's `private_metadata`, JSON: the request it rejects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModalContext {
     pub request_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
 }
 
 /// The `action_id` for approving as the group at `index` of the request's approval groups.

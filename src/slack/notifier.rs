@@ -28,16 +28,24 @@ const DESTINATION: &str = "workspace";
 /// The longest one attempt may take; past it the attempt stops and retries at once, so a claim's
 /// lease (this plus margin) is never outlived.
 const ATTEMPT_BUDGET: Duration = Duration::from_secs(45);
-/// A channel whose next free slot is further off than this is retried later instead of waited for.
-const MAX_PACING_WAIT: Duration = Duration::from_secs(3);
-/// Errors after which a copy can never be updated (deleted message, archived or unknown channel):
-/// the copy is given up, the others still updated.
-const GONE: [&str; 5] = [
+/// A channel whose next free slot is further off than this is retried later instead of waited for
+/// (a retry is a failed attempt, with backoff). Waiting is cheap: a burst of cards to one channel
+/// goes out a message a second without failures, up to this many seconds' worth.
+const MAX_PACING_WAIT: Duration = Duration::from_secs(10);
+/// Errors after which a copy can never be posted or updated (deleted message, archived or unknown
+/// channel, a bot left outside the channel, a user who cannot be messaged): that copy is given
+/// up, with the error in the attempt, and the other copies are still brought up to date.
+/// `hoop doctor` finds the set-up ones.
+const GONE: [&str; 9] = [
     "message_not_found",
     "channel_not_found",
     "is_archived",
     "cant_update_message",
     "not_in_channel",
+    "user_not_found",
+    "user_not_visible",
+    "cannot_dm_bot",
+    "user_disabled",
 ];
 
 /// Posts and updates request cards in Slack.
@@ -106,10 +114,15 @@ impl SlackNotifier {
     }
 
     /// Brings every copy of `request`'s card to its version, as far as `deadline` allows.
-    async fn sync(&self, request: &AccessRequest, deadline: Instant) -> Result<(), Failure> {
+    /// Returns the copies given up on (see [`GONE`]), each with its error.
+    async fn sync(
+        &self,
+        request: &AccessRequest,
+        deadline: Instant,
+    ) -> Result<Vec<String>, Failure> {
         // A request nobody had to approve has no card: nothing is waiting on anyone.
         if request.approval_groups.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let url = format!(
             "{}/access-requests/{}",
@@ -143,14 +156,58 @@ impl SlackNotifier {
                 wanted.push(copy);
             }
         }
+        // Each copy on its own: one that fails now does not keep the others from being updated.
+        let mut outcome = Synced::default();
         for copy in wanted {
             if Instant::now() >= deadline {
-                return Err(Failure::OutOfTime);
+                outcome.retry.get_or_insert(Failure::OutOfTime);
+                break;
             }
             let earlier = posted.iter().find(|m| m.destination == copy.key());
-            self.bring_up_to_date(request, &url, &copy, earlier).await?;
+            match self.bring_up_to_date(request, &url, &copy, earlier).await {
+                Ok(()) => {}
+                Err(Failure::Call(CallError::Refused { code }))
+                    if GONE.contains(&code.as_str()) =>
+                {
+                    tracing::warn!(request_id = %request.id, copy = copy.key(), code, "a Slack copy of a card cannot be posted or updated; given up");
+                    self.give_up_copy(request, &copy, earlier, &code).await?;
+                    outcome.gone.push(format!("{}: {code}", copy.key()));
+                }
+                Err(failure) => {
+                    outcome.retry.get_or_insert(failure);
+                }
+            }
         }
-        Ok(())
+        match outcome.retry {
+            Some(failure) => Err(failure),
+            None => Ok(outcome.gone),
+        }
+    }
+
+    /// Records a copy that can never be posted or updated as done at this version, so later
+    /// changes leave it alone.
+    async fn give_up_copy(
+        &self,
+        request: &AccessRequest,
+        copy: &Copy,
+        earlier: Option<&PostedMessage>,
+        code: &str,
+    ) -> Result<(), Failure> {
+        let now = self.pacer.clock.now();
+        let mut external = earlier.map_or_else(|| serde_json::json!({}), |m| m.external.clone());
+        external["gone"] = serde_json::json!(code);
+        self.store
+            .save_posted(&PostedMessage {
+                kind: KIND.to_string(),
+                destination: copy.key(),
+                request_id: request.id.clone(),
+                external,
+                version: request.version,
+                posted_at: earlier.map_or(now, |m| m.posted_at),
+                updated_at: now,
+            })
+            .await
+            .map_err(Failure::store)
     }
 
     async fn bring_up_to_date(
@@ -160,7 +217,8 @@ impl SlackNotifier {
         copy: &Copy,
         earlier: Option<&PostedMessage>,
     ) -> Result<(), Failure> {
-        if earlier.is_some_and(|m| m.version >= request.version) {
+        // Already at this version or newer, or given up on.
+        if earlier.is_some_and(|m| m.version >= request.version || !m.external["gone"].is_null()) {
             return Ok(());
         }
         let message = self.message(request, url, copy).await?;
@@ -174,23 +232,19 @@ impl SlackNotifier {
                     return Ok(());
                 };
                 self.pacer.slot(channel).await?;
-                match self.web.update(channel, ts, &message).await {
-                    Ok(()) => posted.external.clone(),
-                    Err(CallError::Refused { code }) if GONE.contains(&code.as_str()) => {
-                        tracing::warn!(request_id = %request.id, copy = copy.key(), code, "a Slack copy of a card is gone; no longer updated");
-                        posted.external.clone()
-                    }
-                    Err(e) => return Err(self.failed(channel, e)),
-                }
+                self.web
+                    .update(channel, ts, &message)
+                    .await
+                    .map_err(|e| self.failed(channel, e))?;
+                posted.external.clone()
             }
             None => {
                 let channel = match copy {
                     Copy::Channel(channel) => channel.clone(),
-                    Copy::Approver(user) | Copy::Requester(user) => self
-                        .web
-                        .open_dm(user)
-                        .await
-                        .map_err(|e| self.failed(user, e))?,
+                    // Opening a DM is not a message to a channel: nothing to pace.
+                    Copy::Approver(user) | Copy::Requester(user) => {
+                        self.web.open_dm(user).await.map_err(Failure::Call)?
+                    }
                 };
                 self.pacer.slot(&channel).await?;
                 let (channel, ts) = self
@@ -325,9 +379,10 @@ impl Notifier for SlackNotifier {
                 }
             };
         match self.sync(&request, Instant::now() + ATTEMPT_BUDGET).await {
-            Ok(()) => Answer {
+            Ok(gone) => Answer {
                 status: Some(200),
-                error: None,
+                // Copies given up on are said in the attempt, for `hoop requests show`.
+                error: (!gone.is_empty()).then(|| format!("given up: {}", gone.join(", "))),
                 verdict: Verdict::Delivered,
             },
             Err(failure) => {
@@ -344,6 +399,13 @@ impl Notifier for SlackNotifier {
     }
 }
 
+/// How an attempt went for each copy: the ones given up on, and the first failure to retry for.
+#[derive(Default)]
+struct Synced {
+    gone: Vec<String>,
+    retry: Option<Failure>,
+}
+
 /// Why a card is not yet up to date everywhere.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
@@ -352,7 +414,7 @@ enum Failure {
     /// The channel's pace allows the next message only this much later.
     #[error("paced: the channel's next message is due in {} ms", .0.as_millis())]
     Paced(Duration),
-    #[error("the attempt ran out of time; the rest follows at once")]
+    #[error("the attempt ran out of time; the rest follows with the next attempt")]
     OutOfTime,
     #[error("database: {0}")]
     Store(String),

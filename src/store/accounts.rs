@@ -172,22 +172,22 @@ macro_rules! account_store {
                 if emails.is_empty() {
                     return Ok(Vec::new());
                 }
-                let wanted: Vec<String> = emails.iter().map(|e| e.to_ascii_lowercase()).collect();
-                let rows = sqlx::query(
+                // Emails match without ASCII case, as configured users do (the index is on
+                // `lower(email)`).
+                let sql = format!(
                     "select kind, account, email, linked_at, linked_by from chat_account \
-                     where kind = $1 order by linked_at, account",
-                )
-                .bind(kind)
-                .fetch_all(&self.pool)
-                .await?;
-                let mut accounts = Vec::new();
-                for row in rows {
-                    let account = linked_account(&row)?;
-                    if wanted.contains(&account.email.to_ascii_lowercase()) {
-                        accounts.push(account);
-                    }
+                     where kind = $1 and lower(email) in ({}) order by linked_at, account",
+                    (2..emails.len() + 2)
+                        .map(|i| format!("${i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind);
+                for email in emails {
+                    query = query.bind(email.to_ascii_lowercase());
                 }
-                Ok(accounts)
+                let rows = query.fetch_all(&self.pool).await?;
+                rows.iter().map(linked_account).collect()
             }
         }
 

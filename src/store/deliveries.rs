@@ -1,4 +1,4 @@
-//! Storage of deliveries: what each destination (a webhook endpoint, later a Slack channel or a
+//! Storage of deliveries: what each destination (a webhook endpoint, a Slack workspace, later a
 //! Teams conversation) is to be told of each outbox event, how each attempt went, which
 //! destinations their receivers switched off, and where chat messages were posted.
 //!
@@ -50,9 +50,9 @@ impl DeliveryState {
 /// One destination an event is routed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// The kind of destination: `webhook` (later `slack`, `teams`).
+    /// The kind of destination: `webhook`, `slack` (later `teams`).
     pub kind: &'static str,
-    /// Its name within the kind (a webhook's configured name, a channel id).
+    /// Its name within the kind (a webhook's configured name; `workspace` for Slack).
     pub destination: String,
     /// The SHA-256 of where it is sent: a destination its receiver switched off at this address
     /// gets nothing more until it points elsewhere.

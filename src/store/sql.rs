@@ -321,9 +321,9 @@ macro_rules! sql_store {
                      where id = $1 and version = $2"
                 );
                 // With their approval groups, so the change's outbox snapshot (what webhooks and
-                // chat cards show of an expired request) is the whole request. The rows are held,
-                // and a group changes only with its request's row.
-                let requests = self.with_approvals(rows).await?;
+                // chat cards show of an expired request) is the whole request; read in this
+                // transaction, which holds the rows (a group changes only with its request's row).
+                let requests = with_approvals_on(&mut tx, rows).await?;
                 let mut moved = Vec::new();
                 for request in &requests {
                     let change = step(request);
@@ -604,34 +604,40 @@ macro_rules! sql_store {
 
             /// Turns request rows into requests, loading their approval groups in one query.
             async fn with_approvals(&self, rows: Vec<DbRow>) -> StoreResult<Vec<AccessRequest>> {
-                let mut requests = rows.iter().map(request_from_row).collect::<StoreResult<Vec<_>>>()?;
-                if requests.is_empty() {
-                    return Ok(requests);
-                }
-                let sql = format!(
-                    "select request_id, group_name, status, decided_by, decided_at, via \
-                     from access_request_approval where request_id in ({}) order by request_id, position",
-                    placeholders(1, requests.len())
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for request in &requests {
-                    query = query.bind(&request.id);
-                }
-                for row in query.fetch_all(&self.pool).await? {
-                    let request_id: String = row.try_get("request_id")?;
-                    let approval = group_approval(
-                        row.try_get("group_name")?,
-                        row.try_get("status")?,
-                        row.try_get("decided_by")?,
-                        row.try_get("decided_at")?,
-                        row.try_get("via")?,
-                    )?;
-                    if let Some(request) = requests.iter_mut().find(|r| r.id == request_id) {
-                        request.approval_groups.push(approval);
-                    }
-                }
-                Ok(requests)
+                let mut conn = self.pool.acquire().await?;
+                with_approvals_on(&mut conn, rows).await
             }
+        }
+
+        /// [`with_approvals`] on `conn` (a transaction's, to read what it holds).
+        async fn with_approvals_on(conn: &mut Conn, rows: Vec<DbRow>) -> StoreResult<Vec<AccessRequest>> {
+            let mut requests = rows.iter().map(request_from_row).collect::<StoreResult<Vec<_>>>()?;
+            if requests.is_empty() {
+                return Ok(requests);
+            }
+            let sql = format!(
+                "select request_id, group_name, status, decided_by, decided_at, via \
+                 from access_request_approval where request_id in ({}) order by request_id, position",
+                placeholders(1, requests.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for request in &requests {
+                query = query.bind(&request.id);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let request_id: String = row.try_get("request_id")?;
+                let approval = group_approval(
+                    row.try_get("group_name")?,
+                    row.try_get("status")?,
+                    row.try_get("decided_by")?,
+                    row.try_get("decided_at")?,
+                    row.try_get("via")?,
+                )?;
+                if let Some(request) = requests.iter_mut().find(|r| r.id == request_id) {
+                    request.approval_groups.push(approval);
+                }
+            }
+            Ok(requests)
         }
 
         /// The group-commit writer: one connection of its own, committing many callers' writes

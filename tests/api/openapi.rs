@@ -42,7 +42,7 @@ async fn the_openapi_description_matches_the_server(backend: Backend) {
             operations += 1;
         }
     }
-    assert_eq!(operations, 17);
+    assert_eq!(operations, 18);
 
     let id = app.held("SELECT 1").await;
     let request = app.request(&id).await;

@@ -21,6 +21,7 @@ on_both_backends!(
     another_instance_updates_a_card_the_first_posted,
     a_code_links_only_when_its_owner_confirms_it_and_only_once,
     a_verified_slack_email_links_at_once_when_allowed,
+    a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go,
 );
 
 const BOB: &str = "U0BOB";
@@ -876,4 +877,39 @@ async fn the_doctor_checks_the_token_each_channel_and_the_public_url() {
             .iter()
             .all(|f| !f.check.starts_with("Slack channel"))
     );
+}
+
+async fn a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    link(&app, BOB, "bob@x.com").await;
+    // The bot was never invited to the channel: the channel card cannot be posted.
+    slack.fail("chat.postMessage", [Failure::Refuse("not_in_channel")]);
+    let id = app.held("DELETE FROM invoices").await;
+    let worker = app.hoop.delivery_worker();
+    assert_eq!(drain(&worker).await, [Step::Delivered]);
+    let posts = slack.calls_of("chat.postMessage");
+    assert_eq!(
+        posts.len(),
+        2,
+        "the channel card was tried, bob's DM went out"
+    );
+    assert_eq!(posts[1].body["channel"], format!("D{BOB}"));
+    // Said in the delivery, for "my approver didn't get it".
+    let request = app.request(&id).await;
+    let delivery = &request["deliveries"][0];
+    assert_eq!(delivery["state"], "delivered");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("channel:C0HOOPCARDS: not_in_channel"),
+        "{delivery}"
+    );
+    // Later changes update the DM and leave the given-up copy alone.
+    app.approve("bob@x.com", &id, None).await;
+    assert_eq!(drain(&worker).await, [Step::Delivered]);
+    let updates = slack.calls_of("chat.update");
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].body["channel"], format!("D{BOB}"));
+    assert_eq!(slack.calls_of("chat.postMessage").len(), 2);
 }
