@@ -17,6 +17,9 @@
 //!   Each click is a ~3 KB form like Slack's: the whole card echoed back in `message`, URL-encoded,
 //!   signed with the app's signing secret (v0). Bodies are built before the phase and signed as
 //!   they are sent (a signature holds five minutes).
+//! - With HOOP_BENCH_CARDS=0 the server runs with `--no-deliveries`: only what a click's reply
+//!   waits for runs on its core (on Postgres, card updates can run on another replica), which is
+//!   the same measurement as the API approvals of `decisions`.
 //! - paced: the last third open loop at HOOP_BENCH_RATE clicks a second (default 4,000, half the
 //!   SQLite target), timed from when each click is due.
 //!
@@ -63,11 +66,20 @@ async fn bench(backend: &str, n: usize, rate: f64, core: Option<usize>) -> anyho
         "[slack]\nsigning_secret = \"{SIGNING_SECRET}\"\nbot_token = \"xoxb-bench\"\n\
          channel = \"{CHANNEL}\"\napi_base_url = \"{slack}\"\nmessage_interval = \"1ms\"\n"
     );
-    let hoop = Hoop::start(backend, "clicks", core, &extra).await?;
+    // HOOP_BENCH_CARDS=0: `hoop serve --no-deliveries`, so the server's core does only what a
+    // click's reply waits for (its card updates would run on another replica).
+    let cards = std::env::var("HOOP_BENCH_CARDS").map_or(true, |v| v != "0");
+    let flags: &[&str] = if cards { &[] } else { &["--no-deliveries"] };
+    let hoop = Hoop::start_with(backend, "clicks", core, &extra, flags).await?;
     let port = hoop.port;
     link_bob(port, &hoop.bob).await?;
 
     let (mut ids, _) = submit(port, &hoop.alice, n).await?;
+    // The submissions' cards (a channel card and bob's DM each) are posted first, so the click
+    // phases measure the clicks and the card updates they cause, not that backlog.
+    if cards {
+        until_idle(hoop.pid()).await?;
+    }
     let paced = ids.split_off(n * 2 / 3);
     let card = card_blocks();
     let clicks: Vec<String> = ids.iter().map(|id| click(id, &card)).collect();
@@ -118,18 +130,43 @@ async fn bench(backend: &str, n: usize, rate: f64, core: Option<usize>) -> anyho
 
 /// The clicks, signed as they are sent (timestamps must be within five minutes).
 fn signed(bodies: Vec<String>) -> impl Fn(usize) -> Call + Send + Sync + 'static {
+    signed_to("/slack/interactions", bodies)
+}
+
+/// `bodies` posted to `path` as Slack posts them, signed as they are sent.
+fn signed_to(
+    path: &'static str,
+    bodies: Vec<String>,
+) -> impl Fn(usize) -> Call + Send + Sync + 'static {
     move |i| {
         let timestamp = chrono::Utc::now().timestamp().to_string();
         let signature =
             hoopbot::slack::signature::sign(SIGNING_SECRET, &timestamp, bodies[i].as_bytes());
         Call::form(
-            "/slack/interactions",
+            path,
             bodies[i].clone(),
             vec![
                 ("x-slack-request-timestamp", timestamp),
                 ("x-slack-signature", signature),
             ],
         )
+    }
+}
+
+/// Waits until the server's delivery worker has caught up: a second in which it used under 5% of
+/// its core.
+async fn until_idle(pid: u32) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let before = support::cpu_ticks(pid)?;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if support::ticks_to_seconds(support::cpu_ticks(pid)? - before) < 0.05 {
+            println!(
+                "server idle after {:.1} s of card posting",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
     }
 }
 
@@ -148,7 +185,9 @@ async fn link_bob(port: u16, bob: &str) -> anyhow::Result<()> {
         ),
         ("trigger_id", "1.2.3"),
     ])?;
-    let (status, body) = conn.send(signed(vec![form])(0)).await?;
+    let (status, body) = conn
+        .send(signed_to("/slack/commands", vec![form])(0))
+        .await?;
     let body: Value = serde_json::from_slice(&body)?;
     anyhow::ensure!(status.is_success(), "/hoop subscribe failed: {body}");
     let text = body["text"].as_str().unwrap_or_default();

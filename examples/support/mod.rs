@@ -41,6 +41,17 @@ impl Hoop {
         core: Option<usize>,
         extra: &str,
     ) -> anyhow::Result<Hoop> {
+        Hoop::start_with(backend, name, core, extra, &[]).await
+    }
+
+    /// [`Hoop::start`], with `flags` added to `hoop serve`.
+    pub async fn start_with(
+        backend: &str,
+        name: &str,
+        core: Option<usize>,
+        extra: &str,
+        flags: &[&str],
+    ) -> anyhow::Result<Hoop> {
         let hoop = hoop_binary()?;
         let dir = tempfile::tempdir()?;
         let scratch = Scratch::new(backend, name, dir.path()).await?;
@@ -90,6 +101,7 @@ timeout = "1h"
         serve
             .args(["serve", "--config"])
             .arg(&config)
+            .args(flags)
             .env("HOOP_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -20,3 +20,6 @@ create table link_code (
     expires_at   bigint not null,
     used_at      bigint
 );
+
+-- Every copy of a request's chat card is looked up by request on each delivery.
+create index posted_message_request on posted_message (kind, request_id);

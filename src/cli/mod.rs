@@ -104,6 +104,10 @@ struct ServeArgs {
     /// Server config file [default: ./hoop.toml if present, else the demo config]
     #[arg(long, short = 'c', env = "HOOP_CONFIG")]
     config: Option<PathBuf>,
+    /// Deliver nothing (webhooks, Slack cards) from this process: for a replica that serves
+    /// requests beside others, on the same Postgres, that deliver
+    #[arg(long)]
+    no_deliveries: bool,
 }
 
 #[derive(clap::Args)]
@@ -201,7 +205,7 @@ pub fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Agent { config } => agent::run(&config).await,
-            Command::Serve(c) => server::serve(c.config).await,
+            Command::Serve(c) => server::serve(c.config, !c.no_deliveries).await,
             Command::Migrate(c) => server::migrate(c.source()).await,
             Command::Doctor(c) => server::doctor(c.source()).await,
             Command::Token(TokenCommand::Create {

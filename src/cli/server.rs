@@ -105,7 +105,7 @@ async fn open_existing(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn 
     open_with(config, path).await
 }
 
-pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn serve(path: Option<PathBuf>, deliveries: bool) -> anyhow::Result<ExitCode> {
     crate::app::protect_secrets_in_memory();
     let (config, origin) = match serve_config(path)? {
         Some((config, path)) => (config, Some(path)),
@@ -147,6 +147,14 @@ pub async fn serve(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     // The integrations' checks, logged once the server listens (it checks its own public URL).
     let checks = (config.slack.is_some() || !config.webhooks.is_empty()).then(|| config.clone());
     let app = App::build(config, Clock::system()).await?;
+    let app = if deliveries {
+        app
+    } else {
+        tracing::warn!(
+            "--no-deliveries: this process delivers no webhooks or Slack cards; another process on the same database must"
+        );
+        app.without_background_deliveries()
+    };
     if let Some(config) = checks {
         tokio::spawn(async move {
             for finding in crate::doctor::check(&config).await {

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use slack_morphism::prelude::*;
 
 use crate::error::Error;
-use crate::slack::{Slack, signature};
+use crate::slack::{Click, Slack, signature};
 
 /// Slack's payloads echo the card that was clicked, so they can be large; a card is well under
 /// this (see `slack::card`), even URL-encoded.
@@ -79,8 +79,16 @@ async fn interaction(
     verified(&slack, &headers, &body)?;
     let form: InteractionForm = serde_urlencoded::from_bytes(&body)
         .map_err(|e| Error::InvalidInput(format!("not an interaction: {e}")))?;
-    let event: SlackInteractionEvent = serde_json::from_str(&form.payload)
-        .map_err(|e| Error::InvalidInput(format!("not an interaction payload: {e}")))?;
+    let not_an_interaction =
+        |e: serde_json::Error| Error::InvalidInput(format!("not an interaction payload: {e}"));
+    // A click, the common case, is read without the card it echoes; the rest in full.
+    let click: Click = serde_json::from_str(&form.payload).map_err(not_an_interaction)?;
+    if click.kind == "block_actions" {
+        slack.click(click).await;
+        return Ok(().into_response());
+    }
+    let event: SlackInteractionEvent =
+        serde_json::from_str(&form.payload).map_err(not_an_interaction)?;
     Ok(match slack.interaction(event).await {
         SlackInteractionResponse::Empty => ().into_response(),
         SlackInteractionResponse::ViewSubmission(answer) => axum::Json(answer).into_response(),

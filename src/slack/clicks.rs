@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
+
 use slack_morphism::prelude::*;
 
 use super::card::escape;
@@ -15,12 +17,61 @@ use crate::display::single_line;
 use crate::domain::{Decision, Identity, Status, Surface};
 use crate::error::Error;
 
+/// What hoopbot reads of a `block_actions` payload: who clicked where, and which buttons. Over
+/// HTTP a click is read straight into this, skipping the card Slack echoes back in the payload
+/// (most of its bytes); over Socket Mode it comes from slack-morphism's typed event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Click {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user: Option<Id>,
+    pub channel: Option<Id>,
+    pub trigger_id: Option<String>,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Id {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Action {
+    pub action_id: String,
+    pub value: Option<String>,
+}
+
+impl From<&SlackInteractionBlockActionsEvent> for Click {
+    fn from(event: &SlackInteractionBlockActionsEvent) -> Click {
+        Click {
+            kind: "block_actions".into(),
+            user: event.user.as_ref().map(|u| Id {
+                id: u.id.to_string(),
+            }),
+            channel: event.channel.as_ref().map(|c| Id {
+                id: c.id.to_string(),
+            }),
+            trigger_id: Some(event.trigger_id.to_string()),
+            actions: event
+                .actions
+                .iter()
+                .flatten()
+                .map(|a| Action {
+                    action_id: a.action_id.to_string(),
+                    value: a.value.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Slack {
     /// Handles one interaction payload and returns what to acknowledge it with.
     pub async fn interaction(&self, event: SlackInteractionEvent) -> SlackInteractionResponse {
         match event {
             SlackInteractionEvent::BlockActions(click) => {
-                self.click(click).await;
+                self.click(Click::from(&click)).await;
                 SlackInteractionResponse::Empty
             }
             SlackInteractionEvent::ViewSubmission(submitted) => {
@@ -31,13 +82,14 @@ impl Slack {
         }
     }
 
-    async fn click(&self, click: SlackInteractionBlockActionsEvent) {
-        let Some(user) = click.user.as_ref().map(|u| u.id.to_string()) else {
+    /// Decides on each decision button of a click (Slack sends one).
+    pub async fn click(&self, click: Click) {
+        let Some(user) = click.user.map(|u| u.id) else {
             return;
         };
-        let channel = click.channel.as_ref().map(|c| c.id.to_string());
-        for action in click.actions.iter().flatten() {
-            let action_id = action.action_id.to_string();
+        let channel = click.channel.map(|c| c.id);
+        for action in &click.actions {
+            let action_id = action.action_id.as_str();
             let approving = action_id.starts_with(contract::APPROVE_ACTION_PREFIX);
             if !approving && action_id != contract::REJECT_ACTION {
                 continue;
@@ -78,7 +130,7 @@ impl Slack {
                 self.ask_reason(
                     &me,
                     &value.request_id,
-                    click.trigger_id.as_ref(),
+                    click.trigger_id.as_deref().unwrap_or_default(),
                     channel.clone(),
                     &user,
                 )

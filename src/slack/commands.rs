@@ -98,21 +98,20 @@ impl Slack {
     }
 
     async fn unsubscribe(&self, user: &str) -> crate::error::Result<String> {
-        Ok(
-            match self
-                .hoop
-                .unlink(KIND, user, crate::domain::Surface::Slack)
-                .await?
-            {
-                Some(link) => format!(
-                    "Unlinked from *{}*. You will get no more DMs, and your clicks no longer count \
+        let unlinked = self
+            .hoop
+            .unlink(KIND, user, crate::domain::Surface::Slack)
+            .await;
+        self.forget(user);
+        Ok(match unlinked? {
+            Some(link) => format!(
+                "Unlinked from *{}*. You will get no more DMs, and your clicks no longer count \
                      until you `{} subscribe` again.",
-                    escape(&link.email),
-                    self.config.slash_command
-                ),
-                None => "This Slack account was not linked; nothing changed.".into(),
-            },
-        )
+                escape(&link.email),
+                self.config.slash_command
+            ),
+            None => "This Slack account was not linked; nothing changed.".into(),
+        })
     }
 
     async fn status(&self, user: &str) -> crate::error::Result<String> {

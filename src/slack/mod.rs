@@ -11,6 +11,7 @@ pub mod socket_mode;
 mod surface;
 pub mod web;
 
+pub use clicks::Click;
 pub use commands::Subcommand;
 pub use notifier::SlackNotifier;
 pub use surface::{KIND, Slack};

@@ -133,19 +133,21 @@ impl SlackNotifier {
             .posted_about(KIND, &request.id)
             .await
             .map_err(Failure::store)?;
+        // Everyone the request concerns who has linked a Slack account, in one query.
+        let linked = self.linked_people(request).await?;
         let mut wanted: Vec<Copy> = Vec::new();
         if let Some(channel) = self.config.slack_channel(&request.connection) {
             wanted.push(Copy::Channel(channel.to_string()));
         }
         // Approvers are DM'd while their decision is wanted; later states update those DMs.
         if request.status == Status::Pending {
-            for account in self.linked(&self.approvers(request)).await? {
-                wanted.push(Copy::Approver(account));
+            for person in linked.iter().filter(|p| p.may_approve_now) {
+                wanted.push(Copy::Approver(person.account.clone()));
             }
         }
         if is_outcome(request.status) {
-            for account in self.linked(&[request.requester.as_str()]).await? {
-                wanted.push(Copy::Requester(account));
+            for person in linked.iter().filter(|p| p.is_requester) {
+                wanted.push(Copy::Requester(person.account.clone()));
             }
         }
         // Copies posted earlier (in a channel the config no longer names, say) are updated too.
@@ -164,7 +166,10 @@ impl SlackNotifier {
                 break;
             }
             let earlier = posted.iter().find(|m| m.destination == copy.key());
-            match self.bring_up_to_date(request, &url, &copy, earlier).await {
+            match self
+                .bring_up_to_date(request, &url, &copy, earlier, &linked)
+                .await
+            {
                 Ok(()) => {}
                 Err(Failure::Call(CallError::Refused { code }))
                     if GONE.contains(&code.as_str()) =>
@@ -216,12 +221,13 @@ impl SlackNotifier {
         url: &str,
         copy: &Copy,
         earlier: Option<&PostedMessage>,
+        linked: &[Person],
     ) -> Result<(), Failure> {
         // Already at this version or newer, or given up on.
         if earlier.is_some_and(|m| m.version >= request.version || !m.external["gone"].is_null()) {
             return Ok(());
         }
-        let message = self.message(request, url, copy).await?;
+        let message = message(request, url, copy, linked);
         let now = self.pacer.clock.now();
         let external = match earlier {
             Some(posted) => {
@@ -269,59 +275,47 @@ impl SlackNotifier {
             .map_err(Failure::store)
     }
 
-    async fn message(
-        &self,
-        request: &AccessRequest,
-        url: &str,
-        copy: &Copy,
-    ) -> Result<Message, Failure> {
-        Ok(match copy {
-            Copy::Channel(_) => card::request_card(request, url, Buttons::Pending),
-            Copy::Approver(account) => {
-                let groups = self.groups_of(account).await?;
-                card::request_card(request, url, Buttons::Groups(&groups))
-            }
-            Copy::Requester(_) => card::outcome_message(request, url),
-        })
-    }
-
-    /// The groups of the person behind a Slack account, as the config says now.
-    async fn groups_of(&self, account: &str) -> Result<Vec<String>, Failure> {
-        let link = self
-            .store
-            .linked_account(KIND, account)
-            .await
-            .map_err(Failure::store)?;
-        Ok(link
-            .and_then(|link| {
-                let email = crate::domain::Email::parse(&link.email).ok()?;
-                Some(self.config.user(&email)?.groups.iter().cloned().collect())
-            })
-            .unwrap_or_default())
-    }
-
-    /// Everyone who may approve one of the request's pending groups, except its requester.
-    fn approvers(&self, request: &AccessRequest) -> Vec<&str> {
-        self.config
+    /// The linked Slack accounts of the request's possible approvers and its requester, with
+    /// their groups as the config says now.
+    async fn linked_people(&self, request: &AccessRequest) -> Result<Vec<Person>, Failure> {
+        let in_any_group = |groups: &std::collections::BTreeSet<String>| {
+            request
+                .approval_groups
+                .iter()
+                .any(|g| groups.contains(&g.group))
+        };
+        let emails: Vec<&str> = self
+            .config
             .users
             .iter()
-            .filter(|u| !u.email.as_str().eq_ignore_ascii_case(&request.requester))
             .filter(|u| {
-                request
-                    .pending_groups()
-                    .any(|g| u.groups.contains(&g.group))
+                in_any_group(&u.groups) || u.email.as_str().eq_ignore_ascii_case(&request.requester)
             })
             .map(|u| u.email.as_str())
-            .collect()
-    }
-
-    async fn linked(&self, emails: &[&str]) -> Result<Vec<String>, Failure> {
+            .collect();
         let accounts = self
             .store
-            .accounts_of(KIND, emails)
+            .accounts_of(KIND, &emails)
             .await
             .map_err(Failure::store)?;
-        Ok(accounts.into_iter().map(|a| a.account).collect())
+        Ok(accounts
+            .into_iter()
+            .filter_map(|link| {
+                let email = crate::domain::Email::parse(&link.email).ok()?;
+                let user = self.config.user(&email)?;
+                let is_requester = user.email.as_str().eq_ignore_ascii_case(&request.requester);
+                Some(Person {
+                    account: link.account,
+                    // Never the requester: they get only the outcome.
+                    may_approve_now: !is_requester
+                        && request
+                            .pending_groups()
+                            .any(|g| user.groups.contains(&g.group)),
+                    is_requester,
+                    groups: user.groups.iter().cloned().collect(),
+                })
+            })
+            .collect())
     }
 
     /// A failed call; a 429 also holds back the channel's other messages.
@@ -396,6 +390,32 @@ impl Notifier for SlackNotifier {
                 }
             }
         }
+    }
+}
+
+/// Someone the request concerns, with a linked Slack account.
+struct Person {
+    account: String,
+    groups: Vec<String>,
+    /// In a group the request still waits for, and not its requester.
+    may_approve_now: bool,
+    is_requester: bool,
+}
+
+/// The message a copy shows of `request` now.
+fn message(request: &AccessRequest, url: &str, copy: &Copy, linked: &[Person]) -> Message {
+    match copy {
+        Copy::Channel(_) => card::request_card(request, url, Buttons::Pending),
+        Copy::Approver(account) => {
+            // Someone no longer linked (or configured) keeps a copy without approve buttons.
+            let none = Vec::new();
+            let groups = linked
+                .iter()
+                .find(|p| &p.account == account)
+                .map_or(&none, |p| &p.groups);
+            card::request_card(request, url, Buttons::Groups(groups))
+        }
+        Copy::Requester(_) => card::outcome_message(request, url),
     }
 }
 

@@ -433,6 +433,20 @@ async fn refused_and_repeated_clicks_say_why_and_change_nothing(backend: Backend
         1,
         "{kinds:?}"
     );
+    // Unlinked, eve's clicks stop counting at once, though her link was just used.
+    assert!(slash(&app, EVE, "unsubscribe").await.contains("Unlinked"));
+    assert_eq!(
+        click(&app, EVE, &card, "Approve as security")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let said = until_calls(&slack, "chat.postEphemeral", refusals.len() + 2).await;
+    let last = said.last().unwrap().body["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(last.contains("not linked"), "{last}");
 }
 
 async fn an_expired_request_updates_its_card(backend: Backend) {
