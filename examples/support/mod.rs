@@ -35,6 +35,7 @@ impl Hoop {
     /// Starts the server on `backend` (sqlite or postgres; `name` names the scratch database), on
     /// `core` alone if given, with `extra` appended to its config (e.g. `[[webhooks]]`), and waits
     /// until it is ready.
+    #[allow(dead_code, reason = "the clicks benchmark adds serve flags")]
     pub async fn start(
         backend: &str,
         name: &str,
