@@ -51,12 +51,41 @@ async fn read_json<T: DeserializeOwned>(req: Request, state: &Hoop) -> Result<Op
             let mime = mime.trim();
             mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
         });
+    let bytes = read_body(req, state).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if !is_json {
+        return Err(Error::UnsupportedMediaType(
+            "send the body as JSON with Content-Type: application/json".into(),
+        ));
+    }
+    // Syntax errors, wrong types, missing and unknown fields: all the client's to fix.
+    axum::Json::<T>::from_bytes(&bytes)
+        .map(|axum::Json(value)| Some(value))
+        .map_err(|e| Error::InvalidInput(e.body_text()))
+}
+
+/// A body as it arrived, read within the body timeout and the route's size limit: for bodies
+/// that must be checked before they are parsed (Slack's signed requests).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        Ok(RawBody(read_body(req, state).await?))
+    }
+}
+
+/// Reads a whole body: `timeout` (`server.body_read_timeout`) and the size limit apply.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
     // A body that trickles in would hold its connection as long as the client likes.
     let timeout = req
         .extensions()
         .get::<BodyReadTimeout>()
         .map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
-    let bytes = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+    tokio::time::timeout(timeout, Bytes::from_request(req, state))
         .await
         .map_err(|_| {
             Error::Timeout(format!(
@@ -70,19 +99,7 @@ async fn read_json<T: DeserializeOwned>(req: Request, state: &Hoop) -> Result<Op
             } else {
                 Error::InvalidInput(e.body_text())
             }
-        })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    if !is_json {
-        return Err(Error::UnsupportedMediaType(
-            "send the body as JSON with Content-Type: application/json".into(),
-        ));
-    }
-    // Syntax errors, wrong types, missing and unknown fields: all the client's to fix.
-    axum::Json::<T>::from_bytes(&bytes)
-        .map(|axum::Json(value)| Some(value))
-        .map_err(|e| Error::InvalidInput(e.body_text()))
+        })
 }
 
 /// Query-string parameters.

@@ -13,6 +13,7 @@ use axum::routing::post;
 use secrecy::ExposeSecret;
 use slack_morphism::prelude::*;
 
+use super::extract::RawBody;
 use crate::error::Error;
 use crate::slack::{Click, Slack, signature};
 
@@ -49,7 +50,7 @@ fn verified(slack: &Slack, headers: &HeaderMap, body: &Bytes) -> Result<(), Erro
 async fn command(
     State(slack): State<Arc<Slack>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, Error> {
     verified(&slack, &headers, &body)?;
     let command: SlackCommandEvent = serde_urlencoded::from_bytes(&body)
@@ -74,7 +75,7 @@ struct InteractionForm {
 async fn interaction(
     State(slack): State<Arc<Slack>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, Error> {
     verified(&slack, &headers, &body)?;
     let form: InteractionForm = serde_urlencoded::from_bytes(&body)
@@ -100,7 +101,7 @@ async fn interaction(
 async fn event(
     State(slack): State<Arc<Slack>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, Error> {
     verified(&slack, &headers, &body)?;
     let event: serde_json::Value = serde_json::from_slice(&body)

@@ -124,6 +124,39 @@ async fn a_client_slow_to_send_its_body_gets_408_and_is_cut_off() {
     assert!(requests.is_empty(), "nothing was submitted");
 }
 
+/// Slack's endpoints read their signed bodies under the same timeout: a trickled click holds its
+/// connection no longer than any other body, and decides nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_click_slow_to_send_its_body_gets_408() {
+    let server = Server::start(|config| {
+        short_timeouts(config);
+        let slack = Config::parse(
+            "[server]\n[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-1\"\n\
+             channel = \"C0123456789\"\napi_base_url = \"http://127.0.0.1:9\"\n",
+            "test",
+        )
+        .unwrap();
+        config.slack = slack.slack;
+    })
+    .await;
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /slack/interactions HTTP/1.1\r\nHost: hoop\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n\r\npayload=";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let received = until_closed(&mut slow).await;
+    assert!(received.starts_with("HTTP/1.1 408"), "{received:?}");
+    // And a body over the Slack limit is refused before anything reads it.
+    let huge = "payload=".to_string() + &"x".repeat(hoopbot::http::MAX_SLACK_BODY_BYTES + 1);
+    let reply = reqwest::Client::new()
+        .post(format!("http://{}/slack/interactions", server.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let server = Server::start(|config| config.server.max_connections = 1).await;
