@@ -927,3 +927,50 @@ async fn a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go(backen
     assert_eq!(updates[0].body["channel"], format!("D{BOB}"));
     assert_eq!(slack.calls_of("chat.postMessage").len(), 2);
 }
+
+/// `hoop subscribe CODE` links as the logged-in user and says so; a bad code fails with a message
+/// and a non-zero exit. `hoop doctor` exits 1 when a check fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hoop_subscribe_and_hoop_doctor_on_the_command_line() {
+    let (slack, app) = with_slack(Backend::Sqlite, "").await;
+    let code = code_in(&slash(&app, BOB, "subscribe").await);
+    let out = crate::cli::cli(&app, "bob@x.com", &["subscribe", &code]).await;
+    assert!(out.status.success(), "{}", crate::cli::text(&out.stderr));
+    let said = crate::cli::text(&out.stdout);
+    assert!(
+        said.contains(&format!("Linked Slack account {BOB} to bob@x.com")),
+        "{said}"
+    );
+    let again = crate::cli::cli(&app, "bob@x.com", &["subscribe", &code]).await;
+    assert!(!again.status.success());
+    assert!(
+        crate::cli::text(&again.stderr).contains("already been used"),
+        "{}",
+        crate::cli::text(&again.stderr)
+    );
+    let garbage = crate::cli::cli(&app, "bob@x.com", &["subscribe", "not a code"]).await;
+    assert!(!garbage.status.success());
+    assert!(crate::cli::text(&garbage.stderr).contains("not a link code"));
+
+    // The doctor, on a config file whose channel Slack does not know.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hoop.toml");
+    std::fs::write(
+        &path,
+        crate::helpers::test_config_text(&app.db.url) + &slack.config(""),
+    )
+    .unwrap();
+    slack.fail("conversations.info", [Failure::Refuse("channel_not_found")]);
+    let mut doctor = crate::processes::hoop();
+    doctor.args(["doctor", "--config"]).arg(&path);
+    let out = tokio::task::spawn_blocking(move || doctor.output().unwrap())
+        .await
+        .unwrap();
+    let said = crate::cli::text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("ok   Slack bot token: works"), "{said}");
+    assert!(
+        said.contains(&format!("FAIL Slack channel {CHANNEL}: not found")),
+        "{said}"
+    );
+}
