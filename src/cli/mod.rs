@@ -86,7 +86,8 @@ enum Command {
     },
     /// Run the server (API, sweeper, embedded agent). Without a config file, runs the demo.
     Serve(ServeArgs),
-    /// Check each configured integration (Slack, webhooks) from here, and say what to fix.
+    /// Check the configured integrations (Slack, webhooks) from here and say what to fix
+    ///
     /// Exits 1 if a check fails. `serve` runs the same checks at start and logs them.
     Doctor(ConfigArg),
     /// Apply database migrations and exit (`serve` also does this at start).
