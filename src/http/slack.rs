@@ -55,16 +55,7 @@ async fn command(
     verified(&slack, &headers, &body)?;
     let command: SlackCommandEvent = serde_urlencoded::from_bytes(&body)
         .map_err(|e| Error::InvalidInput(format!("not a slash command: {e}")))?;
-    let answer = slack
-        .command(
-            command.user_id.as_ref(),
-            command.text.as_deref().unwrap_or(""),
-        )
-        .await;
-    Ok(
-        axum::Json(serde_json::json!({ "response_type": "ephemeral", "text": answer }))
-            .into_response(),
-    )
+    Ok(axum::Json(slack.slash_command(&command).await).into_response())
 }
 
 #[derive(serde::Deserialize)]

@@ -36,6 +36,18 @@ impl Subcommand {
 const STATUS_LIMIT: usize = 10;
 
 impl Slack {
+    /// Answers a slash command as Slack sent it, for the person who typed it alone.
+    pub async fn slash_command(
+        &self,
+        command: &slack_morphism::prelude::SlackCommandEvent,
+    ) -> slack_morphism::prelude::SlackCommandEventResponse {
+        use slack_morphism::prelude::*;
+        let text = command.text.as_deref().unwrap_or("");
+        let answer = self.command(command.user_id.as_ref(), text).await;
+        SlackCommandEventResponse::new(SlackMessageContent::new().with_text(answer))
+            .with_response_type(SlackMessageResponseType::Ephemeral)
+    }
+
     /// Answers `/hoop <text>` typed by Slack user `user`; the answer is mrkdwn for them alone.
     #[tracing::instrument(skip_all, fields(slack_user = %user))]
     pub async fn command(&self, user: &str, text: &str) -> String {

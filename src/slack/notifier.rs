@@ -198,9 +198,20 @@ impl SlackNotifier {
         earlier: Option<&PostedMessage>,
         code: &str,
     ) -> Result<(), Failure> {
-        let now = self.pacer.clock.now();
         let mut external = earlier.map_or_else(|| serde_json::json!({}), |m| m.external.clone());
         external["gone"] = serde_json::json!(code);
+        self.record(request, copy, earlier, external).await
+    }
+
+    /// Records where `copy` is and that it shows `request`'s version.
+    async fn record(
+        &self,
+        request: &AccessRequest,
+        copy: &Copy,
+        earlier: Option<&PostedMessage>,
+        external: serde_json::Value,
+    ) -> Result<(), Failure> {
+        let now = self.pacer.clock.now();
         self.store
             .save_posted(&PostedMessage {
                 kind: KIND.to_string(),
@@ -228,7 +239,6 @@ impl SlackNotifier {
             return Ok(());
         }
         let message = message(request, url, copy, linked);
-        let now = self.pacer.clock.now();
         let external = match earlier {
             Some(posted) => {
                 let (Some(channel), Some(ts)) = (
@@ -261,18 +271,7 @@ impl SlackNotifier {
                 serde_json::json!({ "channel": channel, "ts": ts })
             }
         };
-        self.store
-            .save_posted(&PostedMessage {
-                kind: KIND.to_string(),
-                destination: copy.key(),
-                request_id: request.id.clone(),
-                external,
-                version: request.version,
-                posted_at: earlier.map_or(now, |m| m.posted_at),
-                updated_at: now,
-            })
-            .await
-            .map_err(Failure::store)
+        self.record(request, copy, earlier, external).await
     }
 
     /// The linked Slack accounts of the request's possible approvers and its requester, with

@@ -58,17 +58,7 @@ async fn on_command(
     _client: Arc<SlackClient<Connector>>,
     state: SlackClientEventsUserState,
 ) -> UserCallbackResult<SlackCommandEventResponse> {
-    let slack = surface(&state).await;
-    let answer = slack
-        .command(
-            command.user_id.as_ref(),
-            command.text.as_deref().unwrap_or(""),
-        )
-        .await;
-    Ok(
-        SlackCommandEventResponse::new(SlackMessageContent::new().with_text(answer))
-            .with_response_type(SlackMessageResponseType::Ephemeral),
-    )
+    Ok(surface(&state).await.slash_command(&command).await)
 }
 
 async fn on_interaction(
