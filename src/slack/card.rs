@@ -1005,6 +1005,31 @@ mod tests {
     }
 
     #[test]
+    fn emoji_right_to_left_and_binary_looking_commands_show_as_the_display_rules_say() {
+        // Emoji (with a skin tone) and right-to-left words are ordinary text: shown as typed.
+        for command in [
+            "UPDATE t SET note = '🚀 ✅ 👍🏽 done'",
+            "UPDATE t SET name = 'שלום עולם' WHERE city = 'القاهرة'",
+        ] {
+            let (_, value) = card(&with_command(command));
+            assert_eq!(command_parts(&value).concat(), command);
+        }
+        // Binary-looking text without NULs: the control characters become escapes, the rest stays,
+        // and the card says what it escaped.
+        let binary = "INSERT INTO blobs VALUES ('\u{1}\u{7f}\u{1b}[2J\u{fffd}ÿþ\u{8}')";
+        let (message, value) = card(&with_command(binary));
+        let shown = command_parts(&value).concat();
+        assert_eq!(shown, crate::display::command(binary).text);
+        assert!(
+            shown.contains("\\u{1b}[2J") && shown.contains("ÿþ"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\u{1b}'));
+        let json = serde_json::to_string(&message.blocks).unwrap();
+        assert!(json.contains("invisible character"), "{json}");
+    }
+
+    #[test]
     fn user_text_is_one_escaped_plain_text_line_that_cannot_mention_link_or_format() {
         let mut r = request();
         r.justification = Some(
