@@ -22,6 +22,7 @@ on_both_backends!(
     a_code_links_only_when_its_owner_confirms_it_and_only_once,
     a_verified_slack_email_links_at_once_when_allowed,
     a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go,
+    an_older_state_never_overwrites_a_newer_card,
 );
 
 const BOB: &str = "U0BOB";
@@ -972,5 +973,34 @@ async fn hoop_subscribe_and_hoop_doctor_on_the_command_line() {
     assert!(
         said.contains(&format!("FAIL Slack channel {CHANNEL}: not found")),
         "{said}"
+    );
+}
+
+async fn an_older_state_never_overwrites_a_newer_card(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    let id = app.held("SELECT 2").await;
+    let worker = app.hoop.delivery_worker();
+    assert_eq!(drain(&worker).await, [Step::Delivered]);
+    // The card already shows a newer state than the next delivery carries (as another replica
+    // would have recorded it).
+    let store = app.store().await;
+    let key = format!("channel:{CHANNEL}");
+    let mut posted = store.posted("slack", &key, &id).await.unwrap().unwrap();
+    posted.version = 5;
+    store.save_posted(&posted).await.unwrap();
+    app.approve("bob@x.com", &id, None).await;
+    assert_eq!(drain(&worker).await, [Step::Delivered]);
+    assert!(
+        slack.calls_of("chat.update").is_empty(),
+        "version 2 was not applied over 5"
+    );
+    assert_eq!(
+        store
+            .posted("slack", &key, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        5
     );
 }
