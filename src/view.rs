@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::domain::{AccessRequest, ExecutionResult, GroupStatus, Millis, Status};
-use crate::store::{AttemptRecord, DeliveryRecord, DeliveryState};
+use crate::store::{AttemptRecord, DeliveryRecord, DeliveryState, PostedMessage};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AccessRequestView {
@@ -28,6 +28,43 @@ pub struct AccessRequestView {
     /// out of the request a webhook event carries, which is the request as of that event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliveries: Option<Vec<DeliveryView>>,
+    /// Where chat messages about this request were posted (each copy of a Slack card), and the
+    /// version each shows. Read with `deliveries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<MessageView>>,
+}
+
+/// One chat message about a request: a Slack card in a channel or a DM, or the requester's
+/// outcome DM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageView {
+    /// `slack`.
+    pub kind: String,
+    /// Which copy: `channel:<id>`, `dm:<user>` (an approver's copy), `outcome:<user>` (the
+    /// requester's).
+    pub copy: String,
+    /// The conversation it is in, once posted.
+    pub channel: Option<String>,
+    /// The request version it shows.
+    pub version: i64,
+    pub posted_at: String,
+    pub updated_at: String,
+    /// Set when the copy can never be posted or updated: Slack's error (`not_in_channel`, …).
+    pub gone: Option<String>,
+}
+
+impl From<PostedMessage> for MessageView {
+    fn from(m: PostedMessage) -> MessageView {
+        MessageView {
+            channel: m.external["channel"].as_str().map(str::to_string),
+            gone: m.external["gone"].as_str().map(str::to_string),
+            kind: m.kind,
+            copy: m.destination,
+            version: m.version,
+            posted_at: time(m.posted_at),
+            updated_at: time(m.updated_at),
+        }
+    }
 }
 
 /// One event's delivery to one destination. Every field is present, `null` when unknown.
@@ -225,12 +262,18 @@ impl AccessRequestView {
             }),
             result: request.result,
             deliveries: None,
+            messages: None,
         }
     }
 
-    /// This view with the request's deliveries.
-    pub fn with_deliveries(mut self, deliveries: Vec<DeliveryRecord>) -> AccessRequestView {
+    /// This view with the request's deliveries and the chat messages they posted.
+    pub fn with_deliveries(
+        mut self,
+        deliveries: Vec<DeliveryRecord>,
+        messages: Vec<PostedMessage>,
+    ) -> AccessRequestView {
         self.deliveries = Some(deliveries.into_iter().map(DeliveryView::from).collect());
+        self.messages = Some(messages.into_iter().map(MessageView::from).collect());
         self
     }
 }

@@ -21,5 +21,6 @@ create table link_code (
     used_at      bigint
 );
 
--- Every copy of a request's chat card is looked up by request on each delivery.
-create index posted_message_request on posted_message (kind, request_id);
+-- Every copy of a request's chat card is looked up by request: on each delivery, and on each read
+-- of the request (its `messages`).
+create index posted_message_request on posted_message (request_id, kind);

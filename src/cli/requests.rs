@@ -9,7 +9,7 @@ use super::remote;
 use crate::display::{self, single_line};
 use crate::domain::{ConnectionName, Email};
 use crate::store::DeliveryState;
-use crate::view::{AccessRequestView, DeliveryView, GroupViewStatus};
+use crate::view::{AccessRequestView, DeliveryView, GroupViewStatus, MessageView};
 
 #[derive(Subcommand)]
 pub enum RequestsCommand {
@@ -219,6 +219,24 @@ fn groups(request: &AccessRequestView) -> String {
         .collect()
 }
 
+/// Where each chat copy of the request went and which version it shows, or why it never can.
+fn posted(messages: &[MessageView]) -> String {
+    messages
+        .iter()
+        .map(|m| {
+            let state = match &m.gone {
+                Some(error) => format!("given up: {}", single_line(error)),
+                None => format!("shows v{}, updated at {}", m.version, m.updated_at),
+            };
+            format!(
+                "  {} {}: {state}\n",
+                single_line(&m.kind),
+                single_line(&m.copy)
+            )
+        })
+        .collect()
+}
+
 /// What each destination was told, one line per event and destination, so "my approver got
 /// nothing" is answered here: delivered when, or how it failed and when it is tried again.
 fn delivered(deliveries: &[DeliveryView]) -> String {
@@ -297,6 +315,10 @@ fn describe(r: &AccessRequestView) -> String {
     if let Some(deliveries) = r.deliveries.as_deref().filter(|d| !d.is_empty()) {
         out.push_str("Deliveries\n");
         out.push_str(&delivered(deliveries));
+    }
+    if let Some(messages) = r.messages.as_deref().filter(|m| !m.is_empty()) {
+        out.push_str("Messages\n");
+        out.push_str(&posted(messages));
     }
     let command = display::command(&r.command);
     out.push_str(&format!("SHA-256     {}\n", one(&r.command_sha256)));

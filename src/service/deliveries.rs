@@ -23,10 +23,11 @@ impl Hoop {
         AccessRequestView::new(request, &self.config.server.public_url)
     }
 
-    /// `requests` as the API shows them, with their deliveries (read in one query).
+    /// `requests` as the API shows them, with their deliveries and chat messages (one query each).
     pub async fn views(&self, requests: Vec<AccessRequest>) -> Result<Vec<AccessRequestView>> {
         let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();
         let mut deliveries = self.store.deliveries_of(&ids).await?;
+        let mut messages = self.store.posted_for(&ids).await?;
         Ok(requests
             .into_iter()
             .map(|request| {
@@ -34,8 +35,10 @@ impl Hoop {
                     .drain(..)
                     .partition(|d| d.request_id == request.id);
                 deliveries = rest;
+                let (posted, rest) = messages.drain(..).partition(|m| m.request_id == request.id);
+                messages = rest;
                 AccessRequestView::new(request, &self.config.server.public_url)
-                    .with_deliveries(mine)
+                    .with_deliveries(mine, posted)
             })
             .collect())
     }

@@ -234,6 +234,8 @@ pub trait Deliveries: Send + Sync {
     ) -> StoreResult<Option<PostedMessage>>;
     /// Every message of `kind` posted about a request (each copy of a chat card), oldest first.
     async fn posted_about(&self, kind: &str, request_id: &str) -> StoreResult<Vec<PostedMessage>>;
+    /// Every chat message about these requests, of any kind, oldest first.
+    async fn posted_for(&self, request_ids: &[&str]) -> StoreResult<Vec<PostedMessage>>;
 }
 
 /// One delivery row of a fan-out, as its JSON array carries it.
@@ -760,6 +762,26 @@ macro_rules! delivery_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map(|row| posted_message(&row)).transpose()
+            }
+
+            async fn posted_for(
+                &self,
+                request_ids: &[&str],
+            ) -> StoreResult<Vec<$crate::store::PostedMessage>> {
+                if request_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "select kind, destination, request_id, external, version, posted_at, updated_at \
+                     from posted_message where request_id in ({}) order by posted_at, destination",
+                    (1..=request_ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in request_ids {
+                    query = query.bind(*id);
+                }
+                let rows = query.fetch_all(&self.pool).await?;
+                rows.iter().map(posted_message).collect()
             }
 
             async fn posted_about(

@@ -239,7 +239,7 @@ async fn a_held_command_is_posted_as_a_card_with_the_exact_command(backend: Back
             .all(|c| c.body["channel"] != format!("D{ALICE}"))
     );
     assert_eq!(posts.len(), 2);
-    // Where the card went is in the request's own JSON.
+    // Where the card went is in the request's own JSON: the delivery, and each copy.
     let request = app.request(&id).await;
     let deliveries = request["deliveries"].as_array().unwrap();
     assert!(
@@ -247,6 +247,20 @@ async fn a_held_command_is_posted_as_a_card_with_the_exact_command(backend: Back
             .iter()
             .any(|d| d["kind"] == "slack" && d["state"] == "delivered"),
         "{deliveries:?}"
+    );
+    let copies: Vec<(&str, &str)> = request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["copy"].as_str().unwrap(), m["channel"].as_str().unwrap()))
+        .collect();
+    let dm = format!("D{BOB}");
+    assert_eq!(
+        copies,
+        [
+            (format!("channel:{CHANNEL}").as_str(), CHANNEL),
+            (format!("dm:{BOB}").as_str(), dm.as_str())
+        ]
     );
 }
 
@@ -919,6 +933,22 @@ async fn a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go(backen
             .unwrap_or_default()
             .contains("channel:C0HOOPCARDS: not_in_channel"),
         "{delivery}"
+    );
+    let channel_copy = request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["copy"] == format!("channel:{CHANNEL}"))
+        .unwrap()
+        .clone();
+    assert_eq!(channel_copy["gone"], "not_in_channel");
+    let shown = crate::cli::cli(&app, "alice@x.com", &["requests", "show", &id]).await;
+    let shown = crate::cli::text(&shown.stdout);
+    assert!(
+        shown.contains(&format!(
+            "slack channel:{CHANNEL}: given up: not_in_channel"
+        )),
+        "{shown}"
     );
     // Later changes update the DM and leave the given-up copy alone.
     app.approve("bob@x.com", &id, None).await;
