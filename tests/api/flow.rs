@@ -420,10 +420,12 @@ async fn every_change_queues_an_outbox_entry(backend: Backend) {
     );
 }
 
-/// A request as read, less its `deliveries` (a read carries them, a write's reply does not),
-/// which must be there and empty: no destination is configured here.
+/// A request as read, less its `deliveries` and `messages` (a read carries them, a write's reply
+/// does not), which must be there and empty: no destination is configured here.
 fn stored(mut read: Value) -> Value {
-    let deliveries = read.as_object_mut().unwrap().remove("deliveries");
-    assert_eq!(deliveries, Some(Value::Array(vec![])));
+    for key in ["deliveries", "messages"] {
+        let found = read.as_object_mut().unwrap().remove(key);
+        assert_eq!(found, Some(Value::Array(vec![])), "{key}");
+    }
     read
 }
