@@ -221,6 +221,11 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// Where people reach request `id` (every surface links to it).
+pub fn request_url(public_url: &str, id: &str) -> String {
+    format!("{public_url}/access-requests/{id}")
+}
+
 /// RFC 3339 with milliseconds, in UTC.
 pub fn time(ms: Millis) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -231,7 +236,7 @@ pub fn time(ms: Millis) -> String {
 impl AccessRequestView {
     pub fn new(request: AccessRequest, public_url: &str) -> AccessRequestView {
         AccessRequestView {
-            url: format!("{public_url}/access-requests/{}", request.id),
+            url: request_url(public_url, &request.id),
             id: request.id,
             connection: request.connection,
             command: request.command,

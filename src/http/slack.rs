@@ -30,7 +30,7 @@ pub fn router<S>(slack: Arc<Slack>) -> Router<S> {
         .with_state(slack)
 }
 
-/// The body, once its signature holds.
+/// Whether Slack signed `body` with the app's secret, within five minutes of now; 401 if not.
 fn verified(slack: &Slack, headers: &HeaderMap, body: &Bytes) -> Result<(), Error> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();

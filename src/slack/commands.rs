@@ -176,7 +176,7 @@ impl Slack {
     }
 
     pub(super) fn request_url(&self, id: &str) -> String {
-        format!("{}/access-requests/{}", self.hoop.public_url(), id)
+        crate::view::request_url(self.hoop.public_url(), id)
     }
 
     /// What a person who is not linked is told, with how to link.

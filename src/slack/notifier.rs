@@ -124,10 +124,7 @@ impl SlackNotifier {
         if request.approval_groups.is_empty() {
             return Ok(Vec::new());
         }
-        let url = format!(
-            "{}/access-requests/{}",
-            self.config.server.public_url, request.id
-        );
+        let url = crate::view::request_url(&self.config.server.public_url, &request.id);
         let posted = self
             .store
             .posted_about(KIND, &request.id)
@@ -145,7 +142,8 @@ impl SlackNotifier {
                 wanted.push(Copy::Approver(person.account.clone()));
             }
         }
-        if is_outcome(request.status) {
+        // Once there is an outcome, the requester hears it.
+        if request.status != Status::Pending {
             for person in linked.iter().filter(|p| p.is_requester) {
                 wanted.push(Copy::Requester(person.account.clone()));
             }
@@ -465,10 +463,6 @@ impl From<Duration> for Failure {
     fn from(wait: Duration) -> Failure {
         Failure::Paced(wait)
     }
-}
-
-fn is_outcome(status: Status) -> bool {
-    !matches!(status, Status::Pending)
 }
 
 /// Spaces messages to one channel `interval` apart (Slack allows about one a second per channel),

@@ -177,10 +177,7 @@ macro_rules! account_store {
                 let sql = format!(
                     "select kind, account, email, linked_at, linked_by from chat_account \
                      where kind = $1 and lower(email) in ({}) order by linked_at, account",
-                    (2..emails.len() + 2)
-                        .map(|i| format!("${i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    placeholders(2, emails.len())
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind);
                 for email in emails {

@@ -774,7 +774,7 @@ macro_rules! delivery_store {
                 let sql = format!(
                     "select kind, destination, request_id, external, version, posted_at, updated_at \
                      from posted_message where request_id in ({}) order by posted_at, destination",
-                    (1..=request_ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+                    placeholders(1, request_ids.len())
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for id in request_ids {

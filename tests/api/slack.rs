@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use hoopbot::delivery::{Step, Worker};
+use hoopbot::delivery::Step;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fake_slack::{self, CHANNEL, Failure, FakeSlack, send_signed};
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
+use crate::webhooks::drain;
 
 on_both_backends!(
     a_held_command_is_posted_as_a_card_with_the_exact_command,
@@ -71,18 +72,6 @@ fn code_in(answer: &str) -> String {
         .expect("a code in the answer")
         + "hoop subscribe ".len();
     answer[start..start + 9].to_string()
-}
-
-/// Delivers until nothing is due; returns the steps.
-async fn drain(worker: &Worker) -> Vec<Step> {
-    let mut steps = Vec::new();
-    loop {
-        match worker.deliver_next().await.unwrap() {
-            Step::Empty => return steps,
-            step => steps.push(step),
-        }
-        assert!(steps.len() < 100, "the worker never runs dry: {steps:?}");
-    }
 }
 
 /// The text of every `rich_text_preformatted` element in `blocks`, joined.

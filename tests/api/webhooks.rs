@@ -47,7 +47,7 @@ async fn with_siem(backend: Backend) -> (Receiver, TestApp) {
 }
 
 /// Delivers until nothing is due; returns what each step did.
-async fn drain(worker: &Worker) -> Vec<Step> {
+pub async fn drain(worker: &Worker) -> Vec<Step> {
     let mut steps = Vec::new();
     loop {
         match worker.deliver_next().await.unwrap() {
