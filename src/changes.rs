@@ -2,27 +2,17 @@
 //! events to deliver (the delivery worker).
 //!
 //! Waiters sleep until told: the store publishes each change here after it commits; on Postgres a
-//! listener relays other replicas' NOTIFYs; and one [`ChangePoll`] per replica reads, once a
-//! second, every change committed anywhere (another replica, another process on the SQLite file),
+//! listener relays other replicas' NOTIFYs; and one change poll per replica
+//! (`store::ChangePoll`) reads, once a second, every change committed anywhere (another replica, another process on the SQLite file),
 //! so a lost NOTIFY costs a second, never a wake-up. Waiters always re-read the database when
 //! woken; nothing here is trusted for correctness.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
 use crate::domain::Status;
-use crate::store::{Store, StoreResult};
-
-/// How often each replica looks for changes it was not told about.
-pub const CHANGE_POLL: Duration = Duration::from_secs(1);
-/// How far back each poll looks again: on Postgres an outbox id can become visible after a higher
-/// one (transactions commit out of order), so the last ids seen are not a safe place to resume.
-const OVERLAP: i64 = 500;
-/// Changes read per query.
-const BATCH: i64 = 2_000;
 
 pub struct ChangeHub {
     requests: Mutex<HashMap<String, Weak<Notify>>>,
@@ -135,70 +125,6 @@ impl Drop for RequestWatch<'_> {
         // Both this check and `watch`'s upgrade happen under the lock, so they cannot interleave.
         if Arc::strong_count(&self.notify) == 1 {
             requests.remove(&self.id);
-        }
-    }
-}
-
-/// The one fallback poll of a replica: relays every committed change, from any replica or
-/// process, to this replica's waiters.
-pub struct ChangePoll {
-    /// The newest change seen.
-    last: i64,
-    /// Changes seen within the overlap window, so each is relayed once.
-    recent: BTreeSet<i64>,
-}
-
-impl ChangePoll {
-    /// Starts after the newest change committed so far: waiters read the database when they
-    /// start, so older changes are already reflected.
-    pub async fn start(store: &dyn Store) -> StoreResult<ChangePoll> {
-        let last = store.last_change().await?;
-        let recent = store
-            .changes_since(last - OVERLAP, BATCH)
-            .await?
-            .into_iter()
-            .map(|c| c.seq)
-            .collect();
-        Ok(ChangePoll { last, recent })
-    }
-
-    /// Relays the changes committed since the last poll; returns how many.
-    pub async fn poll(&mut self, store: &dyn Store, hub: &ChangeHub) -> StoreResult<usize> {
-        let mut relayed = 0;
-        loop {
-            let batch = store.changes_since(self.last - OVERLAP, BATCH).await?;
-            let full = batch.len() as i64 == BATCH;
-            let before = self.last;
-            for change in batch {
-                if self.recent.insert(change.seq) {
-                    hub.publish(&change.request_id, change.status);
-                    relayed += 1;
-                }
-                self.last = self.last.max(change.seq);
-            }
-            let window = self.last - OVERLAP;
-            self.recent.retain(|&seq| seq > window);
-            if !full || self.last == before {
-                return Ok(relayed);
-            }
-        }
-    }
-}
-
-/// Runs this replica's `poll` until `stop` turns true.
-pub async fn poll_forever(
-    mut poll: ChangePoll,
-    store: Arc<dyn Store>,
-    hub: Arc<ChangeHub>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(CHANGE_POLL) => {}
-            _ = stop.changed() => return,
-        }
-        if let Err(e) = poll.poll(store.as_ref(), &hub).await {
-            tracing::warn!(error = %e, "cannot poll for changes; will retry");
         }
     }
 }

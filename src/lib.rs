@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod retry;
+pub mod sentences;
 pub mod service;
 pub mod slack;
 pub mod store;

@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
-use crate::domain::{AccessRequest, ExecutionResult, GroupStatus, Millis, Status};
+use crate::domain::{
+    AccessRequest, ExecutionResult, GroupApproval, GroupStatus, Millis, Status, YouMay,
+};
+use crate::sentences::Words;
 use crate::store::{AttemptRecord, DeliveryRecord, DeliveryState, PostedMessage};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,6 +27,12 @@ pub struct AccessRequestView {
     pub approval_groups: Vec<GroupView>,
     pub rejection: Option<RejectionView>,
     pub result: Option<ExecutionResult>,
+    /// Where the request stands, in the sentence every surface says (see `sentences`).
+    pub summary: String,
+    /// What the reader (the token's user) may do with the request now. On reads only: a write's
+    /// reply and a webhook's data are about the request, not about a reader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub you_may: Option<YouMay>,
     /// What each destination (webhook, chat) was told of this request, oldest event first. Left
     /// out of the request a webhook event carries, which is the request as of that event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +183,26 @@ pub struct GroupView {
     pub via: Option<String>,
 }
 
+impl GroupView {
+    /// The group as the domain holds it, so clients say its state in the shared words.
+    pub fn approval(&self) -> GroupApproval {
+        GroupApproval {
+            group: self.group.clone(),
+            status: match self.status {
+                GroupViewStatus::Approved => GroupStatus::Approved,
+                GroupViewStatus::Pending | GroupViewStatus::Closed => GroupStatus::Pending,
+            },
+            decided_by: self.decided_by.clone(),
+            decided_at: self.decided_at.as_deref().and_then(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .ok()
+                    .map(|t| t.timestamp_millis())
+            }),
+            via: self.via.clone(),
+        }
+    }
+}
+
 /// A group's status as shown: stored groups are `pending` or `approved`; a group still pending
 /// when its request is no longer pending (rejected, expired, cancelled) is shown `closed`, as
 /// nobody can approve for it any more.
@@ -235,6 +264,7 @@ pub fn time(ms: Millis) -> String {
 
 impl AccessRequestView {
     pub fn new(request: AccessRequest, public_url: &str) -> AccessRequestView {
+        let summary = Words::PLAIN.status_sentence(&request);
         AccessRequestView {
             url: request_url(public_url, &request.id),
             id: request.id,
@@ -266,9 +296,17 @@ impl AccessRequestView {
                 via: r.via,
             }),
             result: request.result,
+            summary,
+            you_may: None,
             deliveries: None,
             messages: None,
         }
+    }
+
+    /// This view with what its reader may do with the request now.
+    pub fn with_you_may(mut self, you_may: YouMay) -> AccessRequestView {
+        self.you_may = Some(you_may);
+        self
     }
 
     /// This view with the request's deliveries and the chat messages they posted.

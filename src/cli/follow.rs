@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::client::{Client, ClientError, ClientResult};
 use crate::display::{self, single_line};
 use crate::domain::{ExecutionResult, Status};
+use crate::sentences;
 use crate::view::{AccessRequestView, GroupViewStatus};
 
 /// How the final request is printed.
@@ -164,38 +165,36 @@ async fn interrupted(client: &Client, request: &AccessRequestView) -> anyhow::Re
 /// On a terminal the URL is printed once, on a line of its own, so the spinner line stays short
 /// enough for the group progress; elsewhere every line carries it.
 fn progress(request: &AccessRequestView, waiting_for_agent: bool, with_url: bool) -> String {
-    match request.status {
-        Status::Pending => {
-            let groups: Vec<String> = request
-                .approval_groups
-                .iter()
-                .map(|g| match (&g.status, &g.decided_by) {
-                    (GroupViewStatus::Approved, Some(by)) => {
-                        format!("{} ✓ {}", single_line(&g.group), single_line(by))
-                    }
-                    _ => format!("{} …", single_line(&g.group)),
-                })
-                .collect();
-            if with_url {
-                format!(
-                    "Waiting for approval at {}... {}",
-                    single_line(&request.url),
-                    groups.join(" · ")
-                )
-            } else {
-                format!("Waiting for approval... {}", groups.join(" · "))
-            }
-        }
-        Status::Approved if waiting_for_agent => format!(
+    if request.status == Status::Pending {
+        let groups: Vec<String> = request
+            .approval_groups
+            .iter()
+            .map(|g| match (&g.status, &g.decided_by) {
+                (GroupViewStatus::Approved, Some(by)) => {
+                    format!("{} ✓ {}", single_line(&g.group), single_line(by))
+                }
+                _ => format!("{} …", single_line(&g.group)),
+            })
+            .collect();
+        let at = if with_url {
+            format!(" at {}", single_line(&request.url))
+        } else {
+            String::new()
+        };
+        return format!(
+            "{}{at}... {}",
+            sentences::headline(Status::Pending),
+            groups.join(" · ")
+        );
+    }
+    if waiting_for_agent {
+        return format!(
             "Approved, but no agent has picked it up yet: is an agent running for {}? Still waiting...",
             single_line(&request.connection)
-        ),
-        Status::Approved => format!(
-            "Approved; waiting for an agent to run it on {}...",
-            single_line(&request.connection)
-        ),
-        _ => format!("Running on {}...", single_line(&request.connection)),
+        );
     }
+    // The server's sentence for where it stands, as a progress line.
+    format!("{}..", single_line(&request.summary))
 }
 
 /// Prints the final request and returns the exit code: 0 when it ran (or the program's own exit
@@ -229,35 +228,10 @@ pub fn finish(request: &AccessRequestView, output: Output, raw: bool) -> ExitCod
                 _ => ExitCode::SUCCESS,
             }
         }
-        Status::Failed => {
-            let error = result
-                .and_then(|r| r.error.clone())
-                .unwrap_or_else(|| "unknown error".into());
-            failed(format!("Failed: {}", one(&error)))
+        // Rejected, expired, cancelled or failed: the server's sentence says who and why.
+        Status::Failed | Status::Rejected | Status::Expired | Status::Cancelled => {
+            failed(one(&request.summary))
         }
-        Status::Rejected => match &request.rejection {
-            Some(r) => failed(format!(
-                "Rejected by {} ({}): {}",
-                one(&r.by),
-                one(&r.via),
-                one(&r.reason)
-            )),
-            None => failed("Rejected.".into()),
-        },
-        Status::Expired => {
-            let waiting: Vec<String> = request
-                .approval_groups
-                .iter()
-                .filter(|g| g.status != GroupViewStatus::Approved)
-                .map(|g| one(&g.group))
-                .collect();
-            failed(format!(
-                "Expired after {} without approval (still needed: {}).",
-                lifetime(request),
-                waiting.join(", ")
-            ))
-        }
-        Status::Cancelled => failed(format!("Request {} was cancelled.", one(&request.id))),
         Status::Pending | Status::Approved | Status::Running => failed(format!(
             "Request {} is still {}.",
             one(&request.id),
@@ -302,18 +276,6 @@ fn shown(text: &str, exact: bool) -> String {
         text.to_string()
     } else {
         display::visible(text)
-    }
-}
-
-/// How long the request could wait, e.g. "30m".
-fn lifetime(request: &AccessRequestView) -> String {
-    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-    match (parse(&request.created_at), parse(&request.expires_at)) {
-        (Some(from), Some(to)) => {
-            let secs = (to - from).num_seconds().max(0) as u64;
-            humantime::format_duration(Duration::from_secs(secs)).to_string()
-        }
-        _ => "its timeout".into(),
     }
 }
 

@@ -7,7 +7,9 @@ use clap::Subcommand;
 use super::follow::{Output, RawArg, finish, follow};
 use super::remote;
 use crate::display::{self, single_line};
+use crate::domain::YouMay;
 use crate::domain::{ConnectionName, Email};
+use crate::sentences::Words;
 use crate::store::DeliveryState;
 use crate::view::{AccessRequestView, DeliveryView, GroupViewStatus, MessageView};
 
@@ -202,21 +204,36 @@ fn groups(request: &AccessRequestView) -> String {
         .approval_groups
         .iter()
         .map(|g| {
-            let name = single_line(&g.group);
-            match g.status {
-                GroupViewStatus::Approved => format!(
-                    "  {name:<16} approved by {} via {} at {}\n",
-                    single_line(g.decided_by.as_deref().unwrap_or("?")),
-                    single_line(g.via.as_deref().unwrap_or("?")),
-                    single_line(g.decided_at.as_deref().unwrap_or("?"))
-                ),
-                GroupViewStatus::Pending => format!("  {name:<16} waiting\n"),
-                GroupViewStatus::Closed => {
-                    format!("  {name:<16} closed (the request is {})\n", request.status)
-                }
-            }
+            let state = Words::PLAIN.group_state(&g.approval(), request.status);
+            let at = g
+                .decided_at
+                .as_deref()
+                .map(|at| format!(" at {}", single_line(at)))
+                .unwrap_or_default();
+            format!("  {:<16} {state}{at}\n", single_line(&g.group))
         })
         .collect()
+}
+
+/// What the reader may do with the request now, as the server's one rule says.
+fn you_may(you_may: &YouMay) -> String {
+    let mut can: Vec<String> = you_may
+        .approve_as
+        .iter()
+        .map(|g| format!("approve as {}", single_line(g)))
+        .collect();
+    if you_may.reject {
+        can.push("reject".into());
+    }
+    let mut out = if can.is_empty() {
+        "nothing".to_string()
+    } else {
+        can.join(", ")
+    };
+    if let Some(why) = &you_may.why_not {
+        out.push_str(&format!(" ({})", Words::PLAIN.why_not(why)));
+    }
+    out
 }
 
 /// Where each chat copy of the request went and which version it shows, or why it never can.
@@ -294,6 +311,10 @@ fn describe(r: &AccessRequestView) -> String {
         one(&r.created_at),
         one(&r.expires_at)
     );
+    out.push_str(&format!("Summary     {}\n", one(&r.summary)));
+    if let Some(may) = &r.you_may {
+        out.push_str(&format!("You may     {}\n", you_may(may)));
+    }
     if let Some(j) = &r.justification {
         out.push_str(&format!("Why         {}\n", one(j)));
     }

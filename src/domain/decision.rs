@@ -1,4 +1,5 @@
-use super::{AccessRequest, GroupStatus, Identity, Millis, Status};
+use super::you_may::{WhyNot, you_may};
+use super::{AccessRequest, GroupApproval, Identity, Millis, Status};
 
 /// What a person asks to do with a pending request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +76,8 @@ pub fn decide(
         return Err(DecisionError::AlreadyDecided(request.status));
     }
     match decision {
-        Decision::Approve { group } => approve(request, actor, group.as_deref()),
-        Decision::Reject { reason } => reject(request, actor, reason),
+        Decision::Approve { group } => approve(request, actor, group.as_deref(), now),
+        Decision::Reject { reason } => reject(request, actor, reason, now),
         Decision::Cancel => cancel(request, actor),
     }
 }
@@ -93,19 +94,18 @@ fn approve(
     request: &AccessRequest,
     actor: &Identity,
     group: Option<&str>,
+    now: Millis,
 ) -> Result<Outcome, DecisionError> {
-    if actor.email.as_str() == request.requester {
-        return Err(DecisionError::SelfApproval);
-    }
-    // One person satisfies at most one group: dual approval means two people.
-    if let Some(mine) = request
-        .approval_groups
-        .iter()
-        .find(|g| g.decided_by.as_deref() == Some(actor.email.as_str()))
-    {
-        return Err(DecisionError::AlreadyApprovedByYou(mine.group.clone()));
+    let may = you_may(request, actor, now);
+    match &may.why_not {
+        Some(WhyNot::OwnRequest) => return Err(DecisionError::SelfApproval),
+        Some(WhyNot::AlreadyApproved { group }) => {
+            return Err(DecisionError::AlreadyApprovedByYou(group.clone()));
+        }
+        _ => {}
     }
     let target = match group {
+        Some(name) if may.approve_as.iter().any(|g| g == name) => name,
         Some(name) => {
             let Some(target) = request.approval_groups.iter().find(|g| g.group == name) else {
                 return Err(DecisionError::NotInGroup(format!(
@@ -117,61 +117,53 @@ fn approve(
                     "you are not a member of group {name}"
                 )));
             }
-            target
+            return Err(already_approved(target));
         }
-        None => {
-            let mine = request
-                .approval_groups
-                .iter()
-                .filter(|g| actor.in_group(&g.group));
-            let mut first_decided = None;
-            let mut pending = None;
-            for g in mine {
-                if g.status == GroupStatus::Pending {
-                    pending = Some(g);
-                    break;
-                }
-                first_decided.get_or_insert(g);
+        None => match may.approve_as.first() {
+            Some(first) => first.as_str(),
+            None => {
+                // Say who got there first when one of the person's groups is already approved.
+                return Err(
+                    match request
+                        .approval_groups
+                        .iter()
+                        .find(|g| actor.in_group(&g.group))
+                    {
+                        Some(decided) => already_approved(decided),
+                        None => DecisionError::NotInGroup(format!(
+                            "you are not a member of any approval group of this request ({})",
+                            group_names(request)
+                        )),
+                    },
+                );
             }
-            match (pending, first_decided) {
-                (Some(g), _) => g,
-                (None, Some(g)) => g,
-                (None, None) => {
-                    return Err(DecisionError::NotInGroup(format!(
-                        "you are not a member of any approval group of this request ({})",
-                        group_names(request)
-                    )));
-                }
-            }
-        }
+        },
     };
-    if target.status == GroupStatus::Approved {
-        return Err(DecisionError::GroupAlreadyApproved(
-            target.group.clone(),
-            target.decided_by.clone().unwrap_or_default(),
-        ));
-    }
     let completes = request.pending_groups().count() == 1;
     Ok(Outcome::GroupApproved {
-        group: target.group.clone(),
+        group: target.to_string(),
         completes,
     })
+}
+
+fn already_approved(group: &GroupApproval) -> DecisionError {
+    DecisionError::GroupAlreadyApproved(
+        group.group.clone(),
+        group.decided_by.clone().unwrap_or_default(),
+    )
 }
 
 fn reject(
     request: &AccessRequest,
     actor: &Identity,
     reason: &str,
+    now: Millis,
 ) -> Result<Outcome, DecisionError> {
-    if actor.email.as_str() == request.requester {
+    let may = you_may(request, actor, now);
+    if may.why_not == Some(WhyNot::OwnRequest) {
         return Err(DecisionError::SelfApproval);
     }
-    let eligible = actor.is_admin
-        || request
-            .approval_groups
-            .iter()
-            .any(|g| actor.in_group(&g.group));
-    if !eligible {
+    if !may.reject {
         return Err(DecisionError::NotInGroup(format!(
             "only members of the approval groups ({}) can reject this request",
             group_names(request)
@@ -202,57 +194,7 @@ fn group_names(request: &AccessRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::GroupApproval;
-
-    const NOW: Millis = 1_000_000;
-
-    fn user(email: &str, groups: &[&str]) -> Identity {
-        Identity {
-            email: crate::domain::Email::parse(email).unwrap(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            is_admin: groups.contains(&"admin"),
-        }
-    }
-
-    fn group(name: &str, approved_by: Option<&str>) -> GroupApproval {
-        GroupApproval {
-            group: name.into(),
-            status: if approved_by.is_some() {
-                GroupStatus::Approved
-            } else {
-                GroupStatus::Pending
-            },
-            decided_by: approved_by.map(Into::into),
-            decided_at: approved_by.map(|_| NOW - 10),
-            via: approved_by.map(|_| "api".into()),
-        }
-    }
-
-    /// A pending request by alice needing dba-team and security, with `approved` groups decided.
-    fn request(approved: &[(&str, &str)]) -> AccessRequest {
-        let by = |g: &str| approved.iter().find(|(n, _)| *n == g).map(|(_, who)| *who);
-        AccessRequest {
-            id: "r1".into(),
-            connection: "prod-db".into(),
-            command: "SELECT 1".into(),
-            command_sha256: crate::domain::command_sha256("SELECT 1"),
-            requester: "alice@x".into(),
-            justification: None,
-            status: Status::Pending,
-            created_at: NOW - 100,
-            expires_at: NOW + 100,
-            decided_at: None,
-            version: 1,
-            approval_groups: vec![
-                group("dba-team", by("dba-team")),
-                group("security", by("security")),
-            ],
-            rejection: None,
-            result: None,
-            claimed_by: None,
-            offer: None,
-        }
-    }
+    use crate::domain::testing::{NOW, request, user};
 
     fn approve(g: Option<&str>) -> Decision {
         Decision::Approve {

@@ -6,6 +6,9 @@ mod names;
 mod policy;
 mod request;
 mod surface;
+#[cfg(test)]
+mod testing;
+mod you_may;
 
 pub use decision::{Decision, DecisionError, Outcome, decide};
 pub use names::{ConnectionName, Email, InvalidName};
@@ -14,6 +17,7 @@ pub use request::{
     AccessRequest, ExecutionResult, GroupApproval, GroupStatus, Rejection, StatementResult, Status,
 };
 pub use surface::Surface;
+pub use you_may::{WhyNot, YouMay, you_may};
 
 /// Milliseconds since the Unix epoch. Stored as a plain integer so both databases compare and index
 /// times the same way; converted to RFC 3339 only at the edges.

@@ -82,7 +82,7 @@ struct ListQuery {
 
 async fn list(
     State(hoop): State<Hoop>,
-    User(_): User,
+    User(user): User,
     Params(query): Params<ListQuery>,
 ) -> Result<Json<Page>> {
     let status = match query.status.as_deref() {
@@ -111,17 +111,17 @@ async fn list(
         None
     };
     Ok(Json(Page {
-        items: hoop.views(items).await?,
+        items: hoop.views(&user, items).await?,
         next_cursor,
     }))
 }
 
 async fn show(
     State(hoop): State<Hoop>,
-    User(_): User,
+    User(user): User,
     Path(id): Path<String>,
 ) -> Result<Json<AccessRequestView>> {
-    Ok(Json(hoop.view(hoop.get(&id).await?).await?))
+    Ok(Json(hoop.view(&user, hoop.get(&id).await?).await?))
 }
 
 #[derive(Deserialize)]
@@ -134,7 +134,7 @@ struct WaitQuery {
 
 async fn wait(
     State(hoop): State<Hoop>,
-    User(_): User,
+    User(user): User,
     Path(id): Path<String>,
     Params(query): Params<WaitQuery>,
 ) -> Result<Json<AccessRequestView>> {
@@ -147,7 +147,7 @@ async fn wait(
     let request = hoop
         .wait(&id, query.version, Duration::from_secs(timeout))
         .await?;
-    Ok(Json(hoop.view(request).await?))
+    Ok(Json(hoop.view(&user, request).await?))
 }
 
 #[derive(Deserialize, Default)]

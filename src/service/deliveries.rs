@@ -5,15 +5,24 @@ use std::sync::Arc;
 
 use super::Hoop;
 use crate::delivery::{Notifier, Verdict, Worker};
-use crate::domain::{AccessRequest, Identity};
+use crate::domain::{self, AccessRequest, Identity};
 use crate::error::{Error, Result};
 use crate::store::AttemptRecord;
 use crate::view::{AccessRequestView, PingView, WebhookView};
 
 impl Hoop {
-    /// `request` as the API shows it, with what each destination was told of it.
-    pub async fn view(&self, request: AccessRequest) -> Result<AccessRequestView> {
-        Ok(self.views(vec![request]).await?.pop().expect("one view"))
+    /// `request` as the API shows it to `reader`: with what each destination was told of it, and
+    /// what `reader` may do with it now.
+    pub async fn view(
+        &self,
+        reader: &Identity,
+        request: AccessRequest,
+    ) -> Result<AccessRequestView> {
+        Ok(self
+            .views(reader, vec![request])
+            .await?
+            .pop()
+            .expect("one view"))
     }
 
     /// `request` as the reply to a write (a submission, a decision) shows it: as that write left
@@ -23,8 +32,15 @@ impl Hoop {
         AccessRequestView::new(request, &self.config.server.public_url)
     }
 
-    /// `requests` as the API shows them, with their deliveries and chat messages (one query each).
-    pub async fn views(&self, requests: Vec<AccessRequest>) -> Result<Vec<AccessRequestView>> {
+    /// `requests` as the API shows them to `reader`, with their deliveries and chat messages (one
+    /// query each), and what `reader` may do with each now: the one rule ([`domain::you_may`]) on
+    /// the service's clock.
+    pub async fn views(
+        &self,
+        reader: &Identity,
+        requests: Vec<AccessRequest>,
+    ) -> Result<Vec<AccessRequestView>> {
+        let now = self.now().await?;
         let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();
         let mut deliveries = self.store.deliveries_of(&ids).await?;
         let mut messages = self.store.posted_for(&ids).await?;
@@ -37,8 +53,10 @@ impl Hoop {
                 deliveries = rest;
                 let (posted, rest) = messages.drain(..).partition(|m| m.request_id == request.id);
                 messages = rest;
+                let you_may = domain::you_may(&request, reader, now);
                 AccessRequestView::new(request, &self.config.server.public_url)
                     .with_deliveries(mine, posted)
+                    .with_you_may(you_may)
             })
             .collect())
     }

@@ -166,8 +166,8 @@ impl Hoop {
         &self,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
-        let poll = crate::changes::ChangePoll::start(self.store.as_ref()).await?;
-        Ok(crate::changes::poll_forever(
+        let poll = crate::store::ChangePoll::start(self.store.as_ref()).await?;
+        Ok(crate::store::poll_forever(
             poll,
             self.store.clone(),
             self.changes.clone(),

@@ -42,14 +42,16 @@ use slack_morphism::prelude::*;
 
 use super::contract::{self, ButtonValue};
 use crate::display::{self, single_line};
-use crate::domain::{AccessRequest, ExecutionResult, GroupStatus, Millis, Status};
+use crate::domain::{AccessRequest, GroupStatus, Status};
+use crate::sentences::{self, Words};
 
 /// Which decision buttons a copy of the card carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Buttons<'a> {
     /// The channel copy: "Approve as <group>" for every pending group, and "Reject".
     Pending,
-    /// A DM copy: approve buttons only for these groups (the recipient's own), and "Reject".
+    /// A DM copy: approve buttons only for these groups (those the one rule, `domain::you_may`,
+    /// lets the recipient approve now), and "Reject".
     Groups(&'a [String]),
 }
 
@@ -68,21 +70,21 @@ pub struct Message {
 /// request's facts, the link, each approval group's state, the command's warnings, the command
 /// itself, and, while the request is pending, the decision buttons.
 pub fn request_card(request: &AccessRequest, url: &str, buttons: Buttons<'_>) -> Message {
-    let text = card_text(request);
+    let text = WORDS.notification(request);
     let shown = display::command(&request.command);
     let mut head = vec![
         headline(request.status),
-        plain_section(status_sentence(request)),
+        plain_section(WORDS.status_sentence(request)),
         facts(request),
         link_line("Request page: ", url),
     ];
     head.extend(approvals(request));
-    head.extend(shown.warnings.iter().map(|warning| {
-        plain_section(format!(
-            "⚠ Warning: {}",
-            line(&warning.to_string(), WARNING_MAX)
-        ))
-    }));
+    head.extend(
+        WORDS
+            .command_warnings(&request.command, WARNING_MAX)
+            .into_iter()
+            .map(plain_section),
+    );
     head.push(command_label(request));
     let tail = if request.status == Status::Pending {
         decision_buttons(request, buttons)
@@ -113,8 +115,10 @@ pub fn request_card(request: &AccessRequest, url: &str, buttons: Buttons<'_>) ->
 /// The requester's outcome DM: "Your command on <connection> was approved/rejected by X: reason /
 /// expired / cancelled / executed / failed: <one-line summary>", with the link to the request.
 pub fn outcome_message(request: &AccessRequest, url: &str) -> Message {
-    let sentence = outcome_sentence(request, REASON_MAX);
-    let text = outcome_sentence(request, TEXT_PART_MAX);
+    let sentence = WORDS.outcome_sentence(request);
+    let text = WORDS
+        .with_reason_max(TEXT_PART_MAX)
+        .outcome_sentence(request);
     Message {
         text,
         blocks: vec![
@@ -185,64 +189,25 @@ const GROUP_LIST_MAX: usize = 1_000;
 /// Each user-written part of the notification text, which should stay a short line.
 const TEXT_PART_MAX: usize = 200;
 
-/// The outcome in words, large: no user text, so emoji codes are ours.
-fn headline(status: Status) -> SlackBlock {
-    let words = match status {
-        Status::Pending => ":hourglass_flowing_sand: Waiting for approval",
-        Status::Approved => ":white_check_mark: Approved",
-        Status::Rejected => ":no_entry: Rejected",
-        Status::Expired => ":alarm_clock: Expired",
-        Status::Cancelled => ":heavy_multiplication_x: Cancelled",
-        Status::Running => ":gear: Running",
-        Status::Executed => ":white_check_mark: Executed",
-        Status::Failed => ":x: Failed",
-    };
-    debug_assert!(words.len() <= HEADER_MAX);
-    SlackHeaderBlock::new(
-        SlackBlockPlainText::new(words.to_string())
-            .with_emoji(true)
-            .into(),
-    )
-    .into()
-}
+/// The shared sentences as a card writes them: user text escaped for Slack, cut to its limits.
+pub(super) const WORDS: Words = Words {
+    escape,
+    name_max: NAME_MAX,
+    via_max: VIA_MAX,
+    reason_max: REASON_MAX,
+    summary_max: SUMMARY_MAX,
+    group_list_max: GROUP_LIST_MAX,
+};
 
-/// The outcome as a sentence, naming who and why: "Rejected by bob@x (slack): not today".
-fn status_sentence(request: &AccessRequest) -> String {
-    let name = |text: &str| line(text, NAME_MAX);
-    match request.status {
-        Status::Pending => format!(
-            "Waiting for approval from {}.",
-            group_list(request.pending_groups().map(|g| g.group.as_str()))
-        ),
-        Status::Approved => format!(
-            "Approved; waiting for an agent to run it on {}.",
-            name(&request.connection)
-        ),
-        Status::Rejected => match &request.rejection {
-            Some(r) => format!(
-                "Rejected by {} ({}): {}",
-                name(&r.by),
-                line(&r.via, VIA_MAX),
-                line(&r.reason, REASON_MAX)
-            ),
-            None => "Rejected.".to_string(),
-        },
-        Status::Expired => format!(
-            "Expired at {} without approval from {}.",
-            utc(request.expires_at),
-            group_list(request.pending_groups().map(|g| g.group.as_str()))
-        ),
-        Status::Cancelled => match request.decided_at {
-            Some(at) => format!("Cancelled at {}.", utc(at)),
-            None => "Cancelled.".to_string(),
-        },
-        Status::Running => format!("Running on {}.", agent(request)),
-        Status::Executed => match summary(request.result.as_ref()) {
-            Some(summary) => format!("Executed: {summary}"),
-            None => "Executed.".to_string(),
-        },
-        Status::Failed => format!("Failed: {}", failure(request)),
-    }
+/// The outcome in words, large, with its symbol.
+fn headline(status: Status) -> SlackBlock {
+    let words = format!(
+        "{} {}",
+        sentences::symbol(status),
+        sentences::headline(status)
+    );
+    debug_assert!(words.len() <= HEADER_MAX);
+    SlackHeaderBlock::new(SlackBlockPlainText::new(words).with_emoji(true).into()).into()
 }
 
 /// The request's facts as label/value pairs, which Slack lays out as two columns: labels are
@@ -260,7 +225,7 @@ fn facts(request: &AccessRequest) -> SlackBlock {
         ("*Request*", line(&request.id, NAME_MAX)),
         ("*Requester*", line(&request.requester, NAME_MAX)),
         ("*Connection*", line(&request.connection, NAME_MAX)),
-        (when_label, utc(when)),
+        (when_label, sentences::utc(when)),
         ("*Justification*", justification),
     ];
     let fields = pairs
@@ -279,18 +244,12 @@ fn approvals(request: &AccessRequest) -> Option<SlackBlock> {
     let mut text = String::from("Approvals");
     let total = request.approval_groups.len();
     for (listed, g) in request.approval_groups.iter().enumerate() {
-        let group = line(&g.group, NAME_MAX);
-        let state = match (g.status, request.status) {
-            (GroupStatus::Approved, _) => format!(
-                "✓ {group} — approved by {} ({})",
-                line(g.decided_by.as_deref().unwrap_or("?"), NAME_MAX),
-                line(g.via.as_deref().unwrap_or("?"), VIA_MAX)
-            ),
-            (GroupStatus::Pending, Status::Pending) => format!("○ {group} — waiting"),
-            (GroupStatus::Pending, status) => {
-                format!("✗ {group} — closed (the request is {status})")
-            }
-        };
+        let state = format!(
+            "{} {} — {}",
+            sentences::group_mark(g, request.status),
+            line(&g.group, NAME_MAX),
+            WORDS.group_state(g, request.status)
+        );
         // Room for this line and, should later ones not fit, the count of the rest.
         if text.len() + 1 + state.len() + 60 > SECTION_TEXT_MAX {
             text.push_str(&format!(
@@ -310,7 +269,7 @@ fn command_label(request: &AccessRequest) -> SlackBlock {
     let text = format!(
         "*Command* ({} bytes, SHA-256 {}…), exactly as it will run; hidden characters are shown as \\u{{…}}:",
         request.command.len(),
-        sha_start(request)
+        WORDS.sha_start(request)
     );
     SlackContextBlock::new(vec![label(&text).into()]).into()
 }
@@ -385,12 +344,7 @@ fn command_part(text: &str) -> SlackBlock {
 /// Said where the command stops being shown: how much is missing, the start of its SHA-256 and
 /// where to read all of it.
 fn cut_note(request: &AccessRequest, url: &str, not_shown: usize) -> SlackBlock {
-    let text = format!(
-        "⚠ {not_shown} more characters of this command are not shown here (the command's SHA-256 \
-         starts {}). Read all of it before you decide, with `hoop requests show {}` or at ",
-        sha_start(request),
-        request.id
-    );
+    let text = WORDS.long_command_note(request, not_shown);
     rich_line(vec![SlackRichTextText::new(text).bold().into(), link(url)])
 }
 
@@ -455,191 +409,10 @@ fn button_value(request_id: &str, group: Option<&str>) -> String {
     .expect("a button value serializes")
 }
 
-/// The notification text of the card: who wants what where, and the outcome once there is one.
-fn card_text(request: &AccessRequest) -> String {
-    let requester = line(&request.requester, TEXT_PART_MAX);
-    let connection = line(&request.connection, TEXT_PART_MAX);
-    if request.status == Status::Pending {
-        return format!("{requester} wants to run a command on {connection} — approval needed");
-    }
-    let outcome = match (request.status, &request.rejection) {
-        (Status::Rejected, Some(r)) => format!("Rejected by {}", line(&r.by, TEXT_PART_MAX)),
-        (Status::Approved, _) => "Approved".to_string(),
-        (Status::Rejected, None) => "Rejected".to_string(),
-        (Status::Expired, _) => "Expired".to_string(),
-        (Status::Cancelled, _) => "Cancelled".to_string(),
-        (Status::Running, _) => "Running".to_string(),
-        (Status::Executed, _) => "Executed".to_string(),
-        (Status::Failed, _) => "Failed".to_string(),
-        (Status::Pending, _) => unreachable!("handled above"),
-    };
-    format!("{requester} wants to run a command on {connection}: {outcome}")
-}
-
-/// The outcome told to the requester, user text cut to `reason_max` bytes.
-fn outcome_sentence(request: &AccessRequest, reason_max: usize) -> String {
-    let on = format!(
-        "Your command on {}",
-        line(&request.connection, NAME_MAX.min(reason_max))
-    );
-    match request.status {
-        Status::Pending => format!(
-            "{on} is waiting for approval from {}.",
-            group_list(request.pending_groups().map(|g| g.group.as_str()))
-        ),
-        Status::Approved => {
-            let mut approvers: Vec<String> = Vec::new();
-            for g in &request.approval_groups {
-                if let Some(by) = &g.decided_by {
-                    let by = line(by, NAME_MAX.min(reason_max));
-                    if !approvers.contains(&by) {
-                        approvers.push(by);
-                    }
-                }
-            }
-            if approvers.is_empty() {
-                format!("{on} was approved; it runs when an agent picks it up.")
-            } else {
-                format!(
-                    "{on} was approved by {}; it runs when an agent picks it up.",
-                    group_list(approvers.iter().map(String::as_str))
-                )
-            }
-        }
-        Status::Rejected => match &request.rejection {
-            Some(r) => format!(
-                "{on} was rejected by {} ({}): {}",
-                line(&r.by, NAME_MAX.min(reason_max)),
-                line(&r.via, VIA_MAX),
-                line(&r.reason, reason_max)
-            ),
-            None => format!("{on} was rejected."),
-        },
-        Status::Expired => format!(
-            "{on} expired at {} without approval from {}.",
-            utc(request.expires_at),
-            group_list(request.pending_groups().map(|g| g.group.as_str()))
-        ),
-        Status::Cancelled => format!("{on} was cancelled."),
-        Status::Running => format!("{on} is running on {}.", agent(request)),
-        Status::Executed => match summary(request.result.as_ref()) {
-            Some(summary) => format!("{on} was executed: {summary}"),
-            None => format!("{on} was executed."),
-        },
-        Status::Failed => format!("{on} failed: {}", failure(request)),
-    }
-}
-
-/// What running produced, on one line: each statement's tag (`UPDATE 1`) or row count, the exit
-/// code, and whether the output was cut. `None` when the result says nothing.
-fn summary(result: Option<&ExecutionResult>) -> Option<String> {
-    const LISTED: usize = 5;
-    let result = result?;
-    let mut parts: Vec<String> = result
-        .results
-        .iter()
-        .take(LISTED)
-        .map(|s| match (&s.tag, s.columns.is_empty(), s.rows_affected) {
-            (Some(tag), _, _) => tag.clone(),
-            (None, false, _) => plural(s.rows.len(), "row", "rows"),
-            (None, true, Some(n)) => format!("{} affected", plural(n as usize, "row", "rows")),
-            (None, true, None) => "done".to_string(),
-        })
-        .collect();
-    if result.results.len() > LISTED {
-        parts.push(format!(
-            "and {} more statements",
-            result.results.len() - LISTED
-        ));
-    }
-    if let Some(code) = result.exit_code {
-        parts.push(format!("exit code {code}"));
-    }
-    if parts.is_empty() {
-        return None;
-    }
-    let mut summary = line(&parts.join(", "), SUMMARY_MAX);
-    if result.truncated {
-        summary.push_str(" (output truncated)");
-    }
-    Some(summary)
-}
-
-/// Why a request failed, on one line.
-fn failure(request: &AccessRequest) -> String {
-    let error = request.result.as_ref().and_then(|r| r.error.as_deref());
-    line(error.unwrap_or("unknown error"), REASON_MAX)
-}
-
-/// The agent running (or that ran) the request.
-fn agent(request: &AccessRequest) -> String {
-    match &request.claimed_by {
-        Some(agent) => line(agent, NAME_MAX),
-        None => format!("an agent for {}", line(&request.connection, NAME_MAX)),
-    }
-}
-
-/// Names joined with commas up to [`GROUP_LIST_MAX`] bytes, the rest counted.
-fn group_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let names: Vec<&str> = names.collect();
-    if names.is_empty() {
-        return "nobody".to_string();
-    }
-    let mut out = String::new();
-    for (listed, name) in names.iter().enumerate() {
-        let name = line(name, NAME_MAX);
-        if !out.is_empty() && out.len() + name.len() > GROUP_LIST_MAX {
-            out.push_str(&format!(" and {} more", names.len() - listed));
-            break;
-        }
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        out.push_str(&name);
-    }
-    out
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// The first 12 hex digits of the command's SHA-256.
-fn sha_start(request: &AccessRequest) -> String {
-    line(
-        &request.command_sha256.chars().take(12).collect::<String>(),
-        NAME_MAX,
-    )
-}
-
-/// A time as `2026-12-06 10:15 UTC`.
-fn utc(ms: Millis) -> String {
-    match chrono::DateTime::from_timestamp_millis(ms) {
-        Some(t) => t.format("%Y-%m-%d %H:%M UTC").to_string(),
-        None => format!("{ms} ms after 1970"),
-    }
-}
-
-/// User text for a plain text field: one line ([`display::single_line`]), escaped ([`escape`]),
-/// at most `max` bytes, ending in "…" when cut. The cut falls between characters of the
-/// original text, so never inside a `\u{…}` escape or an `&amp;`.
+/// User text for a plain text field: one line, escaped ([`escape`]), at most `max` bytes, ending
+/// in "…" when cut (see [`Words::field`]).
 fn line(text: &str, max: usize) -> String {
-    let whole = escape(&single_line(text));
-    if whole.len() <= max {
-        return whole;
-    }
-    let budget = max.saturating_sub('…'.len_utf8());
-    let mut out = String::new();
-    let mut buf = [0u8; 4];
-    for c in text.chars() {
-        let piece = escape(&single_line(c.encode_utf8(&mut buf)));
-        if out.len() + piece.len() > budget {
-            break;
-        }
-        out.push_str(&piece);
-    }
-    out.push('…');
-    out
+    WORDS.field(text, max)
 }
 
 /// A plain text object for user text: `emoji` off, so `:name:` stays as typed.
@@ -689,7 +462,10 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::domain::{GroupApproval, Rejection, StatementResult, command_sha256};
+    use crate::domain::{
+        ExecutionResult, GroupApproval, Millis, Rejection, StatementResult, command_sha256,
+    };
+    use crate::sentences::utc;
 
     const URL: &str = "https://hoop.example.com/access-requests/req-1";
 
@@ -908,7 +684,7 @@ mod tests {
         assert_eq!(
             blocks[0],
             json!({"type": "header", "text": {"type": "plain_text",
-                "text": ":hourglass_flowing_sand: Waiting for approval", "emoji": true}})
+                "text": "⏳ Waiting for approval", "emoji": true}})
         );
         assert_eq!(
             blocks[1]["text"],
@@ -1423,44 +1199,44 @@ mod tests {
         let cases = [
             (
                 decided(Status::Approved),
-                ":white_check_mark: Approved",
+                "✅ Approved",
                 "Approved; waiting for an agent to run it on prod-db.",
                 "Approved",
             ),
             (
                 rejected,
-                ":no_entry: Rejected",
+                "⛔ Rejected",
                 "Rejected by bob@x.com (slack): not during the &lt;!here&gt; freeze\\nsorry",
                 "Rejected by bob@x.com",
             ),
             (
                 decided(Status::Expired),
-                ":alarm_clock: Expired",
-                "Expired at 2026-12-06 10:15 UTC without approval from security, audit.",
+                "⏰ Expired",
+                "Expired at 2026-12-06 10:15 UTC, after 30m, without approval from security, audit.",
                 "Expired",
             ),
             (
                 decided(Status::Cancelled),
-                ":heavy_multiplication_x: Cancelled",
+                "✖️ Cancelled",
                 "Cancelled at 2026-12-06 09:50 UTC.",
                 "Cancelled",
             ),
-            (running, ":gear: Running", "Running on agent-7.", "Running"),
+            (running, "⚙️ Running", "Running on agent-7.", "Running"),
             (
                 executed,
-                ":white_check_mark: Executed",
+                "✅ Executed",
                 "Executed: UPDATE 1, 3 rows",
                 "Executed",
             ),
             (
                 shell,
-                ":white_check_mark: Executed",
+                "✅ Executed",
                 "Executed: exit code 2 (output truncated)",
                 "Executed",
             ),
             (
                 failed,
-                ":x: Failed",
+                "❌ Failed",
                 "Failed: syntax error at or near \"FROM\"\\nLINE 1: &lt;bad&gt;",
                 "Failed",
             ),
@@ -1531,7 +1307,7 @@ mod tests {
             ),
             (
                 decided(Status::Expired),
-                "Your command on prod-db expired at 2026-12-06 10:15 UTC without approval from security, audit.",
+                "Your command on prod-db expired at 2026-12-06 10:15 UTC, after 30m, without approval from security, audit.",
             ),
             (
                 decided(Status::Cancelled),
@@ -1539,7 +1315,7 @@ mod tests {
             ),
             (
                 approved,
-                "Your command on prod-db was approved by bob@x.com, carol@x.com; it runs when an agent picks it up.",
+                "Your command on prod-db was approved by bob@x.com for dba, carol@x.com for security, bob@x.com for audit; it runs when an agent picks it up.",
             ),
             (executed, "Your command on prod-db was executed: DELETE 2"),
             (

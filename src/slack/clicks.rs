@@ -10,12 +10,13 @@ use serde::Deserialize;
 
 use slack_morphism::prelude::*;
 
-use super::card::escape;
+use super::card::{WORDS, escape};
 use super::contract::{self, ButtonValue, ModalContext};
 use super::surface::Slack;
 use crate::display::single_line;
-use crate::domain::{Decision, Identity, Status, Surface};
+use crate::domain::{Decision, Identity, Surface, you_may};
 use crate::error::Error;
+use crate::sentences::TROUBLE;
 
 /// What hoopbot reads of a `block_actions` payload: who clicked where, and which buttons. Over
 /// HTTP a click is read straight into this, skipping the card Slack echoes back in the payload
@@ -110,7 +111,7 @@ impl Slack {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot look up a Slack user's link");
-                    self.tell(channel.clone(), user.clone(), SERVER_TROUBLE.into());
+                    self.tell(channel.clone(), user.clone(), TROUBLE.into());
                     continue;
                 }
             };
@@ -155,12 +156,25 @@ impl Slack {
                 return self.tell(channel, user.to_string(), why);
             }
         };
-        // The same check the decision will make, so nobody types a reason to be refused.
-        let now = self.hoop.clock.now();
-        let check = Decision::Reject { reason: "-".into() };
-        if let Err(e) = crate::domain::decide(&request, me, &check, now) {
-            let why = self.refusal(request_id, &Error::from(e)).await;
-            return self.tell(channel, user.to_string(), why);
+        // The rule the decision will apply, so nobody types a reason to be refused.
+        let now = match self.hoop.now().await {
+            Ok(now) => now,
+            Err(e) => {
+                let why = self.refusal(request_id, &e).await;
+                return self.tell(channel, user.to_string(), why);
+            }
+        };
+        let may = you_may(&request, me, now);
+        if !may.reject {
+            let why = may
+                .why_not
+                .as_ref()
+                .map_or_else(String::new, |w| WORDS.why_not(w));
+            return self.tell(
+                channel,
+                user.to_string(),
+                format!("You cannot reject this request. {why}"),
+            );
         }
         let view = reject_modal(&request);
         let (web, trigger_id, user) = (self.web.clone(), trigger_id.to_string(), user.to_string());
@@ -208,7 +222,7 @@ impl Slack {
             Ok(None) => return field_error(&self.not_linked()),
             Err(e) => {
                 tracing::error!(error = %e, "cannot look up a Slack user's link");
-                return field_error(SERVER_TROUBLE);
+                return field_error(TROUBLE);
             }
         };
         match self
@@ -230,74 +244,15 @@ impl Slack {
 
     /// Why a decision was refused, in words for the person who clicked.
     pub(super) async fn refusal(&self, request_id: &str, error: &Error) -> String {
-        match error {
-            Error::NotInGroup(_) => format!(
-                "You are not in that approval group, so your decision cannot count for it. {}",
-                sentence(&escape(&error.to_string()))
-            ),
-            Error::SelfApproval => {
-                "This is your own request: someone else has to approve or reject it. You can \
-                 cancel it with `hoop requests cancel`."
-                    .into()
-            }
-            Error::AlreadyApprovedByYou(_) => format!(
-                "Your approval is already recorded; nothing more was done. {}",
-                sentence(&escape(&error.to_string()))
-            ),
-            Error::AlreadyDecided(_) => match self.hoop.get(request_id).await {
-                Ok(request) => format!("Nothing was done: {}", decided(&request)),
-                Err(_) => format!("Nothing was done: {}", escape(&error.to_string())),
-            },
-            Error::Expired(_) => "This request expired before your click; nothing was done.".into(),
-            Error::NotFound(_) => "hoopbot has no such request; nothing was done.".into(),
-            Error::InvalidInput(message) => format!("Not done: {}", escape(message)),
-            Error::Forbidden(message) => format!("Not allowed: {}", escape(message)),
-            _ => SERVER_TROUBLE.into(),
+        if let Error::Internal(e) = error {
+            tracing::error!(error = %e, request_id, "a Slack decision failed");
         }
-    }
-}
-
-const SERVER_TROUBLE: &str =
-    "Something went wrong on the hoopbot server; nothing was recorded. Try again in a moment.";
-
-/// `text` as a sentence of its own: capital first letter, final full stop.
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut out: String = chars
-        .next()
-        .map(|c| c.to_uppercase().collect())
-        .unwrap_or_default();
-    out.push_str(chars.as_str());
-    if !out.ends_with('.') {
-        out.push('.');
-    }
-    out
-}
-
-/// How a request that can no longer be decided was decided, and by whom.
-fn decided(request: &crate::domain::AccessRequest) -> String {
-    let approvers = || {
-        request
-            .approval_groups
-            .iter()
-            .filter_map(|g| Some(format!("{} by {}", g.group, g.decided_by.as_deref()?)))
-            .map(|s| escape(&single_line(&s)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match request.status {
-        Status::Pending => format!("this group was already approved ({}).", approvers()),
-        Status::Rejected => match &request.rejection {
-            Some(r) => format!(
-                "it was already rejected by {}: {}",
-                escape(&single_line(&r.by)),
-                escape(&single_line(&r.reason))
-            ),
-            None => "it was already rejected.".into(),
-        },
-        Status::Expired => "it expired without a decision.".into(),
-        Status::Cancelled => "it was cancelled.".into(),
-        _ => format!("it was already approved ({}).", approvers()),
+        // How an already decided request was decided, as it is now.
+        let now = match error {
+            Error::AlreadyDecided(_) => self.hoop.get(request_id).await.ok(),
+            _ => None,
+        };
+        WORDS.refusal(error.code(), &error.to_string(), now.as_ref())
     }
 }
 

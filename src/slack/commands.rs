@@ -4,7 +4,7 @@
 use super::card::escape;
 use super::surface::{KIND, Slack};
 use crate::display::single_line;
-use crate::domain::Status;
+use crate::domain::{Status, you_may};
 use crate::service::LINK_CODE_TTL;
 use crate::store::ListFilter;
 
@@ -143,9 +143,11 @@ impl Slack {
         let (mine, theirs): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|r| r.requester.eq_ignore_ascii_case(me.email.as_str()));
+        // Waiting for you: what the one rule lets you approve now.
+        let now = self.hoop.now().await?;
         let can_approve: Vec<_> = theirs
             .into_iter()
-            .filter(|r| r.pending_groups().any(|g| me.in_group(&g.group)))
+            .filter(|r| you_may(r, &me, now).may_approve())
             .collect();
         let line = |r: &crate::domain::AccessRequest, who: bool| {
             let groups: Vec<&str> = r.pending_groups().map(|g| g.group.as_str()).collect();

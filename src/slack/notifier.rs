@@ -19,7 +19,7 @@ use super::surface::KIND;
 use super::web::{CallError, WebApi};
 use crate::config::{Config, SlackConfig};
 use crate::delivery::{Answer, EVENTS, Notifier, Verdict};
-use crate::domain::{AccessRequest, Millis, Status};
+use crate::domain::{AccessRequest, Identity, Millis, Status, YouMay, you_may};
 use crate::service::Clock;
 use crate::store::{Delivery, PostedMessage, Route, Store};
 
@@ -138,7 +138,7 @@ impl SlackNotifier {
         }
         // Approvers are DM'd while their decision is wanted; later states update those DMs.
         if request.status == Status::Pending {
-            for person in linked.iter().filter(|p| p.may_approve_now) {
+            for person in linked.iter().filter(|p| p.you_may.may_approve()) {
                 wanted.push(Copy::Approver(person.account.clone()));
             }
         }
@@ -273,7 +273,7 @@ impl SlackNotifier {
     }
 
     /// The linked Slack accounts of the request's possible approvers and its requester, with
-    /// their groups as the config says now.
+    /// what each may do with it now: the one rule, on the service's clock.
     async fn linked_people(&self, request: &AccessRequest) -> Result<Vec<Person>, Failure> {
         let in_any_group = |groups: &std::collections::BTreeSet<String>| {
             request
@@ -295,21 +295,25 @@ impl SlackNotifier {
             .accounts_of(KIND, &emails)
             .await
             .map_err(Failure::store)?;
+        let now = self
+            .store
+            .now(&self.pacer.clock)
+            .await
+            .map_err(Failure::store)?;
         Ok(accounts
             .into_iter()
             .filter_map(|link| {
                 let email = crate::domain::Email::parse(&link.email).ok()?;
                 let user = self.config.user(&email)?;
-                let is_requester = user.email.as_str().eq_ignore_ascii_case(&request.requester);
+                let person = Identity {
+                    email: user.email.clone(),
+                    is_admin: user.groups.contains(&self.config.server.admin_group),
+                    groups: user.groups.clone(),
+                };
                 Some(Person {
                     account: link.account,
-                    // Never the requester: they get only the outcome.
-                    may_approve_now: !is_requester
-                        && request
-                            .pending_groups()
-                            .any(|g| user.groups.contains(&g.group)),
-                    is_requester,
-                    groups: user.groups.iter().cloned().collect(),
+                    is_requester: user.email.as_str().eq_ignore_ascii_case(&request.requester),
+                    you_may: you_may(request, &person, now),
                 })
             })
             .collect())
@@ -393,9 +397,9 @@ impl Notifier for SlackNotifier {
 /// Someone the request concerns, with a linked Slack account.
 struct Person {
     account: String,
-    groups: Vec<String>,
-    /// In a group the request still waits for, and not its requester.
-    may_approve_now: bool,
+    /// What they may do with the request now; never anything for its requester, who gets only
+    /// the outcome.
+    you_may: YouMay,
     is_requester: bool,
 }
 
@@ -404,12 +408,13 @@ fn message(request: &AccessRequest, url: &str, copy: &Copy, linked: &[Person]) -
     match copy {
         Copy::Channel(_) => card::request_card(request, url, Buttons::Pending),
         Copy::Approver(account) => {
-            // Someone no longer linked (or configured) keeps a copy without approve buttons.
+            // Only the groups the rule lets them approve now; someone no longer linked (or
+            // configured) keeps a copy without approve buttons.
             let none = Vec::new();
             let groups = linked
                 .iter()
                 .find(|p| &p.account == account)
-                .map_or(&none, |p| &p.groups);
+                .map_or(&none, |p| &p.you_may.approve_as);
             card::request_card(request, url, Buttons::Groups(groups))
         }
         Copy::Requester(_) => card::outcome_message(request, url),

@@ -21,12 +21,14 @@ mod sql;
 mod accounts;
 #[macro_use]
 mod deliveries;
+mod change_poll;
 mod group_commit;
 mod postgres;
 mod sqlite;
 mod token_cache;
 
 pub use accounts::{Accounts, LinkedAccount, Redeemed};
+pub use change_poll::{ChangePoll, poll_forever};
 pub use deliveries::{
     AttemptRecord, Attempted, Deliveries, Delivery, DeliveryRecord, DeliveryState,
     DestinationStats, Finished, Next, PostedMessage, Route, Router,

@@ -196,7 +196,7 @@ async fn groups_show_closed_once_the_request_is_decided(backend: Backend) {
             .stdout,
     );
     assert!(
-        shown.contains("  dba-team         approved by bob@x.com via api at "),
+        shown.contains("  dba-team         approved by bob@x.com (api) at "),
         "{shown}"
     );
     assert!(
@@ -212,7 +212,7 @@ async fn groups_show_closed_once_the_request_is_decided(backend: Backend) {
     assert_eq!(group_statuses(&request), ["closed", "closed"]);
     let out = cli(&app, "alice@x.com", &["requests", "wait", &expired]).await;
     assert!(
-        text(&out.stderr).contains("(still needed: dba-team, security)"),
+        text(&out.stderr).contains("without approval from dba-team, security."),
         "{}",
         text(&out.stderr)
     );

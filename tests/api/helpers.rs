@@ -283,6 +283,18 @@ impl TestApp {
         app
     }
 
+    /// Gives `email`, a user the test added to the config, an API token like the others'.
+    pub async fn token_for(&mut self, email: &'static str) {
+        let token = hoopbot::token::create(
+            self.store().await.as_ref(),
+            &TokenSubject::User(email.parse().unwrap()),
+            self.hoop.clock.now(),
+        )
+        .await
+        .unwrap();
+        self.tokens.insert(email, token);
+    }
+
     /// A second server on the same database, sharing this one's clock and tokens.
     pub async fn replica(&self) -> Replica {
         let (_, app) = start(&self.db.url, self.now.clone(), &self.extra_config).await;

@@ -10,6 +10,7 @@ mod deliveries;
 mod execution;
 mod fake_slack;
 mod flow;
+mod layers;
 mod openapi;
 mod ops;
 mod processes;

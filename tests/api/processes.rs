@@ -485,7 +485,7 @@ async fn the_cli_reports_an_expiry_and_how_long_it_waited() {
     let (code, _, stderr) = finished(stack.exec(&["-i", "echo late"])).await;
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("Expired after 2s without approval (still needed: dba-team, security)"),
+        stderr.contains(", after 2s, without approval from dba-team, security."),
         "{stderr}"
     );
 }

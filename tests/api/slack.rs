@@ -24,12 +24,17 @@ on_both_backends!(
     a_verified_slack_email_links_at_once_when_allowed,
     a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go,
     an_older_state_never_overwrites_a_newer_card,
+    a_member_of_two_groups_who_approved_one_is_offered_the_other_nowhere,
 );
 
 const BOB: &str = "U0BOB";
 const SAM: &str = "U0SAM";
 const ALICE: &str = "U0ALICE";
 const EVE: &str = "U0EVE";
+/// Bo is in both approval groups (see [`BOTH_GROUPS`]).
+const BO: &str = "U0BO";
+const BOTH_GROUPS: &str =
+    "[[users]]\nemail = \"bo@x.com\"\ngroups = [\"dba-team\", \"security\"]\n";
 
 /// A server with `[slack]` pointing at a fresh fake.
 async fn with_slack(backend: Backend, extra: &str) -> (FakeSlack, TestApp) {
@@ -1022,4 +1027,89 @@ async fn an_older_state_never_overwrites_a_newer_card(backend: Backend) {
             .version,
         5
     );
+}
+
+/// The one rule decides what every surface offers: a member of two approval groups who approved
+/// one is offered the other nowhere (DM buttons, `/hoop status`, the API's `you_may`), though they
+/// may still reject; the other group's members still are.
+async fn a_member_of_two_groups_who_approved_one_is_offered_the_other_nowhere(backend: Backend) {
+    let (slack, mut app) = with_slack(backend, BOTH_GROUPS).await;
+    app.token_for("bo@x.com").await;
+    link(&app, BO, "bo@x.com").await;
+    link(&app, SAM, "sam@x.com").await;
+    let id = app.held("DELETE FROM sessions WHERE expired").await;
+    let worker = app.hoop.delivery_worker();
+    drain(&worker).await;
+    let dm_of = |user: &str| {
+        slack
+            .calls()
+            .into_iter()
+            .rfind(|c| {
+                matches!(c.method.as_str(), "chat.postMessage" | "chat.update")
+                    && c.body["channel"] == format!("D{user}")
+            })
+            .unwrap_or_else(|| panic!("a DM to {user}"))
+            .body
+    };
+    let offered = |card: &Value| -> Vec<String> {
+        buttons(&card["blocks"]).into_iter().map(|b| b.2).collect()
+    };
+    assert_eq!(
+        offered(&dm_of(BO)),
+        ["Approve as dba-team", "Approve as security", "Reject"]
+    );
+    assert!(slash(&app, BO, "status").await.contains(&id));
+
+    let reply = click(&app, BO, &dm_of(BO), "Approve as dba-team").await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    drain(&worker).await;
+    assert_eq!(
+        app.request(&id).await["approval_groups"][0]["decided_by"],
+        "bo@x.com"
+    );
+
+    // Bo's copy offers no other group, only Reject; Sam's and the channel's still offer security.
+    assert_eq!(offered(&dm_of(BO)), ["Reject"]);
+    assert_eq!(offered(&dm_of(SAM)), ["Approve as security", "Reject"]);
+    assert_eq!(
+        offered(&channel_card(&slack)),
+        ["Approve as security", "Reject"]
+    );
+    // Not waiting for Bo any more; still waiting for Sam.
+    let status = slash(&app, BO, "status").await;
+    let waiting = status.split("Your own pending requests").next().unwrap();
+    assert!(!waiting.contains(&id), "{status}");
+    assert!(slash(&app, SAM, "status").await.contains(&id));
+    // The API says the same to each reader.
+    let request = app
+        .get("bo@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(
+        request.body["you_may"],
+        json!({"approve_as": [], "reject": true,
+               "why_not": {"code": "already_approved", "group": "dba-team"}})
+    );
+    let request = app
+        .get("sam@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(
+        request.body["you_may"],
+        json!({"approve_as": ["security"], "reject": true, "why_not": null})
+    );
+    let request = app
+        .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(
+        request.body["you_may"],
+        json!({"approve_as": [], "reject": false, "why_not": {"code": "own_request"}})
+    );
+    assert_eq!(
+        request.body["summary"],
+        "Waiting for approval from security."
+    );
+    // Clicking the other group anyway changes nothing and says why.
+    let channel = channel_card(&slack);
+    let reply = click(&app, BO, &channel, "Approve as security").await;
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(app.request(&id).await["status"], "pending");
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use hoopbot::changes::{ChangeHub, ChangePoll};
+use hoopbot::changes::ChangeHub;
+use hoopbot::store::ChangePoll;
 
 use crate::helpers::{Backend, TestApp, execute_sql};
 use crate::on_both_backends;
