@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hoopbot::app::App;
 use hoopbot::client::Client;
 use hoopbot::config::Config;
-use hoopbot::service::Clock;
+use hoopbot::domain::Clock;
 use hoopbot::store::TokenSubject;
 use hoopbot::token::Operator;
 

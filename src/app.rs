@@ -15,7 +15,8 @@ use crate::agent::{Agent, LocalQueue};
 use crate::audit::AuditKey;
 use crate::changes::ChangeHub;
 use crate::config::{Config, EMBEDDED_AGENT};
-use crate::service::{Clock, Hoop};
+use crate::domain::Clock;
+use crate::service::Hoop;
 use crate::slack::Slack;
 use crate::store::{self, Store};
 

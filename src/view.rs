@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::domain::{
-    AccessRequest, ExecutionResult, GroupApproval, GroupStatus, Millis, Status, YouMay,
+    AccessRequest, ExecutionResult, GroupApproval, GroupStatus, Status, YouMay, rfc3339,
 };
 use crate::sentences::Words;
 use crate::store::{AttemptRecord, DeliveryRecord, DeliveryState, PostedMessage};
@@ -70,8 +70,8 @@ impl From<PostedMessage> for MessageView {
             kind: m.kind,
             copy: m.destination,
             version: m.version,
-            posted_at: time(m.posted_at),
-            updated_at: time(m.updated_at),
+            posted_at: rfc3339(m.posted_at),
+            updated_at: rfc3339(m.updated_at),
         }
     }
 }
@@ -102,8 +102,8 @@ impl From<DeliveryRecord> for DeliveryView {
             attempts: d.attempts,
             last_status: d.last_status,
             last_error: d.last_error,
-            delivered_at: d.delivered_at.map(time),
-            next_attempt_at: d.next_attempt_at.map(time),
+            delivered_at: d.delivered_at.map(rfc3339),
+            next_attempt_at: d.next_attempt_at.map(rfc3339),
         }
     }
 }
@@ -145,7 +145,7 @@ impl From<AttemptRecord> for AttemptView {
     fn from(a: AttemptRecord) -> AttemptView {
         AttemptView {
             id: a.id,
-            at: time(a.attempted.at),
+            at: rfc3339(a.attempted.at),
             event: a.event,
             request_id: a.request_id,
             attempt: a.attempt,
@@ -255,13 +255,6 @@ pub fn request_url(public_url: &str, id: &str) -> String {
     format!("{public_url}/access-requests/{id}")
 }
 
-/// RFC 3339 with milliseconds, in UTC.
-pub fn time(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl AccessRequestView {
     pub fn new(request: AccessRequest, public_url: &str) -> AccessRequestView {
         let summary = Words::PLAIN.status_sentence(&request);
@@ -274,9 +267,9 @@ impl AccessRequestView {
             requester: request.requester,
             justification: request.justification,
             status: request.status,
-            created_at: time(request.created_at),
-            expires_at: time(request.expires_at),
-            decided_at: request.decided_at.map(time),
+            created_at: rfc3339(request.created_at),
+            expires_at: rfc3339(request.expires_at),
+            decided_at: request.decided_at.map(rfc3339),
             version: request.version,
             approval_groups: request
                 .approval_groups
@@ -285,14 +278,14 @@ impl AccessRequestView {
                     group: g.group,
                     status: GroupViewStatus::of(g.status, request.status),
                     decided_by: g.decided_by,
-                    decided_at: g.decided_at.map(time),
+                    decided_at: g.decided_at.map(rfc3339),
                     via: g.via,
                 })
                 .collect(),
             rejection: request.rejection.map(|r| RejectionView {
                 by: r.by,
                 reason: r.reason,
-                at: time(r.at),
+                at: rfc3339(r.at),
                 via: r.via,
             }),
             result: request.result,
@@ -329,7 +322,7 @@ impl From<AuditEvent> for AuditEventView {
             kind: e.kind,
             actor: e.actor,
             channel: e.channel,
-            at: time(e.at),
+            at: rfc3339(e.at),
             detail: e.detail,
             hash: e.hash,
         }

@@ -11,8 +11,9 @@ use crate::app::{App, open_store, redact, shutdown_signal};
 use crate::audit::{AuditEvent, ChainError, Checkpoint, Head};
 use crate::changes::ChangeHub;
 use crate::config::Config;
+use crate::domain::Clock;
 use crate::domain::Email;
-use crate::service::{Clock, Hoop};
+use crate::service::Hoop;
 use crate::store::{Store, TokenSubject};
 use crate::token::{Operator, Revocation};
 
@@ -267,12 +268,12 @@ pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
         };
         let revoked = token
             .revoked_at
-            .map(crate::view::time)
+            .map(crate::domain::rfc3339)
             .unwrap_or_else(|| "-".into());
         outln!(
             "{:<12} {kind:<6} {subject:<32} {:<25} {revoked}",
             crate::token::id(&token.sha256),
-            crate::view::time(token.created_at)
+            crate::domain::rfc3339(token.created_at)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -86,7 +86,7 @@ impl Webhooks {
         let id = format!("msg_ping_{}", uuid::Uuid::now_v7().simple());
         let body = serde_json::json!({
             "type": "ping",
-            "timestamp": crate::view::time(now),
+            "timestamp": crate::domain::rfc3339(now),
             "data": { "webhook": name },
         });
         let started = Instant::now();
@@ -113,7 +113,7 @@ impl Webhooks {
         }
         let body = serde_json::json!({
             "type": delivery.event,
-            "timestamp": crate::view::time(delivery.event_at),
+            "timestamp": crate::domain::rfc3339(delivery.event_at),
             "data": data,
         });
         Ok(body.to_string().into_bytes())

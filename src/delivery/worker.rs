@@ -289,7 +289,7 @@ impl Worker {
                 tracing::warn!(kind = %delivery.kind, destination = %delivery.destination, "the receiver asked to be switched off; its deliveries stop")
             }
             Next::RetryAt(at) => {
-                tracing::info!(delivery = delivery.id, destination = %delivery.destination, status = ?attempt.status, error = ?attempt.error, retry_at = %crate::view::time(*at), "delivery failed; will retry")
+                tracing::info!(delivery = delivery.id, destination = %delivery.destination, status = ?attempt.status, error = ?attempt.error, retry_at = %crate::domain::rfc3339(*at), "delivery failed; will retry")
             }
             Next::Delivered => {
                 tracing::debug!(delivery = delivery.id, destination = %delivery.destination, "delivered")

@@ -1,6 +1,7 @@
 //! The rules of hoopbot as pure types and functions: who must approve what, and which decisions are
 //! allowed. Nothing here does I/O, so every rule is tested as a plain function.
 
+mod clock;
 mod decision;
 mod names;
 mod policy;
@@ -10,6 +11,7 @@ mod surface;
 mod testing;
 mod you_may;
 
+pub use clock::{Clock, rfc3339};
 pub use decision::{Decision, DecisionError, Outcome, decide};
 pub use names::{ConnectionName, Email, InvalidName};
 pub use policy::{Admission, AutoApproval, Identity, Policy, RequireApprovalFor, admit};

@@ -289,6 +289,6 @@ async fn confirm_link(
         "chat": link.kind,
         "account": link.account,
         "email": link.email,
-        "linked_at": crate::view::time(link.linked_at),
+        "linked_at": crate::domain::rfc3339(link.linked_at),
     })))
 }

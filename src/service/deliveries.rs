@@ -96,7 +96,7 @@ impl Hoop {
                 disabled_at: stats
                     .disabled
                     .as_ref()
-                    .map(|(at, _)| crate::view::time(*at)),
+                    .map(|(at, _)| crate::domain::rfc3339(*at)),
                 disabled_reason: stats.disabled.map(|(_, reason)| reason),
                 pending: stats.pending,
                 delivered: stats.delivered,

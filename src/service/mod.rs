@@ -4,7 +4,6 @@
 //! again, so the answer always reflects the state that actually won.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -14,7 +13,7 @@ use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::delivery::Webhooks;
 use crate::domain::{
-    self, AccessRequest, Admission, ConnectionName, Decision, DecisionError, Email,
+    self, AccessRequest, Admission, Clock, ConnectionName, Decision, DecisionError, Email,
     ExecutionResult, Identity, Millis, Outcome, Rejection, Status, Surface,
 };
 use crate::error::{Error, Result};
@@ -41,42 +40,6 @@ pub const OFFER_TIME: Duration = Duration::from_secs(10);
 const SWEEP_BATCH: i64 = 500;
 pub const MAX_JUSTIFICATION_BYTES: usize = 4096;
 pub const MAX_REASON_BYTES: usize = 4096;
-
-/// This replica's reading of the time, shifted by an offset that tests move forward. Deadlines,
-/// leases and decision times do not come from here directly but from [`Hoop::now`], which asks the
-/// store: on Postgres that is the database's clock, so replicas with skewed clocks still agree.
-#[derive(Clone)]
-pub struct Clock {
-    offset: Arc<AtomicI64>,
-    /// How far this process's own clock is off; only its local readings are (tests use it to
-    /// play a replica whose clock drifted).
-    skew: Millis,
-}
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock::shifted(Arc::new(AtomicI64::new(0)))
-    }
-
-    /// The real clock plus `offset` milliseconds; tests advance the offset instead of sleeping.
-    pub fn shifted(offset: Arc<AtomicI64>) -> Clock {
-        Clock { offset, skew: 0 }
-    }
-
-    /// This clock on a machine whose own clock is `skew` ms off.
-    pub fn skewed(self, skew: Millis) -> Clock {
-        Clock { skew, ..self }
-    }
-
-    /// This process's own reading (system time plus the offset).
-    pub fn now(&self) -> Millis {
-        chrono::Utc::now().timestamp_millis() + self.offset() + self.skew
-    }
-
-    pub fn offset(&self) -> Millis {
-        self.offset.load(Ordering::SeqCst)
-    }
-}
 
 mod accounts;
 mod deliveries;
@@ -255,7 +218,7 @@ impl Hoop {
         match admission {
             Admission::Hold { approval_groups } => {
                 audit.push(AuditEntry::system(AuditKind::Held,
-                    json!({ "approval_groups": approval_groups, "expires_at": crate::view::time(new.expires_at) }),
+                    json!({ "approval_groups": approval_groups, "expires_at": crate::domain::rfc3339(new.expires_at) }),
                 ));
                 new.approval_groups = approval_groups;
             }
@@ -626,7 +589,7 @@ impl Hoop {
                 kind: AuditKind::Started,
                 actor: agent.to_string(),
                 channel: Surface::Agent,
-                detail: json!({ "lease_until": crate::view::time(now + self.lease_ms()) }),
+                detail: json!({ "lease_until": crate::domain::rfc3339(now + self.lease_ms()) }),
             });
             announce(&mut change, &job, &["running"]);
             match self.store.apply(&change).await {
@@ -791,7 +754,7 @@ fn expiry(request: &AccessRequest, now: Millis) -> Change {
     change.decided_at = Some(now);
     change.audit.push(AuditEntry::system(
         AuditKind::Expired,
-        json!({ "expires_at": crate::view::time(request.expires_at) }),
+        json!({ "expires_at": crate::domain::rfc3339(request.expires_at) }),
     ));
     announce(&mut change, request, &["expired"]);
     change

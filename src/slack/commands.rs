@@ -162,7 +162,7 @@ impl Slack {
                     String::new()
                 },
                 escape(&groups.join(", ")),
-                crate::view::time(r.expires_at)
+                crate::domain::rfc3339(r.expires_at)
             )
         };
         let mut out = format!("Linked to *{}*.\n", escape(me.email.as_str()));

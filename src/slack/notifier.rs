@@ -19,8 +19,8 @@ use super::surface::KIND;
 use super::web::{CallError, WebApi};
 use crate::config::{Config, SlackConfig};
 use crate::delivery::{Answer, EVENTS, Notifier, Verdict};
+use crate::domain::Clock;
 use crate::domain::{AccessRequest, Identity, Millis, Status, YouMay, you_may};
-use crate::service::Clock;
 use crate::store::{Delivery, PostedMessage, Route, Store};
 
 /// Slack is one destination: the workspace the bot token belongs to.

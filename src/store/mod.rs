@@ -365,7 +365,7 @@ pub trait Store: Deliveries + Accounts + Send + Sync + 'static {
     /// The time deadlines are measured by: the database's clock on Postgres (shifted by
     /// `clock`'s offset, which tests move), so every replica agrees whatever its own clock says;
     /// `clock` itself on SQLite, which has a single process.
-    async fn now(&self, clock: &crate::service::Clock) -> StoreResult<Millis>;
+    async fn now(&self, clock: &crate::domain::Clock) -> StoreResult<Millis>;
 
     /// Stores a new request with its first audit events and outbox entries, atomically.
     async fn insert_request(

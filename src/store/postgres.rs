@@ -114,7 +114,7 @@ impl PostgresStore {
     /// measured, which is measured again once it is [`CLOCK_REMEASURE`] old, so a busy replica
     /// does not ask the database the time on every call. (Deadlines are checked again by the
     /// database itself as each decision is written.)
-    async fn clock(&self, clock: &crate::service::Clock) -> StoreResult<Millis> {
+    async fn clock(&self, clock: &crate::domain::Clock) -> StoreResult<Millis> {
         if let Some((measured_at, difference)) = *self.clock_difference.lock().expect("clock lock")
             && measured_at.elapsed() < CLOCK_REMEASURE
         {

@@ -175,7 +175,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn now(&self, clock: &$crate::service::Clock) -> StoreResult<Millis> {
+            async fn now(&self, clock: &$crate::domain::Clock) -> StoreResult<Millis> {
                 self.clock(clock).await
             }
 
@@ -399,7 +399,7 @@ macro_rules! sql_store {
                     kind: $crate::audit::AuditKind::Claimed,
                     actor: claim.agent.clone(),
                     channel: $crate::domain::Surface::Agent,
-                    detail: serde_json::json!({ "offer_until": $crate::view::time(claim.offer_until) }),
+                    detail: serde_json::json!({ "offer_until": $crate::domain::rfc3339(claim.offer_until) }),
                 };
                 self.record(&mut tx, &id, claim.now, &[claimed], &[]).await?;
                 tx.commit().await?;

@@ -74,7 +74,7 @@ impl SqliteStore {
     }
 
     /// SQLite has a single process, so its clock is this one's.
-    async fn clock(&self, clock: &crate::service::Clock) -> StoreResult<Millis> {
+    async fn clock(&self, clock: &crate::domain::Clock) -> StoreResult<Millis> {
         Ok(clock.now())
     }
 }

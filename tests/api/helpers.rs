@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use hoopbot::app::App;
 use hoopbot::config::Config;
-use hoopbot::service::{Clock, Hoop};
+use hoopbot::domain::Clock;
+use hoopbot::service::Hoop;
 use hoopbot::store::{Store, TokenSubject};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hoopbot::app::App;
 use hoopbot::config::Config;
-use hoopbot::service::Clock;
+use hoopbot::domain::Clock;
 use hoopbot::store::{Store, TokenSubject};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use hoopbot::app::App;
 use hoopbot::config::Config;
-use hoopbot::service::Clock;
+use hoopbot::domain::Clock;
 
 use crate::helpers::{AUDIT_KEY, Backend, TestDb, inspect, test_config_text};
 use crate::on_both_backends;

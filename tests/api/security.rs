@@ -9,7 +9,7 @@ use std::time::Duration;
 use hoopbot::app::App;
 use hoopbot::audit::{AuditEvent, AuditKey};
 use hoopbot::config::{Config, ConnectionTarget, ConnectionType};
-use hoopbot::service::Clock;
+use hoopbot::domain::Clock;
 use reqwest::StatusCode;
 use sqlx::Connection;
 
