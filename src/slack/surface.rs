@@ -172,7 +172,11 @@ mod tests {
                 Ok(Some(bob()))
             })
             .await;
-        assert_eq!(raced.unwrap(), Some(bob()), "the lookup answers what it read");
+        assert_eq!(
+            raced.unwrap(),
+            Some(bob()),
+            "the lookup answers what it read"
+        );
         let next = memory.recall_or("U1", async { Ok(None) }).await;
         assert_eq!(next.unwrap(), None, "the unlink stands");
     }

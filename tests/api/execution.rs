@@ -61,11 +61,9 @@ async fn restarts_while_jobs_flow_lose_no_job_and_run_none_twice(backend: Backen
             ids.push(reply.body["id"].as_str().unwrap().to_string());
         }
         // Stop everything as soon as this round's jobs are flowing, with more still being claimed.
-        until(
-            Duration::from_secs(30),
-            "this round's jobs run",
-            || async { runs(&target).await.len() > before },
-        )
+        until(Duration::from_secs(30), "this round's jobs run", || async {
+            runs(&target).await.len() > before
+        })
         .await;
         stop.send_replace(true);
         for agent in agents {

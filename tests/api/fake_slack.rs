@@ -411,7 +411,10 @@ pub async fn until_closed(socket: &mut Socket) {
         }
     })
     .await;
-    assert!(closed.is_ok(), "hoopbot did not close the socket within 10 s");
+    assert!(
+        closed.is_ok(),
+        "hoopbot did not close the socket within 10 s"
+    );
 }
 
 /// Slack's Socket Mode messages as python-slack-sdk's tests use them (`tests/data`).
@@ -430,11 +433,7 @@ pub async fn exchange(socket: &mut Socket, envelope: &Value) -> Value {
     let id = &envelope["envelope_id"];
     let acknowledged = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
-            let message = socket
-                .next()
-                .await
-                .expect("the socket stays open")
-                .unwrap();
+            let message = socket.next().await.expect("the socket stays open").unwrap();
             if let Message::Text(text) = message {
                 let ack: Value = serde_json::from_str(&text).unwrap();
                 if ack["envelope_id"] == *id {

@@ -626,7 +626,13 @@ where
 {
     eventually(within, || {
         let holds = check();
-        async move { if holds.await { Ok(()) } else { Err(what.to_string()) } }
+        async move {
+            if holds.await {
+                Ok(())
+            } else {
+                Err(what.to_string())
+            }
+        }
     })
     .await
 }

@@ -798,7 +798,9 @@ async fn the_demo_runs_a_held_command_end_to_end() {
         let stdout = String::from_utf8_lossy(&list.stdout);
         match stdout.lines().nth(1) {
             Some(row) => Ok(row.split_whitespace().next().unwrap().to_string()),
-            None => Err(format!("a pending request in `hoop requests list`: {stdout}")),
+            None => Err(format!(
+                "a pending request in `hoop requests list`: {stdout}"
+            )),
         }
     })
     .await;

@@ -13,9 +13,7 @@ use hoopbot::service::Clock;
 use reqwest::StatusCode;
 use sqlx::Connection;
 
-use crate::helpers::{
-    AUDIT_KEY, Backend, TestApp, TestDb, execute_sql, test_config_text, until,
-};
+use crate::helpers::{AUDIT_KEY, Backend, TestApp, TestDb, execute_sql, test_config_text, until};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -56,7 +54,9 @@ async fn a_revoked_token_stops_working_on_every_replica(backend: Backend) {
     until(
         Duration::from_secs(5),
         "the other replica refuses the revoked token",
-        || async { replica.get("bob@x.com", "/api/v1/me").await.status == StatusCode::UNAUTHORIZED },
+        || async {
+            replica.get("bob@x.com", "/api/v1/me").await.status == StatusCode::UNAUTHORIZED
+        },
     )
     .await;
     assert_eq!(

@@ -266,9 +266,11 @@ async fn acknowledged_writes_survive_a_kill_during_group_commits(backend: Backen
             }
         }));
     }
-    until(Duration::from_secs(60), "100 approvals acknowledged", || async {
-        acknowledged.lock().unwrap().len() >= 100
-    })
+    until(
+        Duration::from_secs(60),
+        "100 approvals acknowledged",
+        || async { acknowledged.lock().unwrap().len() >= 100 },
+    )
     .await;
     server.kill();
     for approver in approvers {
