@@ -17,8 +17,9 @@ use crate::service::Hoop;
 pub const KIND: &str = "slack";
 
 /// How long a Slack user's link is trusted without asking the database again, so a burst of
-/// clicks from one approver costs one lookup. An unlink through this replica takes effect at once;
-/// one through another, within this time (as a revoked token does).
+/// clicks from one approver costs one lookup. An unlink through this replica takes effect at once,
+/// even on a lookup already under way; one through another, within this time (as a revoked token
+/// does).
 const LINK_TTL: Duration = Duration::from_secs(1);
 /// Past this many remembered links, the expired ones are dropped (or, if none, all).
 const REMEMBERED_LINKS: usize = 10_000;
