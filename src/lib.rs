@@ -14,6 +14,7 @@ pub mod display;
 pub mod doctor;
 pub mod domain;
 pub mod error;
+pub mod expiring;
 pub mod http;
 pub mod retry;
 pub mod sentences;

@@ -7,7 +7,6 @@
 //! One delivery may take several calls. Each copy's progress is saved as it is made, so a retry
 //! (after a 429, a 500, a timeout) picks up where the last attempt stopped.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,8 +18,8 @@ use super::surface::KIND;
 use super::web::{CallError, WebApi};
 use crate::config::{Config, SlackConfig};
 use crate::delivery::{Answer, EVENTS, Notifier, Verdict};
-use crate::domain::Clock;
-use crate::domain::{AccessRequest, Identity, Millis, Status, YouMay, you_may};
+use crate::domain::{AccessRequest, Clock, Identity, Millis, Status, YouMay, you_may};
+use crate::expiring::ExpiringMap;
 use crate::store::{Delivery, PostedMessage, Route, Store};
 
 /// Slack is one destination: the workspace the bot token belongs to.
@@ -470,20 +469,25 @@ impl From<Duration> for Failure {
     }
 }
 
+/// Channels whose pace is remembered at most; past that, the free ones are forgotten.
+const PACED_CHANNELS: usize = 10_000;
+
 /// Spaces messages to one channel `interval` apart (Slack allows about one a second per channel),
 /// within this replica. Times are the service's clock, the one deliveries are scheduled by.
 struct Pacer {
     interval: Millis,
     clock: Clock,
-    next: Mutex<HashMap<String, Millis>>,
+    /// Channel → when it may next be posted to; forgotten once that time has come.
+    next: Mutex<ExpiringMap<String, Millis, Millis>>,
 }
 
 impl Pacer {
     fn new(interval: Duration, clock: Clock) -> Pacer {
+        let now = clock.clone();
         Pacer {
             interval: interval.as_millis() as Millis,
             clock,
-            next: Mutex::new(HashMap::new()),
+            next: Mutex::new(ExpiringMap::with_clock(PACED_CHANNELS, move || now.now())),
         }
     }
 
@@ -492,16 +496,14 @@ impl Pacer {
     async fn slot(&self, channel: &str) -> Result<(), Duration> {
         let wait = {
             let mut next = self.next.lock().expect("pacer lock");
-            let now = self.clock.now();
-            if next.len() > 10_000 {
-                next.retain(|_, at| *at > now);
-            }
-            let at = next.get(channel).copied().unwrap_or(now).max(now);
+            let now = next.now();
+            let at = next.get(channel).copied().unwrap_or(now);
             let wait = Duration::from_millis((at - now) as u64);
             if wait > MAX_PACING_WAIT {
                 return Err(wait);
             }
-            next.insert(channel.to_string(), at + self.interval);
+            let after = at + self.interval;
+            next.insert(channel.to_string(), after, after);
             wait
         };
         tokio::time::sleep(wait).await;
@@ -511,9 +513,9 @@ impl Pacer {
     /// Sends nothing more to `channel` for `after` (Slack's Retry-After).
     fn hold(&self, channel: &str, after: Duration) {
         let mut next = self.next.lock().expect("pacer lock");
-        let until = self.clock.now() + after.as_millis() as Millis;
-        let at = next.entry(channel.to_string()).or_insert(until);
-        *at = (*at).max(until);
+        let until = next.now() + after.as_millis() as Millis;
+        let at = next.get(channel).map_or(until, |at| (*at).max(until));
+        next.insert(channel.to_string(), at, at);
     }
 }
 

@@ -13,6 +13,13 @@ use tokio::sync::watch;
 use super::surface::Slack;
 use super::web::Connector;
 
+/// Sockets kept open at once. Slack hands each envelope to any open socket of the app, and asks a
+/// socket to go (`disconnect`) from time to time; with two, one is still there while the other
+/// reconnects. They are opened `STAGGER` apart.
+pub const SOCKETS: u32 = 2;
+/// How long after one socket the next is opened (slack-morphism's default).
+const STAGGER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Listens until `stop` turns true.
 pub async fn run(slack: Arc<Slack>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let Some(app_token) = slack.config.app_token.as_ref() else {
@@ -28,7 +35,9 @@ pub async fn run(slack: Arc<Slack>, mut stop: watch::Receiver<bool>) -> anyhow::
         .with_command_events(on_command)
         .with_interaction_events(on_interaction);
     let listener = SlackClientSocketModeListener::new(
-        &SlackClientSocketModeConfig::new(),
+        &SlackClientSocketModeConfig::new()
+            .with_max_connections_count(SOCKETS)
+            .with_initial_backoff_in_seconds(STAGGER.as_secs()),
         environment,
         callbacks,
     );

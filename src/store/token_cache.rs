@@ -3,67 +3,69 @@
 //! An entry says "this token was active a moment ago" and is trusted for [`TOKEN_TTL`] at most.
 //! Revoking through this store empties the cache at once, and so does hearing that another replica
 //! or process revoked tokens (Postgres NOTIFY); a lookup that raced with a revocation is not
-//! cached. So a revoked token stops working at once on the replica that revoked it and on every
+//! cached (the guard of [`ExpiringMap`], which holds the entries). So a revoked token stops working at once on the replica that revoked it and on every
 //! replica that hears of it, and within [`TOKEN_TTL`] everywhere else (a `hoop token revoke` run
 //! against a SQLite file, which cannot tell the running server).
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::TokenSubject;
+use crate::expiring::{ExpiringMap, Generation};
 
 /// How long a successful lookup is trusted without asking the database again.
 pub const TOKEN_TTL: Duration = Duration::from_secs(1);
-/// Entries kept at most; past that the cache starts afresh (each entry is re-read once).
+/// Entries kept at most; past that the expired ones are dropped (or, if none, all).
 const MAX_ENTRIES: usize = 10_000;
 
-#[derive(Default)]
 pub(super) struct TokenCache {
-    state: Mutex<State>,
+    /// Token SHA-256 → the subject the database said was active.
+    entries: Mutex<ExpiringMap<String, TokenSubject>>,
 }
 
-#[derive(Default)]
-struct State {
-    /// Token SHA-256 → subject and when the database said it was active.
-    entries: HashMap<String, (TokenSubject, Instant)>,
-    /// Goes up on every revocation, so a lookup that started before one is not cached after it.
-    generation: u64,
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            entries: Mutex::new(ExpiringMap::new(MAX_ENTRIES)),
+        }
+    }
 }
 
 impl TokenCache {
     /// The subject of an active token, if it was looked up within [`TOKEN_TTL`].
     pub(super) fn get(&self, sha256: &str) -> Option<TokenSubject> {
-        let state = self.state.lock().expect("token cache lock");
-        let (subject, checked_at) = state.entries.get(sha256)?;
-        (checked_at.elapsed() < TOKEN_TTL).then(|| subject.clone())
+        self.lock().get(sha256).cloned()
     }
 
     /// Where revocations stand; read before a database lookup and passed to [`Self::put`].
-    pub(super) fn generation(&self) -> u64 {
-        self.state.lock().expect("token cache lock").generation
+    pub(super) fn generation(&self) -> Generation {
+        self.lock().generation()
     }
 
-    /// Remembers what a database lookup that began at `generation` found, unless tokens were
-    /// revoked since it began.
-    pub(super) fn put(&self, sha256: &str, subject: &TokenSubject, generation: u64, at: Instant) {
-        let mut state = self.state.lock().expect("token cache lock");
-        if state.generation != generation {
-            return;
-        }
-        if state.entries.len() >= MAX_ENTRIES {
-            state.entries.clear();
-        }
-        state
-            .entries
-            .insert(sha256.to_string(), (subject.clone(), at));
+    /// Remembers what a database lookup that began at `generation` (at time `at`) found, unless
+    /// tokens were revoked since it began.
+    pub(super) fn put(
+        &self,
+        sha256: &str,
+        subject: &TokenSubject,
+        generation: Generation,
+        at: Instant,
+    ) {
+        self.lock().insert_unless_removed_since(
+            generation,
+            sha256.to_string(),
+            subject.clone(),
+            at + TOKEN_TTL,
+        );
     }
 
     /// Forgets every entry: some token was revoked.
     pub(super) fn revoked(&self) {
-        let mut state = self.state.lock().expect("token cache lock");
-        state.generation += 1;
-        state.entries.clear();
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExpiringMap<String, TokenSubject>> {
+        self.entries.lock().expect("token cache lock")
     }
 }
 

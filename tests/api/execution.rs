@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::helpers::{Backend, Reply, TestApp};
+use crate::helpers::{Backend, Reply, TestApp, until};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -61,9 +61,10 @@ async fn restarts_while_jobs_flow_lose_no_job_and_run_none_twice(backend: Backen
             ids.push(reply.body["id"].as_str().unwrap().to_string());
         }
         // Stop everything as soon as this round's jobs are flowing, with more still being claimed.
-        while runs(&target).await.len() == before {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until(Duration::from_secs(30), "this round's jobs run", || async {
+            runs(&target).await.len() > before
+        })
+        .await;
         stop.send_replace(true);
         for agent in agents {
             agent.await.unwrap().unwrap();
@@ -765,26 +766,19 @@ async fn a_killed_agent_leaves_its_job_failed_and_never_rerun(backend: Backend) 
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the job is running and has started its work.
-    let mut version = 0;
-    loop {
-        let status = app.request(&id).await["status"].clone();
-        assert!(
-            status == "approved" || status == "running",
-            "the job ended before the agent could be killed: {status}"
-        );
-        if marker.exists() && status == "running" {
-            break;
-        }
-        let waited = app
-            .get(
-                "alice@x.com",
-                &format!("/api/v1/access-requests/{id}/wait?version={version}&timeout_s=5"),
-            )
-            .await;
-        version = waited.body["version"].as_i64().unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        Duration::from_secs(30),
+        "the job is running and has started its work",
+        || async {
+            let status = app.request(&id).await["status"].clone();
+            assert!(
+                status == "approved" || status == "running",
+                "the job ended before the agent could be killed: {status}"
+            );
+            marker.exists() && status == "running"
+        },
+    )
+    .await;
     agent.kill().unwrap(); // SIGKILL: no chance to report
     agent.wait().unwrap();
 

@@ -326,10 +326,12 @@ pub fn reason_form(user: &str, view: &Value, reason: &str) -> String {
 }
 
 /// A fake of Slack's Socket Mode side: a WebSocket server on loopback that `apps.connections.open`
-/// points at. Each connection hoopbot opens is handed to the test, which plays Slack on it.
+/// points at. Each connection hoopbot opens is counted and handed to the test, in the order they
+/// were opened; the test plays Slack on it.
 pub struct SocketServer {
     url: String,
     accepted: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Socket>>,
+    opened: Arc<AtomicU64>,
     server: JoinHandle<()>,
 }
 
@@ -346,9 +348,12 @@ impl SocketServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/link/?ticket=test", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let opened = Arc::new(AtomicU64::new(0));
+        let counter = opened.clone();
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 if let Ok(socket) = tokio_tungstenite::accept_async(stream).await {
+                    counter.fetch_add(1, Ordering::SeqCst);
                     let _ = tx.send(socket);
                 }
             }
@@ -356,6 +361,7 @@ impl SocketServer {
         SocketServer {
             url,
             accepted: tokio::sync::Mutex::new(rx),
+            opened,
             server,
         }
     }
@@ -364,7 +370,12 @@ impl SocketServer {
         &self.url
     }
 
-    /// The next connection hoopbot opens, greeted with Slack's `hello`.
+    /// How many WebSocket connections hoopbot has opened so far.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    /// The next connection hoopbot opens (in the order opened), greeted with Slack's `hello`.
     pub async fn next(&self) -> Socket {
         use futures_util::SinkExt;
         let mut socket = tokio::time::timeout(std::time::Duration::from_secs(20), async {
@@ -387,6 +398,25 @@ impl SocketServer {
     }
 }
 
+/// Returns once hoopbot has closed `socket` (a close frame, or the connection ends).
+pub async fn until_closed(socket: &mut Socket) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "hoopbot did not close the socket within 10 s"
+    );
+}
+
 /// Slack's Socket Mode messages as python-slack-sdk's tests use them (`tests/data`).
 pub fn envelopes() -> Value {
     serde_json::from_str(include_str!("../data/slack-socket-mode-envelopes.json")).unwrap()
@@ -401,17 +431,18 @@ pub async fn exchange(socket: &mut Socket, envelope: &Value) -> Value {
         .await
         .unwrap();
     let id = &envelope["envelope_id"];
-    loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
-            .await
-            .expect("an acknowledgement within 10 s")
-            .expect("the socket stays open")
-            .unwrap();
-        if let Message::Text(text) = message {
-            let ack: Value = serde_json::from_str(&text).unwrap();
-            if ack["envelope_id"] == *id {
-                return ack;
+    let acknowledged = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let message = socket.next().await.expect("the socket stays open").unwrap();
+            if let Message::Text(text) = message {
+                let ack: Value = serde_json::from_str(&text).unwrap();
+                if ack["envelope_id"] == *id {
+                    return ack;
+                }
             }
         }
-    }
+    });
+    acknowledged
+        .await
+        .unwrap_or_else(|_| panic!("no acknowledgement of {id} within 10 s"))
 }

@@ -449,9 +449,11 @@ impl TestApp {
 
     /// Returns once someone is waiting on request `id` on this server.
     pub async fn until_parked(&self, id: &str) {
-        while self.hoop.changes.watchers(id) == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let what = format!("someone waiting on {id}");
+        until(Duration::from_secs(10), &what, || async {
+            self.hoop.changes.watchers(id) > 0
+        })
+        .await
     }
 
     /// Submits as alice on prod-db and returns the new request's id.
@@ -600,4 +602,50 @@ async fn start_with(database_url: &str, clock: Clock, extra_config: &str) -> (Ho
         .without_background_deliveries()
         .without_embedded_agent();
     (app.hoop.clone(), app)
+}
+
+/// How often [`eventually`] asks again.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+
+/// Asks `check` until it answers `Ok`, and returns that; `Err` says what is still missing. Fails
+/// the test with the last such answer if none is `Ok` within `within` (a check that hangs counts
+/// against the same deadline).
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = String::from("the check never finished");
+    loop {
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Ok(done)) => return done,
+            Ok(Err(missing)) => last = missing,
+            Err(_) => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {last}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Waits until `check` holds; fails the test saying `what` was awaited if not within `within`.
+pub async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually(within, || {
+        let holds = check();
+        async move {
+            if holds.await {
+                Ok(())
+            } else {
+                Err(what.to_string())
+            }
+        }
+    })
+    .await
 }

@@ -163,9 +163,13 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let health = format!("http://{}/healthz", server.addr);
     let holder = TcpStream::connect(server.addr).await.unwrap();
     // Once the holder has the only slot, the next connection is not served…
-    let waiting = tokio::spawn(async move { reqwest::get(health).await.unwrap().status() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "a second connection was served");
+    let mut waiting = tokio::spawn(async move { reqwest::get(health).await.unwrap().status() });
+    // That it is not served can only be watched for a while.
+    let served = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+    assert!(
+        served.is_err(),
+        "a second connection was served: {served:?}"
+    );
     // …until the holder goes away.
     drop(holder);
     let status = tokio::time::timeout(GENEROUS, waiting)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::Connection;
 
-use crate::helpers::{POSTGRES_ENV, postgres_url, replace_database};
+use crate::helpers::{POSTGRES_ENV, eventually, postgres_url, replace_database, until};
 
 pub const MYSQL_ENV: &str = "HOOP_TEST_MYSQL_URL";
 
@@ -141,15 +141,15 @@ timeout = "{timeout}"
     }
 
     async fn until_healthy(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("hoop serve did not come up at {}", self.url);
+        let what = format!("hoop serve comes up at {}", self.url);
+        until(Duration::from_secs(10), &what, || async {
+            self.http
+                .get(format!("{}/healthz", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
     }
 
     /// `hoop exec target …` as alice, started in the background with its output captured.
@@ -196,7 +196,7 @@ timeout = "{timeout}"
 
     /// The id of the pending request, once `hoop exec` has submitted it.
     pub async fn pending_request(&self) -> String {
-        for _ in 0..200 {
+        eventually(Duration::from_secs(10), || async {
             let page = self
                 .api(
                     "bob@x.com",
@@ -205,12 +205,12 @@ timeout = "{timeout}"
                     None,
                 )
                 .await;
-            if let Some(id) = page["items"][0]["id"].as_str() {
-                return id.to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no pending request appeared");
+            page["items"][0]["id"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| "a pending request (none yet)".to_string())
+        })
+        .await
     }
 
     pub async fn approve_as_both(&self, id: &str) {
@@ -336,14 +336,22 @@ async fn a_terminal_gets_a_spinner_with_group_progress() {
             None,
         )
         .await;
-    while !String::from_utf8_lossy(&screen).contains("dba-team ✓ bob@x.com · security …") {
-        screen.extend(
-            chunks
-                .recv()
-                .await
-                .expect("exec ended before showing bob's approval"),
-        );
-    }
+    let shown = tokio::time::timeout(Duration::from_secs(30), async {
+        while !String::from_utf8_lossy(&screen).contains("dba-team ✓ bob@x.com · security …") {
+            screen.extend(
+                chunks
+                    .recv()
+                    .await
+                    .expect("exec ended before showing bob's approval"),
+            );
+        }
+    })
+    .await;
+    assert!(
+        shown.is_ok(),
+        "exec did not show bob's approval within 30 s: {}",
+        String::from_utf8_lossy(&screen)
+    );
     stack
         .api(
             "sam@x.com",
@@ -352,9 +360,17 @@ async fn a_terminal_gets_a_spinner_with_group_progress() {
             None,
         )
         .await;
-    while let Some(chunk) = chunks.recv().await {
-        screen.extend(chunk);
-    }
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = chunks.recv().await {
+            screen.extend(chunk);
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "exec did not end within 60 s: {}",
+        String::from_utf8_lossy(&screen)
+    );
     let code = tokio::task::spawn_blocking(move || exec.wait())
         .await
         .unwrap()
@@ -774,18 +790,20 @@ async fn the_demo_runs_a_held_command_end_to_end() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut id = String::new();
-    for _ in 0..200 {
+    let id = eventually(Duration::from_secs(10), || async {
         let list = as_user("BOB")
             .args(["requests", "list", "--status", "pending"])
             .output()
             .unwrap();
-        if let Some(row) = String::from_utf8_lossy(&list.stdout).lines().nth(1) {
-            id = row.split_whitespace().next().unwrap().to_string();
-            break;
+        let stdout = String::from_utf8_lossy(&list.stdout);
+        match stdout.lines().nth(1) {
+            Some(row) => Ok(row.split_whitespace().next().unwrap().to_string()),
+            None => Err(format!(
+                "a pending request in `hoop requests list`: {stdout}"
+            )),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     for approver in ["BOB", "SAM"] {
         let out = as_user(approver)
             .args(["requests", "approve", &id])

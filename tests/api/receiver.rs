@@ -108,19 +108,18 @@ impl Receiver {
     /// Waits until at least `n` requests have arrived and returns them all; fails the test, with
     /// what did arrive, if that takes longer than `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        crate::helpers::eventually(timeout, || async {
             let requests = self.requests();
             if requests.len() >= n {
-                return requests;
+                Ok(requests)
+            } else {
+                Err(format!(
+                    "expected {n} webhook requests, got {}: {requests:#?}",
+                    requests.len()
+                ))
             }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} webhook requests within {timeout:?}, got {}: {requests:#?}",
-                requests.len()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
     }
 }
 

@@ -181,14 +181,12 @@ async fn an_agent_cannot_forge_server_log_lines() {
         .unwrap();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let healthy = async {
-        while http.get(format!("{base}/healthz")).send().await.is_err() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), healthy)
-        .await
-        .expect("the server comes up");
+    crate::helpers::until(
+        std::time::Duration::from_secs(30),
+        "the server comes up",
+        || async { http.get(format!("{base}/healthz")).send().await.is_ok() },
+    )
+    .await;
     let forged = "FORGED  INFO hoopbot::service: job finished status=executed";
     let reply = http
         .post(format!("{base}/api/v1/agent/jobs/x%0A{forged}/refuse"))

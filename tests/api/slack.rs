@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fake_slack::{self, CHANNEL, Failure, FakeSlack, send_signed};
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, eventually};
 use crate::on_both_backends;
 use crate::webhooks::drain;
 
@@ -139,17 +139,15 @@ async fn click(app: &TestApp, user: &str, card: &Value, text: &str) -> reqwest::
 
 /// Waits for the fake to have received `n` calls of `method` (replies sent after the ack).
 async fn until_calls(slack: &FakeSlack, method: &str, n: usize) -> Vec<fake_slack::Call> {
-    for _ in 0..200 {
+    eventually(Duration::from_secs(10), || async {
         let calls = slack.calls_of(method);
         if calls.len() >= n {
-            return calls;
+            Ok(calls)
+        } else {
+            Err(format!("expected {n} calls of {method}, got {calls:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "expected {n} calls of {method}, got {:?}",
-        slack.calls_of(method)
-    );
+    })
+    .await
 }
 
 /// The card posted to the channel, as last posted or updated.
@@ -768,10 +766,12 @@ async fn the_events_url_answers_its_challenge_and_unknown_commands_get_help() {
 }
 
 /// Socket Mode against a fake Slack socket: envelopes are acknowledged with their `envelope_id`
-/// (a command's with its answer), a click decides before its acknowledgement, and hoopbot
-/// reconnects after a `disconnect` message and after the socket drops.
+/// (a command's with its answer), a click decides before its acknowledgement, and after Slack asks
+/// a socket to go (`disconnect`), or a socket drops, hoopbot opens one new connection, which
+/// handles the next envelope.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_mode_acknowledges_envelopes_and_reconnects() {
+    use hoopbot::slack::socket_mode::SOCKETS;
     let socket_server = fake_slack::SocketServer::start().await;
     let slack = FakeSlack::start().await;
     slack.socket_url(socket_server.url());
@@ -807,7 +807,15 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
         .await;
     assert_eq!(linked.status, StatusCode::OK);
 
-    // A `disconnect` message: hoopbot opens a new socket.
+    // hoopbot keeps SOCKETS sockets, the later ones opened a few seconds after the first: once
+    // all are open, any further connection is a reconnect.
+    let mut others = Vec::new();
+    for _ in 1..SOCKETS {
+        others.push(socket_server.next().await);
+    }
+    assert_eq!(socket_server.opened(), u64::from(SOCKETS));
+
+    // A `disconnect` message: hoopbot leaves that socket and opens one new connection.
     use futures_util::SinkExt;
     socket
         .send(tokio_tungstenite::tungstenite::Message::text(
@@ -815,9 +823,11 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
         ))
         .await
         .unwrap();
+    fake_slack::until_closed(&mut socket).await;
     let mut socket = socket_server.next().await;
+    assert_eq!(socket_server.opened(), u64::from(SOCKETS) + 1);
 
-    // A click through the new socket: decided before it is acknowledged.
+    // A click through the new connection: decided before it is acknowledged.
     let id = app.held("DELETE FROM carts").await;
     drain(&app.hoop.delivery_worker()).await;
     let card = channel_card(&slack);
@@ -838,10 +848,21 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
     assert_eq!(request["approval_groups"][0]["decided_by"], "bob@x.com");
     assert_eq!(request["approval_groups"][0]["via"], "slack");
 
-    // The socket drops without a word: hoopbot connects again.
+    // The socket drops without a word: hoopbot connects again, once, and answers through it.
     drop(socket);
-    let _again = socket_server.next().await;
-    assert!(slack.calls_of("apps.connections.open").len() >= 3);
+    let mut socket = socket_server.next().await;
+    assert_eq!(socket_server.opened(), u64::from(SOCKETS) + 2);
+    let mut status = command.clone();
+    status["envelope_id"] = json!("c0ffee00-0000-4000-8000-000000000002");
+    status["payload"]["text"] = json!("status");
+    let ack = fake_slack::exchange(&mut socket, &status).await;
+    let answer = ack["payload"]["text"].as_str().unwrap_or_default();
+    assert!(answer.starts_with("Linked to *bob@x.com*"), "{ack}");
+    assert_eq!(
+        slack.calls_of("apps.connections.open").len() as u64,
+        socket_server.opened(),
+        "one apps.connections.open per connection"
+    );
 }
 
 /// `hoop doctor`'s checks: what works is said, and what does not says what to fix.

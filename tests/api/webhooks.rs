@@ -9,7 +9,7 @@ use hoopbot::delivery::{Step, Worker};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, eventually};
 use crate::on_both_backends;
 use crate::receiver::{Receiver, Reply};
 
@@ -714,8 +714,26 @@ async fn replicas_deliver_each_event_once_and_finish_a_killed_replicas_delivery(
         assert_eq!(reply.status(), StatusCode::OK);
     }
     receiver.wait_for(2 + 40, Duration::from_secs(30)).await;
-    // A moment for any duplicate to arrive before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every delivery recorded as delivered at its first attempt: attempts are counted when a
+    // replica claims a delivery, before it sends, so no duplicate can be on its way after this.
+    let store = hoopbot::store::connect(&db.url, hoopbot::changes::ChangeHub::new(), None)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let settled = eventually(Duration::from_secs(30), || async {
+        let deliveries = store.deliveries_of(&ids).await.unwrap();
+        if deliveries.len() == 40
+            && deliveries
+                .iter()
+                .all(|d| d.state == hoopbot::store::DeliveryState::Delivered)
+        {
+            Ok(deliveries)
+        } else {
+            Err(format!("40 deliveries delivered: {deliveries:#?}"))
+        }
+    })
+    .await;
+    assert!(settled.iter().all(|d| d.attempts == 1), "{settled:#?}");
     let all = receiver.requests().into_iter().skip(2).collect::<Vec<_>>();
     assert!(all.iter().all(|r| r.verified));
     let mut per_event = std::collections::HashMap::new();
@@ -729,9 +747,6 @@ async fn replicas_deliver_each_event_once_and_finish_a_killed_replicas_delivery(
     );
     assert!(per_event.values().all(|&n| n == 1), "{per_event:?}");
 
-    let store = hoopbot::store::connect(&db.url, hoopbot::changes::ChangeHub::new(), None)
-        .await
-        .unwrap();
     let first_deliveries = store.deliveries_of(&[first.as_str()]).await.unwrap();
     assert_eq!(first_deliveries.len(), 1);
     assert_eq!(

@@ -266,9 +266,12 @@ async fn acknowledged_writes_survive_a_kill_during_group_commits(backend: Backen
             }
         }));
     }
-    while acknowledged.lock().unwrap().len() < 100 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until(
+        Duration::from_secs(60),
+        "100 approvals acknowledged",
+        || async { acknowledged.lock().unwrap().len() >= 100 },
+    )
+    .await;
     server.kill();
     for approver in approvers {
         approver.await.unwrap();
@@ -322,18 +325,14 @@ impl Drop for ServerProcess {
 }
 
 pub async fn until_ready(http: &reqwest::Client, port: u16) {
-    for _ in 0..200 {
-        if let Ok(reply) = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
+    let what = format!("hoop serve on port {port} becomes ready");
+    until(Duration::from_secs(10), &what, || async {
+        http.get(format!("http://127.0.0.1:{port}/readyz"))
             .send()
             .await
-            && reply.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("hoop serve did not become ready");
+            .is_ok_and(|reply| reply.status().is_success())
+    })
+    .await
 }
 
 /// The whole audit trail verifies against the test key.

@@ -222,10 +222,11 @@ mod tests {
         }
     }
 
-    /// Whether `pid` is gone (or a zombie waiting to be reaped), polling a while since SIGKILL
-    /// is delivered asynchronously.
+    /// Whether `pid` is gone (or a zombie waiting to be reaped) within 5 s: SIGKILL is
+    /// delivered asynchronously.
     async fn dies(pid: i32) -> bool {
-        for _ in 0..100 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
             match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => return true,
                 // The state follows the parenthesised command name.
@@ -236,10 +237,10 @@ mod tests {
                 {
                     return true;
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(_) if tokio::time::Instant::now() >= deadline => return false,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
-        false
     }
 
     #[tokio::test]
@@ -341,6 +342,8 @@ mod tests {
         let target = program(&["bash"]);
         // Boxed, so that dropping it really drops the execution.
         let mut running = Box::pin(execute(&target, &script));
+        // The script runs (polled alongside) until it has written both pids.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let written = loop {
             tokio::select! {
                 _ = &mut running => panic!("the script should still be running"),
@@ -348,21 +351,15 @@ mod tests {
             }
             match std::fs::read_to_string(&pids) {
                 Ok(text) if text.ends_with('\n') => break text,
-                _ => continue,
+                _ => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the script wrote no pids within 10 s"
+                ),
             }
         };
         drop(running);
         for pid in written.split_whitespace() {
             let pid: i32 = pid.parse().expect("a pid");
-            eprintln!(
-                "DEBUG {pid}: {:?}",
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            eprintln!(
-                "DEBUG {pid}: {:?}",
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            );
             assert!(dies(pid).await, "process {pid} survived the cancellation");
         }
     }
