@@ -25,6 +25,7 @@ mod group_commit;
 mod postgres;
 mod sqlite;
 mod token_cache;
+mod write_plan;
 
 pub use accounts::{Accounts, LinkedAccount, Redeemed};
 pub use deliveries::{

@@ -670,6 +670,11 @@ macro_rules! sql_store {
                 })
             }
 
+            /// Commits `writes` in one transaction, one statement per kind of row, as
+            /// `write_plan` lays them out: new requests and their groups, the requests decisions
+            /// are made on (one read), every compare-and-set (one `update … from` returning the
+            /// ids that won), the winners' group approvals, outbox entries, then the audit chain,
+            /// whose head stays locked until commit, so it comes last.
             async fn try_commit(&mut self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
                 use sqlx::{ConnectOptions, Connection};
                 let conn = match &mut self.connection {
@@ -678,29 +683,8 @@ macro_rules! sql_store {
                 };
                 let mut tx = conn.begin_with($write_begin).await?;
 
-                // New requests and their approval groups.
-                let mut requests = Vec::new();
-                let mut groups = Vec::new();
-                for write in writes {
-                    if let Write::Insert { new, .. } = write {
-                        requests.push(rows::NewRequest {
-                            id: &new.id,
-                            connection: &new.connection,
-                            command: &new.command,
-                            command_sha256: &new.command_sha256,
-                            requester: &new.requester,
-                            justification: new.justification.as_deref(),
-                            status: new.status.as_str(),
-                            created_at: new.created_at,
-                            expires_at: new.expires_at,
-                            decided_at: new.decided_at,
-                        });
-                        for (position, group) in new.approval_groups.iter().enumerate() {
-                            groups.push(rows::Group { id: &new.id, position, group });
-                        }
-                    }
-                }
-                if !requests.is_empty() {
+                let inserts = write_plan::inserts(writes);
+                if !inserts.requests.is_empty() {
                     sqlx::query(concat!(
                         "insert into access_request (id, connection, command, command_sha256, requester, \
                          justification, status, created_at, expires_at, decided_at, version) \
@@ -710,32 +694,24 @@ macro_rules! sql_store {
                          cast(c.value ->> 'expires_at' as bigint), cast(c.value ->> 'decided_at' as bigint), 1 \
                          from ", $json_rows, " order by c.key"
                     ))
-                    .bind(json_array(&requests))
-                    .bind(requests.len() as i64)
+                    .bind(json_array(&inserts.requests))
+                    .bind(inserts.requests.len() as i64)
                     .execute(&mut *tx)
                     .await?;
                 }
-                if !groups.is_empty() {
+                if !inserts.groups.is_empty() {
                     sqlx::query(concat!(
                         "insert into access_request_approval (request_id, position, group_name, status) \
                          select c.value ->> 'id', cast(c.value ->> 'position' as bigint), c.value ->> 'group', \
                          'pending' from ", $json_rows
                     ))
-                    .bind(json_array(&groups))
-                    .bind(groups.len() as i64)
+                    .bind(json_array(&inserts.groups))
+                    .bind(inserts.groups.len() as i64)
                     .execute(&mut *tx)
                     .await?;
                 }
 
-                // The requests decisions are made on, read in this transaction: on SQLite it holds
-                // the write lock, so they cannot change before the compare-and-set below.
-                let reads: Vec<rows::Id> = writes
-                    .iter()
-                    .filter_map(|write| match write {
-                        Write::Decide { request_id, .. } => Some(rows::Id { id: request_id }),
-                        _ => None,
-                    })
-                    .collect();
+                let reads = write_plan::reads(writes);
                 let mut read = std::collections::HashMap::new();
                 if !reads.is_empty() {
                     let sql = format!(
@@ -752,52 +728,13 @@ macro_rules! sql_store {
                         read.insert(request.id.clone(), request);
                     }
                 }
-                // Each write's change: an `Apply` as given, a `Decide` as it makes it of its read.
-                let made: Vec<Option<Change>> = writes
-                    .iter()
-                    .map(|write| match write {
-                        Write::Decide { request_id, decide } => read.get(request_id).and_then(|r| decide(r)),
-                        _ => None,
-                    })
-                    .collect();
-                let change_of = |i: usize| -> Option<&Change> {
-                    match &writes[i] {
-                        Write::Apply(change) => Some(change),
-                        Write::Decide { .. } => made[i].as_ref(),
-                        Write::Insert { .. } | Write::Audit { .. } => None,
-                    }
-                };
+                let plan = write_plan::Plan::new(writes, read);
 
-                // The compare-and-sets, all in one statement: a change applies only if its request
-                // is still at the version and status it was read at. On Postgres the deadline is
-                // also checked against the database's clock at the moment of the update, so no
-                // decision lands after it, however late it commits.
-                let mut changes = Vec::new();
-                for change in (0..writes.len()).filter_map(change_of) {
-                    let rejection = change.rejection.as_ref();
-                    let result = change
-                        .result
-                        .as_ref()
-                        .map(serde_json::to_string)
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    changes.push(rows::Change {
-                        id: &change.request_id,
-                        expected_version: change.expected_version,
-                        expected_status: change.expected_status.as_str(),
-                        status: change.status.map(|s| s.as_str()),
-                        decided_at: change.decided_at,
-                        rejected_by: rejection.map(|r| r.by.as_str()),
-                        rejection_reason: rejection.map(|r| r.reason.as_str()),
-                        rejected_at: rejection.map(|r| r.at),
-                        rejected_via: rejection.map(|r| r.via.as_str()),
-                        result,
-                        lease_until: change.lease_until,
-                        before_deadline: change.before_deadline,
-                    });
-                }
+                // On Postgres the deadline is also checked against the database's clock at the
+                // moment of the update, so no decision lands after it, however late it commits.
+                let compare_and_sets = plan.compare_and_sets()?;
                 let mut won = std::collections::HashSet::new();
-                if !changes.is_empty() {
+                if !compare_and_sets.is_empty() {
                     let rows = sqlx::query(concat!(
                         "update access_request set version = access_request.version + 1, \
                          status = coalesce(c.value ->> 'status', access_request.status), \
@@ -816,37 +753,18 @@ macro_rules! sql_store {
                         $decision_time,
                         ") returning id"
                     ))
-                    .bind(json_array(&changes))
-                    .bind(changes.len() as i64)
+                    .bind(json_array(&compare_and_sets))
+                    .bind(compare_and_sets.len() as i64)
                     .fetch_all(&mut *tx)
                     .await?;
                     for row in rows {
                         won.insert(row.try_get::<String, _>("id")?);
                     }
                 }
-                // The changes that won, by the index of their write.
-                let applied: Vec<&Change> = (0..writes.len())
-                    .filter_map(change_of)
-                    .filter(|change| won.contains(&change.request_id))
-                    .collect();
+                let settled = plan.settle(&won);
 
-                // Group approvals of the changes that won. The compare-and-set held the version
-                // the decision was made on, so each group is still pending.
-                let approvals: Vec<rows::Approval> = applied
-                    .iter()
-                    .filter_map(|change| {
-                        let decision = change.group_approval.as_ref()?;
-                        Some(rows::Approval {
-                            id: &change.request_id,
-                            group: &decision.group,
-                            by: &decision.by,
-                            at: change.at,
-                            via: &decision.via,
-                        })
-                    })
-                    .collect();
-                if !approvals.is_empty() {
-                    let expected = approvals.len() as u64;
+                if !settled.approvals.is_empty() {
+                    let expected = settled.approvals.len() as u64;
                     let approved = sqlx::query(concat!(
                         "update access_request_approval set status = 'approved', \
                          decided_by = c.value ->> 'by', decided_at = cast(c.value ->> 'at' as bigint), \
@@ -855,8 +773,8 @@ macro_rules! sql_store {
                          and access_request_approval.group_name = c.value ->> 'group' \
                          and access_request_approval.status = 'pending'"
                     ))
-                    .bind(json_array(&approvals))
-                    .bind(approvals.len() as i64)
+                    .bind(json_array(&settled.approvals))
+                    .bind(settled.approvals.len() as i64)
                     .execute(&mut *tx)
                     .await?;
                     if approved.rows_affected() != expected {
@@ -866,52 +784,16 @@ macro_rules! sql_store {
                         )));
                     }
                 }
-
-                // Outbox entries, then the audit chain: appending locks the chain's head until
-                // commit, so it comes last.
-                let mut outbox = Vec::new();
-                let mut audit = Vec::new();
-                let mut announced = Vec::new();
-                for write in writes {
-                    match write {
-                        Write::Insert { new, audit: events, outbox: entries } => {
-                            outbox.extend(entries.iter().map(|e| (new.id.as_str(), new.created_at, e)));
-                            audit.extend(events.iter().map(|e| (new.id.as_str(), new.created_at, e)));
-                            announced.push((new.id.clone(), Some(new.status)));
-                        }
-                        Write::Audit { subject_id, at, audit: events } => {
-                            audit.extend(events.iter().map(|e| (subject_id.as_str(), *at, e)));
-                        }
-                        Write::Apply(_) | Write::Decide { .. } => {}
-                    }
-                }
-                for change in &applied {
-                    outbox.extend(change.outbox.iter().map(|e| (change.request_id.as_str(), change.at, e)));
-                    audit.extend(change.audit.iter().map(|e| (change.request_id.as_str(), change.at, e)));
-                    announced.push((change.request_id.clone(), change.status));
-                }
-                queue_outbox(&mut tx, &self.destinations, &outbox).await?;
-                append_audit_events(&mut tx, self.audit_key.as_ref(), &audit).await?;
+                queue_outbox(&mut tx, &self.destinations, &settled.outbox).await?;
+                append_audit_events(&mut tx, self.audit_key.as_ref(), &settled.audit).await?;
                 tx.commit().await?;
 
                 {
                     // Spawned announcements belong on the server's runtime, where the pool is.
                     let _server = self.server.enter();
-                    announce_changes(&self.pool, &self.changes, announced);
+                    announce_changes(&self.pool, &self.changes, settled.announced);
                 }
-                Ok(writes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, write)| {
-                        // One write per request in a group, so its request id says whether it won.
-                        let lost = change_of(i).is_some_and(|change| !won.contains(&change.request_id));
-                        match write {
-                            _ if lost => Err(StoreError::Conflict),
-                            Write::Decide { request_id, .. } => Ok(read.get(request_id).cloned()),
-                            Write::Insert { .. } | Write::Apply(_) | Write::Audit { .. } => Ok(None),
-                        }
-                    })
-                    .collect())
+                Ok(settled.outcomes)
             }
         }
 
