@@ -229,3 +229,332 @@ impl<'w> Plan<'w> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::audit::AuditKind;
+    use crate::domain::Rejection;
+    use crate::store::{GroupDecision, NewRequest};
+
+    fn new_request(id: &str, groups: &[&str]) -> NewRequest {
+        NewRequest {
+            id: id.into(),
+            connection: "prod-db".into(),
+            command: "SELECT 1".into(),
+            command_sha256: crate::domain::command_sha256("SELECT 1"),
+            requester: "alice@x.com".into(),
+            justification: None,
+            status: Status::Pending,
+            created_at: 1_000,
+            expires_at: 61_000,
+            decided_at: None,
+            approval_groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    /// An event whose actor names it, so the order of events can be read off.
+    fn event(name: &str) -> AuditEntry {
+        AuditEntry {
+            kind: AuditKind::Created,
+            actor: name.into(),
+            channel: crate::domain::Surface::Api,
+            detail: json!({}),
+        }
+    }
+
+    fn entry(topic: &str, request: &AccessRequest) -> OutboxEntry {
+        OutboxEntry {
+            topic: topic.into(),
+            request: Arc::new(request.clone()),
+        }
+    }
+
+    fn insert(id: &str, groups: &[&str]) -> Write {
+        let new = new_request(id, groups);
+        let stored = new.clone().stored();
+        Write::Insert {
+            new,
+            audit: vec![event(&format!("{id} created"))],
+            outbox: vec![entry("access_request.created", &stored)],
+        }
+    }
+
+    /// A pending request `id` as stored, at version 3.
+    fn read(id: &str, groups: &[&str]) -> AccessRequest {
+        AccessRequest {
+            version: 3,
+            ..new_request(id, groups).stored()
+        }
+    }
+
+    /// `bob`'s approval for `group` of `request`, with its event and outbox entry.
+    fn approval(request: &AccessRequest, group: &str) -> Change {
+        let mut change = Change::to(request, 2_000);
+        change.group_approval = Some(GroupDecision {
+            group: group.into(),
+            by: "bob@x.com".into(),
+            via: "api".into(),
+        });
+        change.before_deadline = Some(2_000);
+        change.audit.push(event(&format!("{} approved", request.id)));
+        change.outbox = vec![entry("access_request.group_approved", request)];
+        change
+    }
+
+    /// A rejection of any request read, made by its `Decide` write.
+    fn rejecting(id: &str) -> Write {
+        Write::Decide {
+            request_id: id.into(),
+            decide: Box::new(|request| {
+                let mut change = Change::to(request, 2_000);
+                change.status = Some(Status::Rejected);
+                change.decided_at = Some(2_000);
+                change.rejection = Some(Rejection {
+                    by: "sam@x.com".into(),
+                    reason: "wrong table".into(),
+                    at: 2_000,
+                    via: "slack".into(),
+                });
+                change.audit.push(event(&format!("{} rejected", request.id)));
+                change.outbox = vec![entry("access_request.rejected", request)];
+                Some(change)
+            }),
+        }
+    }
+
+    fn reading(requests: &[AccessRequest]) -> HashMap<String, AccessRequest> {
+        requests.iter().map(|r| (r.id.clone(), r.clone())).collect()
+    }
+
+    fn won(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|id| id.to_string()).collect()
+    }
+
+    fn json_of<T: serde::Serialize>(rows: &T) -> Value {
+        serde_json::to_value(rows).unwrap()
+    }
+
+    /// The actors of the events (see [`event`]), in order.
+    fn audit_order(settled: &Settled) -> Vec<String> {
+        settled.audit.iter().map(|(_, _, e)| e.actor.clone()).collect()
+    }
+
+    fn outbox_order(settled: &Settled) -> Vec<(String, String)> {
+        settled
+            .outbox
+            .iter()
+            .map(|(id, _, e)| (id.to_string(), e.topic.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn new_requests_are_inserted_with_their_groups_in_order() {
+        let writes = vec![insert("r1", &["dba-team", "security"]), insert("r2", &[])];
+        let inserts = inserts(&writes);
+        assert_eq!(
+            json_of(&inserts.requests),
+            json!([
+                {"id": "r1", "connection": "prod-db", "command": "SELECT 1",
+                 "command_sha256": crate::domain::command_sha256("SELECT 1"),
+                 "requester": "alice@x.com", "justification": null, "status": "pending",
+                 "created_at": 1_000, "expires_at": 61_000, "decided_at": null},
+                {"id": "r2", "connection": "prod-db", "command": "SELECT 1",
+                 "command_sha256": crate::domain::command_sha256("SELECT 1"),
+                 "requester": "alice@x.com", "justification": null, "status": "pending",
+                 "created_at": 1_000, "expires_at": 61_000, "decided_at": null},
+            ])
+        );
+        assert_eq!(
+            json_of(&inserts.groups),
+            json!([
+                {"id": "r1", "position": 0, "group": "dba-team"},
+                {"id": "r1", "position": 1, "group": "security"},
+            ])
+        );
+        assert!(reads(&writes).is_empty());
+
+        let plan = Plan::new(&writes, HashMap::new());
+        assert!(plan.compare_and_sets().unwrap().is_empty());
+        let settled = plan.settle(&HashSet::new());
+        assert!(settled.approvals.is_empty());
+        assert_eq!(audit_order(&settled), ["r1 created", "r2 created"]);
+        assert_eq!(
+            outbox_order(&settled),
+            [
+                ("r1".into(), "access_request.created".into()),
+                ("r2".into(), "access_request.created".into())
+            ]
+        );
+        assert!(settled.audit.iter().all(|(_, at, _)| *at == 1_000));
+        assert_eq!(
+            settled.announced,
+            [
+                ("r1".to_string(), Some(Status::Pending)),
+                ("r2".to_string(), Some(Status::Pending))
+            ]
+        );
+        assert!(matches!(settled.outcomes[..], [Ok(None), Ok(None)]));
+    }
+
+    #[test]
+    fn a_decision_becomes_a_compare_and_set_on_the_version_it_was_made_on() {
+        let r1 = read("r1", &["dba-team"]);
+        let writes = vec![rejecting("r1")];
+        assert_eq!(json_of(&reads(&writes)), json!([{"id": "r1"}]));
+
+        let plan = Plan::new(&writes, reading(std::slice::from_ref(&r1)));
+        assert_eq!(
+            json_of(&plan.compare_and_sets().unwrap()),
+            json!([{
+                "id": "r1", "expected_version": 3, "expected_status": "pending",
+                "status": "rejected", "decided_at": 2_000, "rejected_by": "sam@x.com",
+                "rejection_reason": "wrong table", "rejected_at": 2_000, "rejected_via": "slack",
+                "result": null, "lease_until": null, "before_deadline": null,
+            }])
+        );
+        let settled = plan.settle(&won(&["r1"]));
+        assert_eq!(audit_order(&settled), ["r1 rejected"]);
+        assert_eq!(
+            outbox_order(&settled),
+            [("r1".into(), "access_request.rejected".into())]
+        );
+        assert_eq!(
+            settled.announced,
+            [("r1".to_string(), Some(Status::Rejected))]
+        );
+        // The caller hears the request as read, to build its answer from.
+        assert!(matches!(&settled.outcomes[..], [Ok(Some(r))] if *r == r1));
+    }
+
+    #[test]
+    fn a_decision_that_makes_no_change_writes_nothing_and_answers_the_request_read() {
+        let r1 = read("r1", &["dba-team"]);
+        let writes = vec![Write::Decide {
+            request_id: "r1".into(),
+            decide: Box::new(|_| None),
+        }];
+        let plan = Plan::new(&writes, reading(std::slice::from_ref(&r1)));
+        assert!(plan.compare_and_sets().unwrap().is_empty());
+        let settled = plan.settle(&HashSet::new());
+        assert!(settled.approvals.is_empty());
+        assert!(settled.outbox.is_empty() && settled.audit.is_empty());
+        assert!(settled.announced.is_empty());
+        assert!(matches!(&settled.outcomes[..], [Ok(Some(r))] if *r == r1));
+    }
+
+    #[test]
+    fn a_decision_on_a_missing_request_is_not_made_and_answers_none() {
+        let writes = vec![rejecting("gone")];
+        let plan = Plan::new(&writes, HashMap::new());
+        assert!(plan.compare_and_sets().unwrap().is_empty());
+        let settled = plan.settle(&HashSet::new());
+        assert!(settled.outbox.is_empty() && settled.audit.is_empty());
+        assert!(settled.announced.is_empty());
+        assert!(matches!(settled.outcomes[..], [Ok(None)]));
+    }
+
+    #[test]
+    fn a_lost_compare_and_set_is_a_conflict_and_contributes_nothing() {
+        let (r1, r2) = (read("r1", &["dba-team"]), read("r2", &["dba-team"]));
+        let writes = vec![
+            Write::Apply(Box::new(approval(&r1, "dba-team"))),
+            Write::Apply(Box::new(approval(&r2, "dba-team"))),
+            rejecting("r3"),
+        ];
+        let r3 = read("r3", &[]);
+        let plan = Plan::new(&writes, reading(&[r3]));
+        assert_eq!(plan.compare_and_sets().unwrap().len(), 3);
+        // r1's and r3's requests changed since they were read.
+        let settled = plan.settle(&won(&["r2"]));
+        assert_eq!(
+            json_of(&settled.approvals),
+            json!([{"id": "r2", "group": "dba-team", "by": "bob@x.com", "at": 2_000, "via": "api"}])
+        );
+        assert_eq!(audit_order(&settled), ["r2 approved"]);
+        assert_eq!(
+            outbox_order(&settled),
+            [("r2".into(), "access_request.group_approved".into())]
+        );
+        assert_eq!(settled.announced, [("r2".to_string(), None)]);
+        assert!(matches!(
+            settled.outcomes[..],
+            [Err(StoreError::Conflict), Ok(None), Err(StoreError::Conflict)]
+        ));
+    }
+
+    #[test]
+    fn events_and_entries_follow_the_writes_new_requests_first() {
+        let (r1, r2) = (read("r1", &["dba-team"]), read("r2", &[]));
+        let writes = vec![
+            Write::Apply(Box::new(approval(&r1, "dba-team"))),
+            insert("n1", &[]),
+            rejecting("r2"),
+            Write::Audit {
+                subject_id: "token:abc".into(),
+                at: 3_000,
+                audit: vec![event("token created")],
+            },
+            insert("n2", &["security"]),
+        ];
+        let plan = Plan::new(&writes, reading(&[r2]));
+        let settled = plan.settle(&won(&["r1", "r2"]));
+        assert_eq!(
+            audit_order(&settled),
+            [
+                "n1 created",
+                "token created",
+                "n2 created",
+                "r1 approved",
+                "r2 rejected"
+            ]
+        );
+        let subjects: Vec<&str> = settled.audit.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(subjects, ["n1", "token:abc", "n2", "r1", "r2"]);
+        assert_eq!(
+            outbox_order(&settled),
+            [
+                ("n1".into(), "access_request.created".into()),
+                ("n2".into(), "access_request.created".into()),
+                ("r1".into(), "access_request.group_approved".into()),
+                ("r2".into(), "access_request.rejected".into()),
+            ]
+        );
+        assert_eq!(
+            settled.announced,
+            [
+                ("n1".to_string(), Some(Status::Pending)),
+                ("n2".to_string(), Some(Status::Pending)),
+                ("r1".to_string(), None),
+                ("r2".to_string(), Some(Status::Rejected)),
+            ]
+        );
+    }
+
+    #[test]
+    fn audit_only_writes_append_their_events_and_change_nothing() {
+        let writes = vec![Write::Audit {
+            subject_id: "token:abc".into(),
+            at: 3_000,
+            audit: vec![event("token created"), event("token revoked")],
+        }];
+        assert!(inserts(&writes).requests.is_empty());
+        assert!(reads(&writes).is_empty());
+        let plan = Plan::new(&writes, HashMap::new());
+        assert!(plan.compare_and_sets().unwrap().is_empty());
+        let settled = plan.settle(&HashSet::new());
+        assert_eq!(audit_order(&settled), ["token created", "token revoked"]);
+        assert!(
+            settled
+                .audit
+                .iter()
+                .all(|(id, at, _)| *id == "token:abc" && *at == 3_000)
+        );
+        assert!(settled.outbox.is_empty() && settled.announced.is_empty());
+        assert!(matches!(settled.outcomes[..], [Ok(None)]));
+    }
+}
