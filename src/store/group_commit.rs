@@ -1,5 +1,5 @@
-//! Group commit: every request write (a submission, a decision, a job's progress, a token's audit
-//! event) goes through one writer task per store, which commits whatever has queued up since its
+//! Group commit: every request write (a submission, a decision, a job's progress) goes through
+//! one writer task per store, which commits whatever has queued up since its
 //! last commit in one transaction and only then answers each caller.
 //!
 //! Many callers' changes then share one transaction, one lock on the audit chain's head and one
@@ -12,7 +12,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEntry, Change, Decide, NewRequest, OutboxEntry, StoreError, StoreResult};
-use crate::domain::{AccessRequest, Millis};
+use crate::domain::AccessRequest;
 
 /// Writes one group commit takes at most; the rest wait for the next.
 pub(super) const MAX_GROUP: usize = 256;
@@ -37,12 +37,6 @@ pub(super) enum Write {
     /// A request read in the group's transaction, and the compare-and-set `decide` makes of it;
     /// [`StoreError::Conflict`] when another replica changed the request first.
     Decide { request_id: String, decide: Decide },
-    /// Audit events that belong to no request (token management).
-    Audit {
-        subject_id: String,
-        at: Millis,
-        audit: Vec<AuditEntry>,
-    },
 }
 
 impl Write {
@@ -52,7 +46,6 @@ impl Write {
             Write::Insert { new, .. } => &new.id,
             Write::Apply(change) => &change.request_id,
             Write::Decide { request_id, .. } => request_id,
-            Write::Audit { subject_id, .. } => subject_id,
         }
     }
 }

@@ -439,18 +439,6 @@ macro_rules! sql_store {
                 })
             }
 
-            async fn append_audit(
-                &self,
-                subject_id: &str,
-                at: Millis,
-                audit: &[AuditEntry],
-            ) -> StoreResult<()> {
-                self.writes
-                    .write(Write::Audit { subject_id: subject_id.to_string(), at, audit: audit.to_vec() })
-                    .await
-                    .map(drop)
-            }
-
             async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Announced>> {
                 let rows = sqlx::query(
                     "select id, request_id, topic from outbox where id > $1 order by id limit $2",
@@ -512,11 +500,13 @@ macro_rules! sql_store {
                 sha256: &str,
                 subject: &TokenSubject,
                 now: Millis,
+                audit: &[SubjectEvent],
             ) -> StoreResult<()> {
                 let (kind, name) = match subject {
                     TokenSubject::User(email) => ("user", email.as_str()),
                     TokenSubject::Agent(name) => ("agent", name.as_str()),
                 };
+                let mut tx = self.pool.begin_with($write_begin).await?;
                 sqlx::query(
                     "insert into api_token (token_sha256, subject, kind, created_at) values ($1, $2, $3, $4)",
                 )
@@ -524,8 +514,10 @@ macro_rules! sql_store {
                 .bind(name)
                 .bind(kind)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                self.append_subject_events(&mut tx, now, audit).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -548,12 +540,18 @@ macro_rules! sql_store {
                 Ok(subject)
             }
 
-            async fn revoke_tokens(&self, which: &TokenSelector, now: Millis) -> StoreResult<Vec<TokenRecord>> {
+            async fn revoke_tokens(
+                &self,
+                which: &TokenSelector,
+                now: Millis,
+                audit: AuditOf<'_, TokenRecord>,
+            ) -> StoreResult<Vec<TokenRecord>> {
                 let (digest, kind, subject) = match which {
                     TokenSelector::Digest(digest) => (Some(digest.as_str()), None, None),
                     TokenSelector::Subject(TokenSubject::User(email)) => (None, Some("user"), Some(email.as_str())),
                     TokenSelector::Subject(TokenSubject::Agent(name)) => (None, Some("agent"), Some(name.as_str())),
                 };
+                let mut tx = self.pool.begin_with($write_begin).await?;
                 let rows = sqlx::query(
                     "update api_token set revoked_at = $1 where revoked_at is null \
                      and ($2 is null or token_sha256 = $2) and ($3 is null or kind = $3) \
@@ -564,14 +562,18 @@ macro_rules! sql_store {
                 .bind(digest)
                 .bind(kind)
                 .bind(subject)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
+                let revoked = rows.iter().map(token_record).collect::<StoreResult<Vec<_>>>()?;
+                let events: Vec<SubjectEvent> = revoked.iter().map(audit).collect();
+                self.append_subject_events(&mut tx, now, &events).await?;
+                tx.commit().await?;
                 // At once here; other replicas when they hear of it (see `token_cache`).
                 self.tokens.revoked();
-                if !rows.is_empty() {
+                if !revoked.is_empty() {
                     announce_revocation(&self.pool).await;
                 }
-                rows.iter().map(token_record).collect()
+                Ok(revoked)
             }
 
             async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
@@ -600,6 +602,23 @@ macro_rules! sql_store {
                 queue_outbox(conn, &self.destinations, &outbox).await?;
                 let audit: Vec<_> = audit.iter().map(|entry| (request_id, at, entry)).collect();
                 append_audit_events(conn, self.audit_key.as_ref(), &audit).await
+            }
+
+            /// Appends events about accounts and tokens (`at`, in order) inside `conn`'s
+            /// transaction. Such changes are transactions of their own rather than group-commit
+            /// writes: they are rare, and their answers (a redeemed code, the tokens revoked) are
+            /// not a request's. Appending takes the chain's head until commit like the writer's
+            /// appends do (on SQLite their transactions also begin with the write lock), so the
+            /// chain never forks on either backend.
+            async fn append_subject_events(
+                &self,
+                conn: &mut Conn,
+                at: Millis,
+                events: &[SubjectEvent],
+            ) -> StoreResult<()> {
+                let entries: Vec<_> =
+                    events.iter().map(|event| (event.subject_id.as_str(), at, &event.entry)).collect();
+                append_audit_events(conn, self.audit_key.as_ref(), &entries).await
             }
 
             /// Turns request rows into requests, loading their approval groups in one query.

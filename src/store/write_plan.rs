@@ -84,8 +84,7 @@ pub(super) struct Settled<'p> {
     /// Outbox entries (request id, time, entry), in order: the new requests', then the changes
     /// that won's, each in the order of its write.
     pub outbox: Vec<(&'p str, Millis, &'p OutboxEntry)>,
-    /// Audit events (request or subject id, time, entry), in order: the new requests' and the
-    /// `Audit` writes', then the changes that won's, each in the order of its write.
+    /// Audit events (request id, time, entry), in the same order as the outbox.
     pub audit: Vec<(&'p str, Millis, &'p AuditEntry)>,
     /// What to tell waiters once committed: each new request, and each change that won.
     pub announced: Vec<(String, Option<Status>)>,
@@ -117,7 +116,7 @@ impl<'w> Plan<'w> {
         match &self.writes[i] {
             Write::Apply(change) => Some(change),
             Write::Decide { .. } => self.made[i].as_ref(),
-            Write::Insert { .. } | Write::Audit { .. } => None,
+            Write::Insert { .. } => None,
         }
     }
 
@@ -181,22 +180,15 @@ impl<'w> Plan<'w> {
         let mut audit = Vec::new();
         let mut announced = Vec::new();
         for write in self.writes {
-            match write {
-                Write::Insert {
-                    new,
-                    audit: events,
-                    outbox: entries,
-                } => {
-                    outbox.extend(entries.iter().map(|e| (new.id.as_str(), new.created_at, e)));
-                    audit.extend(events.iter().map(|e| (new.id.as_str(), new.created_at, e)));
-                    announced.push((new.id.clone(), Some(new.status)));
-                }
-                Write::Audit {
-                    subject_id,
-                    at,
-                    audit: events,
-                } => audit.extend(events.iter().map(|e| (subject_id.as_str(), *at, e))),
-                Write::Apply(_) | Write::Decide { .. } => {}
+            if let Write::Insert {
+                new,
+                audit: events,
+                outbox: entries,
+            } = write
+            {
+                outbox.extend(entries.iter().map(|e| (new.id.as_str(), new.created_at, e)));
+                audit.extend(events.iter().map(|e| (new.id.as_str(), new.created_at, e)));
+                announced.push((new.id.clone(), Some(new.status)));
             }
         }
         for change in &applied {
@@ -216,7 +208,7 @@ impl<'w> Plan<'w> {
                 match write {
                     _ if lost => Err(StoreError::Conflict),
                     Write::Decide { request_id, .. } => Ok(self.read.get(request_id).cloned()),
-                    Write::Insert { .. } | Write::Apply(_) | Write::Audit { .. } => Ok(None),
+                    Write::Insert { .. } | Write::Apply(_) => Ok(None),
                 }
             })
             .collect();
@@ -494,11 +486,6 @@ mod tests {
             Write::Apply(Box::new(approval(&r1, "dba-team"))),
             insert("n1", &[]),
             rejecting("r2"),
-            Write::Audit {
-                subject_id: "token:abc".into(),
-                at: 3_000,
-                audit: vec![event("token created")],
-            },
             insert("n2", &["security"]),
         ];
         let plan = Plan::new(&writes, reading(&[r2]));
@@ -507,14 +494,13 @@ mod tests {
             audit_order(&settled),
             [
                 "n1 created",
-                "token created",
                 "n2 created",
                 "r1 approved",
                 "r2 rejected"
             ]
         );
         let subjects: Vec<&str> = settled.audit.iter().map(|(id, _, _)| *id).collect();
-        assert_eq!(subjects, ["n1", "token:abc", "n2", "r1", "r2"]);
+        assert_eq!(subjects, ["n1", "n2", "r1", "r2"]);
         assert_eq!(
             outbox_order(&settled),
             [
@@ -533,28 +519,5 @@ mod tests {
                 ("r2".to_string(), Some(Status::Rejected)),
             ]
         );
-    }
-
-    #[test]
-    fn audit_only_writes_append_their_events_and_change_nothing() {
-        let writes = vec![Write::Audit {
-            subject_id: "token:abc".into(),
-            at: 3_000,
-            audit: vec![event("token created"), event("token revoked")],
-        }];
-        assert!(inserts(&writes).requests.is_empty());
-        assert!(reads(&writes).is_empty());
-        let plan = Plan::new(&writes, HashMap::new());
-        assert!(plan.compare_and_sets().unwrap().is_empty());
-        let settled = plan.settle(&HashSet::new());
-        assert_eq!(audit_order(&settled), ["token created", "token revoked"]);
-        assert!(
-            settled
-                .audit
-                .iter()
-                .all(|(id, at, _)| *id == "token:abc" && *at == 3_000)
-        );
-        assert!(settled.outbox.is_empty() && settled.announced.is_empty());
-        assert!(matches!(settled.outcomes[..], [Ok(None)]));
     }
 }
