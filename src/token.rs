@@ -72,7 +72,9 @@ impl Operator {
 /// the service.
 pub async fn create(store: &dyn Store, subject: &TokenSubject, now: Millis) -> StoreResult<String> {
     let token = generate();
-    store.insert_token(&digest(&token), subject, now, &[]).await?;
+    store
+        .insert_token(&digest(&token), subject, now, &[])
+        .await?;
     Ok(token)
 }
 
@@ -118,7 +120,8 @@ pub(crate) async fn revoke(
         Revocation::Subject(subject) => TokenSelector::Subject(subject),
         Revocation::Id(prefix) => TokenSelector::Digest(resolve(store, &prefix).await?),
     };
-    let audit = |token: &TokenRecord| by.event(AuditKind::TokenRevoked, &token.subject, &token.sha256);
+    let audit =
+        |token: &TokenRecord| by.event(AuditKind::TokenRevoked, &token.subject, &token.sha256);
     Ok(store.revoke_tokens(&selector, now, &audit).await?)
 }
 

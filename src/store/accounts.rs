@@ -136,7 +136,8 @@ macro_rules! account_store {
                     linked_by: "code".into(),
                 };
                 upsert_account(&mut tx, &link).await?;
-                self.append_subject_events(&mut tx, now, &[audit(&link)]).await?;
+                self.append_subject_events(&mut tx, now, &[audit(&link)])
+                    .await?;
                 tx.commit().await?;
                 Ok(Redeemed::Linked(link))
             }
@@ -148,7 +149,8 @@ macro_rules! account_store {
             ) -> StoreResult<()> {
                 let mut tx = self.pool.begin_with($write_begin).await?;
                 upsert_account(&mut tx, link).await?;
-                self.append_subject_events(&mut tx, link.linked_at, audit).await?;
+                self.append_subject_events(&mut tx, link.linked_at, audit)
+                    .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -171,7 +173,8 @@ macro_rules! account_store {
                 .await?;
                 let removed = row.map(|row| linked_account(&row)).transpose()?;
                 if let Some(link) = &removed {
-                    self.append_subject_events(&mut tx, now, &[audit(link)]).await?;
+                    self.append_subject_events(&mut tx, now, &[audit(link)])
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(removed)

@@ -28,7 +28,7 @@ pub(super) type Outcome = StoreResult<Option<AccessRequest>>;
 pub(super) enum Write {
     /// A new request with its first audit events and outbox entries.
     Insert {
-        new: NewRequest,
+        new: Box<NewRequest>,
         audit: Vec<AuditEntry>,
         outbox: Vec<OutboxEntry>,
     },
@@ -211,7 +211,9 @@ mod tests {
     impl Committer for Fake {
         async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
             let subjects: Vec<String> = writes.iter().map(|w| w.subject().to_string()).collect();
-            self.groups.send(subjects.clone()).expect("the test listens");
+            self.groups
+                .send(subjects.clone())
+                .expect("the test listens");
             if let Some(hold) = self.hold.take() {
                 hold.await.expect("the test releases the first commit");
             }

@@ -187,7 +187,7 @@ macro_rules! sql_store {
                 outbox: &[OutboxEntry],
             ) -> StoreResult<()> {
                 self.writes
-                    .write(Write::Insert { new: new.clone(), audit: audit.to_vec(), outbox: outbox.to_vec() })
+                    .write(Write::Insert { new: Box::new(new.clone()), audit: audit.to_vec(), outbox: outbox.to_vec() })
                     .await
                     .map(drop)
             }

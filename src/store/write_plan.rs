@@ -100,15 +100,11 @@ impl<'w> Plan<'w> {
         let made = writes
             .iter()
             .map(|write| match write {
-                Write::Decide { request_id, decide } => read.get(request_id).and_then(|r| decide(r)),
+                Write::Decide { request_id, decide } => read.get(request_id).and_then(decide),
                 _ => None,
             })
             .collect();
-        Plan {
-            writes,
-            read,
-            made,
-        }
+        Plan { writes, read, made }
     }
 
     /// The change write `i` makes, if any.
@@ -270,7 +266,7 @@ mod tests {
         let new = new_request(id, groups);
         let stored = new.clone().stored();
         Write::Insert {
-            new,
+            new: Box::new(new),
             audit: vec![event(&format!("{id} created"))],
             outbox: vec![entry("access_request.created", &stored)],
         }
@@ -293,7 +289,9 @@ mod tests {
             via: "api".into(),
         });
         change.before_deadline = Some(2_000);
-        change.audit.push(event(&format!("{} approved", request.id)));
+        change
+            .audit
+            .push(event(&format!("{} approved", request.id)));
         change.outbox = vec![entry("access_request.group_approved", request)];
         change
     }
@@ -312,7 +310,9 @@ mod tests {
                     at: 2_000,
                     via: "slack".into(),
                 });
-                change.audit.push(event(&format!("{} rejected", request.id)));
+                change
+                    .audit
+                    .push(event(&format!("{} rejected", request.id)));
                 change.outbox = vec![entry("access_request.rejected", request)];
                 Some(change)
             }),
@@ -333,7 +333,11 @@ mod tests {
 
     /// The actors of the events (see [`event`]), in order.
     fn audit_order(settled: &Settled) -> Vec<String> {
-        settled.audit.iter().map(|(_, _, e)| e.actor.clone()).collect()
+        settled
+            .audit
+            .iter()
+            .map(|(_, _, e)| e.actor.clone())
+            .collect()
     }
 
     fn outbox_order(settled: &Settled) -> Vec<(String, String)> {
@@ -475,7 +479,11 @@ mod tests {
         assert_eq!(settled.announced, [("r2".to_string(), None)]);
         assert!(matches!(
             settled.outcomes[..],
-            [Err(StoreError::Conflict), Ok(None), Err(StoreError::Conflict)]
+            [
+                Err(StoreError::Conflict),
+                Ok(None),
+                Err(StoreError::Conflict)
+            ]
         ));
     }
 
@@ -492,12 +500,7 @@ mod tests {
         let settled = plan.settle(&won(&["r1", "r2"]));
         assert_eq!(
             audit_order(&settled),
-            [
-                "n1 created",
-                "n2 created",
-                "r1 approved",
-                "r2 rejected"
-            ]
+            ["n1 created", "n2 created", "r1 approved", "r2 rejected"]
         );
         let subjects: Vec<&str> = settled.audit.iter().map(|(id, _, _)| *id).collect();
         assert_eq!(subjects, ["n1", "n2", "r1", "r2"]);

@@ -101,7 +101,10 @@ async fn an_unlink_whose_audit_event_fails_leaves_the_link(backend: Backend) {
         .await;
     assert!(unlinked.is_err(), "{unlinked:?}");
     let still = app.hoop.linked_identity("slack", "U1").await.unwrap();
-    assert_eq!(still.map(|who| who.email.to_string()).as_deref(), Some("bob@x.com"));
+    assert_eq!(
+        still.map(|who| who.email.to_string()).as_deref(),
+        Some("bob@x.com")
+    );
     assert_eq!(audited(&app, "slack:U1").await, ["account_linked"]);
 }
 
@@ -132,10 +135,7 @@ async fn a_revocation_whose_audit_event_fails_leaves_the_token_working(backend: 
     assert!(revoked.is_err(), "{revoked:?}");
     let tokens = app.hoop.tokens().await.unwrap();
     let bobs: Vec<_> = tokens.iter().filter(|t| t.subject == bob).collect();
-    assert!(
-        bobs.len() == 1 && bobs[0].revoked_at.is_none(),
-        "{bobs:?}"
-    );
+    assert!(bobs.len() == 1 && bobs[0].revoked_at.is_none(), "{bobs:?}");
     assert_eq!(
         app.get("bob@x.com", "/api/v1/me").await.status,
         StatusCode::OK
