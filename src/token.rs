@@ -2,9 +2,9 @@
 //!
 //! Issuing and revoking are use cases of the service ([`crate::service::Hoop::issue_token`] and
 //! [`crate::service::Hoop::revoke_tokens`]), built on `issue` and `revoke` here, which record who
-//! did it in the audit trail, in the transaction that makes the change. Token events are not about a request: their `request_id` is
-//! `token:<id>`, where the id is the first [`ID_LEN`] hex digits of the token's SHA-256 (never the
-//! token itself).
+//! did it in the audit trail, in the transaction that makes the change. Token events are not
+//! about a request: their `request_id` is `token:<id>`, where the id is the first [`ID_LEN`] hex
+//! digits of the token's SHA-256 (never the token itself).
 
 use anyhow::Context;
 use rand::RngCore;

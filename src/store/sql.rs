@@ -605,11 +605,12 @@ macro_rules! sql_store {
             }
 
             /// Appends events about accounts and tokens (`at`, in order) inside `conn`'s
-            /// transaction. Such changes are transactions of their own rather than group-commit
-            /// writes: they are rare, and their answers (a redeemed code, the tokens revoked) are
-            /// not a request's. Appending takes the chain's head until commit like the writer's
-            /// appends do (on SQLite their transactions also begin with the write lock), so the
-            /// chain never forks on either backend.
+            /// transaction. Links, unlinks and token changes are transactions of their own, not
+            /// group-commit writes: they are rare, and what they answer (a redeemed code, the link
+            /// removed, the tokens revoked) is no request's outcome, so the writer's plan would
+            /// only grow for them. The chain stays one all the same: appending bumps its head row,
+            /// which Postgres then holds locked until commit, and on SQLite these transactions
+            /// begin with the write lock (`begin immediate`), taking turns with the writer's.
             async fn append_subject_events(
                 &self,
                 conn: &mut Conn,
