@@ -2,15 +2,18 @@
 //!
 //! Issuing and revoking are use cases of the service ([`crate::service::Hoop::issue_token`] and
 //! [`crate::service::Hoop::revoke_tokens`]), built on `issue` and `revoke` here, which record who
-//! did it in the audit trail. Token events are not about a request: their `request_id` is
-//! `token:<id>`, where the id is the first [`ID_LEN`] hex digits of the token's SHA-256 (never the
-//! token itself).
+//! did it in the audit trail, in the transaction that makes the change. Token events are not
+//! about a request: their `request_id` is `token:<id>`, where the id is the first [`ID_LEN`] hex
+//! digits of the token's SHA-256 (never the token itself).
 
+use anyhow::Context;
 use rand::RngCore;
 
 use crate::audit::AuditKind;
 use crate::domain::{Millis, Surface};
-use crate::store::{AuditEntry, Store, StoreResult, TokenRecord, TokenSelector, TokenSubject};
+use crate::store::{
+    AuditEntry, Store, StoreResult, SubjectEvent, TokenRecord, TokenSelector, TokenSubject,
+};
 
 /// How many hex digits of a token's SHA-256 name it in `hoop token list` and the audit trail.
 pub const ID_LEN: usize = 12;
@@ -42,20 +45,24 @@ impl Operator {
         }
     }
 
-    fn entry(&self, kind: AuditKind, subject: &TokenSubject, digest: &str) -> AuditEntry {
+    /// The audit event of `kind` about the token with SHA-256 `digest`, under `token:<id>`.
+    fn event(&self, kind: AuditKind, subject: &TokenSubject, digest: &str) -> SubjectEvent {
         let (subject_kind, name) = match subject {
             TokenSubject::User(email) => ("user", email.as_str()),
             TokenSubject::Agent(name) => ("agent", name.as_str()),
         };
-        AuditEntry {
-            kind,
-            actor: self.actor.clone(),
-            channel: self.channel,
-            detail: serde_json::json!({
-                "token_id": id(digest),
-                "subject_kind": subject_kind,
-                "subject": name,
-            }),
+        SubjectEvent {
+            subject_id: audit_id(digest),
+            entry: AuditEntry {
+                kind,
+                actor: self.actor.clone(),
+                channel: self.channel,
+                detail: serde_json::json!({
+                    "token_id": id(digest),
+                    "subject_kind": subject_kind,
+                    "subject": name,
+                }),
+            },
         }
     }
 }
@@ -65,13 +72,14 @@ impl Operator {
 /// the service.
 pub async fn create(store: &dyn Store, subject: &TokenSubject, now: Millis) -> StoreResult<String> {
     let token = generate();
-    store.insert_token(&digest(&token), subject, now).await?;
+    store
+        .insert_token(&digest(&token), subject, now, &[])
+        .await?;
     Ok(token)
 }
 
-/// Creates a token for `subject` on behalf of `by`, with a `token_created` audit event, and
-/// returns it in clear text. If the event cannot be recorded, the token is revoked again, so no
-/// token is ever usable without its trace.
+/// Creates a token for `subject` on behalf of `by`, with a `token_created` audit event in the
+/// same transaction, and returns it in clear text: no token is ever usable without its trace.
 pub(crate) async fn issue(
     store: &dyn Store,
     subject: &TokenSubject,
@@ -80,14 +88,11 @@ pub(crate) async fn issue(
 ) -> anyhow::Result<String> {
     let token = generate();
     let digest = digest(&token);
-    store.insert_token(&digest, subject, now).await?;
-    let event = by.entry(AuditKind::TokenCreated, subject, &digest);
-    if let Err(e) = store.append_audit(&audit_id(&digest), now, &[event]).await {
-        store
-            .revoke_tokens(&TokenSelector::Digest(digest), now)
-            .await?;
-        return Err(anyhow::Error::new(e).context("cannot record the new token in the audit trail"));
-    }
+    let event = by.event(AuditKind::TokenCreated, subject, &digest);
+    store
+        .insert_token(&digest, subject, now, &[event])
+        .await
+        .context("cannot issue the token")?;
     Ok(token)
 }
 
@@ -102,8 +107,8 @@ pub enum Revocation {
     Subject(TokenSubject),
 }
 
-/// Revokes the tokens `which` names on behalf of `by`, with a `token_revoked` audit event for each,
-/// and returns the ones that were still active.
+/// Revokes the tokens `which` names on behalf of `by`, with a `token_revoked` audit event for each
+/// in the same transaction, and returns the ones that were still active.
 pub(crate) async fn revoke(
     store: &dyn Store,
     which: Revocation,
@@ -115,14 +120,9 @@ pub(crate) async fn revoke(
         Revocation::Subject(subject) => TokenSelector::Subject(subject),
         Revocation::Id(prefix) => TokenSelector::Digest(resolve(store, &prefix).await?),
     };
-    let revoked = store.revoke_tokens(&selector, now).await?;
-    for token in &revoked {
-        let event = by.entry(AuditKind::TokenRevoked, &token.subject, &token.sha256);
-        store
-            .append_audit(&audit_id(&token.sha256), now, &[event])
-            .await?;
-    }
-    Ok(revoked)
+    let audit =
+        |token: &TokenRecord| by.event(AuditKind::TokenRevoked, &token.subject, &token.sha256);
+    Ok(store.revoke_tokens(&selector, now, &audit).await?)
 }
 
 /// The one token whose SHA-256 starts with `prefix`.

@@ -2,7 +2,8 @@
 //! behind it. A link needs proof from both sides: the chat says who clicked (a signed request),
 //! and the hoopbot user confirms the one-time code shown there while signed in (`hoop subscribe
 //! CODE`). Where the operator allows it, a chat email the chat itself has verified links at once.
-//! Every link and unlink lands in the audit trail under `<kind>:<account>`.
+//! Every link and unlink commits with its audit event, under `<kind>:<account>`, in one
+//! transaction: none is ever in effect without its trace.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use super::Hoop;
 use crate::audit::AuditKind;
 use crate::domain::{Email, Identity, Millis, Surface};
 use crate::error::{Error, Result};
-use crate::store::{AuditEntry, LinkedAccount, Redeemed};
+use crate::store::{AuditEntry, LinkedAccount, Redeemed, SubjectEvent};
 
 /// How long a code shown in chat can be confirmed.
 pub const LINK_CODE_TTL: Duration = Duration::from_secs(10 * 60);
@@ -65,20 +66,20 @@ impl Hoop {
             ));
         }
         let now = self.clock.now();
+        let audit = |link: &LinkedAccount| {
+            link_event(
+                AuditKind::AccountLinked,
+                link,
+                user.email.as_str(),
+                Surface::Api,
+            )
+        };
         match self
             .store
-            .redeem_link_code(&code_sha256(&normalized), user.email.as_str(), now)
+            .redeem_link_code(&code_sha256(&normalized), user.email.as_str(), now, &audit)
             .await?
         {
             Redeemed::Linked(link) => {
-                self.audit_link(
-                    AuditKind::AccountLinked,
-                    &link,
-                    user.email.as_str(),
-                    Surface::Api,
-                    now,
-                )
-                .await?;
                 tracing::info!(kind = %link.kind, account = %link.account, email = %link.email, "chat account linked");
                 Ok(link)
             }
@@ -115,15 +116,8 @@ impl Hoop {
             linked_at: now,
             linked_by: "email".into(),
         };
-        self.store.link_account(&link).await?;
-        self.audit_link(
-            AuditKind::AccountLinked,
-            &link,
-            "hoopbot",
-            Surface::System,
-            now,
-        )
-        .await?;
+        let event = link_event(AuditKind::AccountLinked, &link, "hoopbot", Surface::System);
+        self.store.link_account(&link, &[event]).await?;
         tracing::info!(kind, account, email = %link.email, "chat account linked by its verified email");
         Ok(Some(link))
     }
@@ -135,19 +129,12 @@ impl Hoop {
         account: &str,
         via: Surface,
     ) -> Result<Option<LinkedAccount>> {
-        let removed = self.store.unlink_account(kind, account).await?;
-        if let Some(link) = &removed {
-            let now = self.clock.now();
-            if let Err(e) = self
-                .audit_link(AuditKind::AccountUnlinked, link, &link.email, via, now)
-                .await
-            {
-                // Still linked, as the trail says, when the removal cannot be recorded.
-                self.store.link_account(link).await?;
-                return Err(e);
-            }
-        }
-        Ok(removed)
+        let audit =
+            |link: &LinkedAccount| link_event(AuditKind::AccountUnlinked, link, &link.email, via);
+        Ok(self
+            .store
+            .unlink_account(kind, account, self.clock.now(), &audit)
+            .await?)
     }
 
     /// The hoopbot user behind a chat account, with their groups as the config says now; `None`
@@ -165,16 +152,13 @@ impl Hoop {
     pub async fn linked_accounts(&self, kind: &str, emails: &[&str]) -> Result<Vec<LinkedAccount>> {
         Ok(self.store.accounts_of(kind, emails).await?)
     }
+}
 
-    async fn audit_link(
-        &self,
-        kind: AuditKind,
-        link: &LinkedAccount,
-        actor: &str,
-        via: Surface,
-        now: Millis,
-    ) -> Result<()> {
-        let entry = AuditEntry {
+/// The audit event of a link or an unlink, under `<kind>:<account>`.
+fn link_event(kind: AuditKind, link: &LinkedAccount, actor: &str, via: Surface) -> SubjectEvent {
+    SubjectEvent {
+        subject_id: format!("{}:{}", link.kind, link.account),
+        entry: AuditEntry {
             kind,
             actor: actor.to_string(),
             channel: via,
@@ -184,10 +168,7 @@ impl Hoop {
                 "email": link.email,
                 "linked_by": link.linked_by,
             }),
-        };
-        let subject = format!("{}:{}", link.kind, link.account);
-        self.store.append_audit(&subject, now, &[entry]).await?;
-        Ok(())
+        },
     }
 }
 

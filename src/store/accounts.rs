@@ -1,9 +1,12 @@
 //! Chat accounts linked to hoopbot users, and the one-time codes that link them (see
 //! migrations/*/0005_chat_accounts.sql). Shared SQL for both backends, like deliveries.rs.
+//!
+//! Every link and unlink commits with its audit event in one transaction of its own (why not
+//! through the group commit: see `append_subject_events` in sql.rs).
 
 use async_trait::async_trait;
 
-use super::StoreResult;
+use super::{AuditOf, StoreResult, SubjectEvent};
 use crate::domain::Millis;
 
 /// A chat account linked to a hoopbot user.
@@ -41,18 +44,27 @@ pub trait Accounts: Send + Sync {
         now: Millis,
         expires_at: Millis,
     ) -> StoreResult<()>;
-    /// Uses up the code and links its account to `email`, in one transaction: a code links once.
+    /// Uses up the code and links its account to `email`, with the event `audit` makes of the
+    /// link, in one transaction: a code links once, and never without its trace.
     async fn redeem_link_code(
         &self,
         code_sha256: &str,
         email: &str,
         now: Millis,
+        audit: AuditOf<'_, LinkedAccount>,
     ) -> StoreResult<Redeemed>;
-    /// Links `account` to `email` (replacing an earlier link of the account).
-    async fn link_account(&self, link: &LinkedAccount) -> StoreResult<()>;
-    /// Removes the account's link; returns it when there was one.
-    async fn unlink_account(&self, kind: &str, account: &str)
-    -> StoreResult<Option<LinkedAccount>>;
+    /// Links `link.account` to `link.email` (replacing an earlier link of the account), with
+    /// `audit` (at `link.linked_at`), in one transaction.
+    async fn link_account(&self, link: &LinkedAccount, audit: &[SubjectEvent]) -> StoreResult<()>;
+    /// Removes the account's link, with the event `audit` makes of it, in one transaction;
+    /// returns it when there was one.
+    async fn unlink_account(
+        &self,
+        kind: &str,
+        account: &str,
+        now: Millis,
+        audit: AuditOf<'_, LinkedAccount>,
+    ) -> StoreResult<Option<LinkedAccount>>;
     async fn linked_account(&self, kind: &str, account: &str)
     -> StoreResult<Option<LinkedAccount>>;
     /// Every account of `kind` linked to one of `emails` (compared without ASCII case).
@@ -90,6 +102,7 @@ macro_rules! account_store {
                 code_sha256: &str,
                 email: &str,
                 now: $crate::domain::Millis,
+                audit: $crate::store::AuditOf<'_, $crate::store::LinkedAccount>,
             ) -> StoreResult<$crate::store::Redeemed> {
                 use $crate::store::Redeemed;
                 let mut tx = self.pool.begin_with($write_begin).await?;
@@ -123,29 +136,48 @@ macro_rules! account_store {
                     linked_by: "code".into(),
                 };
                 upsert_account(&mut tx, &link).await?;
+                self.append_subject_events(&mut tx, now, &[audit(&link)])
+                    .await?;
                 tx.commit().await?;
                 Ok(Redeemed::Linked(link))
             }
 
-            async fn link_account(&self, link: &$crate::store::LinkedAccount) -> StoreResult<()> {
-                let mut conn = self.pool.acquire().await?;
-                upsert_account(&mut conn, link).await
+            async fn link_account(
+                &self,
+                link: &$crate::store::LinkedAccount,
+                audit: &[$crate::store::SubjectEvent],
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                upsert_account(&mut tx, link).await?;
+                self.append_subject_events(&mut tx, link.linked_at, audit)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn unlink_account(
                 &self,
                 kind: &str,
                 account: &str,
+                now: $crate::domain::Millis,
+                audit: $crate::store::AuditOf<'_, $crate::store::LinkedAccount>,
             ) -> StoreResult<Option<$crate::store::LinkedAccount>> {
+                let mut tx = self.pool.begin_with($write_begin).await?;
                 let row = sqlx::query(
                     "delete from chat_account where kind = $1 and account = $2 \
                      returning kind, account, email, linked_at, linked_by",
                 )
                 .bind(kind)
                 .bind(account)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.map(|row| linked_account(&row)).transpose()
+                let removed = row.map(|row| linked_account(&row)).transpose()?;
+                if let Some(link) = &removed {
+                    self.append_subject_events(&mut tx, now, &[audit(link)])
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(removed)
             }
 
             async fn linked_account(

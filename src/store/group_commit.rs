@@ -1,5 +1,5 @@
-//! Group commit: every request write (a submission, a decision, a job's progress, a token's audit
-//! event) goes through one writer task per store, which commits whatever has queued up since its
+//! Group commit: every request write (a submission, a decision, a job's progress) goes through
+//! one writer task per store, which commits whatever has queued up since its
 //! last commit in one transaction and only then answers each caller.
 //!
 //! Many callers' changes then share one transaction, one lock on the audit chain's head and one
@@ -12,7 +12,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEntry, Change, Decide, NewRequest, OutboxEntry, StoreError, StoreResult};
-use crate::domain::{AccessRequest, Millis};
+use crate::domain::AccessRequest;
 
 /// Writes one group commit takes at most; the rest wait for the next.
 pub(super) const MAX_GROUP: usize = 256;
@@ -28,7 +28,7 @@ pub(super) type Outcome = StoreResult<Option<AccessRequest>>;
 pub(super) enum Write {
     /// A new request with its first audit events and outbox entries.
     Insert {
-        new: NewRequest,
+        new: Box<NewRequest>,
         audit: Vec<AuditEntry>,
         outbox: Vec<OutboxEntry>,
     },
@@ -37,12 +37,6 @@ pub(super) enum Write {
     /// A request read in the group's transaction, and the compare-and-set `decide` makes of it;
     /// [`StoreError::Conflict`] when another replica changed the request first.
     Decide { request_id: String, decide: Decide },
-    /// Audit events that belong to no request (token management).
-    Audit {
-        subject_id: String,
-        at: Millis,
-        audit: Vec<AuditEntry>,
-    },
 }
 
 impl Write {
@@ -52,7 +46,6 @@ impl Write {
             Write::Insert { new, .. } => &new.id,
             Write::Apply(change) => &change.request_id,
             Write::Decide { request_id, .. } => request_id,
-            Write::Audit { subject_id, .. } => subject_id,
         }
     }
 }
@@ -195,4 +188,182 @@ fn one_per_subject(waiting: Vec<Queued>) -> (Vec<Queued>, Vec<Queued>) {
         }
     }
     (group, later)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    use super::*;
+
+    /// A committer without a database: it reports the subjects of each group it is asked to
+    /// commit, holds its first commit until the test releases it (so the writes queued
+    /// meanwhile wait together for the next group), and fails a group as `fail` says.
+    struct Fake {
+        groups: mpsc::UnboundedSender<Vec<String>>,
+        hold: Option<oneshot::Receiver<()>>,
+        fail: fn(&[String]) -> Option<StoreError>,
+    }
+
+    #[async_trait::async_trait]
+    impl Committer for Fake {
+        async fn commit(&mut self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
+            let subjects: Vec<String> = writes.iter().map(|w| w.subject().to_string()).collect();
+            self.groups
+                .send(subjects.clone())
+                .expect("the test listens");
+            if let Some(hold) = self.hold.take() {
+                hold.await.expect("the test releases the first commit");
+            }
+            match (self.fail)(&subjects) {
+                Some(e) => Err(e),
+                None => Ok(writes.iter().map(|_| Ok(None)).collect()),
+            }
+        }
+    }
+
+    /// A writer on a [`Fake`] whose first commit is held until `release` is sent.
+    struct Harness {
+        writes: GroupCommit,
+        groups: mpsc::UnboundedReceiver<Vec<String>>,
+        release: oneshot::Sender<()>,
+    }
+
+    fn start(fail: fn(&[String]) -> Option<StoreError>) -> Harness {
+        let (groups, groups_rx) = mpsc::unbounded_channel();
+        let (release, hold) = oneshot::channel();
+        let writes = GroupCommit::start(Fake {
+            groups,
+            hold: Some(hold),
+            fail,
+        });
+        Harness {
+            writes,
+            groups: groups_rx,
+            release,
+        }
+    }
+
+    fn write(subject: &str) -> Write {
+        Write::Decide {
+            request_id: subject.into(),
+            decide: Box::new(|_| None),
+        }
+    }
+
+    type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+    /// Queues `write` (its first poll sends it to the writer) and returns the wait for its outcome.
+    async fn queue(writes: &GroupCommit, write: Write) -> Pending {
+        let writes = writes.clone();
+        let mut pending: Pending = Box::pin(async move { writes.write(write).await });
+        std::future::poll_fn(|cx| {
+            assert!(
+                pending.as_mut().poll(cx).is_pending(),
+                "answered before its commit"
+            );
+            Poll::Ready(())
+        })
+        .await;
+        pending
+    }
+
+    /// Queues `first` and waits until the writer holds it in its (held) commit, then queues
+    /// `rest`, which all wait for the next group.
+    async fn queue_behind_held(
+        harness: &mut Harness,
+        first: &str,
+        rest: &[&str],
+    ) -> (Pending, Vec<Pending>) {
+        let held = queue(&harness.writes, write(first)).await;
+        assert_eq!(harness.groups.recv().await.unwrap(), [first]);
+        let mut later = Vec::new();
+        for subject in rest {
+            later.push(queue(&harness.writes, write(subject)).await);
+        }
+        (held, later)
+    }
+
+    fn never(_: &[String]) -> Option<StoreError> {
+        None
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_are_committed_as_one_group() {
+        let mut harness = start(never);
+        let (held, later) = queue_behind_held(&mut harness, "held", &["a", "b", "c"]).await;
+        harness.release.send(()).unwrap();
+        assert_eq!(harness.groups.recv().await.unwrap(), ["a", "b", "c"]);
+        assert!(held.await.is_ok());
+        for pending in later {
+            assert!(matches!(pending.await, Ok(None)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_write_to_the_same_subject_waits_for_the_next_group() {
+        let mut harness = start(never);
+        let (held, later) = queue_behind_held(&mut harness, "held", &["a", "b", "a", "c"]).await;
+        harness.release.send(()).unwrap();
+        assert_eq!(harness.groups.recv().await.unwrap(), ["a", "b", "c"]);
+        assert_eq!(harness.groups.recv().await.unwrap(), ["a"]);
+        assert!(held.await.is_ok());
+        for pending in later {
+            assert!(matches!(pending.await, Ok(None)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_group_is_retried_write_by_write_so_only_the_bad_write_fails() {
+        let mut harness = start(|subjects| {
+            subjects
+                .iter()
+                .any(|s| s == "bad")
+                .then(|| StoreError::Corrupt("refused".into()))
+        });
+        let (held, later) = queue_behind_held(&mut harness, "held", &["a", "bad", "b"]).await;
+        harness.release.send(()).unwrap();
+        assert_eq!(harness.groups.recv().await.unwrap(), ["a", "bad", "b"]);
+        for alone in ["a", "bad", "b"] {
+            assert_eq!(harness.groups.recv().await.unwrap(), [alone]);
+        }
+        assert!(held.await.is_ok());
+        let outcomes: Vec<Outcome> = futures_util::future::join_all(later).await;
+        assert!(
+            matches!(
+                outcomes[..],
+                [Ok(None), Err(StoreError::Corrupt(_)), Ok(None)]
+            ),
+            "{outcomes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_fails_every_caller_of_the_group() {
+        let mut harness = start(|subjects| {
+            (subjects != ["held"]).then(|| {
+                StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "connection refused",
+                )))
+            })
+        });
+        let (held, later) = queue_behind_held(&mut harness, "held", &["a", "b", "c"]).await;
+        harness.release.send(()).unwrap();
+        assert_eq!(harness.groups.recv().await.unwrap(), ["a", "b", "c"]);
+        assert!(held.await.is_ok());
+        for pending in later {
+            let outcome = pending.await;
+            assert!(
+                matches!(&outcome, Err(StoreError::Unavailable(e)) if e.contains("connection refused")),
+                "{outcome:?}"
+            );
+        }
+        // Not retried write by write: the next thing the writer commits is a new write.
+        let next = queue(&harness.writes, write("d")).await;
+        assert_eq!(harness.groups.recv().await.unwrap(), ["d"]);
+        assert!(matches!(next.await, Err(StoreError::Database(_))));
+    }
 }

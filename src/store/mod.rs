@@ -26,6 +26,7 @@ mod group_commit;
 mod postgres;
 mod sqlite;
 mod token_cache;
+mod write_plan;
 
 pub use accounts::{Accounts, LinkedAccount, Redeemed};
 pub use change_poll::{ChangePoll, poll_forever};
@@ -143,6 +144,18 @@ impl AuditEntry {
         }
     }
 }
+
+/// An audit event about something other than a request — a chat account (`slack:U123`) or a
+/// token (`token:<id>`) — kept under that subject in place of a request id.
+#[derive(Debug, Clone)]
+pub struct SubjectEvent {
+    pub subject_id: String,
+    pub entry: AuditEntry,
+}
+
+/// The audit event a change to accounts or tokens makes of each row it changed (the account
+/// linked or unlinked, each token revoked), appended in the change's own transaction.
+pub type AuditOf<'a, T> = &'a (dyn Fn(&T) -> SubjectEvent + Send + Sync);
 
 /// A message for the outbox workers (chat cards, webhooks).
 #[derive(Debug, Clone)]
@@ -400,14 +413,6 @@ pub trait Store: Deliveries + Accounts + Send + Sync + 'static {
     async fn last_audit_event(&self) -> StoreResult<Option<AuditEvent>>;
     /// The chain head: the last event's sequence number and hash.
     async fn audit_head(&self) -> StoreResult<Head>;
-    /// Appends audit events that are not part of a request's change (token management), under
-    /// `subject_id` in place of a request id (`token:<id>`).
-    async fn append_audit(
-        &self,
-        subject_id: &str,
-        at: Millis,
-        audit: &[AuditEntry],
-    ) -> StoreResult<()>;
 
     /// State changes committed after outbox entry `after` (by any replica or process), oldest
     /// first: what each replica's change poll relays to its waiters.
@@ -417,18 +422,22 @@ pub trait Store: Deliveries + Accounts + Send + Sync + 'static {
 
     async fn outbox(&self) -> StoreResult<Vec<OutboxRow>>;
 
+    /// Stores a new token (its SHA-256) for `subject`, with `audit`, in one transaction.
     async fn insert_token(
         &self,
         sha256: &str,
         subject: &TokenSubject,
         now: Millis,
+        audit: &[SubjectEvent],
     ) -> StoreResult<()>;
     async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>>;
-    /// Revokes the tokens `which` names; returns those that were still active.
+    /// Revokes the tokens `which` names, with the event `audit` makes of each, in one
+    /// transaction; returns those that were still active.
     async fn revoke_tokens(
         &self,
         which: &TokenSelector,
         now: Millis,
+        audit: AuditOf<'_, TokenRecord>,
     ) -> StoreResult<Vec<TokenRecord>>;
     /// Every token ever issued (never the secret), oldest first.
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;

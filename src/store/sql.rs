@@ -187,7 +187,7 @@ macro_rules! sql_store {
                 outbox: &[OutboxEntry],
             ) -> StoreResult<()> {
                 self.writes
-                    .write(Write::Insert { new: new.clone(), audit: audit.to_vec(), outbox: outbox.to_vec() })
+                    .write(Write::Insert { new: Box::new(new.clone()), audit: audit.to_vec(), outbox: outbox.to_vec() })
                     .await
                     .map(drop)
             }
@@ -439,18 +439,6 @@ macro_rules! sql_store {
                 })
             }
 
-            async fn append_audit(
-                &self,
-                subject_id: &str,
-                at: Millis,
-                audit: &[AuditEntry],
-            ) -> StoreResult<()> {
-                self.writes
-                    .write(Write::Audit { subject_id: subject_id.to_string(), at, audit: audit.to_vec() })
-                    .await
-                    .map(drop)
-            }
-
             async fn changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<Announced>> {
                 let rows = sqlx::query(
                     "select id, request_id, topic from outbox where id > $1 order by id limit $2",
@@ -512,11 +500,13 @@ macro_rules! sql_store {
                 sha256: &str,
                 subject: &TokenSubject,
                 now: Millis,
+                audit: &[SubjectEvent],
             ) -> StoreResult<()> {
                 let (kind, name) = match subject {
                     TokenSubject::User(email) => ("user", email.as_str()),
                     TokenSubject::Agent(name) => ("agent", name.as_str()),
                 };
+                let mut tx = self.pool.begin_with($write_begin).await?;
                 sqlx::query(
                     "insert into api_token (token_sha256, subject, kind, created_at) values ($1, $2, $3, $4)",
                 )
@@ -524,8 +514,10 @@ macro_rules! sql_store {
                 .bind(name)
                 .bind(kind)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                self.append_subject_events(&mut tx, now, audit).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -548,12 +540,18 @@ macro_rules! sql_store {
                 Ok(subject)
             }
 
-            async fn revoke_tokens(&self, which: &TokenSelector, now: Millis) -> StoreResult<Vec<TokenRecord>> {
+            async fn revoke_tokens(
+                &self,
+                which: &TokenSelector,
+                now: Millis,
+                audit: AuditOf<'_, TokenRecord>,
+            ) -> StoreResult<Vec<TokenRecord>> {
                 let (digest, kind, subject) = match which {
                     TokenSelector::Digest(digest) => (Some(digest.as_str()), None, None),
                     TokenSelector::Subject(TokenSubject::User(email)) => (None, Some("user"), Some(email.as_str())),
                     TokenSelector::Subject(TokenSubject::Agent(name)) => (None, Some("agent"), Some(name.as_str())),
                 };
+                let mut tx = self.pool.begin_with($write_begin).await?;
                 let rows = sqlx::query(
                     "update api_token set revoked_at = $1 where revoked_at is null \
                      and ($2 is null or token_sha256 = $2) and ($3 is null or kind = $3) \
@@ -564,14 +562,18 @@ macro_rules! sql_store {
                 .bind(digest)
                 .bind(kind)
                 .bind(subject)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
+                let revoked = rows.iter().map(token_record).collect::<StoreResult<Vec<_>>>()?;
+                let events: Vec<SubjectEvent> = revoked.iter().map(audit).collect();
+                self.append_subject_events(&mut tx, now, &events).await?;
+                tx.commit().await?;
                 // At once here; other replicas when they hear of it (see `token_cache`).
                 self.tokens.revoked();
-                if !rows.is_empty() {
+                if !revoked.is_empty() {
                     announce_revocation(&self.pool).await;
                 }
-                rows.iter().map(token_record).collect()
+                Ok(revoked)
             }
 
             async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
@@ -600,6 +602,24 @@ macro_rules! sql_store {
                 queue_outbox(conn, &self.destinations, &outbox).await?;
                 let audit: Vec<_> = audit.iter().map(|entry| (request_id, at, entry)).collect();
                 append_audit_events(conn, self.audit_key.as_ref(), &audit).await
+            }
+
+            /// Appends events about accounts and tokens (`at`, in order) inside `conn`'s
+            /// transaction. Links, unlinks and token changes are transactions of their own, not
+            /// group-commit writes: they are rare, and what they answer (a redeemed code, the link
+            /// removed, the tokens revoked) is no request's outcome, so the writer's plan would
+            /// only grow for them. The chain stays one all the same: appending bumps its head row,
+            /// which Postgres then holds locked until commit, and on SQLite these transactions
+            /// begin with the write lock (`begin immediate`), taking turns with the writer's.
+            async fn append_subject_events(
+                &self,
+                conn: &mut Conn,
+                at: Millis,
+                events: &[SubjectEvent],
+            ) -> StoreResult<()> {
+                let entries: Vec<_> =
+                    events.iter().map(|event| (event.subject_id.as_str(), at, &event.entry)).collect();
+                append_audit_events(conn, self.audit_key.as_ref(), &entries).await
             }
 
             /// Turns request rows into requests, loading their approval groups in one query.
@@ -670,6 +690,11 @@ macro_rules! sql_store {
                 })
             }
 
+            /// Commits `writes` in one transaction, one statement per kind of row, as
+            /// `write_plan` lays them out: new requests and their groups, the requests decisions
+            /// are made on (one read), every compare-and-set (one `update … from` returning the
+            /// ids that won), the winners' group approvals, outbox entries, then the audit chain,
+            /// whose head stays locked until commit, so it comes last.
             async fn try_commit(&mut self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
                 use sqlx::{ConnectOptions, Connection};
                 let conn = match &mut self.connection {
@@ -678,29 +703,8 @@ macro_rules! sql_store {
                 };
                 let mut tx = conn.begin_with($write_begin).await?;
 
-                // New requests and their approval groups.
-                let mut requests = Vec::new();
-                let mut groups = Vec::new();
-                for write in writes {
-                    if let Write::Insert { new, .. } = write {
-                        requests.push(rows::NewRequest {
-                            id: &new.id,
-                            connection: &new.connection,
-                            command: &new.command,
-                            command_sha256: &new.command_sha256,
-                            requester: &new.requester,
-                            justification: new.justification.as_deref(),
-                            status: new.status.as_str(),
-                            created_at: new.created_at,
-                            expires_at: new.expires_at,
-                            decided_at: new.decided_at,
-                        });
-                        for (position, group) in new.approval_groups.iter().enumerate() {
-                            groups.push(rows::Group { id: &new.id, position, group });
-                        }
-                    }
-                }
-                if !requests.is_empty() {
+                let inserts = write_plan::inserts(writes);
+                if !inserts.requests.is_empty() {
                     sqlx::query(concat!(
                         "insert into access_request (id, connection, command, command_sha256, requester, \
                          justification, status, created_at, expires_at, decided_at, version) \
@@ -710,32 +714,24 @@ macro_rules! sql_store {
                          cast(c.value ->> 'expires_at' as bigint), cast(c.value ->> 'decided_at' as bigint), 1 \
                          from ", $json_rows, " order by c.key"
                     ))
-                    .bind(json_array(&requests))
-                    .bind(requests.len() as i64)
+                    .bind(json_array(&inserts.requests))
+                    .bind(inserts.requests.len() as i64)
                     .execute(&mut *tx)
                     .await?;
                 }
-                if !groups.is_empty() {
+                if !inserts.groups.is_empty() {
                     sqlx::query(concat!(
                         "insert into access_request_approval (request_id, position, group_name, status) \
                          select c.value ->> 'id', cast(c.value ->> 'position' as bigint), c.value ->> 'group', \
                          'pending' from ", $json_rows
                     ))
-                    .bind(json_array(&groups))
-                    .bind(groups.len() as i64)
+                    .bind(json_array(&inserts.groups))
+                    .bind(inserts.groups.len() as i64)
                     .execute(&mut *tx)
                     .await?;
                 }
 
-                // The requests decisions are made on, read in this transaction: on SQLite it holds
-                // the write lock, so they cannot change before the compare-and-set below.
-                let reads: Vec<rows::Id> = writes
-                    .iter()
-                    .filter_map(|write| match write {
-                        Write::Decide { request_id, .. } => Some(rows::Id { id: request_id }),
-                        _ => None,
-                    })
-                    .collect();
+                let reads = write_plan::reads(writes);
                 let mut read = std::collections::HashMap::new();
                 if !reads.is_empty() {
                     let sql = format!(
@@ -752,52 +748,13 @@ macro_rules! sql_store {
                         read.insert(request.id.clone(), request);
                     }
                 }
-                // Each write's change: an `Apply` as given, a `Decide` as it makes it of its read.
-                let made: Vec<Option<Change>> = writes
-                    .iter()
-                    .map(|write| match write {
-                        Write::Decide { request_id, decide } => read.get(request_id).and_then(|r| decide(r)),
-                        _ => None,
-                    })
-                    .collect();
-                let change_of = |i: usize| -> Option<&Change> {
-                    match &writes[i] {
-                        Write::Apply(change) => Some(change),
-                        Write::Decide { .. } => made[i].as_ref(),
-                        Write::Insert { .. } | Write::Audit { .. } => None,
-                    }
-                };
+                let plan = write_plan::Plan::new(writes, read);
 
-                // The compare-and-sets, all in one statement: a change applies only if its request
-                // is still at the version and status it was read at. On Postgres the deadline is
-                // also checked against the database's clock at the moment of the update, so no
-                // decision lands after it, however late it commits.
-                let mut changes = Vec::new();
-                for change in (0..writes.len()).filter_map(change_of) {
-                    let rejection = change.rejection.as_ref();
-                    let result = change
-                        .result
-                        .as_ref()
-                        .map(serde_json::to_string)
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    changes.push(rows::Change {
-                        id: &change.request_id,
-                        expected_version: change.expected_version,
-                        expected_status: change.expected_status.as_str(),
-                        status: change.status.map(|s| s.as_str()),
-                        decided_at: change.decided_at,
-                        rejected_by: rejection.map(|r| r.by.as_str()),
-                        rejection_reason: rejection.map(|r| r.reason.as_str()),
-                        rejected_at: rejection.map(|r| r.at),
-                        rejected_via: rejection.map(|r| r.via.as_str()),
-                        result,
-                        lease_until: change.lease_until,
-                        before_deadline: change.before_deadline,
-                    });
-                }
+                // On Postgres the deadline is also checked against the database's clock at the
+                // moment of the update, so no decision lands after it, however late it commits.
+                let compare_and_sets = plan.compare_and_sets()?;
                 let mut won = std::collections::HashSet::new();
-                if !changes.is_empty() {
+                if !compare_and_sets.is_empty() {
                     let rows = sqlx::query(concat!(
                         "update access_request set version = access_request.version + 1, \
                          status = coalesce(c.value ->> 'status', access_request.status), \
@@ -816,37 +773,18 @@ macro_rules! sql_store {
                         $decision_time,
                         ") returning id"
                     ))
-                    .bind(json_array(&changes))
-                    .bind(changes.len() as i64)
+                    .bind(json_array(&compare_and_sets))
+                    .bind(compare_and_sets.len() as i64)
                     .fetch_all(&mut *tx)
                     .await?;
                     for row in rows {
                         won.insert(row.try_get::<String, _>("id")?);
                     }
                 }
-                // The changes that won, by the index of their write.
-                let applied: Vec<&Change> = (0..writes.len())
-                    .filter_map(change_of)
-                    .filter(|change| won.contains(&change.request_id))
-                    .collect();
+                let settled = plan.settle(&won);
 
-                // Group approvals of the changes that won. The compare-and-set held the version
-                // the decision was made on, so each group is still pending.
-                let approvals: Vec<rows::Approval> = applied
-                    .iter()
-                    .filter_map(|change| {
-                        let decision = change.group_approval.as_ref()?;
-                        Some(rows::Approval {
-                            id: &change.request_id,
-                            group: &decision.group,
-                            by: &decision.by,
-                            at: change.at,
-                            via: &decision.via,
-                        })
-                    })
-                    .collect();
-                if !approvals.is_empty() {
-                    let expected = approvals.len() as u64;
+                if !settled.approvals.is_empty() {
+                    let expected = settled.approvals.len() as u64;
                     let approved = sqlx::query(concat!(
                         "update access_request_approval set status = 'approved', \
                          decided_by = c.value ->> 'by', decided_at = cast(c.value ->> 'at' as bigint), \
@@ -855,8 +793,8 @@ macro_rules! sql_store {
                          and access_request_approval.group_name = c.value ->> 'group' \
                          and access_request_approval.status = 'pending'"
                     ))
-                    .bind(json_array(&approvals))
-                    .bind(approvals.len() as i64)
+                    .bind(json_array(&settled.approvals))
+                    .bind(settled.approvals.len() as i64)
                     .execute(&mut *tx)
                     .await?;
                     if approved.rows_affected() != expected {
@@ -866,52 +804,16 @@ macro_rules! sql_store {
                         )));
                     }
                 }
-
-                // Outbox entries, then the audit chain: appending locks the chain's head until
-                // commit, so it comes last.
-                let mut outbox = Vec::new();
-                let mut audit = Vec::new();
-                let mut announced = Vec::new();
-                for write in writes {
-                    match write {
-                        Write::Insert { new, audit: events, outbox: entries } => {
-                            outbox.extend(entries.iter().map(|e| (new.id.as_str(), new.created_at, e)));
-                            audit.extend(events.iter().map(|e| (new.id.as_str(), new.created_at, e)));
-                            announced.push((new.id.clone(), Some(new.status)));
-                        }
-                        Write::Audit { subject_id, at, audit: events } => {
-                            audit.extend(events.iter().map(|e| (subject_id.as_str(), *at, e)));
-                        }
-                        Write::Apply(_) | Write::Decide { .. } => {}
-                    }
-                }
-                for change in &applied {
-                    outbox.extend(change.outbox.iter().map(|e| (change.request_id.as_str(), change.at, e)));
-                    audit.extend(change.audit.iter().map(|e| (change.request_id.as_str(), change.at, e)));
-                    announced.push((change.request_id.clone(), change.status));
-                }
-                queue_outbox(&mut tx, &self.destinations, &outbox).await?;
-                append_audit_events(&mut tx, self.audit_key.as_ref(), &audit).await?;
+                queue_outbox(&mut tx, &self.destinations, &settled.outbox).await?;
+                append_audit_events(&mut tx, self.audit_key.as_ref(), &settled.audit).await?;
                 tx.commit().await?;
 
                 {
                     // Spawned announcements belong on the server's runtime, where the pool is.
                     let _server = self.server.enter();
-                    announce_changes(&self.pool, &self.changes, announced);
+                    announce_changes(&self.pool, &self.changes, settled.announced);
                 }
-                Ok(writes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, write)| {
-                        // One write per request in a group, so its request id says whether it won.
-                        let lost = change_of(i).is_some_and(|change| !won.contains(&change.request_id));
-                        match write {
-                            _ if lost => Err(StoreError::Conflict),
-                            Write::Decide { request_id, .. } => Ok(read.get(request_id).cloned()),
-                            Write::Insert { .. } | Write::Apply(_) | Write::Audit { .. } => Ok(None),
-                        }
-                    })
-                    .collect())
+                Ok(settled.outcomes)
             }
         }
 

@@ -4,15 +4,143 @@ use std::process::Command;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Backend, TestApp};
+use hoopbot::store::TokenSubject;
+use hoopbot::token::{Operator, Revocation};
+
+use crate::helpers::{Backend, TestApp, execute_sql};
 use crate::on_both_backends;
 
 on_both_backends!(
     audit_verify_detects_edited_reordered_cut_and_deleted_events,
     tokens_are_listed_and_revoked,
     creating_and_revoking_tokens_is_audited_by_id,
-    server_side_commands_say_which_config_and_database
+    server_side_commands_say_which_config_and_database,
+    a_link_whose_audit_event_fails_is_not_made,
+    an_unlink_whose_audit_event_fails_leaves_the_link,
+    a_token_whose_audit_event_fails_is_not_issued,
+    a_revocation_whose_audit_event_fails_leaves_the_token_working,
 );
+
+/// Makes the database refuse every insert into `table`, as a trigger (the same name on both
+/// backends, for [`allow_inserts`]).
+async fn refuse_inserts(app: &TestApp, table: &str) {
+    let sql = if app.db.url.starts_with("sqlite:") {
+        format!(
+            "create trigger refuse_{table} before insert on {table} \
+             begin select raise(abort, 'refused by a test trigger'); end"
+        )
+    } else {
+        format!(
+            "create or replace function refuse() returns trigger language plpgsql as $$ begin \
+             raise exception 'refused by a test trigger'; end $$; \
+             create trigger refuse_{table} before insert on {table} \
+             for each row execute function refuse()"
+        )
+    };
+    execute_sql(&app.db.url, sql).await;
+}
+
+async fn allow_inserts(app: &TestApp, table: &str) {
+    let sql = if app.db.url.starts_with("sqlite:") {
+        format!("drop trigger refuse_{table}")
+    } else {
+        format!("drop trigger refuse_{table} on {table}")
+    };
+    execute_sql(&app.db.url, sql).await;
+}
+
+/// The kinds of the audit events about `subject` (`slack:U1`, `token:<id>`).
+async fn audited(app: &TestApp, subject: &str) -> Vec<String> {
+    let events = app.store().await.audit_events(Some(subject)).await.unwrap();
+    events.into_iter().map(|e| e.kind).collect()
+}
+
+/// A link is never in effect without its audit event: when the event cannot be written, neither
+/// is the link, whether by code (which stays unused, so it can be confirmed again) or by
+/// verified email.
+async fn a_link_whose_audit_event_fails_is_not_made(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bob = app.hoop.identity(&"bob@x.com".parse().unwrap()).unwrap();
+    let code = app.hoop.start_link("slack", "U1").await.unwrap();
+    refuse_inserts(&app, "audit_event").await;
+
+    assert!(app.hoop.confirm_link(&bob, &code.code).await.is_err());
+    assert_eq!(app.hoop.linked_identity("slack", "U1").await.unwrap(), None);
+    let by_email = app
+        .hoop
+        .link_verified_email("slack", "U2", "bob@x.com")
+        .await;
+    assert!(by_email.is_err(), "{by_email:?}");
+    assert_eq!(app.hoop.linked_identity("slack", "U2").await.unwrap(), None);
+
+    allow_inserts(&app, "audit_event").await;
+    assert!(audited(&app, "slack:U1").await.is_empty());
+    assert!(audited(&app, "slack:U2").await.is_empty());
+    let linked = app.hoop.confirm_link(&bob, &code.code).await.unwrap();
+    assert_eq!(linked.email, "bob@x.com");
+    assert_eq!(audited(&app, "slack:U1").await, ["account_linked"]);
+}
+
+/// An unlink is never in effect without its audit event, and nothing has to write the link back:
+/// inserts into `chat_account` are refused too, as by a database that went away after the
+/// delete.
+async fn an_unlink_whose_audit_event_fails_leaves_the_link(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let linked = app
+        .hoop
+        .link_verified_email("slack", "U1", "bob@x.com")
+        .await
+        .unwrap();
+    assert!(linked.is_some());
+    refuse_inserts(&app, "audit_event").await;
+    refuse_inserts(&app, "chat_account").await;
+
+    let unlinked = app
+        .hoop
+        .unlink("slack", "U1", hoopbot::domain::Surface::Slack)
+        .await;
+    assert!(unlinked.is_err(), "{unlinked:?}");
+    let still = app.hoop.linked_identity("slack", "U1").await.unwrap();
+    assert_eq!(
+        still.map(|who| who.email.to_string()).as_deref(),
+        Some("bob@x.com")
+    );
+    assert_eq!(audited(&app, "slack:U1").await, ["account_linked"]);
+}
+
+/// A token is never issued without its audit event: not even a revoked record of it is left.
+async fn a_token_whose_audit_event_fails_is_not_issued(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.hoop.tokens().await.unwrap();
+    refuse_inserts(&app, "audit_event").await;
+
+    let issued = app
+        .hoop
+        .issue_token(&TokenSubject::Agent("edge".into()), &Operator::system())
+        .await;
+    assert!(issued.is_err(), "{issued:?}");
+    assert_eq!(app.hoop.tokens().await.unwrap(), before);
+}
+
+/// A revocation is never in effect without its audit events: the token still works.
+async fn a_revocation_whose_audit_event_fails_leaves_the_token_working(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bob = TokenSubject::User("bob@x.com".parse().unwrap());
+    refuse_inserts(&app, "audit_event").await;
+
+    let revoked = app
+        .hoop
+        .revoke_tokens(Revocation::Subject(bob.clone()), &Operator::system())
+        .await;
+    assert!(revoked.is_err(), "{revoked:?}");
+    let tokens = app.hoop.tokens().await.unwrap();
+    let bobs: Vec<_> = tokens.iter().filter(|t| t.subject == bob).collect();
+    assert!(bobs.len() == 1 && bobs[0].revoked_at.is_none(), "{bobs:?}");
+    assert_eq!(
+        app.get("bob@x.com", "/api/v1/me").await.status,
+        StatusCode::OK
+    );
+}
 
 async fn tokens_are_listed_and_revoked(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -173,7 +301,7 @@ async fn creating_and_revoking_tokens_is_audited_by_id(backend: Backend) {
     for digest in ["abcd0001", "abcd0002"] {
         let subject = hoopbot::store::TokenSubject::Agent("twin".into());
         store
-            .insert_token(&digest.repeat(8), &subject, now)
+            .insert_token(&digest.repeat(8), &subject, now, &[])
             .await
             .unwrap();
     }

@@ -353,9 +353,16 @@ async fn an_approved_job_can_be_withdrawn_until_an_agent_starts_it(backend: Back
 /// Revokes `token`; returns how many tokens that revoked.
 async fn revoke(app: &TestApp, token: &str) -> usize {
     let selector = TokenSelector::Digest(hoopbot::token::digest(token));
+    let audit = |token: &hoopbot::store::TokenRecord| hoopbot::store::SubjectEvent {
+        subject_id: format!("token:{}", hoopbot::token::id(&token.sha256)),
+        entry: hoopbot::store::AuditEntry::system(
+            hoopbot::audit::AuditKind::TokenRevoked,
+            serde_json::json!({}),
+        ),
+    };
     app.store()
         .await
-        .revoke_tokens(&selector, app.hoop.clock.now())
+        .revoke_tokens(&selector, app.hoop.clock.now(), &audit)
         .await
         .unwrap()
         .len()
