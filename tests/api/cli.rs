@@ -204,6 +204,15 @@ async fn groups_show_closed_once_the_request_is_decided(backend: Backend) {
         "{shown}"
     );
     assert!(!shown.contains("waiting"), "{shown}");
+    // Where it stands and what the reader may do, in the words every surface shares.
+    assert!(
+        shown.contains("Summary     Rejected by sam@x.com (api): not today\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("You may     nothing (It is already rejected.)\n"),
+        "{shown}"
+    );
 
     let expired = submit(&app, "SELECT 3", "x").await;
     app.advance(Duration::from_secs(3600));
