@@ -2,12 +2,14 @@
 //! allowed. Nothing here does I/O, so every rule is tested as a plain function.
 
 mod decision;
+mod event;
 mod names;
 mod policy;
 mod request;
 mod surface;
 
 pub use decision::{Decision, DecisionError, Outcome, decide};
+pub use event::Event;
 pub use names::{ConnectionName, Email, InvalidName};
 pub use policy::{Admission, AutoApproval, Identity, Policy, RequireApprovalFor, admit};
 pub use request::{

@@ -167,7 +167,7 @@ async fn a_held_command_is_posted_as_a_card_with_the_exact_command(backend: Back
     let command = "UPDATE users SET role='admin\u{200b}' WHERE id=1; -- ``` <!channel> <@U123> *bold* <https://x|Approve> &lt;";
     let id = app.held(command).await;
     assert_eq!(
-        drain(&app.hoop.delivery_worker()).await,
+        drain(&app.delivery_worker()).await,
         vec![Step::Delivered]
     );
 
@@ -259,7 +259,7 @@ async fn two_approvers_click_and_every_copy_of_the_card_follows(backend: Backend
     link(&app, SAM, "sam@x.com").await;
     link(&app, ALICE, "alice@x.com").await;
     let id = app.held("DELETE FROM sessions").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     drain(&worker).await;
     let card = channel_card(&slack);
 
@@ -313,7 +313,7 @@ async fn a_rejection_through_the_modal_reaches_the_requester_with_its_reason(bac
     link(&app, BOB, "bob@x.com").await;
     link(&app, ALICE, "alice@x.com").await;
     let id = app.held("DROP TABLE users").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     drain(&worker).await;
     let card = channel_card(&slack);
 
@@ -378,7 +378,7 @@ async fn refused_and_repeated_clicks_say_why_and_change_nothing(backend: Backend
     link(&app, ALICE, "alice@x.com").await;
     link(&app, EVE, "eve@x.com").await;
     let id = app.held("TRUNCATE audit").await;
-    drain(&app.hoop.delivery_worker()).await;
+    drain(&app.delivery_worker()).await;
     let card = channel_card(&slack);
     let version = app.request(&id).await["version"].clone();
 
@@ -456,7 +456,7 @@ async fn refused_and_repeated_clicks_say_why_and_change_nothing(backend: Backend
 async fn an_expired_request_updates_its_card(backend: Backend) {
     let (slack, app) = with_slack(backend, "").await;
     let id = app.held("VACUUM FULL").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     drain(&worker).await;
     app.advance(Duration::from_secs(31 * 60));
     app.hoop.sweep().await.unwrap();
@@ -479,7 +479,7 @@ async fn slack_errors_and_rate_limits_are_retried_without_a_second_card(backend:
         ],
     );
     let id = app.held("SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Retry]);
     app.advance(Duration::from_secs(5));
     assert_eq!(drain(&worker).await, [Step::Retry], "the 429");
@@ -527,7 +527,7 @@ async fn slack_errors_and_rate_limits_are_retried_without_a_second_card(backend:
 async fn another_instance_updates_a_card_the_first_posted(backend: Backend) {
     let (slack, app) = with_slack(backend, "").await;
     let id = app.held("UPDATE accounts SET locked = true").await;
-    drain(&app.hoop.delivery_worker()).await;
+    drain(&app.delivery_worker()).await;
     let posted = slack.calls_of("chat.postMessage");
     assert_eq!(posted.len(), 1);
     // Another instance on the same database approves and delivers: it edits the same message.
@@ -653,7 +653,7 @@ async fn unsigned_forged_and_stale_requests_get_401_and_change_nothing() {
     let (slack, app) = with_slack(Backend::Sqlite, "").await;
     link(&app, BOB, "bob@x.com").await;
     let id = app.held("DELETE FROM orders").await;
-    drain(&app.hoop.delivery_worker()).await;
+    drain(&app.delivery_worker()).await;
     let card = channel_card(&slack);
     let (action_id, value) = button(&card, "Approve as dba-team");
     let body = fake_slack::click_form(BOB, CHANNEL, &card, &action_id, &value);
@@ -814,7 +814,7 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
 
     // A click through the new socket: decided before it is acknowledged.
     let id = app.held("DELETE FROM carts").await;
-    drain(&app.hoop.delivery_worker()).await;
+    drain(&app.delivery_worker()).await;
     let card = channel_card(&slack);
     let (action_id, value) = button(&card, "Approve as dba-team");
     let form = fake_slack::click_form(BOB, CHANNEL, &card, &action_id, &value);
@@ -903,7 +903,7 @@ async fn a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go(backen
     // The bot was never invited to the channel: the channel card cannot be posted.
     slack.fail("chat.postMessage", [Failure::Refuse("not_in_channel")]);
     let id = app.held("DELETE FROM invoices").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Delivered]);
     let posts = slack.calls_of("chat.postMessage");
     assert_eq!(
@@ -998,7 +998,7 @@ async fn hoop_subscribe_and_hoop_doctor_on_the_command_line() {
 async fn an_older_state_never_overwrites_a_newer_card(backend: Backend) {
     let (slack, app) = with_slack(backend, "").await;
     let id = app.held("SELECT 2").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Delivered]);
     // The card already shows a newer state than the next delivery carries (as another replica
     // would have recorded it).

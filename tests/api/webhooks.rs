@@ -108,7 +108,7 @@ async fn every_change_reaches_the_receiver_signed_and_in_order(backend: Backend)
     let command = "UPDATE users SET status='inactive' WHERE id=123";
     let id = approved(&app, command).await;
 
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, vec![Step::Delivered; 8]);
 
     let got = siem.wait_for(4, Duration::from_secs(5)).await;
@@ -217,7 +217,7 @@ async fn a_failing_receiver_still_gets_every_event_once_in_order(backend: Backen
         Reply::Drop,
     ]);
     let id = approved(&app, "SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
 
     assert_eq!(worker.deliver_next().await.unwrap(), Step::Retry);
     // The later events wait behind the first: none overtakes it.
@@ -295,7 +295,7 @@ async fn a_receiver_down_for_the_whole_window_is_given_up(backend: Backend) {
     let id = approved(&app, "SELECT 1").await;
     assert_eq!(app.request(&id).await["status"], "approved");
 
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     for _ in 0..100 {
         if worker.deliver_next().await.unwrap() == Step::Empty {
             let all = deliveries(&app, &id).await;
@@ -348,7 +348,7 @@ async fn private_addresses_are_refused_without_allow_private(backend: Backend) {
         + &webhook("named", &format!("http://localhost:{port}/hook"), "");
     let app = TestApp::spawn_with(backend, &config).await;
     let id = app.held("SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Retry, Step::Retry]);
     for d in deliveries(&app, &id).await {
         assert_eq!(d["state"], "pending");
@@ -380,7 +380,7 @@ async fn a_gone_receiver_switches_its_webhook_off(backend: Backend) {
     let (siem, app) = with_siem(backend).await;
     siem.plan(vec![Reply::Status(410)]);
     let id = app.held("SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Disabled]);
 
     let hooks = app.get("root@x.com", "/api/v1/webhooks").await;
@@ -502,7 +502,7 @@ async fn admins_list_webhooks_page_their_attempts_and_send_pings(backend: Backen
     // the token in its query string) out.
     siem.set_down(true);
     let id = app.held("SELECT 1").await;
-    assert_eq!(drain(&app.hoop.delivery_worker()).await, [Step::Retry]);
+    assert_eq!(drain(&app.delivery_worker()).await, [Step::Retry]);
     let error = deliveries(&app, &id).await[0]["last_error"]
         .as_str()
         .unwrap()
@@ -540,7 +540,7 @@ async fn the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries(back
     let (siem, app) = with_siem(backend).await;
     siem.plan(vec![Reply::Status(503)]);
     let id = app.held("SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Retry]);
 
     let show = cli(&app, "bob@x.com", &["requests", "show", &id]).await;
@@ -746,10 +746,15 @@ async fn a_webhook_removed_from_the_config_is_given_up_at_once(backend: Backend)
     let (siem, app) = with_siem(backend).await;
     siem.set_down(true);
     let id = app.held("SELECT 1").await;
-    assert_eq!(drain(&app.hoop.delivery_worker()).await, [Step::Retry]);
+    assert_eq!(drain(&app.delivery_worker()).await, [Step::Retry]);
     // A replica whose config no longer has the webhook: nobody to deliver to, nothing to wait for.
     app.advance(Duration::from_secs(5));
-    let without = Worker::new(app.hoop.clone(), Vec::new());
+    let ports = hoopbot::app::delivery_ports(
+        app.store().await,
+        hoopbot::changes::ChangeHub::new(),
+        hoopbot::service::Clock::shifted(app.now.clone()),
+    );
+    let without = Worker::new(ports, Vec::new());
     assert_eq!(without.deliver_next().await.unwrap(), Step::GaveUp);
     let delivery = deliveries(&app, &id).await[0].clone();
     assert_eq!(delivery["state"], "given_up");
