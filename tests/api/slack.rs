@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fake_slack::{self, CHANNEL, Failure, FakeSlack, send_signed};
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, execute_sql};
 use crate::on_both_backends;
 use crate::webhooks::drain;
 
@@ -24,6 +24,7 @@ on_both_backends!(
     a_verified_slack_email_links_at_once_when_allowed,
     a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go,
     an_older_state_never_overwrites_a_newer_card,
+    a_snapshot_that_cannot_be_read_is_given_up_at_once,
 );
 
 const BOB: &str = "U0BOB";
@@ -1021,5 +1022,32 @@ async fn an_older_state_never_overwrites_a_newer_card(backend: Backend) {
             .unwrap()
             .version,
         5
+    );
+}
+
+async fn a_snapshot_that_cannot_be_read_is_given_up_at_once(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    let id = app.held("UPDATE accounts SET locked = true").await;
+    // A status this version does not know, as a renamed one would leave the stored snapshot.
+    execute_sql(
+        &app.db.url,
+        format!(
+            "update outbox set payload = replace(payload, '\"status\":\"pending\"', \
+             '\"status\":\"on_hold\"') where request_id = '{id}'"
+        ),
+    )
+    .await;
+    // Retrying would read the same snapshot again: it is given up on its first attempt.
+    assert_eq!(drain(&app.delivery_worker()).await, [Step::GaveUp]);
+    assert!(slack.calls_of("chat.postMessage").is_empty());
+    let events = app.store().await.audit_events(Some(&id)).await.unwrap();
+    let given_up = events.last().unwrap();
+    assert_eq!(given_up.kind, "delivery_given_up");
+    assert_eq!(given_up.detail["kind"], "slack");
+    assert_eq!(given_up.detail["attempts"], 1);
+    let error = given_up.detail["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the event's snapshot cannot be read") && error.contains("on_hold"),
+        "{error}"
     );
 }

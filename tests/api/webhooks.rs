@@ -9,7 +9,8 @@ use hoopbot::delivery::{Step, Worker};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp};
+use crate::fake_slack::FakeSlack;
+use crate::helpers::{Backend, TestApp, execute_sql};
 use crate::on_both_backends;
 use crate::receiver::{Receiver, Reply};
 
@@ -25,6 +26,8 @@ on_both_backends!(
     admins_list_webhooks_page_their_attempts_and_send_pings,
     the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries,
     a_webhook_removed_from_the_config_is_given_up_at_once,
+    an_unreadable_snapshot_is_given_up_at_once,
+    a_webhook_claim_lapses_after_a_webhook_attempt_not_slacks,
 );
 
 /// A `[[webhooks]]` entry delivering every event to `url`, with `extra` lines.
@@ -764,4 +767,77 @@ async fn a_webhook_removed_from_the_config_is_given_up_at_once(backend: Backend)
     );
     let events = app.store().await.audit_events(Some(&id)).await.unwrap();
     assert_eq!(events.last().unwrap().kind, "delivery_given_up");
+}
+
+async fn an_unreadable_snapshot_is_given_up_at_once(backend: Backend) {
+    let (siem, app) = with_siem(backend).await;
+    // One snapshot that is not JSON at all, and one that no longer reads as a request (as a
+    // renamed field would leave it).
+    let garbled = app.held("SELECT 1").await;
+    let outdated = app.held("SELECT 2").await;
+    execute_sql(
+        &app.db.url,
+        format!("update outbox set payload = '{{not json' where request_id = '{garbled}'"),
+    )
+    .await;
+    execute_sql(
+        &app.db.url,
+        format!(
+            "update outbox set payload = '{{\"version\": 1, \"request\": {{\"id\": \"{outdated}\"}}}}' \
+             where request_id = '{outdated}'"
+        ),
+    )
+    .await;
+    // Retrying would read the same snapshot again: each is given up on its first attempt.
+    assert_eq!(
+        drain(&app.delivery_worker()).await,
+        [Step::GaveUp, Step::GaveUp]
+    );
+    assert!(siem.requests().is_empty());
+    for (id, why) in [(&garbled, "key must be a string"), (&outdated, "missing field")] {
+        let delivery = deliveries(&app, id).await[0].clone();
+        assert_eq!(
+            (&delivery["state"], &delivery["attempts"]),
+            (&Value::from("given_up"), &Value::from(1))
+        );
+        let error = delivery["last_error"].as_str().unwrap();
+        assert!(
+            error.starts_with("the event's snapshot cannot be read") && error.contains(why),
+            "{error}"
+        );
+        let events = app.store().await.audit_events(Some(id)).await.unwrap();
+        let given_up = events.last().unwrap();
+        assert_eq!(given_up.kind, "delivery_given_up");
+        assert_eq!(given_up.detail["last_error"], error);
+    }
+}
+
+/// A replica killed while a webhook receiver holds its attempt leaves a claim that lapses after
+/// the webhook's own timeout and margin, even with Slack (whose attempts take longer) configured.
+async fn a_webhook_claim_lapses_after_a_webhook_attempt_not_slacks(backend: Backend) {
+    let siem = Receiver::start(SECRET).await;
+    let slack = FakeSlack::start().await;
+    let config = slack.config("")
+        + &format!(
+            "\n[[webhooks]]\nname = \"siem\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+             events = [\"access_request.*\"]\ntimeout = \"10s\"\nallow_private = true\n",
+            siem.url()
+        );
+    let app = TestApp::spawn_with(backend, &config).await;
+    app.held("SELECT 1").await;
+    // The webhook's delivery is claimed first; its receiver holds on to it, and the attempt dies.
+    siem.plan(vec![Reply::Delay(Duration::from_secs(60))]);
+    let worker = app.delivery_worker();
+    let attempt = tokio::spawn(async move { worker.deliver_next().await });
+    siem.wait_for(1, Duration::from_secs(10)).await;
+    attempt.abort();
+    // Slack's delivery of the same event is not held up by it.
+    let worker = app.delivery_worker();
+    assert_eq!(worker.deliver_next().await.unwrap(), Step::Delivered);
+    assert_eq!(worker.deliver_next().await.unwrap(), Step::Empty);
+    // The webhook's claim lapses after its 10 s timeout and the 5 s margin, not Slack's minute.
+    app.advance(Duration::from_secs(16));
+    assert_eq!(worker.deliver_next().await.unwrap(), Step::Delivered);
+    let got = siem.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got[1].id, got[0].id, "the same event, by its webhook-id");
 }
