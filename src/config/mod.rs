@@ -498,10 +498,7 @@ timeout = "5m"
         ))
         .unwrap();
         let some = some.webhook("siem").unwrap();
-        assert_eq!(
-            some.events.iter().collect::<Vec<_>>(),
-            [&Event::Approved]
-        );
+        assert_eq!(some.events.iter().collect::<Vec<_>>(), [&Event::Approved]);
         assert!(!some.include_command);
         assert_eq!(some.give_up_after, Duration::from_secs(7200));
 

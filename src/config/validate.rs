@@ -114,11 +114,9 @@ impl Validator<'_> {
             })?;
             let events = match &hook.events {
                 None => Event::ALL.into_iter().collect(),
-                Some(events) => {
-                    Event::subscribed(events.get_ref()).or_else(|message| {
-                        self.err(events.span(), &format!("{key}.events"), message)
-                    })?
-                }
+                Some(events) => Event::subscribed(events.get_ref()).or_else(|message| {
+                    self.err(events.span(), &format!("{key}.events"), message)
+                })?,
             };
             webhooks.push(WebhookConfig {
                 name,

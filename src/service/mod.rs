@@ -830,7 +830,11 @@ fn decision_change(
                     AuditKind::Approved,
                     json!({ "reason": "every approval group approved" }),
                 ));
-                announce(&mut change, request, &[Event::GroupApproved, Event::Approved]);
+                announce(
+                    &mut change,
+                    request,
+                    &[Event::GroupApproved, Event::Approved],
+                );
             } else {
                 announce(&mut change, request, &[Event::GroupApproved]);
             }

@@ -19,7 +19,8 @@ pub enum DeliveryState {
     /// Not delivered yet: due at its next attempt time, or being delivered under a lease.
     Pending,
     Delivered,
-    /// Retried until its destination's `give_up_after` ran out.
+    /// Retried until its destination's `give_up_after` ran out, or never possible (its snapshot
+    /// cannot be read).
     GivenUp,
     /// Its destination was switched off by its receiver before it went out.
     Dropped,

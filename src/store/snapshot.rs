@@ -50,7 +50,8 @@ mod tests {
             id: "0190f5c2-7a3e-7b41-9c55-2f6d0e8a1b2c".into(),
             connection: "prod-db".into(),
             command: "UPDATE accounts SET locked = true WHERE id = 42;".into(),
-            command_sha256: "9f2c4b1e6a7d8c3b5e0f1a2d4c6b8e7f9a1c3e5d7b9f0a2c4e6d8b0f1a3c5e7d".into(),
+            command_sha256: "9f2c4b1e6a7d8c3b5e0f1a2d4c6b8e7f9a1c3e5d7b9f0a2c4e6d8b0f1a3c5e7d"
+                .into(),
             requester: "alice@x.com".into(),
             justification: Some("ticket OPS-123".into()),
             status: Status::Executed,

@@ -167,10 +167,7 @@ async fn a_held_command_is_posted_as_a_card_with_the_exact_command(backend: Back
     link(&app, ALICE, "alice@x.com").await;
     let command = "UPDATE users SET role='admin\u{200b}' WHERE id=1; -- ``` <!channel> <@U123> *bold* <https://x|Approve> &lt;";
     let id = app.held(command).await;
-    assert_eq!(
-        drain(&app.delivery_worker()).await,
-        vec![Step::Delivered]
-    );
+    assert_eq!(drain(&app.delivery_worker()).await, vec![Step::Delivered]);
 
     let posts = slack.calls_of("chat.postMessage");
     let card = &posts

@@ -794,7 +794,10 @@ async fn an_unreadable_snapshot_is_given_up_at_once(backend: Backend) {
         [Step::GaveUp, Step::GaveUp]
     );
     assert!(siem.requests().is_empty());
-    for (id, why) in [(&garbled, "key must be a string"), (&outdated, "missing field")] {
+    for (id, why) in [
+        (&garbled, "key must be a string"),
+        (&outdated, "missing field"),
+    ] {
         let delivery = deliveries(&app, id).await[0].clone();
         assert_eq!(
             (&delivery["state"], &delivery["attempts"]),
