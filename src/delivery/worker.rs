@@ -7,11 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-
-use async_trait::async_trait;
 
 use super::{Answer, Notifier, Verdict};
 use crate::audit::AuditKind;
