@@ -15,10 +15,11 @@ use crate::agent::{Agent, LocalQueue};
 use crate::audit::AuditKey;
 use crate::changes::ChangeHub;
 use crate::config::{Config, EMBEDDED_AGENT};
-use crate::domain::Clock;
+use crate::delivery::{DeliveryClock, Notifier, Ports, Webhooks, Worker};
+use crate::domain::{Clock, Millis};
 use crate::service::Hoop;
-use crate::slack::Slack;
-use crate::store::{self, Store};
+use crate::slack::{Slack, SlackNotifier};
+use crate::store::{self, Store, StoreResult};
 
 /// How often this replica looks for overdue requests and lost jobs. Any replica may do it; the
 /// compare-and-set makes sure each request moves once.
@@ -38,6 +39,8 @@ pub struct App {
     sweep_interval: Option<Duration>,
     embedded_agent: bool,
     deliveries: bool,
+    /// This replica's delivery worker, which [`App::run`] runs unless told not to.
+    worker: Arc<Worker>,
     /// The Slack app, when `[slack]` is configured.
     slack: Option<Arc<Slack>>,
 }
@@ -60,9 +63,22 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let config = Arc::new(config);
-        let hoop = Hoop::new(config.clone(), store, changes, clock)?;
+        let webhooks = Arc::new(Webhooks::new(&config)?);
+        let hoop = Hoop::new(
+            config.clone(),
+            store.clone(),
+            changes.clone(),
+            clock.clone(),
+            webhooks.clone(),
+        );
+        let worker = Arc::new(delivery_worker(
+            &hoop,
+            &config,
+            delivery_ports(store, changes, clock),
+            webhooks,
+        )?);
         // Before any request is served: a destination receives the events from its first start on.
-        hoop.delivery_worker()
+        worker
             .start()
             .await
             .context("cannot record the configured webhooks")?;
@@ -86,8 +102,14 @@ impl App {
             sweep_interval: Some(SWEEP_INTERVAL),
             embedded_agent: true,
             deliveries: true,
+            worker,
             slack,
         })
+    }
+
+    /// This replica's delivery worker; tests step it with [`Worker::deliver_next`].
+    pub fn delivery_worker(&self) -> Arc<Worker> {
+        self.worker.clone()
     }
 
     /// Without background sweeps, tests drive expiry step by step with [`Hoop::sweep`].
@@ -103,8 +125,8 @@ impl App {
             .expect("bound listener has an address")
     }
 
-    /// Without the delivery worker, tests drive deliveries step by step with
-    /// [`crate::delivery::Worker::deliver_next`].
+    /// Without the delivery worker running, tests drive deliveries step by step with
+    /// [`Worker::deliver_next`] (see [`App::delivery_worker`]).
     pub fn without_background_deliveries(mut self) -> App {
         self.deliveries = false;
         self
@@ -156,7 +178,7 @@ impl App {
                     "delivering events to webhook"
                 );
             }
-            tokio::spawn(self.hoop.delivery_worker().run(stop_rx.clone()))
+            tokio::spawn(self.worker.clone().run(stop_rx.clone()))
         });
         // Socket Mode: Slack's events over a socket hoopbot opens, when an app token is set.
         let socket_mode = self
@@ -199,6 +221,46 @@ impl App {
             let _ = worker.await;
         }
         Ok(())
+    }
+}
+
+/// This replica's delivery worker, with a notifier for every configured kind of destination:
+/// webhooks, and Slack's cards when `[slack]` is configured.
+fn delivery_worker(
+    hoop: &Hoop,
+    config: &Arc<Config>,
+    ports: Ports,
+    webhooks: Arc<Webhooks>,
+) -> anyhow::Result<Worker> {
+    let mut notifiers: Vec<Arc<dyn Notifier>> = vec![webhooks];
+    if let Some(slack) = SlackNotifier::new(hoop.clone(), config.clone(), hoop.clock.clone())
+        .context("cannot set up Slack's notifier")?
+    {
+        notifiers.push(Arc::new(slack));
+    }
+    Ok(Worker::new(ports, notifiers))
+}
+
+/// What a delivery worker works with: `store`'s delivery tables, its clock (the database's on
+/// Postgres, read through `clock`), and the wake-ups of `changes`.
+pub fn delivery_ports(store: Arc<dyn Store>, changes: Arc<ChangeHub>, clock: Clock) -> Ports {
+    Ports {
+        store: store.clone(),
+        clock: Arc::new(StoreClock { store, clock }),
+        changes,
+    }
+}
+
+/// The delivery worker's clock: the store's, which is the database's on Postgres.
+struct StoreClock {
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+#[async_trait::async_trait]
+impl DeliveryClock for StoreClock {
+    async fn now(&self) -> StoreResult<Millis> {
+        self.store.now(&self.clock).await
     }
 }
 

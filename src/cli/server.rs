@@ -80,7 +80,14 @@ async fn open_hoop(source: ConfigSource) -> anyhow::Result<Hoop> {
     let (config, path) = required_config(source)?;
     let changes = ChangeHub::new();
     let store = open_store_of(&config, &path, changes.clone()).await?;
-    Hoop::new(Arc::new(config), store, changes, Clock::system())
+    let webhooks = Arc::new(crate::delivery::Webhooks::new(&config)?);
+    Ok(Hoop::new(
+        Arc::new(config),
+        store,
+        changes,
+        Clock::system(),
+        webhooks,
+    ))
 }
 
 /// Like [`open`], but refuses a SQLite database that does not exist yet instead of creating it:

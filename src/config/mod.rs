@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::audit::AuditKey;
-use crate::domain::{ConnectionName, Email, Policy};
+use crate::domain::{ConnectionName, Email, Event, Policy};
 
 mod raw;
 mod slack;
@@ -83,7 +83,7 @@ pub struct WebhookConfig {
     pub url: reqwest::Url,
     pub secret: crate::webhook::signature::Secret,
     /// The event types it receives (`access_request.approved`, …).
-    pub events: BTreeSet<String>,
+    pub events: BTreeSet<Event>,
     /// Whether `data` carries the command itself, or only its SHA-256 and length.
     pub include_command: bool,
     /// Whether its URL may resolve to loopback, link-local or private addresses.
@@ -487,7 +487,7 @@ timeout = "5m"
         };
         let config = parse(&hook("")).unwrap();
         let siem = config.webhook("siem").unwrap();
-        assert_eq!(siem.events.len(), crate::delivery::EVENTS.len());
+        assert_eq!(siem.events.len(), Event::ALL.len());
         assert!(siem.include_command && !siem.allow_private);
         assert_eq!(
             (siem.give_up_after, siem.timeout),
@@ -498,10 +498,7 @@ timeout = "5m"
         ))
         .unwrap();
         let some = some.webhook("siem").unwrap();
-        assert_eq!(
-            some.events.iter().collect::<Vec<_>>(),
-            ["access_request.approved"]
-        );
+        assert_eq!(some.events.iter().collect::<Vec<_>>(), [&Event::Approved]);
         assert!(!some.include_command);
         assert_eq!(some.give_up_after, Duration::from_secs(7200));
 

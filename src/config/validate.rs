@@ -113,15 +113,10 @@ impl Validator<'_> {
                 self.err(hook.secret.span(), &format!("{key}.secret"), message)
             })?;
             let events = match &hook.events {
-                None => crate::delivery::EVENTS
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect(),
-                Some(events) => {
-                    crate::delivery::subscribed(events.get_ref()).or_else(|message| {
-                        self.err(events.span(), &format!("{key}.events"), message)
-                    })?
-                }
+                None => Event::ALL.into_iter().collect(),
+                Some(events) => Event::subscribed(events.get_ref()).or_else(|message| {
+                    self.err(events.span(), &format!("{key}.events"), message)
+                })?,
             };
             webhooks.push(WebhookConfig {
                 name,

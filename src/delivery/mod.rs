@@ -7,55 +7,18 @@
 //! is a [`Notifier`] that says which of its destinations an event goes to and makes one attempt
 //! at a delivery.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::domain::Event;
 use crate::store::{Delivery, Route};
 
 mod webhooks;
 mod worker;
 
 pub use webhooks::Webhooks;
-pub use worker::{Step, Worker};
-
-/// Every event type an outbox entry can carry.
-pub const EVENTS: [&str; 9] = [
-    "access_request.created",
-    "access_request.group_approved",
-    "access_request.approved",
-    "access_request.rejected",
-    "access_request.expired",
-    "access_request.cancelled",
-    "access_request.running",
-    "access_request.executed",
-    "access_request.failed",
-];
-
-/// The event types `patterns` subscribe to: exact types, or `access_request.*` (or `*`) for all.
-/// Unknown types are an error, so a typo never silently subscribes to nothing.
-pub fn subscribed(patterns: &[String]) -> Result<BTreeSet<String>, String> {
-    if patterns.is_empty() {
-        return Err("subscribes to no events; list some, or \"access_request.*\"".into());
-    }
-    let mut events = BTreeSet::new();
-    for pattern in patterns {
-        match pattern.as_str() {
-            "*" | "access_request.*" => events.extend(EVENTS.iter().map(|e| e.to_string())),
-            exact if EVENTS.contains(&exact) => {
-                events.insert(exact.to_string());
-            }
-            unknown => {
-                return Err(format!(
-                    "{unknown:?} is not an event type; known: access_request.* or {}",
-                    EVENTS.join(", ")
-                ));
-            }
-        }
-    }
-    Ok(events)
-}
+pub use worker::{DeliveryClock, Ports, Step, Worker};
 
 /// One kind of destination.
 #[async_trait]
@@ -65,7 +28,7 @@ pub trait Notifier: Send + Sync {
     /// Every configured destination of this kind.
     fn destinations(&self) -> Vec<String>;
     /// The destinations of this kind that receive `event`.
-    fn routes(&self, event: &str) -> Vec<Route>;
+    fn routes(&self, event: Event) -> Vec<Route>;
     /// The SHA-256 of where `destination` points now; `None` when it is no longer configured.
     fn address_sha256(&self, destination: &str) -> Option<String>;
     /// The longest one attempt can take: a claim holds its delivery at least this long.
@@ -93,30 +56,7 @@ pub enum Verdict {
     },
     /// The receiver wants nothing more (a webhook's 410 Gone).
     Disable,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscriptions_expand_wildcards_and_refuse_unknown_types() {
-        let all = subscribed(&["access_request.*".into()]).unwrap();
-        assert_eq!(all.len(), EVENTS.len());
-        let some = subscribed(&[
-            "access_request.approved".into(),
-            "access_request.rejected".into(),
-        ])
-        .unwrap();
-        assert_eq!(
-            some.into_iter().collect::<Vec<_>>(),
-            ["access_request.approved", "access_request.rejected"]
-        );
-        let typo = subscribed(&["access_request.aproved".into()]).unwrap_err();
-        assert!(
-            typo.contains("\"access_request.aproved\" is not an event type"),
-            "{typo}"
-        );
-        assert!(subscribed(&[]).is_err());
-    }
+    /// This delivery can never be made, however often it is tried (its snapshot cannot be
+    /// read): give it up now, with the answer's error as the reason.
+    GiveUp,
 }

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use super::{Answer, Notifier, Verdict};
 use crate::config::{Config, WebhookConfig};
-use crate::domain::AccessRequest;
+use crate::domain::{Event, Millis};
+use crate::service::{WebhookEndpoints, WebhookPing};
 use crate::store::{Delivery, Route};
 use crate::view::AccessRequestView;
 use crate::webhook::address::{GuardedResolver, check_url};
@@ -30,14 +31,6 @@ struct Endpoint {
     config: WebhookConfig,
     client: reqwest::Client,
     address_sha256: String,
-}
-
-/// How a test ping went.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ping {
-    pub id: String,
-    pub answer: Answer,
-    pub latency_ms: i64,
 }
 
 impl Webhooks {
@@ -80,28 +73,9 @@ impl Webhooks {
         self.endpoints.iter().find(|e| e.config.name == name)
     }
 
-    /// Sends endpoint `name` a signed `ping` event, now; `None` when there is no such webhook.
-    pub async fn ping(&self, name: &str, now: crate::domain::Millis) -> Option<Ping> {
-        let endpoint = self.endpoint(name)?;
-        let id = format!("msg_ping_{}", uuid::Uuid::now_v7().simple());
-        let body = serde_json::json!({
-            "type": "ping",
-            "timestamp": crate::domain::rfc3339(now),
-            "data": { "webhook": name },
-        });
-        let started = Instant::now();
-        let answer = endpoint.send(&id, body.to_string().into_bytes()).await;
-        Some(Ping {
-            id,
-            answer,
-            latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-        })
-    }
-
-    /// The body delivered for `delivery` to `endpoint`.
+    /// The body delivered for `delivery` to `endpoint`; the error says why it can never be made.
     fn body(&self, endpoint: &Endpoint, delivery: &Delivery) -> Result<Vec<u8>, String> {
-        let request: AccessRequest = serde_json::from_value(delivery.payload["request"].clone())
-            .map_err(|e| format!("the event's request cannot be read: {e}"))?;
+        let request = delivery.request()?;
         let command_bytes = request.command.len();
         let mut data = serde_json::to_value(AccessRequestView::new(request, &self.public_url))
             .map_err(|e| e.to_string())?;
@@ -143,10 +117,10 @@ impl Notifier for Webhooks {
             .collect()
     }
 
-    fn routes(&self, event: &str) -> Vec<Route> {
+    fn routes(&self, event: Event) -> Vec<Route> {
         self.endpoints
             .iter()
-            .filter(|e| e.config.events.contains(event))
+            .filter(|e| e.config.events.contains(&event))
             .map(|e| Route {
                 kind: "webhook",
                 destination: e.config.name.clone(),
@@ -182,12 +156,40 @@ impl Notifier for Webhooks {
         };
         match self.body(endpoint, delivery) {
             Ok(body) => endpoint.send(&message_id(delivery), body).await,
+            // Retrying would read the same snapshot again.
             Err(error) => Answer {
                 status: None,
                 error: Some(error),
-                verdict: Verdict::Retry { after: None },
+                verdict: Verdict::GiveUp,
             },
         }
+    }
+}
+
+/// The admins' use cases list the endpoints and test them through this port.
+#[async_trait]
+impl WebhookEndpoints for Webhooks {
+    fn address_sha256(&self, name: &str) -> Option<String> {
+        Notifier::address_sha256(self, name)
+    }
+
+    async fn ping(&self, name: &str, now: Millis) -> Option<WebhookPing> {
+        let endpoint = self.endpoint(name)?;
+        let id = format!("msg_ping_{}", uuid::Uuid::now_v7().simple());
+        let body = serde_json::json!({
+            "type": "ping",
+            "timestamp": crate::domain::rfc3339(now),
+            "data": { "webhook": name },
+        });
+        let started = Instant::now();
+        let answer = endpoint.send(&id, body.to_string().into_bytes()).await;
+        Some(WebhookPing {
+            id,
+            delivered: answer.verdict == Verdict::Delivered,
+            status: answer.status,
+            error: answer.error,
+            latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        })
     }
 }
 

@@ -7,15 +7,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{Answer, Notifier, Verdict};
 use crate::audit::AuditKind;
+use crate::changes::ChangeHub;
+use crate::domain::{Event, Millis};
 use crate::error::Result;
-use crate::service::Hoop;
-use crate::store::{Attempted, AuditEntry, Delivery, Finished, Next, Route};
+use crate::store::{
+    Attempted, AuditEntry, Deliveries, Delivery, Finished, Leases, Next, Route, StoreResult,
+};
 
 /// The first retry comes within seconds; later ones double up to [`LONGEST_WAIT`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -40,7 +44,7 @@ pub enum Step {
     Delivered,
     /// The attempt failed; the delivery is due again later.
     Retry,
-    /// The attempt failed and the delivery's time ran out.
+    /// The attempt failed and the delivery's time ran out, or it could never be made.
     GaveUp,
     /// The receiver asked to be switched off.
     Disabled,
@@ -48,17 +52,37 @@ pub enum Step {
     Empty,
 }
 
+/// Reads the time deliveries are scheduled by: the store's clock, which is the database's on
+/// Postgres, so replicas whose own clocks drift apart agree on leases and retries.
+#[async_trait]
+pub trait DeliveryClock: Send + Sync {
+    async fn now(&self) -> StoreResult<Millis>;
+}
+
+/// What the worker needs to do its work, and nothing more.
+pub struct Ports {
+    /// The outbox and the delivery tables.
+    pub store: Arc<dyn Deliveries>,
+    pub clock: Arc<dyn DeliveryClock>,
+    /// Wakes the worker when a change is committed (its `deliveries` signal).
+    pub changes: Arc<ChangeHub>,
+}
+
 pub struct Worker {
-    hoop: Hoop,
+    store: Arc<dyn Deliveries>,
+    clock: Arc<dyn DeliveryClock>,
+    changes: Arc<ChangeHub>,
     notifiers: Vec<Arc<dyn Notifier>>,
     /// Set once this worker's destinations are recorded as started (see [`Worker::start`]).
     started: tokio::sync::OnceCell<()>,
 }
 
 impl Worker {
-    pub fn new(hoop: Hoop, notifiers: Vec<Arc<dyn Notifier>>) -> Worker {
+    pub fn new(ports: Ports, notifiers: Vec<Arc<dyn Notifier>>) -> Worker {
         Worker {
-            hoop,
+            store: ports.store,
+            clock: ports.clock,
+            changes: ports.changes,
             notifiers,
             started: tokio::sync::OnceCell::new(),
         }
@@ -77,8 +101,8 @@ impl Worker {
     /// Delivers until `stop` turns true: attempts run side by side (up to [`IN_FLIGHT`]), those
     /// that finish together are recorded in one transaction, and the worker sleeps while nothing
     /// is due, until a change is committed or a retry comes due.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let worker = Arc::new(self);
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let worker = self;
         if worker.destinations().is_empty() {
             // Nothing to deliver. (Until some replica has a destination, events are written
             // already fanned out, without their snapshot: see `store::sql::DestinationsSeen`.)
@@ -87,7 +111,7 @@ impl Worker {
         let mut in_flight: JoinSet<Result<(Finished, Step)>> = JoinSet::new();
         let mut trouble = trouble_backoff();
         loop {
-            let changes = worker.hoop.changes.clone();
+            let changes = worker.changes.clone();
             let woken = changes.deliveries().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
@@ -170,7 +194,7 @@ impl Worker {
                 let destinations = self.destinations();
                 let names: Vec<(&str, &str)> =
                     destinations.iter().map(|(k, d)| (*k, d.as_str())).collect();
-                self.hoop.store.start_destinations(&names).await
+                self.store.start_destinations(&names).await
             })
             .await?;
         Ok(())
@@ -205,7 +229,7 @@ impl Worker {
 
     /// Records finished attempts in one transaction.
     async fn record(&self, finished: Vec<Finished>) -> Result<()> {
-        let moved = self.hoop.store.finish_deliveries(&finished).await?;
+        let moved = self.store.finish_deliveries(&finished).await?;
         for (finished, moved) in finished.iter().zip(moved) {
             if !moved {
                 tracing::warn!(delivery = finished.delivery.id, destination = %finished.delivery.destination, "the claim lapsed before the attempt was recorded; another replica may repeat it");
@@ -217,23 +241,36 @@ impl Worker {
     /// Fans new events out, then claims up to `limit` due deliveries.
     async fn claim(&self, limit: i64) -> Result<Vec<Delivery>> {
         self.start().await?;
-        let store = &self.hoop.store;
-        let now = self.hoop.now().await?;
-        let route = |event: &str| -> Vec<Route> {
+        let now = self.clock.now().await?;
+        let route = |topic: &str| -> Vec<Route> {
+            // A topic no event is named by (written by a newer version) goes nowhere.
+            let Some(event) = Event::parse(topic) else {
+                return Vec::new();
+            };
             self.notifiers
                 .iter()
                 .flat_map(|n| n.routes(event))
                 .collect()
         };
-        while store.fan_out(now, FAN_OUT_BATCH, &route).await? as i64 == FAN_OUT_BATCH {}
-        let longest = self
-            .notifiers
-            .iter()
-            .map(|n| n.longest_attempt())
-            .max()
-            .unwrap_or_default();
-        let lease_until = now + millis(longest + LEASE_MARGIN);
-        Ok(store.claim_deliveries(now, lease_until, limit).await?)
+        while self.store.fan_out(now, FAN_OUT_BATCH, &route).await? as i64 == FAN_OUT_BATCH {}
+        Ok(self
+            .store
+            .claim_deliveries(now, &self.leases(now), limit)
+            .await?)
+    }
+
+    /// How long a claim at `now` holds each kind's deliveries: that kind's longest attempt plus
+    /// [`LEASE_MARGIN`], so a slow kind does not hold up another's retries after a replica dies.
+    /// A kind no notifier takes any more is given up at once, so its claim needs only the margin.
+    fn leases(&self, now: Millis) -> Leases {
+        Leases {
+            until: self
+                .notifiers
+                .iter()
+                .map(|n| (n.kind(), now + millis(n.longest_attempt() + LEASE_MARGIN)))
+                .collect(),
+            otherwise: now + millis(LEASE_MARGIN),
+        }
     }
 
     /// Makes one attempt at `delivery` and says what follows it, to be recorded.
@@ -254,7 +291,7 @@ impl Worker {
             },
         };
         let attempt = Attempted {
-            at: self.hoop.now().await?,
+            at: self.clock.now().await?,
             status: answer.status,
             latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
             error: answer.error.clone(),
@@ -263,6 +300,8 @@ impl Worker {
             (Verdict::Delivered, _) => (Next::Delivered, Step::Delivered),
             // No longer configured: there is nobody left to retry for.
             (_, None) => (Next::GiveUp, Step::GaveUp),
+            // Retrying cannot help.
+            (Verdict::GiveUp, Some(_)) => (Next::GiveUp, Step::GaveUp),
             (Verdict::Disable, Some(address_sha256)) => (
                 Next::Disable {
                     reason: answer.error.clone().unwrap_or_else(|| "410 Gone".into()),

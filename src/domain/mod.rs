@@ -3,6 +3,7 @@
 
 mod clock;
 mod decision;
+mod event;
 mod names;
 mod policy;
 mod request;
@@ -13,6 +14,7 @@ mod you_may;
 
 pub use clock::{Clock, rfc3339};
 pub use decision::{Decision, DecisionError, Outcome, decide};
+pub use event::Event;
 pub use names::{ConnectionName, Email, InvalidName};
 pub use policy::{Admission, AutoApproval, Identity, Policy, RequireApprovalFor, admit};
 pub use request::{

@@ -1,14 +1,36 @@
 //! The use cases of delivery: what a request's destinations were told, the webhook endpoints and
 //! their attempts (for admins), and test pings.
 
-use std::sync::Arc;
+use async_trait::async_trait;
 
 use super::Hoop;
-use crate::delivery::{Notifier, Verdict, Worker};
-use crate::domain::{self, AccessRequest, Identity};
+use crate::domain::{self, AccessRequest, Identity, Millis};
 use crate::error::{Error, Result};
 use crate::store::AttemptRecord;
 use crate::view::{AccessRequestView, PingView, WebhookView};
+
+/// The configured webhook endpoints, as the admins' use cases need them: where each points now,
+/// and a test ping. The delivery layer implements it; the composition root hands it to [`Hoop`],
+/// so the service never reaches up into delivery.
+#[async_trait]
+pub trait WebhookEndpoints: Send + Sync {
+    /// The SHA-256 of where webhook `name` points now; `None` when it is not configured.
+    fn address_sha256(&self, name: &str) -> Option<String>;
+    /// Sends webhook `name` a signed `ping` event now; `None` when there is no such webhook.
+    async fn ping(&self, name: &str, now: Millis) -> Option<WebhookPing>;
+}
+
+/// How a test ping went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookPing {
+    /// Its `webhook-id`.
+    pub id: String,
+    pub delivered: bool,
+    /// The receiver's status, when it answered.
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+}
 
 impl Hoop {
     /// `request` as the API shows it to `reader`: with what each destination was told of it, and
@@ -61,15 +83,6 @@ impl Hoop {
             .collect())
     }
 
-    /// This replica's delivery worker, for every configured kind of destination.
-    pub fn delivery_worker(&self) -> Worker {
-        let mut notifiers: Vec<Arc<dyn Notifier>> = vec![self.webhooks.clone()];
-        if let Some(slack) = &self.slack_cards {
-            notifiers.push(slack.clone());
-        }
-        Worker::new(self.clone(), notifiers)
-    }
-
     /// The configured webhooks and how their deliveries stand. Admins only.
     pub async fn webhooks(&self, actor: &Identity) -> Result<Vec<WebhookView>> {
         admin_only(actor, "list webhooks")?;
@@ -83,7 +96,7 @@ impl Hoop {
             views.push(WebhookView {
                 name: hook.name.clone(),
                 url: shown_url(&hook.url),
-                events: hook.events.iter().cloned().collect(),
+                events: hook.events.iter().map(|e| e.as_str().to_string()).collect(),
                 include_command: hook.include_command,
                 allow_private: hook.allow_private,
                 give_up_after: humantime::format_duration(hook.give_up_after).to_string(),
@@ -132,21 +145,21 @@ impl Hoop {
             .ok_or_else(|| Error::NotFound(format!("webhook {name:?} not found")))?;
         let attempted = crate::store::Attempted {
             at: now,
-            status: ping.answer.status,
+            status: ping.status,
             latency_ms: ping.latency_ms,
-            error: ping.answer.error.clone(),
+            error: ping.error.clone(),
         };
         self.store
             .record_attempt("webhook", name, "ping", &attempted)
             .await?;
-        tracing::info!(webhook = name, status = ?ping.answer.status, error = ?ping.answer.error, "test ping sent");
+        tracing::info!(webhook = name, status = ?ping.status, error = ?ping.error, "test ping sent");
         Ok(PingView {
             webhook: name.to_string(),
             webhook_id: ping.id,
-            delivered: ping.answer.verdict == Verdict::Delivered,
-            status: ping.answer.status,
+            delivered: ping.delivered,
+            status: ping.status,
             latency_ms: ping.latency_ms,
-            error: ping.answer.error,
+            error: ping.error,
         })
     }
 

@@ -11,13 +11,11 @@ use serde_json::json;
 use crate::audit::AuditKind;
 use crate::changes::ChangeHub;
 use crate::config::Config;
-use crate::delivery::Webhooks;
 use crate::domain::{
-    self, AccessRequest, Admission, Clock, ConnectionName, Decision, DecisionError, Email,
+    self, AccessRequest, Admission, Clock, ConnectionName, Decision, DecisionError, Email, Event,
     ExecutionResult, Identity, Millis, Outcome, Rejection, Status, Surface,
 };
 use crate::error::{Error, Result};
-use crate::slack::SlackNotifier;
 use crate::store::{
     AuditEntry, Change, Claim, GroupDecision, ListFilter, NewRequest, OutboxEntry, Overdue, Store,
     StoreError,
@@ -43,9 +41,12 @@ pub const MAX_REASON_BYTES: usize = 4096;
 
 mod accounts;
 mod deliveries;
+mod messages;
 mod tokens;
 
 pub use accounts::{LINK_CODE_TTL, LinkCode};
+pub use deliveries::{WebhookEndpoints, WebhookPing};
+pub use messages::LinkedPerson;
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]
@@ -61,15 +62,11 @@ pub struct Submission {
 #[derive(Clone)]
 pub struct Hoop {
     config: Arc<Config>,
-    /// Within the crate only for the delivery worker, which is the core's own background work;
-    /// surfaces go through the use cases.
-    pub(crate) store: Arc<dyn Store>,
+    store: Arc<dyn Store>,
     pub changes: Arc<ChangeHub>,
     pub clock: Clock,
-    /// The configured webhook endpoints, which the delivery worker and test pings send to.
-    webhooks: Arc<Webhooks>,
-    /// Slack's request cards, when `[slack]` is configured.
-    slack_cards: Option<Arc<SlackNotifier>>,
+    /// The configured webhook endpoints, which admins list and test.
+    webhooks: Arc<dyn WebhookEndpoints>,
 }
 
 impl Hoop {
@@ -78,16 +75,15 @@ impl Hoop {
         store: Arc<dyn Store>,
         changes: Arc<ChangeHub>,
         clock: Clock,
-    ) -> anyhow::Result<Hoop> {
-        Ok(Hoop {
-            webhooks: Arc::new(Webhooks::new(&config)?),
-            slack_cards: SlackNotifier::new(store.clone(), config.clone(), clock.clone())?
-                .map(Arc::new),
+        webhooks: Arc<dyn WebhookEndpoints>,
+    ) -> Hoop {
+        Hoop {
             config,
             store,
             changes,
             clock,
-        })
+            webhooks,
+        }
     }
 
     /// The configured user behind `email`, with their current groups.
@@ -232,7 +228,7 @@ impl Hoop {
             }
         }
         let stored = new.clone().stored();
-        let outbox = vec![event("created", &Arc::new(stored.clone()))];
+        let outbox = vec![event(Event::Created, &Arc::new(stored.clone()))];
         self.store.insert_request(&new, &audit, &outbox).await?;
         tracing::info!(request_id = %new.id, status = %new.status, "command submitted");
         Ok(stored)
@@ -591,7 +587,7 @@ impl Hoop {
                 channel: Surface::Agent,
                 detail: json!({ "lease_until": crate::domain::rfc3339(now + self.lease_ms()) }),
             });
-            announce(&mut change, &job, &["running"]);
+            announce(&mut change, &job, &[Event::Running]);
             match self.store.apply(&change).await {
                 Ok(()) => {
                     tracing::info!(request_id = %id, agent, "job started");
@@ -675,10 +671,10 @@ impl Hoop {
                 }
             }
             let job = running(job, agent)?;
-            let status = if result.error.is_some() {
-                Status::Failed
+            let (status, event) = if result.error.is_some() {
+                (Status::Failed, Event::Failed)
             } else {
-                Status::Executed
+                (Status::Executed, Event::Executed)
             };
             let mut change = Change::to(&job, now);
             change.status = Some(status);
@@ -693,7 +689,7 @@ impl Hoop {
                 detail: result_summary(&result),
             });
             change.result = Some(result.clone());
-            announce(&mut change, &job, &[status.as_str()]);
+            announce(&mut change, &job, &[event]);
             match self.store.apply(&change).await {
                 Ok(()) => {
                     tracing::info!(request_id = %id, agent, %status, "job finished");
@@ -756,7 +752,7 @@ fn expiry(request: &AccessRequest, now: Millis) -> Change {
         AuditKind::Expired,
         json!({ "expires_at": crate::domain::rfc3339(request.expires_at) }),
     ));
-    announce(&mut change, request, &["expired"]);
+    announce(&mut change, request, &[Event::Expired]);
     change
 }
 
@@ -797,9 +793,13 @@ fn decision_change(
                     AuditKind::Approved,
                     json!({ "reason": "every approval group approved" }),
                 ));
-                announce(&mut change, request, &["group_approved", "approved"]);
+                announce(
+                    &mut change,
+                    request,
+                    &[Event::GroupApproved, Event::Approved],
+                );
             } else {
-                announce(&mut change, request, &["group_approved"]);
+                announce(&mut change, request, &[Event::GroupApproved]);
             }
         }
         Outcome::Rejected { reason } => {
@@ -814,13 +814,13 @@ fn decision_change(
                 at: now,
                 via: channel.as_str().to_string(),
             });
-            announce(&mut change, request, &["rejected"]);
+            announce(&mut change, request, &[Event::Rejected]);
         }
         Outcome::Cancelled => {
             change.audit.push(audit(AuditKind::Cancelled, json!({})));
             change.status = Some(Status::Cancelled);
             change.decided_at = Some(now);
-            announce(&mut change, request, &["cancelled"]);
+            announce(&mut change, request, &[Event::Cancelled]);
         }
     }
     change
@@ -839,7 +839,7 @@ fn failure(
     change
         .audit
         .push(AuditEntry::system(AuditKind::Failed, detail));
-    announce(&mut change, job, &["failed"]);
+    announce(&mut change, job, &[Event::Failed]);
     change
 }
 
@@ -851,17 +851,17 @@ fn millis(duration: Duration) -> i64 {
 /// Announces `events` (in order) of `change` to `request`, once every field of the change is set:
 /// each outbox entry carries the request as it is right after the change, so a delivery made any
 /// time later still shows that state, and its version.
-fn announce(change: &mut Change, request: &AccessRequest, events: &[&str]) {
+fn announce(change: &mut Change, request: &AccessRequest, events: &[Event]) {
     let after = Arc::new(change.applied_to(request.clone()));
     change
         .outbox
-        .extend(events.iter().map(|what| event(what, &after)));
+        .extend(events.iter().map(|what| event(*what, &after)));
 }
 
 /// An outbox entry announcing `what` happened, with the request right after it.
-fn event(what: &str, request: &Arc<AccessRequest>) -> OutboxEntry {
+fn event(what: Event, request: &Arc<AccessRequest>) -> OutboxEntry {
     OutboxEntry {
-        topic: format!("access_request.{what}"),
+        topic: what.as_str().to_string(),
         request: request.clone(),
     }
 }

@@ -17,10 +17,11 @@ use super::card::{self, Buttons, Message};
 use super::surface::KIND;
 use super::web::{CallError, WebApi};
 use crate::config::{Config, SlackConfig};
-use crate::delivery::{Answer, EVENTS, Notifier, Verdict};
-use crate::domain::{AccessRequest, Clock, Identity, Millis, Status, YouMay, you_may};
+use crate::delivery::{Answer, Notifier, Verdict};
+use crate::domain::{AccessRequest, Clock, Event, Millis, Status, YouMay};
 use crate::expiring::ExpiringMap;
-use crate::store::{Delivery, PostedMessage, Route, Store};
+use crate::service::Hoop;
+use crate::store::{Delivery, PostedMessage, Route};
 
 /// Slack is one destination: the workspace the bot token belongs to.
 const DESTINATION: &str = "workspace";
@@ -49,7 +50,8 @@ const GONE: [&str; 9] = [
 
 /// Posts and updates request cards in Slack.
 pub struct SlackNotifier {
-    store: Arc<dyn Store>,
+    /// Linked accounts and posted messages, through the service's use cases.
+    hoop: Hoop,
     config: Arc<Config>,
     web: WebApi,
     pacer: Pacer,
@@ -88,8 +90,9 @@ impl Copy {
 }
 
 impl SlackNotifier {
+    /// Slack's notifier when `[slack]` is configured.
     pub fn new(
-        store: Arc<dyn Store>,
+        hoop: Hoop,
         config: Arc<Config>,
         clock: Clock,
     ) -> anyhow::Result<Option<SlackNotifier>> {
@@ -100,7 +103,7 @@ impl SlackNotifier {
             web: WebApi::new(&slack.api_base_url, &slack.bot_token)?,
             pacer: Pacer::new(slack.message_interval, clock),
             address_sha256: hex::encode(Sha256::digest(slack.api_base_url.as_bytes())),
-            store,
+            hoop,
             config,
         }))
     }
@@ -123,10 +126,10 @@ impl SlackNotifier {
         if request.approval_groups.is_empty() {
             return Ok(Vec::new());
         }
-        let url = crate::view::request_url(&self.config.server.public_url, &request.id);
+        let url = crate::view::request_url(self.hoop.public_url(), &request.id);
         let posted = self
-            .store
-            .posted_about(KIND, &request.id)
+            .hoop
+            .posted_messages(KIND, &request.id)
             .await
             .map_err(Failure::store)?;
         // Everyone the request concerns who has linked a Slack account, in one query.
@@ -209,8 +212,8 @@ impl SlackNotifier {
         external: serde_json::Value,
     ) -> Result<(), Failure> {
         let now = self.pacer.clock.now();
-        self.store
-            .save_posted(&PostedMessage {
+        self.hoop
+            .record_posted(&PostedMessage {
                 kind: KIND.to_string(),
                 destination: copy.key(),
                 request_id: request.id.clone(),
@@ -274,46 +277,21 @@ impl SlackNotifier {
     /// The linked Slack accounts of the request's possible approvers and its requester, with
     /// what each may do with it now: the one rule, on the service's clock.
     async fn linked_people(&self, request: &AccessRequest) -> Result<Vec<Person>, Failure> {
-        let in_any_group = |groups: &std::collections::BTreeSet<String>| {
-            request
-                .approval_groups
-                .iter()
-                .any(|g| groups.contains(&g.group))
-        };
-        let emails: Vec<&str> = self
-            .config
-            .users
-            .iter()
-            .filter(|u| {
-                in_any_group(&u.groups) || u.email.as_str().eq_ignore_ascii_case(&request.requester)
-            })
-            .map(|u| u.email.as_str())
-            .collect();
-        let accounts = self
-            .store
-            .accounts_of(KIND, &emails)
+        let people = self
+            .hoop
+            .linked_people(KIND, request)
             .await
             .map_err(Failure::store)?;
-        let now = self
-            .store
-            .now(&self.pacer.clock)
-            .await
-            .map_err(Failure::store)?;
-        Ok(accounts
+        Ok(people
             .into_iter()
-            .filter_map(|link| {
-                let email = crate::domain::Email::parse(&link.email).ok()?;
-                let user = self.config.user(&email)?;
-                let person = Identity {
-                    email: user.email.clone(),
-                    is_admin: user.groups.contains(&self.config.server.admin_group),
-                    groups: user.groups.clone(),
-                };
-                Some(Person {
-                    account: link.account,
-                    is_requester: user.email.as_str().eq_ignore_ascii_case(&request.requester),
-                    you_may: you_may(request, &person, now),
-                })
+            .map(|person| Person {
+                is_requester: person
+                    .identity
+                    .email
+                    .as_str()
+                    .eq_ignore_ascii_case(&request.requester),
+                account: person.account,
+                you_may: person.you_may,
             })
             .collect())
     }
@@ -340,10 +318,7 @@ impl Notifier for SlackNotifier {
         vec![DESTINATION.to_string()]
     }
 
-    fn routes(&self, event: &str) -> Vec<Route> {
-        if !EVENTS.contains(&event) {
-            return Vec::new();
-        }
+    fn routes(&self, _event: Event) -> Vec<Route> {
         vec![Route {
             kind: KIND,
             destination: DESTINATION.to_string(),
@@ -361,17 +336,17 @@ impl Notifier for SlackNotifier {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Answer {
-        let request: AccessRequest =
-            match serde_json::from_value(delivery.payload["request"].clone()) {
-                Ok(request) => request,
-                Err(e) => {
-                    return Answer {
-                        status: None,
-                        error: Some(format!("the event's snapshot is unreadable: {e}")),
-                        verdict: Verdict::Retry { after: None },
-                    };
-                }
-            };
+        let request = match delivery.request() {
+            Ok(request) => request,
+            // Retrying would read the same snapshot again.
+            Err(error) => {
+                return Answer {
+                    status: None,
+                    error: Some(error),
+                    verdict: Verdict::GiveUp,
+                };
+            }
+        };
         match self.sync(&request, Instant::now() + ATTEMPT_BUDGET).await {
             Ok(gone) => Answer {
                 status: Some(200),
@@ -442,7 +417,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn store(e: crate::store::StoreError) -> Failure {
+    fn store(e: crate::error::Error) -> Failure {
         Failure::Store(e.to_string())
     }
 

@@ -19,7 +19,8 @@ pub enum DeliveryState {
     /// Not delivered yet: due at its next attempt time, or being delivered under a lease.
     Pending,
     Delivered,
-    /// Retried until its destination's `give_up_after` ran out.
+    /// Retried until its destination's `give_up_after` ran out, or never possible (its snapshot
+    /// cannot be read).
     GivenUp,
     /// Its destination was switched off by its receiver before it went out.
     Dropped,
@@ -73,8 +74,9 @@ pub struct Delivery {
     pub event: String,
     /// The request's version right after the change the event announces.
     pub version: i64,
-    /// The outbox entry's payload (the request as it was right after the change).
-    pub payload: serde_json::Value,
+    /// The outbox entry's snapshot as stored: the request as it was right after the change (see
+    /// [`Delivery::request`]).
+    pub payload: String,
     /// When the change was committed.
     pub event_at: Millis,
     /// This attempt's number, from 1.
@@ -82,6 +84,22 @@ pub struct Delivery {
     pub give_up_at: Millis,
     /// The claim's lease; the outcome is recorded only while the delivery still holds it.
     pub lease_until: Millis,
+}
+
+impl Delivery {
+    /// The request as the event left it; the error says why the snapshot cannot be read.
+    pub fn request(&self) -> Result<crate::domain::AccessRequest, String> {
+        super::snapshot::read(&self.payload)
+    }
+}
+
+/// Until when a claim holds its deliveries, by their kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leases {
+    /// Each kind's lease (its longest attempt, and a margin to record it).
+    pub until: Vec<(&'static str, Millis)>,
+    /// The lease of a delivery of any other kind.
+    pub otherwise: Millis,
 }
 
 /// What became of one attempt at a delivery.
@@ -185,14 +203,14 @@ pub trait Deliveries: Send + Sync {
     /// Records `destinations` (kind, name) as configured from the newest outbox event on, unless
     /// they already are: each receives the events after that, never the history before it.
     async fn start_destinations(&self, destinations: &[(&str, &str)]) -> StoreResult<()>;
-    /// Claims up to `limit` due deliveries until `lease_until`, counting the attempt. Never two
+    /// Claims up to `limit` due deliveries, each until its kind's lease, counting the attempt. Never two
     /// for one request and destination at once, and never one while an earlier event of its
     /// request to its destination is still pending, so a later state does not overtake an
     /// earlier one. Replicas claiming at once get different deliveries.
     async fn claim_deliveries(
         &self,
         now: Millis,
-        lease_until: Millis,
+        leases: &Leases,
         limit: i64,
     ) -> StoreResult<Vec<Delivery>>;
     /// Records attempts and what follows each, with their audit events, in one transaction; a
@@ -406,7 +424,7 @@ macro_rules! delivery_store {
             async fn claim_deliveries(
                 &self,
                 now: Millis,
-                lease_until: Millis,
+                leases: &$crate::store::Leases,
                 limit: i64,
             ) -> StoreResult<Vec<$crate::store::Delivery>> {
                 let probe = sqlx::query(
@@ -419,8 +437,17 @@ macro_rules! delivery_store {
                 if probe.is_none() {
                     return Ok(Vec::new());
                 }
+                // Each kind's lease: `case kind when $4 then $5 when $6 then $7 … else $2 end`.
+                let lease_until = if leases.until.is_empty() {
+                    "$2".to_string()
+                } else {
+                    let kinds: String = (0..leases.until.len())
+                        .map(|i| format!(" when ${} then ${}", 4 + 2 * i, 5 + 2 * i))
+                        .collect();
+                    format!("case kind{kinds} else $2 end")
+                };
                 let claim = format!(
-                    "update delivery set lease_until = $2, attempts = attempts + 1 \
+                    "update delivery set lease_until = {lease_until}, attempts = attempts + 1 \
                      where id in (select d.id from delivery d \
                         where d.state = 'pending' and d.next_attempt_at <= $1 \
                         and (d.lease_until is null or d.lease_until <= $1) \
@@ -429,16 +456,18 @@ macro_rules! delivery_store {
                             and e.state = 'pending' and e.outbox_id < d.outbox_id) \
                         order by d.next_attempt_at, d.id limit $3{}) \
                      returning id, outbox_id, request_id, kind, destination, event, version, \
-                        attempts, give_up_at",
+                        attempts, give_up_at, lease_until",
                     $claim_lock
                 );
                 let mut tx = self.pool.begin_with($write_begin).await?;
-                let claimed = sqlx::query(sqlx::AssertSqlSafe(claim))
+                let mut claim = sqlx::query(sqlx::AssertSqlSafe(claim))
                     .bind(now)
-                    .bind(lease_until)
-                    .bind(limit)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    .bind(leases.otherwise)
+                    .bind(limit);
+                for (kind, until) in &leases.until {
+                    claim = claim.bind(*kind).bind(*until);
+                }
+                let claimed = claim.fetch_all(&mut *tx).await?;
                 if claimed.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -454,9 +483,9 @@ macro_rules! delivery_store {
                 }
                 let mut events = std::collections::HashMap::new();
                 for row in query.fetch_all(&mut *tx).await? {
+                    // Handed over as stored: one that cannot be read is its notifier's to give
+                    // up, and must not keep every other delivery from being claimed.
                     let payload: String = row.try_get("payload")?;
-                    let payload = serde_json::from_str(&payload)
-                        .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
                     events.insert(row.try_get::<i64, _>("id")?, (payload, row.try_get::<i64, _>("created_at")?));
                 }
                 tx.commit().await?;
@@ -480,7 +509,7 @@ macro_rules! delivery_store {
                             event_at,
                             attempt: row.try_get("attempts")?,
                             give_up_at: row.try_get("give_up_at")?,
-                            lease_until,
+                            lease_until: row.try_get("lease_until")?,
                         })
                     })
                     .collect::<StoreResult<Vec<_>>>()?;

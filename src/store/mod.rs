@@ -24,6 +24,7 @@ mod deliveries;
 mod change_poll;
 mod group_commit;
 mod postgres;
+mod snapshot;
 mod sqlite;
 mod token_cache;
 mod write_plan;
@@ -32,7 +33,7 @@ pub use accounts::{Accounts, LinkedAccount, Redeemed};
 pub use change_poll::{ChangePoll, poll_forever};
 pub use deliveries::{
     AttemptRecord, Attempted, Deliveries, Delivery, DeliveryRecord, DeliveryState,
-    DestinationStats, Finished, Next, PostedMessage, Route, Router,
+    DestinationStats, Finished, Leases, Next, PostedMessage, Route, Router,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -170,16 +171,7 @@ impl OutboxEntry {
     /// The payload a delivery is made from: the request right after the change, and its
     /// version, as JSON text.
     pub fn snapshot(&self) -> String {
-        #[derive(serde::Serialize)]
-        struct Snapshot<'a> {
-            version: i64,
-            request: &'a AccessRequest,
-        }
-        serde_json::to_string(&Snapshot {
-            version: self.request.version,
-            request: &self.request,
-        })
-        .expect("a request serializes")
+        snapshot::write(&self.request)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use hoopbot::store::{Attempted, Finished, Next, PostedMessage, Route};
+use hoopbot::store::{Attempted, Finished, Leases, Next, PostedMessage, Route};
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp};
@@ -49,14 +49,19 @@ async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Bac
     assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 60);
     assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 0, "once");
 
+    // Each kind's own lease: every claim here is a webhook's.
+    let leases = Leases {
+        until: vec![("slack", now + 65_000), ("webhook", now + 60_000)],
+        otherwise: now + 5_000,
+    };
     let claims = Arc::new(Mutex::new(Vec::new()));
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let (store, claims) = (store.clone(), claims.clone());
+        let (store, claims, leases) = (store.clone(), claims.clone(), leases.clone());
         workers.push(tokio::spawn(async move {
             let mut empty = 0;
             while empty < 20 {
-                let batch = store.claim_deliveries(now, now + 60_000, 7).await.unwrap();
+                let batch = store.claim_deliveries(now, &leases, 7).await.unwrap();
                 if batch.is_empty() {
                     empty += 1;
                     tokio::task::yield_now().await;
@@ -73,6 +78,7 @@ async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Bac
                     "two events of one request and destination in one batch"
                 );
                 for delivery in batch {
+                    assert_eq!(delivery.lease_until, now + 60_000);
                     // Recorded in claim order, before the next claim can see it finished.
                     claims.lock().unwrap().push((
                         delivery.request_id.clone(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hoopbot::app::App;
 use hoopbot::config::Config;
+use hoopbot::delivery::Worker;
 use hoopbot::domain::Clock;
 use hoopbot::service::Hoop;
 use hoopbot::store::{Store, TokenSubject};
@@ -201,9 +202,32 @@ agent = "racer"
     text
 }
 
+/// Another replica's service and its delivery worker, without a server.
+pub struct ReplicaService {
+    pub hoop: Hoop,
+    worker: Arc<Worker>,
+}
+
+impl ReplicaService {
+    /// This replica's delivery worker, for tests to step.
+    pub fn delivery_worker(&self) -> Arc<Worker> {
+        self.worker.clone()
+    }
+}
+
+impl std::ops::Deref for ReplicaService {
+    type Target = Hoop;
+
+    fn deref(&self) -> &Hoop {
+        &self.hoop
+    }
+}
+
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub hoop: Hoop,
+    /// The server's delivery worker, which does not run by itself: tests step it.
+    worker: Arc<Worker>,
     pub db: TestDb,
     /// Milliseconds added to the real clock; [`TestApp::advance`] moves it.
     pub now: Arc<AtomicI64>,
@@ -260,6 +284,7 @@ impl TestApp {
         let (hoop, server) = start(&db.url, now.clone(), extra_config).await;
         let mut app = TestApp {
             addr: server.local_addr(),
+            worker: server.delivery_worker(),
             hoop,
             db,
             now,
@@ -314,14 +339,22 @@ impl TestApp {
 
     /// The service of another replica on the same database, on a machine whose clock is `skew`
     /// ms off (negative: behind). Time moves for it as for this one.
-    pub async fn skewed_replica(&self, skew: i64) -> Hoop {
-        start_with(
+    pub async fn skewed_replica(&self, skew: i64) -> ReplicaService {
+        let (hoop, app) = start_with(
             &self.db.url,
             Clock::shifted(self.now.clone()).skewed(skew),
             &self.extra_config,
         )
-        .await
-        .0
+        .await;
+        ReplicaService {
+            hoop,
+            worker: app.delivery_worker(),
+        }
+    }
+
+    /// The server's delivery worker, for tests to step (it does not run by itself).
+    pub fn delivery_worker(&self) -> Arc<Worker> {
+        self.worker.clone()
     }
 
     /// The server's database, to look at what it keeps (and to plant what a test needs) the way
@@ -367,6 +400,7 @@ impl TestApp {
 
     fn launch(&mut self, app: App) {
         self.addr = app.local_addr();
+        self.worker = app.delivery_worker();
         let hoop = app.hoop.clone();
         self.hoop = hoop;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fake_slack::{self, CHANNEL, Failure, FakeSlack, send_signed};
-use crate::helpers::{Backend, TestApp, eventually};
+use crate::helpers::{Backend, TestApp, eventually, execute_sql};
 use crate::on_both_backends;
 use crate::webhooks::drain;
 
@@ -25,6 +25,7 @@ on_both_backends!(
     a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go,
     an_older_state_never_overwrites_a_newer_card,
     a_member_of_two_groups_who_approved_one_is_offered_the_other_nowhere,
+    a_snapshot_that_cannot_be_read_is_given_up_at_once,
 );
 
 const BOB: &str = "U0BOB";
@@ -169,10 +170,7 @@ async fn a_held_command_is_posted_as_a_card_with_the_exact_command(backend: Back
     link(&app, ALICE, "alice@x.com").await;
     let command = "UPDATE users SET role='admin\u{200b}' WHERE id=1; -- ``` <!channel> <@U123> *bold* <https://x|Approve> &lt;";
     let id = app.held(command).await;
-    assert_eq!(
-        drain(&app.hoop.delivery_worker()).await,
-        vec![Step::Delivered]
-    );
+    assert_eq!(drain(&app.delivery_worker()).await, vec![Step::Delivered]);
 
     let posts = slack.calls_of("chat.postMessage");
     let card = &posts
@@ -262,7 +260,7 @@ async fn two_approvers_click_and_every_copy_of_the_card_follows(backend: Backend
     link(&app, SAM, "sam@x.com").await;
     link(&app, ALICE, "alice@x.com").await;
     let id = app.held("DELETE FROM sessions").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     drain(&worker).await;
     let card = channel_card(&slack);
 
@@ -316,7 +314,7 @@ async fn a_rejection_through_the_modal_reaches_the_requester_with_its_reason(bac
     link(&app, BOB, "bob@x.com").await;
     link(&app, ALICE, "alice@x.com").await;
     let id = app.held("DROP TABLE users").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     drain(&worker).await;
     let card = channel_card(&slack);
 
@@ -381,7 +379,7 @@ async fn refused_and_repeated_clicks_say_why_and_change_nothing(backend: Backend
     link(&app, ALICE, "alice@x.com").await;
     link(&app, EVE, "eve@x.com").await;
     let id = app.held("TRUNCATE audit").await;
-    drain(&app.hoop.delivery_worker()).await;
+    drain(&app.delivery_worker()).await;
     let card = channel_card(&slack);
     let version = app.request(&id).await["version"].clone();
 
@@ -459,7 +457,7 @@ async fn refused_and_repeated_clicks_say_why_and_change_nothing(backend: Backend
 async fn an_expired_request_updates_its_card(backend: Backend) {
     let (slack, app) = with_slack(backend, "").await;
     let id = app.held("VACUUM FULL").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     drain(&worker).await;
     app.advance(Duration::from_secs(31 * 60));
     app.hoop.sweep().await.unwrap();
@@ -482,7 +480,7 @@ async fn slack_errors_and_rate_limits_are_retried_without_a_second_card(backend:
         ],
     );
     let id = app.held("SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Retry]);
     app.advance(Duration::from_secs(5));
     assert_eq!(drain(&worker).await, [Step::Retry], "the 429");
@@ -530,7 +528,7 @@ async fn slack_errors_and_rate_limits_are_retried_without_a_second_card(backend:
 async fn another_instance_updates_a_card_the_first_posted(backend: Backend) {
     let (slack, app) = with_slack(backend, "").await;
     let id = app.held("UPDATE accounts SET locked = true").await;
-    drain(&app.hoop.delivery_worker()).await;
+    drain(&app.delivery_worker()).await;
     let posted = slack.calls_of("chat.postMessage");
     assert_eq!(posted.len(), 1);
     // Another instance on the same database approves and delivers: it edits the same message.
@@ -656,7 +654,7 @@ async fn unsigned_forged_and_stale_requests_get_401_and_change_nothing() {
     let (slack, app) = with_slack(Backend::Sqlite, "").await;
     link(&app, BOB, "bob@x.com").await;
     let id = app.held("DELETE FROM orders").await;
-    drain(&app.hoop.delivery_worker()).await;
+    drain(&app.delivery_worker()).await;
     let card = channel_card(&slack);
     let (action_id, value) = button(&card, "Approve as dba-team");
     let body = fake_slack::click_form(BOB, CHANNEL, &card, &action_id, &value);
@@ -829,7 +827,7 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
 
     // A click through the new connection: decided before it is acknowledged.
     let id = app.held("DELETE FROM carts").await;
-    drain(&app.hoop.delivery_worker()).await;
+    drain(&app.delivery_worker()).await;
     let card = channel_card(&slack);
     let (action_id, value) = button(&card, "Approve as dba-team");
     let form = fake_slack::click_form(BOB, CHANNEL, &card, &action_id, &value);
@@ -929,7 +927,7 @@ async fn a_copy_that_cannot_be_posted_is_given_up_and_the_others_still_go(backen
     // The bot was never invited to the channel: the channel card cannot be posted.
     slack.fail("chat.postMessage", [Failure::Refuse("not_in_channel")]);
     let id = app.held("DELETE FROM invoices").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Delivered]);
     let posts = slack.calls_of("chat.postMessage");
     assert_eq!(
@@ -1024,7 +1022,7 @@ async fn hoop_subscribe_and_hoop_doctor_on_the_command_line() {
 async fn an_older_state_never_overwrites_a_newer_card(backend: Backend) {
     let (slack, app) = with_slack(backend, "").await;
     let id = app.held("SELECT 2").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Delivered]);
     // The card already shows a newer state than the next delivery carries (as another replica
     // would have recorded it).
@@ -1059,7 +1057,7 @@ async fn a_member_of_two_groups_who_approved_one_is_offered_the_other_nowhere(ba
     link(&app, BO, "bo@x.com").await;
     link(&app, SAM, "sam@x.com").await;
     let id = app.held("DELETE FROM sessions WHERE expired").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     drain(&worker).await;
     let dm_of = |user: &str| {
         slack
@@ -1133,4 +1131,31 @@ async fn a_member_of_two_groups_who_approved_one_is_offered_the_other_nowhere(ba
     let reply = click(&app, BO, &channel, "Approve as security").await;
     assert_eq!(reply.status(), StatusCode::OK);
     assert_eq!(app.request(&id).await["status"], "pending");
+}
+
+async fn a_snapshot_that_cannot_be_read_is_given_up_at_once(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    let id = app.held("UPDATE accounts SET locked = true").await;
+    // A status this version does not know, as a renamed one would leave the stored snapshot.
+    execute_sql(
+        &app.db.url,
+        format!(
+            "update outbox set payload = replace(payload, '\"status\":\"pending\"', \
+             '\"status\":\"on_hold\"') where request_id = '{id}'"
+        ),
+    )
+    .await;
+    // Retrying would read the same snapshot again: it is given up on its first attempt.
+    assert_eq!(drain(&app.delivery_worker()).await, [Step::GaveUp]);
+    assert!(slack.calls_of("chat.postMessage").is_empty());
+    let events = app.store().await.audit_events(Some(&id)).await.unwrap();
+    let given_up = events.last().unwrap();
+    assert_eq!(given_up.kind, "delivery_given_up");
+    assert_eq!(given_up.detail["kind"], "slack");
+    assert_eq!(given_up.detail["attempts"], 1);
+    let error = given_up.detail["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the event's snapshot cannot be read") && error.contains("on_hold"),
+        "{error}"
+    );
 }

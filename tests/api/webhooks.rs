@@ -9,7 +9,8 @@ use hoopbot::delivery::{Step, Worker};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, eventually};
+use crate::fake_slack::FakeSlack;
+use crate::helpers::{Backend, TestApp, eventually, execute_sql};
 use crate::on_both_backends;
 use crate::receiver::{Receiver, Reply};
 
@@ -25,6 +26,8 @@ on_both_backends!(
     admins_list_webhooks_page_their_attempts_and_send_pings,
     the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries,
     a_webhook_removed_from_the_config_is_given_up_at_once,
+    an_unreadable_snapshot_is_given_up_at_once,
+    a_webhook_claim_lapses_after_a_webhook_attempt_not_slacks,
 );
 
 /// A `[[webhooks]]` entry delivering every event to `url`, with `extra` lines.
@@ -108,7 +111,7 @@ async fn every_change_reaches_the_receiver_signed_and_in_order(backend: Backend)
     let command = "UPDATE users SET status='inactive' WHERE id=123";
     let id = approved(&app, command).await;
 
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, vec![Step::Delivered; 8]);
 
     let got = siem.wait_for(4, Duration::from_secs(5)).await;
@@ -217,7 +220,7 @@ async fn a_failing_receiver_still_gets_every_event_once_in_order(backend: Backen
         Reply::Drop,
     ]);
     let id = approved(&app, "SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
 
     assert_eq!(worker.deliver_next().await.unwrap(), Step::Retry);
     // The later events wait behind the first: none overtakes it.
@@ -295,7 +298,7 @@ async fn a_receiver_down_for_the_whole_window_is_given_up(backend: Backend) {
     let id = approved(&app, "SELECT 1").await;
     assert_eq!(app.request(&id).await["status"], "approved");
 
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     for _ in 0..100 {
         if worker.deliver_next().await.unwrap() == Step::Empty {
             let all = deliveries(&app, &id).await;
@@ -348,7 +351,7 @@ async fn private_addresses_are_refused_without_allow_private(backend: Backend) {
         + &webhook("named", &format!("http://localhost:{port}/hook"), "");
     let app = TestApp::spawn_with(backend, &config).await;
     let id = app.held("SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Retry, Step::Retry]);
     for d in deliveries(&app, &id).await {
         assert_eq!(d["state"], "pending");
@@ -380,7 +383,7 @@ async fn a_gone_receiver_switches_its_webhook_off(backend: Backend) {
     let (siem, app) = with_siem(backend).await;
     siem.plan(vec![Reply::Status(410)]);
     let id = app.held("SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Disabled]);
 
     let hooks = app.get("root@x.com", "/api/v1/webhooks").await;
@@ -502,7 +505,7 @@ async fn admins_list_webhooks_page_their_attempts_and_send_pings(backend: Backen
     // the token in its query string) out.
     siem.set_down(true);
     let id = app.held("SELECT 1").await;
-    assert_eq!(drain(&app.hoop.delivery_worker()).await, [Step::Retry]);
+    assert_eq!(drain(&app.delivery_worker()).await, [Step::Retry]);
     let error = deliveries(&app, &id).await[0]["last_error"]
         .as_str()
         .unwrap()
@@ -540,7 +543,7 @@ async fn the_cli_shows_webhooks_their_attempts_and_each_requests_deliveries(back
     let (siem, app) = with_siem(backend).await;
     siem.plan(vec![Reply::Status(503)]);
     let id = app.held("SELECT 1").await;
-    let worker = app.hoop.delivery_worker();
+    let worker = app.delivery_worker();
     assert_eq!(drain(&worker).await, [Step::Retry]);
 
     let show = cli(&app, "bob@x.com", &["requests", "show", &id]).await;
@@ -761,10 +764,15 @@ async fn a_webhook_removed_from_the_config_is_given_up_at_once(backend: Backend)
     let (siem, app) = with_siem(backend).await;
     siem.set_down(true);
     let id = app.held("SELECT 1").await;
-    assert_eq!(drain(&app.hoop.delivery_worker()).await, [Step::Retry]);
+    assert_eq!(drain(&app.delivery_worker()).await, [Step::Retry]);
     // A replica whose config no longer has the webhook: nobody to deliver to, nothing to wait for.
     app.advance(Duration::from_secs(5));
-    let without = Worker::new(app.hoop.clone(), Vec::new());
+    let ports = hoopbot::app::delivery_ports(
+        app.store().await,
+        hoopbot::changes::ChangeHub::new(),
+        hoopbot::domain::Clock::shifted(app.now.clone()),
+    );
+    let without = Worker::new(ports, Vec::new());
     assert_eq!(without.deliver_next().await.unwrap(), Step::GaveUp);
     let delivery = deliveries(&app, &id).await[0].clone();
     assert_eq!(delivery["state"], "given_up");
@@ -774,4 +782,80 @@ async fn a_webhook_removed_from_the_config_is_given_up_at_once(backend: Backend)
     );
     let events = app.store().await.audit_events(Some(&id)).await.unwrap();
     assert_eq!(events.last().unwrap().kind, "delivery_given_up");
+}
+
+async fn an_unreadable_snapshot_is_given_up_at_once(backend: Backend) {
+    let (siem, app) = with_siem(backend).await;
+    // One snapshot that is not JSON at all, and one that no longer reads as a request (as a
+    // renamed field would leave it).
+    let garbled = app.held("SELECT 1").await;
+    let outdated = app.held("SELECT 2").await;
+    execute_sql(
+        &app.db.url,
+        format!("update outbox set payload = '{{not json' where request_id = '{garbled}'"),
+    )
+    .await;
+    execute_sql(
+        &app.db.url,
+        format!(
+            "update outbox set payload = '{{\"version\": 1, \"request\": {{\"id\": \"{outdated}\"}}}}' \
+             where request_id = '{outdated}'"
+        ),
+    )
+    .await;
+    // Retrying would read the same snapshot again: each is given up on its first attempt.
+    assert_eq!(
+        drain(&app.delivery_worker()).await,
+        [Step::GaveUp, Step::GaveUp]
+    );
+    assert!(siem.requests().is_empty());
+    for (id, why) in [
+        (&garbled, "key must be a string"),
+        (&outdated, "missing field"),
+    ] {
+        let delivery = deliveries(&app, id).await[0].clone();
+        assert_eq!(
+            (&delivery["state"], &delivery["attempts"]),
+            (&Value::from("given_up"), &Value::from(1))
+        );
+        let error = delivery["last_error"].as_str().unwrap();
+        assert!(
+            error.starts_with("the event's snapshot cannot be read") && error.contains(why),
+            "{error}"
+        );
+        let events = app.store().await.audit_events(Some(id)).await.unwrap();
+        let given_up = events.last().unwrap();
+        assert_eq!(given_up.kind, "delivery_given_up");
+        assert_eq!(given_up.detail["last_error"], error);
+    }
+}
+
+/// A replica killed while a webhook receiver holds its attempt leaves a claim that lapses after
+/// the webhook's own timeout and margin, even with Slack (whose attempts take longer) configured.
+async fn a_webhook_claim_lapses_after_a_webhook_attempt_not_slacks(backend: Backend) {
+    let siem = Receiver::start(SECRET).await;
+    let slack = FakeSlack::start().await;
+    let config = slack.config("")
+        + &format!(
+            "\n[[webhooks]]\nname = \"siem\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+             events = [\"access_request.*\"]\ntimeout = \"10s\"\nallow_private = true\n",
+            siem.url()
+        );
+    let app = TestApp::spawn_with(backend, &config).await;
+    app.held("SELECT 1").await;
+    // The webhook's delivery is claimed first; its receiver holds on to it, and the attempt dies.
+    siem.plan(vec![Reply::Delay(Duration::from_secs(60))]);
+    let worker = app.delivery_worker();
+    let attempt = tokio::spawn(async move { worker.deliver_next().await });
+    siem.wait_for(1, Duration::from_secs(10)).await;
+    attempt.abort();
+    // Slack's delivery of the same event is not held up by it.
+    let worker = app.delivery_worker();
+    assert_eq!(worker.deliver_next().await.unwrap(), Step::Delivered);
+    assert_eq!(worker.deliver_next().await.unwrap(), Step::Empty);
+    // The webhook's claim lapses after its 10 s timeout and the 5 s margin, not Slack's minute.
+    app.advance(Duration::from_secs(16));
+    assert_eq!(worker.deliver_next().await.unwrap(), Step::Delivered);
+    let got = siem.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got[1].id, got[0].id, "the same event, by its webhook-id");
 }
