@@ -420,12 +420,18 @@ async fn every_change_queues_an_outbox_entry(backend: Backend) {
     );
 }
 
-/// A request as read, less its `deliveries` and `messages` (a read carries them, a write's reply
-/// does not), which must be there and empty: no destination is configured here.
+/// A request as read, less what only a read carries: `deliveries` and `messages`, which must be
+/// there and empty (no destination is configured here), and the reader's `you_may`.
 fn stored(mut read: Value) -> Value {
     for key in ["deliveries", "messages"] {
         let found = read.as_object_mut().unwrap().remove(key);
         assert_eq!(found, Some(Value::Array(vec![])), "{key}");
     }
+    // What the reader may do is about the reader, not the request: reads carry it, writes not.
+    let you_may = read.as_object_mut().unwrap().remove("you_may");
+    assert!(
+        you_may.is_some_and(|y| y.is_object()),
+        "reads carry you_may"
+    );
     read
 }
