@@ -487,16 +487,22 @@ mod tests {
         }
     }
 
+    /// A request sam rejected through `via` for `reason`.
+    fn rejected(reason: &str, via: &str) -> AccessRequest {
+        let mut r = request(Status::Rejected);
+        r.rejection = Some(Rejection {
+            by: "sam@x".into(),
+            reason: reason.into(),
+            at: T0,
+            via: via.into(),
+        });
+        r
+    }
+
     #[test]
     fn every_status_has_its_sentence() {
         let words = Words::PLAIN;
-        let mut rejected = request(Status::Rejected);
-        rejected.rejection = Some(Rejection {
-            by: "sam@x".into(),
-            reason: "wrong table".into(),
-            at: T0,
-            via: "slack".into(),
-        });
+        let rejected = rejected("wrong table", "slack");
         let mut approved = request(Status::Approved);
         approved.approval_groups[1] = group("security", Some("sam@x"));
         let mut executed = request(Status::Executed);
@@ -568,13 +574,7 @@ mod tests {
             reason_max: 12,
             ..Words::PLAIN
         };
-        let mut rejected = request(Status::Rejected);
-        rejected.rejection = Some(Rejection {
-            by: "sam@x".into(),
-            reason: "a<b\nc<d<e<f<g".into(),
-            at: T0,
-            via: "api".into(),
-        });
+        let rejected = rejected("a<b\nc<d<e<f<g", "api");
         assert_eq!(
             words.status_sentence(&rejected),
             "Rejected by sam@x (api): a&lt;b\\nc…"
@@ -585,13 +585,7 @@ mod tests {
     #[test]
     fn refusals_say_why_nothing_was_done() {
         let words = Words::PLAIN;
-        let mut rejected = request(Status::Rejected);
-        rejected.rejection = Some(Rejection {
-            by: "sam@x".into(),
-            reason: "wrong table".into(),
-            at: T0,
-            via: "api".into(),
-        });
+        let rejected = rejected("wrong table", "api");
         #[rustfmt::skip]
         let cases = [
             ("not_in_group", "you are not a member of group security", None,

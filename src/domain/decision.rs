@@ -194,7 +194,7 @@ fn group_names(request: &AccessRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::testing::{NOW, request, user};
+    use crate::domain::testing::{NOW, People, people, request, user};
 
     fn approve(g: Option<&str>) -> Decision {
         Decision::Approve {
@@ -213,13 +213,15 @@ mod tests {
 
     #[test]
     fn decision_table() {
-        let alice = user("alice@x", &["engineering", "dba-team"]);
-        let bob = user("bob@x", &["dba-team"]);
-        let sam = user("sam@x", &["security"]);
-        let both = user("bo@x", &["dba-team", "security"]);
-        let eve = user("eve@x", &["engineering"]);
-        let root = user("root@x", &["admin"]);
-        let dan = user("dan@x", &["dba-team"]);
+        let People {
+            alice,
+            bob,
+            sam,
+            both,
+            eve,
+            root,
+            dan,
+        } = people();
         let reject = |r: &str| Decision::Reject { reason: r.into() };
         let group_approved = |g: &str, completes| {
             Ok(Outcome::GroupApproved {

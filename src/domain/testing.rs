@@ -51,3 +51,27 @@ pub fn request(approved: &[(&str, &str)]) -> AccessRequest {
         offer: None,
     }
 }
+
+/// The people of the domain's decision tables: alice requests (and is in dba-team), bob and dan
+/// are in dba-team, sam in security, bo in both, eve in neither, root is an admin.
+pub struct People {
+    pub alice: Identity,
+    pub bob: Identity,
+    pub sam: Identity,
+    pub both: Identity,
+    pub eve: Identity,
+    pub root: Identity,
+    pub dan: Identity,
+}
+
+pub fn people() -> People {
+    People {
+        alice: user("alice@x", &["engineering", "dba-team"]),
+        bob: user("bob@x", &["dba-team"]),
+        sam: user("sam@x", &["security"]),
+        both: user("bo@x", &["dba-team", "security"]),
+        eve: user("eve@x", &["engineering"]),
+        root: user("root@x", &["admin"]),
+        dan: user("dan@x", &["dba-team"]),
+    }
+}

@@ -105,7 +105,7 @@ pub(super) fn approved_by<'r>(request: &'r AccessRequest, person: &Identity) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::testing::{NOW, request, user};
+    use crate::domain::testing::{NOW, People, people, request, user};
 
     fn may(approve_as: &[&str], reject: bool, why_not: Option<WhyNot>) -> YouMay {
         YouMay {
@@ -117,13 +117,15 @@ mod tests {
 
     #[test]
     fn decision_table() {
-        let alice = user("alice@x", &["engineering", "dba-team"]);
-        let bob = user("bob@x", &["dba-team"]);
-        let sam = user("sam@x", &["security"]);
-        let both = user("bo@x", &["dba-team", "security"]);
-        let eve = user("eve@x", &["engineering"]);
-        let root = user("root@x", &["admin"]);
-        let dan = user("dan@x", &["dba-team"]);
+        let People {
+            alice,
+            bob,
+            sam,
+            both,
+            eve,
+            root,
+            dan,
+        } = people();
         let decided = |status| {
             let mut r = request(&[("dba-team", "bob@x"), ("security", "sam@x")]);
             r.status = status;

@@ -327,12 +327,7 @@ macro_rules! sql_store {
                 let mut moved = Vec::new();
                 for request in &requests {
                     let change = step(request);
-                    let result = change
-                        .result
-                        .as_ref()
-                        .map(serde_json::to_string)
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let result = $crate::store::write_plan::result_json(&change)?;
                     // The rows are held by this transaction, so the version cannot have moved;
                     // checked all the same, so a row is never moved (and audited) twice.
                     let updated = sqlx::query(sqlx::AssertSqlSafe(update.clone()))

@@ -16,6 +16,16 @@ use super::sql::rows;
 use super::{AuditEntry, Change, OutboxEntry, StoreError, StoreResult};
 use crate::domain::{AccessRequest, Millis, Status};
 
+/// The result `change` records, as the `result` column holds it (JSON text).
+pub(super) fn result_json(change: &Change) -> StoreResult<Option<String>> {
+    change
+        .result
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 /// The rows a group inserts, in the order of its writes.
 pub(super) struct Inserts<'w> {
     pub requests: Vec<rows::NewRequest<'w>>,
@@ -127,12 +137,7 @@ impl<'w> Plan<'w> {
         self.changes()
             .map(|change| {
                 let rejection = change.rejection.as_ref();
-                let result = change
-                    .result
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let result = result_json(change)?;
                 Ok(rows::Change {
                     id: &change.request_id,
                     expected_version: change.expected_version,
