@@ -488,6 +488,11 @@ impl Hoop {
         Ok(self.store.audit_events(Some(id)).await?)
     }
 
+    /// How many writes this replica's store has yet to commit: how far behind its writer is.
+    pub fn writes_waiting(&self) -> usize {
+        self.store.writes_waiting()
+    }
+
     /// Whether this replica can serve: its database answers and its writer runs.
     pub async fn ready(&self) -> Result<()> {
         Ok(self.store.ping().await?)

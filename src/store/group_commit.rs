@@ -9,6 +9,9 @@
 //! again in a transaction of its own, so one bad write fails only its own caller; if it cannot be
 //! reached, the whole group fails at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEntry, Change, Decide, NewRequest, OutboxEntry, StoreError, StoreResult};
@@ -64,6 +67,8 @@ pub(super) trait Committer: Send + 'static {
 #[derive(Clone)]
 pub(super) struct GroupCommit {
     queue: mpsc::UnboundedSender<Queued>,
+    /// Writes queued or being committed: how far behind the writer is.
+    waiting: Arc<AtomicUsize>,
 }
 
 struct Queued {
@@ -76,6 +81,8 @@ impl GroupCommit {
     /// last [`GroupCommit`] handle is dropped, after committing what was queued.
     pub(super) fn start(committer: impl Committer) -> GroupCommit {
         let (queue, queued) = mpsc::unbounded_channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let answered = waiting.clone();
         // A thread of its own: on the server's runtime, each of the writer's statements would
         // wait behind every request being served before the writer could send the next one, and
         // a group commit would take as long as a round of the whole server.
@@ -85,9 +92,14 @@ impl GroupCommit {
             .expect("a runtime for the store's writer");
         std::thread::Builder::new()
             .name("hoop-writer".into())
-            .spawn(move || runtime.block_on(run(committer, queued)))
+            .spawn(move || runtime.block_on(run(committer, queued, answered)))
             .expect("a thread for the store's writer");
-        GroupCommit { queue }
+        GroupCommit { queue, waiting }
+    }
+
+    /// How many writes are queued or being committed now.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Whether the writer has stopped: it ends only when its store is dropped, so a store whose
@@ -99,14 +111,20 @@ impl GroupCommit {
     /// Queues `write` and returns once it is committed (or has failed).
     pub(super) async fn write(&self, write: Write) -> Outcome {
         let (done, committed) = oneshot::channel();
-        self.queue
-            .send(Queued { write, done })
-            .map_err(|_| StoreError::Closed)?;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        if self.queue.send(Queued { write, done }).is_err() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Closed);
+        }
         committed.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Queued>) {
+async fn run(
+    mut committer: impl Committer,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    answered: Arc<AtomicUsize>,
+) {
     let mut waiting: Vec<Queued> = Vec::new();
     let mut last_group = 0;
     loop {
@@ -157,6 +175,8 @@ async fn run(mut committer: impl Committer, mut queue: mpsc::UnboundedReceiver<Q
             }
         };
         for (caller, outcome) in callers.into_iter().zip(outcomes) {
+            // Counted out before the caller hears, so a caller never sees its own write waiting.
+            answered.fetch_sub(1, Ordering::SeqCst);
             // A caller that stopped waiting (its client went away) still has its write committed.
             let _ = caller.send(outcome);
         }
@@ -294,12 +314,16 @@ mod tests {
     async fn writes_queued_together_are_committed_as_one_group() {
         let mut harness = start(never);
         let (held, later) = queue_behind_held(&mut harness, "held", &["a", "b", "c"]).await;
+        // The held write and the three behind it: how far behind the writer is.
+        assert_eq!(harness.writes.waiting(), 4);
         harness.release.send(()).unwrap();
         assert_eq!(harness.groups.recv().await.unwrap(), ["a", "b", "c"]);
         assert!(held.await.is_ok());
         for pending in later {
             assert!(matches!(pending.await, Ok(None)));
         }
+        // Each write counts as waiting until its caller is answered.
+        assert_eq!(harness.writes.waiting(), 0);
     }
 
     #[tokio::test]

@@ -367,6 +367,9 @@ pub trait Store: Deliveries + Accounts + Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     /// Checks the database answers (readiness).
     async fn ping(&self) -> StoreResult<()>;
+    /// How many writes this store's writer has queued or is committing now: how far behind it
+    /// is (none when it keeps up).
+    fn writes_waiting(&self) -> usize;
     /// The time deadlines are measured by: the database's clock on Postgres (shifted by
     /// `clock`'s offset, which tests move), so every replica agrees whatever its own clock says;
     /// `clock` itself on SQLite, which has a single process.

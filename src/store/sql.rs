@@ -167,6 +167,10 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            fn writes_waiting(&self) -> usize {
+                self.writes.waiting()
+            }
+
             async fn ping(&self) -> StoreResult<()> {
                 if self.writes.is_closed() {
                     return Err(StoreError::Closed);

@@ -74,6 +74,16 @@ fn poison(url: &str) -> String {
     }
 }
 
+/// Returns once the server's writer, held up by a [`HeadLock`], has `n` writes waiting.
+async fn until_writes_waiting(app: &TestApp, n: usize) {
+    until(
+        Duration::from_secs(30),
+        &format!("{n} writes waiting for the writer"),
+        || async { app.hoop.writes_waiting() == n },
+    )
+    .await;
+}
+
 async fn a_failed_group_commit_fails_only_its_own_write(backend: Backend) {
     let app = Arc::new(TestApp::spawn(backend).await);
     let mut ids = Vec::new();
@@ -90,13 +100,13 @@ async fn a_failed_group_commit_fails_only_its_own_write(backend: Backend) {
             app.approve("bob@x.com", &id, None).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_writes_waiting(&app, 11).await;
     // Queued behind the approvals, so it shares their group.
     let poisoned = {
         let (app, id) = (app.clone(), ids[0].clone());
         tokio::spawn(async move { app.reject("sam@x.com", &id, "poison").await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_writes_waiting(&app, 12).await;
     lock.release().await;
 
     let refused = poisoned.await.unwrap();
@@ -149,7 +159,7 @@ async fn racing_approvals_in_one_group_have_one_winner(backend: Backend) {
             }));
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_writes_waiting(&app, decisions.len()).await;
     lock.release().await;
     let mut dba_wins = 0;
     for decision in decisions {
