@@ -371,6 +371,24 @@ groups = ["security"]
     }
 
     #[test]
+    fn admins_can_be_reviewed_like_anyone() {
+        let config = parse(
+            "[[connections]]\nname = \"prod-db\"\ntype = \"postgres\"\n\
+             [connections.access_requests]\napproval_groups = [\"dba-team\"]\n\
+             admin_auto_approve = false\n",
+        )
+        .unwrap();
+        let conn = config.connection(&"prod-db".parse().unwrap()).unwrap();
+        assert!(!conn.policy.admin_auto_approve);
+        let typo = parse(
+            "[[connections]]\nname = \"prod-db\"\ntype = \"postgres\"\n\
+             [connections.access_requests]\napproval_groups = [\"dba-team\"]\n\
+             admin_auto_approve = \"no\"\n",
+        );
+        assert!(typo.is_err(), "a string is not a switch");
+    }
+
+    #[test]
     fn a_full_connection_parses() {
         let config = parse(
             r#"
@@ -393,6 +411,10 @@ timeout = "5m"
             RequireApprovalFor::Groups(vec!["dba-team".into()])
         );
         assert_eq!(conn.policy.timeout, Duration::from_secs(300));
+        assert!(
+            conn.policy.admin_auto_approve,
+            "admins auto-approve by default"
+        );
         assert_eq!(conn.agent, None);
         assert_eq!(conn.pickup_timeout, DEFAULT_PICKUP_TIMEOUT);
         assert_eq!(config.server.public_url, "http://127.0.0.1:8009");

@@ -121,6 +121,8 @@ pub(super) struct RawAccessRequests {
     pub(super) require_approval_for: Option<Spanned<RawRequireFor>>,
     #[serde(default)]
     pub(super) exempt_groups: Vec<Spanned<String>>,
+    #[serde(default = "yes")]
+    pub(super) admin_auto_approve: bool,
     pub(super) timeout: Option<Spanned<String>>,
 }
 

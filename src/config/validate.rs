@@ -250,6 +250,7 @@ impl Validator<'_> {
                     approval_groups: vec![],
                     require_approval_for: RequireApprovalFor::All,
                     exempt_groups: vec![],
+                    admin_auto_approve: true,
                     timeout: DEFAULT_TIMEOUT,
                 },
                 Some(ar) => self.policy(&format!("{key}.access_requests"), ar, known)?,
@@ -503,6 +504,7 @@ impl Validator<'_> {
             approval_groups,
             require_approval_for,
             exempt_groups,
+            admin_auto_approve: ar.admin_auto_approve,
             timeout,
         })
     }

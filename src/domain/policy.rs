@@ -13,6 +13,10 @@ pub struct Policy {
     pub require_approval_for: RequireApprovalFor,
     /// Members of these groups bypass approval.
     pub exempt_groups: Vec<String>,
+    /// Admins' own commands run at once (audited, and announced as run without review). When
+    /// off, an admin's command is held like anyone's, unless an exempt group or
+    /// `require_approval_for` lets it through.
+    pub admin_auto_approve: bool,
     /// How long a request may stay pending.
     pub timeout: Duration,
 }
@@ -87,7 +91,7 @@ pub fn admit(policy: &Policy, requester: &Identity) -> Admission {
     if !policy.enabled {
         return Admission::AutoApprove(AutoApproval::AccessRequestsDisabled);
     }
-    if requester.is_admin {
+    if requester.is_admin && policy.admin_auto_approve {
         return Admission::AutoApprove(AutoApproval::Admin);
     }
     if let Some(group) = policy.exempt_groups.iter().find(|g| requester.in_group(g)) {
@@ -123,6 +127,7 @@ mod tests {
             approval_groups: vec!["dba-team".into(), "security".into()],
             require_approval_for: RequireApprovalFor::All,
             exempt_groups: vec!["sre-oncall".into()],
+            admin_auto_approve: true,
             timeout: Duration::from_secs(1800),
         }
     }
@@ -138,6 +143,15 @@ mod tests {
         };
         let disabled = Policy {
             enabled: false,
+            ..policy()
+        };
+        let admins_reviewed = Policy {
+            admin_auto_approve: false,
+            ..policy()
+        };
+        let admins_exempt = Policy {
+            admin_auto_approve: false,
+            exempt_groups: vec!["admin".into()],
             ..policy()
         };
         let cases: Vec<(&str, Policy, Identity, Admission)> = vec![
@@ -164,6 +178,20 @@ mod tests {
                 policy(),
                 user("root@x", &["admin"]),
                 Admission::AutoApprove(AutoApproval::Admin),
+            ),
+            (
+                "an admin is held where admins are reviewed",
+                admins_reviewed,
+                user("root@x", &["admin"]),
+                held.clone(),
+            ),
+            (
+                "an exempt admin group bypasses where admins are reviewed",
+                admins_exempt,
+                user("root@x", &["admin"]),
+                Admission::AutoApprove(AutoApproval::Exempt {
+                    group: "admin".into(),
+                }),
             ),
             (
                 "exempt bypasses",

@@ -15,6 +15,7 @@ on_both_backends!(
     requests_expire_at_their_deadline,
     the_requester_cancels,
     exempt_admin_and_unprotected_commands_are_approved_and_recorded,
+    an_admin_is_reviewed_where_the_connection_says_so,
     fifty_concurrent_approvals_make_one_decision,
     a_restart_keeps_pending_requests_and_their_deadlines,
     listing_filters_and_pages_newest_first,
@@ -263,6 +264,31 @@ async fn exempt_admin_and_unprotected_commands_are_approved_and_recorded(backend
         assert_eq!(events[1]["kind"], "auto_approved");
         assert_eq!(events[1]["detail"]["reason"], reason);
     }
+}
+
+/// `admin_auto_approve = false`: an admin's own command waits for the approval groups like
+/// anyone's, and the admin cannot approve it themselves.
+async fn an_admin_is_reviewed_where_the_connection_says_so(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        "[[connections]]\nname = \"reviewed-db\"\ntype = \"postgres\"\n\
+         [connections.access_requests]\napproval_groups = [\"dba-team\"]\n\
+         admin_auto_approve = false\n",
+    )
+    .await;
+    let reply = app
+        .submit("root@x.com", "reviewed-db", "DROP TABLE audit")
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    assert_eq!(reply.body["status"], "pending");
+    let id = reply.body["id"].as_str().unwrap();
+    let own = app.approve("root@x.com", id, None).await;
+    assert_eq!(own.code(), "self_approval", "{:?}", own.body);
+    let approved = app.approve("bob@x.com", id, None).await;
+    assert_eq!(approved.body["status"], "approved", "{:?}", approved.body);
+    // The same admin on a connection that keeps the default still runs at once.
+    let reply = app.submit("root@x.com", "prod-db", "SELECT 1").await;
+    assert_eq!(reply.body["status"], "approved");
 }
 
 async fn fifty_concurrent_approvals_make_one_decision(backend: Backend) {
