@@ -35,6 +35,12 @@ pub async fn check(config: &Config) -> Vec<Finding> {
         None => findings.push(pass("Slack", "not configured ([slack] in the config)")),
         Some(slack) => findings.extend(check_slack(config, slack).await),
     }
+    for lone in config.lone_approvers() {
+        findings.push(fail(
+            &format!("approval group {} of {}", lone.group, lone.connection),
+            &lone.to_string(),
+        ));
+    }
     for hook in &config.webhooks {
         findings.push(pass(
             &format!("webhook {}", hook.name),

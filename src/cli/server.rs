@@ -149,6 +149,9 @@ pub async fn serve(path: Option<PathBuf>, deliveries: bool) -> anyhow::Result<Ex
     {
         tracing::warn!(admin_group = %config.server.admin_group, "no user is in the admin group: nobody can act as an admin");
     }
+    for lone in config.lone_approvers() {
+        tracing::warn!("{lone} (hoop doctor shows this again)");
+    }
     if demo {
         crate::demo::prepare_target(&config).await?;
     }

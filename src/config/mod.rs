@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::audit::AuditKey;
-use crate::domain::{ConnectionName, Email, Event, Policy};
+use crate::domain::{Admission, ConnectionName, Email, Event, Identity, Policy, admit};
 
 mod raw;
 mod slack;
@@ -117,6 +117,26 @@ pub struct ServerConfig {
     pub max_connections: usize,
 }
 
+/// An approval group of a connection with one member, whose own requests there wait for that
+/// group and so can only expire (see [`Config::lone_approvers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoneApprover {
+    pub connection: String,
+    pub group: String,
+    pub member: String,
+}
+
+impl std::fmt::Display for LoneApprover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "on connection {}, {} is the only member of approval group {}: their own requests \
+             there wait for {} and can never be approved, only expire; add another member to {}",
+            self.connection, self.member, self.group, self.group, self.group
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct UserConfig {
     pub email: Email,
@@ -216,6 +236,35 @@ impl Config {
         self.connections.iter().filter(|c| {
             c.kind == ConnectionType::Command && c.agent.as_deref() == Some(EMBEDDED_AGENT)
         })
+    }
+
+    /// Approval groups whose one member's own requests on the connection can never be approved:
+    /// the policy holds them, and nobody else may approve for the group, so they can only expire.
+    pub fn lone_approvers(&self) -> Vec<LoneApprover> {
+        let mut found = Vec::new();
+        for conn in self.connections.iter().filter(|c| c.policy.enabled) {
+            for group in &conn.policy.approval_groups {
+                let members: Vec<&UserConfig> = self
+                    .users
+                    .iter()
+                    .filter(|u| u.groups.contains(group))
+                    .collect();
+                let [only] = members[..] else { continue };
+                let requester = Identity {
+                    email: only.email.clone(),
+                    is_admin: only.groups.contains(&self.server.admin_group),
+                    groups: only.groups.clone(),
+                };
+                if matches!(admit(&conn.policy, &requester), Admission::Hold { .. }) {
+                    found.push(LoneApprover {
+                        connection: conn.name.to_string(),
+                        group: group.clone(),
+                        member: only.email.to_string(),
+                    });
+                }
+            }
+        }
+        found
     }
 
     /// The user with `email` (ignoring ASCII case).
@@ -368,6 +417,32 @@ groups = ["security"]
 
     fn parse(extra: &str) -> Result<Config, ConfigError> {
         Config::parse(&format!("{BASE}{extra}"), "hoop.toml")
+    }
+
+    #[test]
+    fn a_group_whose_only_member_needs_it_is_found() {
+        let config = parse(
+            "[[users]]\nemail = \"olga@x.com\"\ngroups = [\"oncall\"]\n\
+             [[connections]]\nname = \"prod-db\"\ntype = \"postgres\"\n\
+             [connections.access_requests]\napproval_groups = [\"security\", \"oncall\"]\n\
+             exempt_groups = [\"oncall\"]\n",
+        )
+        .unwrap();
+        // Sam's requests wait for security, which only Sam is in; Olga is exempt, so hers run.
+        let found = config.lone_approvers();
+        assert_eq!(
+            found,
+            [LoneApprover {
+                connection: "prod-db".into(),
+                group: "security".into(),
+                member: "sam@x.com".into(),
+            }]
+        );
+        assert!(
+            found[0]
+                .to_string()
+                .contains("add another member to security")
+        );
     }
 
     #[test]

@@ -903,6 +903,12 @@ async fn the_doctor_checks_the_token_each_channel_and_the_public_url() {
         public.detail.contains("Socket Mode"),
         "says what to do: {public:?}"
     );
+    // Sam is security's only member, and prod-db holds his own requests for security.
+    let lone = line("approval group security of prod-db");
+    assert!(
+        !lone.ok && lone.detail.contains("sam@x.com") && lone.detail.contains("only expire"),
+        "{lone:?}"
+    );
     // A revoked token: said, and the checks that need it are not run.
     slack.fail("auth.test", [Failure::Refuse("invalid_auth")]);
     let findings = hoopbot::doctor::check(&config).await;
