@@ -278,7 +278,9 @@ impl Words {
             );
         }
         let groups = self.list(approval_groups.iter().map(|g| self.name(g)).collect());
-        format!("You will get a DM for each request waiting for {groups} (but your own), and {OWN}.")
+        format!(
+            "You will get a DM for each request waiting for {groups} (but your own), and {OWN}."
+        )
     }
 
     /// Why a decision was refused, for the person who asked, from the API's error `code` and
@@ -650,12 +652,18 @@ mod tests {
         let nobody = words.what_a_link_brings(&[]);
         assert!(nobody.contains("no approval group"), "{nobody}");
         assert!(nobody.contains("no requests to approve"), "{nobody}");
-        assert!(nobody.contains("outcome of each of your own requests"), "{nobody}");
+        assert!(
+            nobody.contains("outcome of each of your own requests"),
+            "{nobody}"
+        );
         let approver = words.what_a_link_brings(&["dba-team".into(), "security".into()]);
         assert!(
             approver.contains("each request waiting for dba-team, security"),
             "{approver}"
         );
-        assert!(approver.contains("outcome of each of your own"), "{approver}");
+        assert!(
+            approver.contains("outcome of each of your own"),
+            "{approver}"
+        );
     }
 }

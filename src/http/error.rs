@@ -55,7 +55,9 @@ impl IntoResponse for Error {
         if let Error::RateLimited { retry_after, .. } = &self {
             // Whole seconds, rounded up: a client that waits this long is let in.
             let seconds = retry_after.as_millis().div_ceil(1000).max(1);
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds as u64));
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds as u64));
         }
         response
     }

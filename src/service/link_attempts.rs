@@ -80,7 +80,10 @@ impl LinkAttempts {
         let user_window = counted(user_window);
         by_user.insert(user.to_string(), user_window, user_window.ends);
         if user_window.failures == LINK_FAILURES_PER_USER {
-            tracing::warn!(user, "link code confirmations refused for a while: too many wrong codes");
+            tracing::warn!(
+                user,
+                "link code confirmations refused for a while: too many wrong codes"
+            );
         }
         let source = source_window.map(|(ip, window)| {
             let window = counted(window);
@@ -169,7 +172,10 @@ mod tests {
             let _failed = attempts.begin("bob", HOME).unwrap();
         }
         let wait = attempts.begin("bob", HOME).err().expect("limited");
-        assert!(wait > Duration::ZERO && wait <= LINK_FAILURE_WINDOW, "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= LINK_FAILURE_WINDOW,
+            "{wait:?}"
+        );
         // Someone else, from elsewhere, is not.
         let _other = attempts.begin("dora", None).unwrap();
         offset.fetch_add(LINK_FAILURE_WINDOW.as_millis() as i64, Ordering::SeqCst);
@@ -180,9 +186,7 @@ mod tests {
     fn an_address_is_stopped_after_its_own_limit_whoever_tries() {
         let (attempts, _) = attempts();
         for i in 0..LINK_FAILURES_PER_SOURCE {
-            let _failed = attempts
-                .begin(&format!("user{}", i % 5), HOME)
-                .unwrap();
+            let _failed = attempts.begin(&format!("user{}", i % 5), HOME).unwrap();
         }
         assert!(attempts.begin("someone-new", HOME).is_err());
         let _elsewhere = attempts.begin("someone-new", None).unwrap();

@@ -46,8 +46,8 @@ mod messages;
 mod tokens;
 
 pub use accounts::{LINK_CODE_TTL, LinkCode};
-pub use link_attempts::{LINK_FAILURE_WINDOW, LINK_FAILURES_PER_SOURCE, LINK_FAILURES_PER_USER};
 pub use deliveries::{WebhookEndpoints, WebhookPing};
+pub use link_attempts::{LINK_FAILURE_WINDOW, LINK_FAILURES_PER_SOURCE, LINK_FAILURES_PER_USER};
 pub use messages::LinkedPerson;
 
 /// A new command as submitted.

@@ -170,7 +170,10 @@ async fn one_address_is_limited_whoever_sends_the_codes(backend: Backend) {
             sent += 1;
         }
     }
-    assert_eq!(sent, LINK_FAILURES_PER_SOURCE, "the test's users sent enough");
+    assert_eq!(
+        sent, LINK_FAILURES_PER_SOURCE,
+        "the test's users sent enough"
+    );
     // Someone who got no code wrong, from the same address.
     let (status, retry_after, _) = confirm(&app, "eve@x.com", WRONG).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
@@ -198,7 +201,11 @@ async fn subscribe_answers_with_a_code_when_slack_does_not_say_the_email(backend
     let answer: Value = reply.json().await.unwrap();
     let text = answer["text"].as_str().unwrap();
     assert!(text.contains("hoop subscribe "), "a code instead: {text}");
-    assert_eq!(slack.calls_of("users.info").len(), 1, "the email was asked for");
+    assert_eq!(
+        slack.calls_of("users.info").len(),
+        1,
+        "the email was asked for"
+    );
     // The code it gave links as any other.
     let start = text.find("hoop subscribe ").unwrap() + "hoop subscribe ".len();
     let (status, _, body) = confirm(&app, "bob@x.com", &text[start..start + 9]).await;
