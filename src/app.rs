@@ -302,7 +302,12 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // Handlers that count by address (wrong link codes) read the peer from the request.
+        let router = tower::Layer::layer(
+            &axum::Extension(axum::extract::ConnectInfo(peer)),
+            router.clone(),
+        );
+        let service = hyper_util::service::TowerToHyperService::new(router);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -73,6 +73,8 @@ pub enum AuditKind {
     AccountLinked,
     /// A chat account's link was removed.
     AccountUnlinked,
+    /// A link code was refused (unknown, expired, used or malformed): a typo, or someone guessing.
+    LinkCodeRefused,
 }
 
 impl AuditKind {
@@ -98,6 +100,7 @@ impl AuditKind {
             AuditKind::DestinationDisabled => "destination_disabled",
             AuditKind::AccountLinked => "account_linked",
             AuditKind::AccountUnlinked => "account_unlinked",
+            AuditKind::LinkCodeRefused => "link_code_refused",
         }
     }
 }

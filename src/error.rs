@@ -31,6 +31,12 @@ pub enum Error {
     /// The client took too long to send its request.
     #[error("{0}")]
     Timeout(String),
+    /// Too many tries of something that must not be guessed; try again after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -51,6 +57,7 @@ impl Error {
             Error::TooLarge(_) => "too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::Timeout(_) => "timeout",
+            Error::RateLimited { .. } => "rate_limited",
             Error::Internal(_) => "internal",
         }
     }

@@ -1,6 +1,7 @@
 //! A map whose entries are forgotten at a time of their own: what hoopbot remembers for a moment
 //! instead of asking again — tokens found active (the store's token cache), Slack users' links
-//! (the Slack surface), when a Slack channel may next be posted to (the Slack pacer).
+//! (the Slack surface), when a Slack channel may next be posted to (the Slack pacer), how many
+//! wrong link codes a user or an address sent lately (the service's link attempts).
 //!
 //! Remembering what a lookup found has a race: a lookup that began before the thing was removed
 //! (a token revoked, an account unlinked) can finish after the removal and put it back, to be

@@ -267,6 +267,22 @@ impl Words {
         }
     }
 
+    /// What a linked chat account will be sent, for a person in `approval_groups` (their groups
+    /// that approve requests on some connection): only approvers are asked to approve; everyone
+    /// hears how their own held requests end (a request nobody had to approve has no messages).
+    pub fn what_a_link_brings(&self, approval_groups: &[String]) -> String {
+        const OWN: &str = "a DM with the outcome of each of your own requests that needed approval";
+        if approval_groups.is_empty() {
+            return format!(
+                "You are in no approval group, so you will get no requests to approve: only {OWN}."
+            );
+        }
+        let groups = self.list(approval_groups.iter().map(|g| self.name(g)).collect());
+        format!(
+            "You will get a DM for each request waiting for {groups} (but your own), and {OWN}."
+        )
+    }
+
     /// Why a decision was refused, for the person who asked, from the API's error `code` and
     /// `message`; `request` (as it is now) says how an already decided request was decided.
     pub fn refusal(&self, code: &str, message: &str, request: Option<&AccessRequest>) -> String {
@@ -628,5 +644,26 @@ mod tests {
         for (why, said) in cases {
             assert!(words.why_not(&why).contains(said), "{why:?}");
         }
+    }
+
+    #[test]
+    fn a_link_promises_approvals_only_to_approvers() {
+        let words = Words::PLAIN;
+        let nobody = words.what_a_link_brings(&[]);
+        assert!(nobody.contains("no approval group"), "{nobody}");
+        assert!(nobody.contains("no requests to approve"), "{nobody}");
+        assert!(
+            nobody.contains("outcome of each of your own requests"),
+            "{nobody}"
+        );
+        let approver = words.what_a_link_brings(&["dba-team".into(), "security".into()]);
+        assert!(
+            approver.contains("each request waiting for dba-team, security"),
+            "{approver}"
+        );
+        assert!(
+            approver.contains("outcome of each of your own"),
+            "{approver}"
+        );
     }
 }

@@ -90,11 +90,17 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 pub async fn subscribe(code: &str) -> anyhow::Result<std::process::ExitCode> {
     let client = client()?;
     let link = client.confirm_link(code).await?;
+    let approval_groups: Vec<String> = link["approval_groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str().map(str::to_string))
+        .collect();
     outln!(
-        "Linked Slack account {} to {}. You will get a DM for each request you can approve, and \
-         for the outcome of your own; your clicks on request cards count as yours.",
+        "Linked Slack account {} to {}. {} Your clicks on request cards count as yours.",
         crate::display::single_line(link["account"].as_str().unwrap_or("?")),
         crate::display::single_line(link["email"].as_str().unwrap_or("?")),
+        crate::sentences::Words::PLAIN.what_a_link_brings(&approval_groups),
     );
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{Body, MaybeBody, Params, User};
+use super::extract::{Body, MaybeBody, Params, Source, User};
 use crate::domain::{ConnectionName, Decision, Status, Surface};
 use crate::error::{Error, Result};
 use crate::service::{Hoop, Submission};
@@ -281,14 +281,16 @@ struct LinkBody {
 /// is linked to the signed-in user.
 async fn confirm_link(
     State(hoop): State<Hoop>,
+    Source(source): Source,
     User(user): User,
     Body(body): Body<LinkBody>,
 ) -> Result<Json<Value>> {
-    let link = hoop.confirm_link(&user, &body.code).await?;
+    let link = hoop.confirm_link(&user, &body.code, source).await?;
     Ok(Json(json!({
         "chat": link.kind,
         "account": link.account,
         "email": link.email,
         "linked_at": crate::domain::rfc3339(link.linked_at),
+        "approval_groups": hoop.approval_groups_of(&user),
     })))
 }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use axum::Json;
 use axum::extract::Request;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -33,6 +33,7 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -50,7 +51,15 @@ impl IntoResponse for Error {
             other => other.to_string(),
         };
         let body = json!({ "error": { "code": self.code(), "message": message } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Error::RateLimited { retry_after, .. } = &self {
+            // Whole seconds, rounded up: a client that waits this long is let in.
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds as u64));
+        }
+        response
     }
 }
 
@@ -65,6 +74,7 @@ fn code_for(status: StatusCode) -> &'static str {
         | StatusCode::URI_TOO_LONG
         | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
         s if s.is_server_error() => "internal",
         _ => "invalid_input",
     }

@@ -15,6 +15,21 @@ use crate::error::Error;
 use crate::service::Hoop;
 use crate::store::TokenSubject;
 
+/// The address the request came from: the connection's peer (a proxy in front of hoopbot is
+/// the peer; its `X-Forwarded-For` is not trusted). `None` where the server did not record it.
+pub struct Source(pub Option<std::net::IpAddr>);
+
+impl<S: Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(Source(peer.map(|info| info.0.ip().to_canonical())))
+    }
+}
+
 /// A JSON body, required.
 pub struct Body<T>(pub T);
 

@@ -3,8 +3,10 @@
 //! and the hoopbot user confirms the one-time code shown there while signed in (`hoop subscribe
 //! CODE`). Where the operator allows it, a chat email the chat itself has verified links at once.
 //! Every link and unlink commits with its audit event, under `<kind>:<account>`, in one
-//! transaction: none is ever in effect without its trace.
+//! transaction: none is ever in effect without its trace. A code refused is audited too, under
+//! the user who sent it, and wrong codes are counted to stop guessing (`link_attempts`).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use rand::Rng;
@@ -51,28 +53,55 @@ impl Hoop {
         })
     }
 
-    /// Confirms a code on behalf of the signed-in `user`: the chat account it was shown to is
-    /// linked to them. A code links once, within [`LINK_CODE_TTL`].
-    pub async fn confirm_link(&self, user: &Identity, code: &str) -> Result<LinkedAccount> {
+    /// Confirms a code on behalf of the signed-in `user`, who sent it from `source` (their
+    /// address, when known): the chat account it was shown to is linked to them. A code links
+    /// once, within [`LINK_CODE_TTL`]. Every code refused is audited (`link_code_refused`, under
+    /// `user:<email>`, with why and from where, never the code), and past
+    /// [`LINK_FAILURES_PER_USER`](super::LINK_FAILURES_PER_USER) refused in a window (or
+    /// [`LINK_FAILURES_PER_SOURCE`](super::LINK_FAILURES_PER_SOURCE) from one address) every
+    /// confirmation is refused with [`Error::RateLimited`], right codes too, until it ends.
+    pub async fn confirm_link(
+        &self,
+        user: &Identity,
+        code: &str,
+        source: Option<IpAddr>,
+    ) -> Result<LinkedAccount> {
+        let attempt = self
+            .link_attempts
+            .begin(user.email.as_str(), source)
+            .map_err(|retry_after| Error::RateLimited {
+                message: format!(
+                    "too many wrong link codes; try again in {} seconds",
+                    retry_after.as_millis().div_ceil(1000).max(1)
+                ),
+                retry_after,
+            })?;
+        let now = self.clock.now();
+        let refused = |reason: &str| refusal_event(user, reason, source);
         let normalized: String = code
             .chars()
             .filter(|c| !matches!(c, '-' | ' '))
             .map(|c| c.to_ascii_uppercase())
             .collect();
         if normalized.len() != CODE_LEN || !normalized.bytes().all(|b| CODE_ALPHABET.contains(&b)) {
+            self.store
+                .append_account_events(now, &[refused("malformed")])
+                .await?;
             return Err(Error::InvalidInput(
                 "that is not a link code; run /hoop subscribe in Slack and copy the code it shows (like ABCD-EFGH)"
                     .into(),
             ));
         }
-        let now = self.clock.now();
-        let audit = |link: &LinkedAccount| {
-            link_event(
+        let audit = |outcome: &Redeemed| match outcome {
+            Redeemed::Linked(link) => link_event(
                 AuditKind::AccountLinked,
                 link,
                 user.email.as_str(),
                 Surface::Api,
-            )
+            ),
+            Redeemed::Unknown => refused("unknown"),
+            Redeemed::Expired => refused("expired"),
+            Redeemed::AlreadyUsed => refused("used"),
         };
         match self
             .store
@@ -80,6 +109,7 @@ impl Hoop {
             .await?
         {
             Redeemed::Linked(link) => {
+                self.link_attempts.succeeded(attempt);
                 tracing::info!(kind = %link.kind, account = %link.account, email = %link.email, "chat account linked");
                 Ok(link)
             }
@@ -95,6 +125,20 @@ impl Hoop {
                     .into(),
             )),
         }
+    }
+
+    /// The groups of `user` that approve requests on some connection: a linked chat account
+    /// gets a DM for each request waiting for one of them.
+    pub fn approval_groups_of(&self, user: &Identity) -> Vec<String> {
+        user.groups
+            .iter()
+            .filter(|group| {
+                self.config.connections.iter().any(|c| {
+                    c.policy.enabled && c.policy.approval_groups.iter().any(|g| &g == group)
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// Links `account` to the configured user with `email`, which the chat has verified belongs
@@ -167,6 +211,22 @@ fn link_event(kind: AuditKind, link: &LinkedAccount, actor: &str, via: Surface) 
                 "account": link.account,
                 "email": link.email,
                 "linked_by": link.linked_by,
+            }),
+        },
+    }
+}
+
+/// The audit event of a code refused to `user`: why, and from which address.
+fn refusal_event(user: &Identity, reason: &str, source: Option<IpAddr>) -> SubjectEvent {
+    SubjectEvent {
+        subject_id: format!("user:{}", user.email.as_str()),
+        entry: AuditEntry {
+            kind: AuditKind::LinkCodeRefused,
+            actor: user.email.as_str().to_string(),
+            channel: Surface::Api,
+            detail: serde_json::json!({
+                "reason": reason,
+                "source": source.map(|ip| ip.to_string()),
             }),
         },
     }

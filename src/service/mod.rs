@@ -41,11 +41,13 @@ pub const MAX_REASON_BYTES: usize = 4096;
 
 mod accounts;
 mod deliveries;
+mod link_attempts;
 mod messages;
 mod tokens;
 
 pub use accounts::{LINK_CODE_TTL, LinkCode};
 pub use deliveries::{WebhookEndpoints, WebhookPing};
+pub use link_attempts::{LINK_FAILURE_WINDOW, LINK_FAILURES_PER_SOURCE, LINK_FAILURES_PER_USER};
 pub use messages::LinkedPerson;
 
 /// A new command as submitted.
@@ -67,6 +69,8 @@ pub struct Hoop {
     pub clock: Clock,
     /// The configured webhook endpoints, which admins list and test.
     webhooks: Arc<dyn WebhookEndpoints>,
+    /// Wrong link codes counted on this replica, per user and per address.
+    link_attempts: Arc<link_attempts::LinkAttempts>,
 }
 
 impl Hoop {
@@ -78,6 +82,7 @@ impl Hoop {
         webhooks: Arc<dyn WebhookEndpoints>,
     ) -> Hoop {
         Hoop {
+            link_attempts: Arc::new(link_attempts::LinkAttempts::new(&clock)),
             config,
             store,
             changes,

@@ -1,10 +1,12 @@
 //! `/hoop subscribe | unsubscribe | status | help`: the slash command's replies, shown only to
 //! the person who typed it. The command's name comes from the config (`slack.slash_command`).
 
-use super::card::escape;
+use std::time::Duration;
+
+use super::card::{WORDS, escape};
 use super::surface::{KIND, Slack};
 use crate::display::single_line;
-use crate::domain::{Status, you_may};
+use crate::domain::{Email, Status, you_may};
 use crate::service::LINK_CODE_TTL;
 use crate::store::ListFilter;
 
@@ -34,6 +36,12 @@ impl Subcommand {
 
 /// The most requests `/hoop status` lists in each part.
 const STATUS_LIMIT: usize = 10;
+
+/// How long Slack gets to tell a user's verified email (`users.info`) before `/hoop subscribe`
+/// answers with a code instead. Slack shows nothing of an answer later than 3 seconds; every
+/// slash command is to be answered within 2.5, and the rest of this one's answer (a few
+/// database calls) must fit in what is left. It is the only Slack call an answer waits for.
+pub const EMAIL_LOOKUP_TIME: Duration = Duration::from_millis(1500);
 
 impl Slack {
     /// Answers a slash command as Slack sent it, for the person who typed it alone.
@@ -76,10 +84,15 @@ impl Slack {
             && let Some(email) = self.verified_email(user).await
             && let Some(link) = self.hoop.link_verified_email(KIND, user, &email).await?
         {
+            let approval_groups = Email::parse(&link.email)
+                .ok()
+                .and_then(|email| self.hoop.identity(&email))
+                .map(|me| self.hoop.approval_groups_of(&me))
+                .unwrap_or_default();
             return Ok(format!(
-                "Linked to *{}* by your verified Slack email. You will get a DM for each request \
-                 you can approve, and for the outcome of your own.",
-                escape(&link.email)
+                "Linked to *{}* by your verified Slack email. {}",
+                escape(&link.email),
+                WORDS.what_a_link_brings(&approval_groups)
             ));
         }
         let code = self.hoop.start_link(KIND, user).await?;
@@ -92,12 +105,20 @@ impl Slack {
         ))
     }
 
-    /// The Slack user's email, when Slack says its owner confirmed it.
+    /// The Slack user's email, when Slack says its owner confirmed it within
+    /// [`EMAIL_LOOKUP_TIME`]; otherwise the caller falls back to a code.
     async fn verified_email(&self, user: &str) -> Option<String> {
-        let info = match self.web.user_info(user).await {
-            Ok(info) => info,
-            Err(e) => {
+        let info = match tokio::time::timeout(EMAIL_LOOKUP_TIME, self.web.user_info(user)).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "users.info failed; falling back to a link code");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "users.info gave no answer within {} ms; falling back to a link code",
+                    EMAIL_LOOKUP_TIME.as_millis()
+                );
                 return None;
             }
         };
@@ -229,6 +250,13 @@ fn section(title: &str, lines: Vec<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_email_lookup_leaves_room_to_answer_in_time() {
+        // Every answer within 2.5 s (Slack shows nothing after 3), a second of it for the rest.
+        const ANSWER_TIME: Duration = Duration::from_millis(2500);
+        assert!(EMAIL_LOOKUP_TIME + Duration::from_secs(1) <= ANSWER_TIME);
+    }
 
     #[test]
     fn subcommands_are_read_from_the_first_word_and_anything_else_gets_help() {

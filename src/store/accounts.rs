@@ -1,8 +1,8 @@
 //! Chat accounts linked to hoopbot users, and the one-time codes that link them (see
 //! migrations/*/0005_chat_accounts.sql). Shared SQL for both backends, like deliveries.rs.
 //!
-//! Every link and unlink commits with its audit event in one transaction of its own (why not
-//! through the group commit: see `append_subject_events` in sql.rs).
+//! Every link and unlink, and every code refused, commits with its audit event in one transaction
+//! of its own (why not through the group commit: see `append_subject_events` in sql.rs).
 
 use async_trait::async_trait;
 
@@ -45,14 +45,18 @@ pub trait Accounts: Send + Sync {
         expires_at: Millis,
     ) -> StoreResult<()>;
     /// Uses up the code and links its account to `email`, with the event `audit` makes of the
-    /// link, in one transaction: a code links once, and never without its trace.
+    /// outcome, in one transaction: a code links once, never without its trace, and a code
+    /// refused (unknown, expired, used) is refused only once its refusal is in the trail.
     async fn redeem_link_code(
         &self,
         code_sha256: &str,
         email: &str,
         now: Millis,
-        audit: AuditOf<'_, LinkedAccount>,
+        audit: AuditOf<'_, Redeemed>,
     ) -> StoreResult<Redeemed>;
+    /// Appends events about accounts that change nothing else (a link code refused before it
+    /// was looked up), at `at`, in one transaction.
+    async fn append_account_events(&self, at: Millis, audit: &[SubjectEvent]) -> StoreResult<()>;
     /// Links `link.account` to `link.email` (replacing an earlier link of the account), with
     /// `audit` (at `link.linked_at`), in one transaction.
     async fn link_account(&self, link: &LinkedAccount, audit: &[SubjectEvent]) -> StoreResult<()>;
@@ -102,7 +106,7 @@ macro_rules! account_store {
                 code_sha256: &str,
                 email: &str,
                 now: $crate::domain::Millis,
-                audit: $crate::store::AuditOf<'_, $crate::store::LinkedAccount>,
+                audit: $crate::store::AuditOf<'_, $crate::store::Redeemed>,
             ) -> StoreResult<$crate::store::Redeemed> {
                 use $crate::store::Redeemed;
                 let mut tx = self.pool.begin_with($write_begin).await?;
@@ -120,13 +124,17 @@ macro_rules! account_store {
                         .bind(code_sha256)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    return Ok(match row {
+                    let refused = match row {
                         None => Redeemed::Unknown,
                         Some(row) => match row.try_get::<Option<i64>, _>("used_at")? {
                             Some(_) => Redeemed::AlreadyUsed,
                             None => Redeemed::Expired,
                         },
-                    });
+                    };
+                    self.append_subject_events(&mut tx, now, &[audit(&refused)])
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(refused);
                 };
                 let link = $crate::store::LinkedAccount {
                     kind: used.try_get("kind")?,
@@ -136,10 +144,22 @@ macro_rules! account_store {
                     linked_by: "code".into(),
                 };
                 upsert_account(&mut tx, &link).await?;
-                self.append_subject_events(&mut tx, now, &[audit(&link)])
+                let linked = Redeemed::Linked(link);
+                self.append_subject_events(&mut tx, now, &[audit(&linked)])
                     .await?;
                 tx.commit().await?;
-                Ok(Redeemed::Linked(link))
+                Ok(linked)
+            }
+
+            async fn append_account_events(
+                &self,
+                at: $crate::domain::Millis,
+                audit: &[$crate::store::SubjectEvent],
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with($write_begin).await?;
+                self.append_subject_events(&mut tx, at, audit).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn link_account(

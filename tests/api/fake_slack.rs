@@ -41,6 +41,8 @@ pub enum Failure {
     },
     /// `{"ok": false, "error": code}`
     Refuse(&'static str),
+    /// No answer at all: the call hangs until the caller gives up.
+    Hang,
 }
 
 #[derive(Default)]
@@ -173,6 +175,7 @@ async fn answer(
         Some(Failure::Refuse(code)) => {
             return axum::Json(json!({ "ok": false, "error": code })).into_response();
         }
+        Some(Failure::Hang) => std::future::pending().await,
         None => {}
     }
     let ts = || {

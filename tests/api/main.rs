@@ -11,6 +11,7 @@ mod execution;
 mod fake_slack;
 mod flow;
 mod layers;
+mod link_codes;
 mod openapi;
 mod ops;
 mod processes;
