@@ -497,7 +497,9 @@ async fn connect_error(url: &str, error: anyhow::Error) -> anyhow::Error {
 }
 
 /// A database URL without its secrets, for messages: the password in its userinfo and the value of
-/// any query parameter that carries a credential (`password=`, `sslpassword=`, `token=`, …).
+/// any query parameter that carries a credential (`password=`, `sslpassword=`, `token=`, …). A
+/// parameter's name is judged as the drivers read it, percent- and form-decoded: they take
+/// `pass%77ord=` for `password=`.
 pub fn redact(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
@@ -516,9 +518,9 @@ pub fn redact(url: &str) -> String {
     if let Some(query) = query {
         let params: Vec<String> = query
             .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
-                _ => param.to_string(),
+            .map(|param| match secret_param_name(param) {
+                Some(name) => format!("{name}=***"),
+                None => param.to_string(),
             })
             .collect();
         out.push('?');
@@ -527,7 +529,21 @@ pub fn redact(url: &str) -> String {
     out
 }
 
-/// Whether a URL query parameter carries a credential.
+/// The name to show for one `key=value` query parameter that carries a credential, or `None`
+/// when it carries none. The key is decoded as the drivers decode it (`url`'s `query_pairs`); a
+/// parameter that does not decode is taken as secret. The name shown is the decoded key up to any
+/// `=` in it, so an encoded `=` cannot smuggle the value into the name.
+fn secret_param_name(param: &str) -> Option<String> {
+    let decoded = serde_urlencoded::from_str::<Vec<(String, String)>>(param);
+    let key = match decoded.as_deref() {
+        Ok([(key, _)]) => key.as_str(),
+        Ok([]) => return None,
+        _ => return Some("***".into()),
+    };
+    is_secret_param(key).then(|| key.split('=').next().unwrap_or_default().to_string())
+}
+
+/// Whether a URL query parameter's (decoded) name is one that carries a credential.
 fn is_secret_param(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
@@ -630,6 +646,25 @@ mod tests {
                 "postgres://db/hoop?options=-c%20user%3Da@b",
                 "postgres://db/hoop?options=-c%20user%3Da@b",
             ),
+            // Encoded names, which the drivers decode and read as `password`.
+            (
+                "postgres://u@h/db?pass%77ord=s3cret",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgres://u@h/db?%70%61%73%73%77%6F%72%64=s3cret&sslmode=disable",
+                "postgres://u@h/db?password=***&sslmode=disable",
+            ),
+            (
+                "mysql://u@h/db?PASS%57ORD=s3cret",
+                "mysql://u@h/db?PASSWORD=***",
+            ),
+            // An encoded `=` in the name does not carry the value into what is shown.
+            (
+                "postgres://u@h/db?password%3Ds3cret",
+                "postgres://u@h/db?password=***",
+            ),
+            ("postgres://u:%73%33cret@h/db", "postgres://u:***@h/db"),
             ("sqlite://hoop.db", "sqlite://hoop.db"),
             ("sqlite://hoop.db?mode=rwc", "sqlite://hoop.db?mode=rwc"),
         ];
