@@ -16,6 +16,7 @@ use crate::domain::{ConnectionName, Email, Event, Policy};
 
 mod raw;
 mod slack;
+pub mod sqlite_file;
 mod validate;
 
 pub use slack::SlackConfig;
