@@ -265,16 +265,26 @@ fn fail(check: &str, detail: &str) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::check_public_url;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A loopback, private or plain-http public URL fails, saying why, even when it answers here.
     #[tokio::test]
     async fn a_public_url_slack_cannot_reach_fails_and_says_why() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // Something that answers /healthz on loopback, as a local `hoop serve` would.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
+                // The request's head first, then the answer.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = conn
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                     .await;
