@@ -520,10 +520,7 @@ pub fn redact(url: &str) -> String {
     if let Some(query) = query {
         let params: Vec<String> = query
             .split('&')
-            .map(|param| match secret_param_name(param) {
-                Some(name) => format!("{name}=***"),
-                None => param.to_string(),
-            })
+            .map(|param| redacted_param(param).unwrap_or_else(|| param.to_string()))
             .collect();
         out.push('?');
         out.push_str(&params.join("&"));
@@ -531,18 +528,19 @@ pub fn redact(url: &str) -> String {
     out
 }
 
-/// The name to show for one `key=value` query parameter that carries a credential, or `None`
-/// when it carries none. The key is decoded as the drivers decode it (`url`'s `query_pairs`); a
-/// parameter that does not decode is taken as secret. The name shown is the decoded key up to any
-/// `=` in it, so an encoded `=` cannot smuggle the value into the name.
-fn secret_param_name(param: &str) -> Option<String> {
+/// What to show instead of one `key=value` query parameter that carries a credential, or `None`
+/// when it carries none. The key is judged decoded, as the drivers decode it (`url`'s
+/// `query_pairs`), and shown as written; a parameter that does not decode, or whose decoded key
+/// holds an `=` (and so perhaps the value), is hidden whole.
+fn redacted_param(param: &str) -> Option<String> {
     let decoded = serde_urlencoded::from_str::<Vec<(String, String)>>(param);
     let key = match decoded.as_deref() {
-        Ok([(key, _)]) => key.as_str(),
+        Ok([(key, _)]) if !key.contains('=') => key.as_str(),
         Ok([]) => return None,
         _ => return Some("***".into()),
     };
-    is_secret_param(key).then(|| key.split('=').next().unwrap_or_default().to_string())
+    let written = param.split('=').next().unwrap_or_default();
+    is_secret_param(key).then(|| format!("{written}=***"))
 }
 
 /// Whether a URL query parameter's (decoded) name is one that carries a credential.
@@ -651,20 +649,20 @@ mod tests {
             // Encoded names, which the drivers decode and read as `password`.
             (
                 "postgres://u@h/db?pass%77ord=s3cret",
-                "postgres://u@h/db?password=***",
+                "postgres://u@h/db?pass%77ord=***",
             ),
             (
                 "postgres://u@h/db?%70%61%73%73%77%6F%72%64=s3cret&sslmode=disable",
-                "postgres://u@h/db?password=***&sslmode=disable",
+                "postgres://u@h/db?%70%61%73%73%77%6F%72%64=***&sslmode=disable",
             ),
             (
                 "mysql://u@h/db?PASS%57ORD=s3cret",
-                "mysql://u@h/db?PASSWORD=***",
+                "mysql://u@h/db?PASS%57ORD=***",
             ),
             // An encoded `=` in the name does not carry the value into what is shown.
             (
-                "postgres://u@h/db?password%3Ds3cret",
-                "postgres://u@h/db?password=***",
+                "postgres://u@h/db?password%3Ds3cret&x=1",
+                "postgres://u@h/db?***&x=1",
             ),
             ("postgres://u:%73%33cret@h/db", "postgres://u:***@h/db"),
             ("sqlite://hoop.db", "sqlite://hoop.db"),

@@ -393,16 +393,16 @@ async fn migrate_and_token_hide_a_password_given_as_a_query_parameter() {
             .await
             .unwrap();
         assert_eq!(code, Some(0), "{stderr}");
-        let name = key.replace("%77", "w").replace("%70", "p");
+        // The name as written, the value hidden.
         assert_eq!(
             stdout,
             format!(
-                "migrations applied to {}?sslmode=disable&{name}=***\n",
+                "migrations applied to {}?sslmode=disable&{key}=***\n",
                 db.url
             )
         );
         assert!(
-            stderr.contains(&format!("{name}=***")) && !stderr.contains("s3cret"),
+            stderr.contains(&format!("{key}=***")) && !stderr.contains("s3cret"),
             "{stderr}"
         );
     }
@@ -417,7 +417,7 @@ async fn migrate_and_token_hide_a_password_given_as_a_query_parameter() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        printed.contains("password=***") && !printed.contains("s3cret"),
+        printed.contains("pass%77ord=***") && !printed.contains("s3cret"),
         "{printed}"
     );
 }
