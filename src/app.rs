@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::agent::{Agent, LocalQueue};
 use crate::audit::AuditKey;
 use crate::changes::ChangeHub;
+use crate::config::sqlite_file::{FileId, SqliteTarget, sqlite_target};
 use crate::config::{Config, EMBEDDED_AGENT};
 use crate::delivery::{DeliveryClock, Notifier, Ports, Webhooks, Worker};
 use crate::domain::{Clock, Millis};
@@ -357,56 +358,57 @@ async fn refuse_another_audit_key(
 
 /// Refuses a SQLite connection whose file is this server's own database — by device and inode, so
 /// another path, a symlink or a hard link to it is caught too. A command approved on it could
-/// otherwise rewrite tokens, requests and the audit trail.
+/// otherwise rewrite tokens, requests and the audit trail. The files are examined, never opened
+/// (see [`sqlite_file`](crate::config::sqlite_file)), and a connection whose file cannot be
+/// examined is refused as well: it could be this one.
 async fn refuse_own_database(config: &Config) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let Some(own) = sqlite_file(config.server.database_url.expose_secret()).await else {
+    let url = config.server.database_url.expose_secret();
+    if !url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    let SqliteTarget::File(path) = sqlite_target(url).map_err(anyhow::Error::msg)? else {
         return Ok(());
     };
-    let own = std::fs::metadata(&own)
-        .with_context(|| format!("cannot read the database file {}", own.display()))?;
+    let own = FileId::of(&path)
+        .with_context(|| format!("cannot examine the database file {}", path.display()))?
+        .with_context(|| format!("the database file {} is gone", path.display()))?;
     for connection in &config.connections {
-        let file = match (&connection.kind, &connection.target.url) {
-            (crate::config::ConnectionType::Sqlite, Some(url)) => {
-                sqlite_file(url.expose_secret()).await
-            }
-            _ => None,
-        };
-        if let Some(meta) = file.and_then(|f| std::fs::metadata(f).ok())
-            && (meta.dev(), meta.ino()) == (own.dev(), own.ino())
+        if let (crate::config::ConnectionType::Sqlite, Some(url)) =
+            (&connection.kind, &connection.target.url)
         {
-            anyhow::bail!(
-                "connection {} points at hoopbot's own database file; an approved command could \
-                 rewrite its tokens and audit trail. Point it at another database",
-                connection.name
-            );
+            own_database_refusal(url.expose_secret(), own)
+                .map_err(|why| anyhow::anyhow!("connection {}{why}", connection.name))?;
         }
     }
     Ok(())
 }
 
-/// The file a `sqlite:` URL opens, if it opens one (not an in-memory database), as SQLite itself
-/// resolves it. Reading the URL's path is not enough: SQLite takes a name such as
-/// `file:../hoop.db` as a URI of its own (`sqlite://file:../hoop.db` got past the check). A URL
-/// that cannot be opened names no file yet, and so not this server's.
-pub(crate) async fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    use sqlx::{ConnectOptions, Connection};
-    use std::str::FromStr;
-    if !url.starts_with("sqlite:") {
-        return None;
+/// Why a SQLite connection on `url` may not run beside the database file `own` (the rest of a
+/// sentence that starts with the connection's name), or `Ok` when its file is another one, or
+/// none. Fails closed: a URL whose file cannot be told, or a file that cannot be examined, is
+/// refused.
+fn own_database_refusal(url: &str, own: FileId) -> Result<(), String> {
+    let path = match sqlite_target(url) {
+        Ok(SqliteTarget::File(path)) => path,
+        Ok(SqliteTarget::Memory | SqliteTarget::Temporary) => return Ok(()),
+        Err(why) => {
+            return Err(format!(
+                ": cannot tell which file its url opens ({why}); fix the url"
+            ));
+        }
+    };
+    match FileId::of(&path) {
+        Ok(Some(id)) if id == own => Err(" points at hoopbot's own database file; an approved \
+             command could rewrite its tokens and audit trail. Point it at another database"
+            .into()),
+        // No file there (yet): it is not this database, which exists.
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            ": cannot examine its database file {} ({e}), so cannot rule out that it is \
+             hoopbot's own; fix the path or its permissions",
+            path.display()
+        )),
     }
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-        .ok()?
-        .disable_statement_logging();
-    let mut conn = options.connect().await.ok()?;
-    let file: Option<String> =
-        sqlx::query_scalar("select file from pragma_database_list where name = 'main'")
-            .fetch_optional(&mut conn)
-            .await
-            .ok()
-            .flatten();
-    let _ = conn.close().await;
-    file.filter(|f| !f.is_empty()).map(std::path::PathBuf::from)
 }
 
 /// The agent for connections this server runs itself (`agent = "embedded"`), if it has any.
@@ -502,7 +504,9 @@ async fn connect_error(url: &str, error: anyhow::Error) -> anyhow::Error {
 }
 
 /// A database URL without its secrets, for messages: the password in its userinfo and the value of
-/// any query parameter that carries a credential (`password=`, `sslpassword=`, `token=`, …).
+/// any query parameter that carries a credential (`password=`, `sslpassword=`, `token=`, …). A
+/// parameter's name is judged as the drivers read it, percent- and form-decoded: they take
+/// `pass%77ord=` for `password=`.
 pub fn redact(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
@@ -521,10 +525,7 @@ pub fn redact(url: &str) -> String {
     if let Some(query) = query {
         let params: Vec<String> = query
             .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
-                _ => param.to_string(),
-            })
+            .map(|param| redacted_param(param).unwrap_or_else(|| param.to_string()))
             .collect();
         out.push('?');
         out.push_str(&params.join("&"));
@@ -532,7 +533,22 @@ pub fn redact(url: &str) -> String {
     out
 }
 
-/// Whether a URL query parameter carries a credential.
+/// What to show instead of one `key=value` query parameter that carries a credential, or `None`
+/// when it carries none. The key is judged decoded, as the drivers decode it (`url`'s
+/// `query_pairs`), and shown as written; a parameter that does not decode, or whose decoded key
+/// holds an `=` (and so perhaps the value), is hidden whole.
+fn redacted_param(param: &str) -> Option<String> {
+    let decoded = serde_urlencoded::from_str::<Vec<(String, String)>>(param);
+    let key = match decoded.as_deref() {
+        Ok([(key, _)]) if !key.contains('=') => key.as_str(),
+        Ok([]) => return None,
+        _ => return Some("***".into()),
+    };
+    let written = param.split('=').next().unwrap_or_default();
+    is_secret_param(key).then(|| format!("{written}=***"))
+}
+
+/// Whether a URL query parameter's (decoded) name is one that carries a credential.
 fn is_secret_param(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
@@ -635,6 +651,25 @@ mod tests {
                 "postgres://db/hoop?options=-c%20user%3Da@b",
                 "postgres://db/hoop?options=-c%20user%3Da@b",
             ),
+            // Encoded names, which the drivers decode and read as `password`.
+            (
+                "postgres://u@h/db?pass%77ord=s3cret",
+                "postgres://u@h/db?pass%77ord=***",
+            ),
+            (
+                "postgres://u@h/db?%70%61%73%73%77%6F%72%64=s3cret&sslmode=disable",
+                "postgres://u@h/db?%70%61%73%73%77%6F%72%64=***&sslmode=disable",
+            ),
+            (
+                "mysql://u@h/db?PASS%57ORD=s3cret",
+                "mysql://u@h/db?PASS%57ORD=***",
+            ),
+            // An encoded `=` in the name does not carry the value into what is shown.
+            (
+                "postgres://u@h/db?password%3Ds3cret&x=1",
+                "postgres://u@h/db?***&x=1",
+            ),
+            ("postgres://u:%73%33cret@h/db", "postgres://u:***@h/db"),
             ("sqlite://hoop.db", "sqlite://hoop.db"),
             ("sqlite://hoop.db?mode=rwc", "sqlite://hoop.db?mode=rwc"),
         ];

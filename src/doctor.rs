@@ -3,10 +3,12 @@
 //! before the first approver wonders where their card is.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::{Config, SlackConfig};
 use crate::slack::web::{CallError, WebApi};
+use crate::webhook::address::refusal;
 
 /// One check's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,9 +148,20 @@ async fn check_channel(web: &WebApi, channel: &str) -> Finding {
     }
 }
 
-/// Slack posts commands and clicks to `public_url`: it must answer from outside.
+/// Slack posts commands and clicks to `public_url`: it must be an https URL on a public address,
+/// and answer. A loopback, private or plain-http URL may well answer here, yet Slack can never
+/// reach it, so it fails without being asked.
 async fn check_public_url(public_url: &str) -> Finding {
     let check = "public URL";
+    let fix = format!(
+        "Slack sends commands and clicks to {public_url}/slack/…, so set server.public_url (or \
+         HOOP_PUBLIC_URL) to the https address Slack reaches this server at, or use Socket Mode \
+         (slack.app_token)"
+    );
+    let problems = unreachable_from_slack(public_url).await;
+    if !problems.is_empty() {
+        return fail(check, &format!("{}; {fix}", problems.join("; ")));
+    }
     let url = format!("{public_url}/healthz");
     let client = reqwest::Client::builder().timeout(REACH_TIMEOUT).build();
     let answer = match client {
@@ -159,8 +172,8 @@ async fn check_public_url(public_url: &str) -> Finding {
         Ok(reply) if reply.status().is_success() => pass(
             check,
             &format!(
-                "{url} answers here; Slack's request URLs must be {public_url}/slack/commands, \
-                 /slack/interactions and /slack/events, reachable from the internet"
+                "{url} answers here; Slack's request URLs must be {public_url}/slack/commands \
+                 and /slack/interactions, reachable from the internet"
             ),
         ),
         Ok(reply) => fail(
@@ -173,13 +186,59 @@ async fn check_public_url(public_url: &str) -> Finding {
         Err(e) => fail(
             check,
             &format!(
-                "{url} cannot be reached from here ({}); Slack sends commands and clicks to \
-                 {public_url}/slack/…, so set server.public_url (or HOOP_PUBLIC_URL) to an address \
-                 Slack can reach, or use Socket Mode (slack.app_token)",
+                "{url} cannot be reached from here ({}); {fix}",
                 one_line(&e)
             ),
         ),
     }
+}
+
+/// What keeps Slack from ever reaching `public_url`, whether or not it answers here: not https,
+/// or a host that is (or resolves here only to) loopback, private or other non-public addresses,
+/// as the webhook address guard classifies them. Empty when nothing does.
+async fn unreachable_from_slack(public_url: &str) -> Vec<String> {
+    let url = match reqwest::Url::parse(public_url) {
+        Ok(url) => url,
+        Err(e) => return vec![format!("{public_url} is not a URL ({e})")],
+    };
+    let mut problems = Vec::new();
+    if url.scheme() != "https" {
+        problems.push(format!(
+            "it is {}://, and Slack calls only https URLs",
+            url.scheme()
+        ));
+    }
+    let host = url.host_str().unwrap_or_default();
+    // IPv6 literals come bracketed; IPv4 ones already normalised (0x7f.1 is 127.0.0.1).
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>();
+    let addresses: Vec<IpAddr> = match literal {
+        Ok(ip) => vec![ip],
+        Err(_) if host.is_empty() => {
+            problems.push("it has no host".into());
+            vec![]
+        }
+        // What it resolves to here; a name this machine cannot resolve is left to the request.
+        Err(_) => tokio::net::lookup_host((host, 443))
+            .await
+            .map(|found| found.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+    };
+    let kinds: Vec<String> = addresses
+        .iter()
+        .filter_map(|&ip| refusal(ip).map(|kind| format!("{ip} ({kind})")))
+        .collect();
+    if !addresses.is_empty() && kinds.len() == addresses.len() {
+        let at = if literal.is_ok() {
+            format!("{host} is {}", kinds.join(", "))
+        } else {
+            format!("{host} resolves here only to {}", kinds.join(", "))
+        };
+        problems.push(format!("{at}, which Slack cannot reach from the internet"));
+    }
+    problems
 }
 
 fn one_line(error: &reqwest::Error) -> String {
@@ -206,5 +265,64 @@ fn fail(check: &str, detail: &str) -> Finding {
         ok: false,
         check: check.to_string(),
         detail: detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_public_url;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback, private or plain-http public URL fails, saying why, even when it answers here.
+    #[tokio::test]
+    async fn a_public_url_slack_cannot_reach_fails_and_says_why() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Something that answers /healthz on loopback, as a local `hoop serve` would.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                // The request's head first, then the answer.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let cases = [
+            (
+                format!("http://127.0.0.1:{port}"),
+                vec!["127.0.0.1 is 127.0.0.1 (loopback)", "only https"],
+            ),
+            (
+                format!("https://localhost:{port}"),
+                vec!["localhost resolves here only to", "(loopback)"],
+            ),
+            (
+                "https://10.1.2.3".to_string(),
+                vec!["10.1.2.3 is 10.1.2.3 (private)"],
+            ),
+            ("https://[fd00::1]".to_string(), vec!["unique local"]),
+            // A public address, but plain http: said without asking it anything.
+            (
+                "http://93.184.216.34".to_string(),
+                vec!["http://, and Slack calls only https"],
+            ),
+        ];
+        for (url, reasons) in cases {
+            let finding = check_public_url(&url).await;
+            assert!(!finding.ok, "{url}: {finding}");
+            for reason in reasons {
+                assert!(finding.detail.contains(reason), "{url}: {finding}");
+            }
+            assert!(finding.detail.contains("Socket Mode"), "{finding}");
+        }
     }
 }

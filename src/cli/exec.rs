@@ -67,6 +67,12 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // The id on its own, not only inside the URL: it is what `hoop requests` takes.
+    sayln!(
+        "Request {} is {}.",
+        single_line(&request.id),
+        request.status
+    );
     if request.status.is_terminal() {
         return Ok(finish(&request, args.output, args.raw.raw));
     }

@@ -11,6 +11,7 @@ use crate::app::{App, open_store, redact, shutdown_signal};
 use crate::audit::{AuditEvent, ChainError, Checkpoint, Head};
 use crate::changes::ChangeHub;
 use crate::config::Config;
+use crate::config::sqlite_file::{SqliteTarget, sqlite_target};
 use crate::domain::Clock;
 use crate::domain::Email;
 use crate::service::Hoop;
@@ -96,10 +97,14 @@ async fn open_hoop(source: ConfigSource) -> anyhow::Result<Hoop> {
 async fn open_existing(source: ConfigSource) -> anyhow::Result<(Config, Arc<dyn Store>)> {
     let (config, path) = required_config(source)?;
     let url = config.server.database_url.expose_secret();
-    if url.starts_with("sqlite:")
-        && !url.contains(":memory:")
-        && crate::app::sqlite_file(url).await.is_none()
-    {
+    let missing = match sqlite_target(url) {
+        _ if !url.starts_with("sqlite:") => false,
+        Ok(SqliteTarget::File(path)) => !path.exists(),
+        Ok(SqliteTarget::Memory) => false,
+        // A temporary database, or one sqlx cannot open: nothing there to read either.
+        Ok(SqliteTarget::Temporary) | Err(_) => true,
+    };
+    if missing {
         let here = std::env::current_dir()
             .map(|dir| dir.display().to_string())
             .unwrap_or_else(|_| ".".into());

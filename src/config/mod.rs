@@ -16,6 +16,7 @@ use crate::domain::{Admission, ConnectionName, Email, Event, Identity, Policy, a
 
 mod raw;
 mod slack;
+pub mod sqlite_file;
 mod validate;
 
 pub use slack::SlackConfig;

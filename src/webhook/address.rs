@@ -26,8 +26,9 @@ pub fn is_public(ip: IpAddr) -> bool {
     refusal(ip).is_none()
 }
 
-/// Why deliveries may not go to `ip` (what kind of address it is), or `None` if it is public.
-fn refusal(ip: IpAddr) -> Option<String> {
+/// Why deliveries may not go to `ip` (what kind of address it is: "loopback", "private", …), or
+/// `None` if it is public. `hoop doctor` asks it too, of the address Slack is told to call.
+pub fn refusal(ip: IpAddr) -> Option<String> {
     match ip {
         IpAddr::V4(ip) => v4_refusal(ip).map(str::to_string),
         IpAddr::V6(ip) => v6_refusal(ip),

@@ -377,30 +377,68 @@ async fn a_missing_postgres_database_is_named_with_its_server() {
     );
 }
 
+/// `hoop migrate` and `hoop token` name the database without a password given as a query
+/// parameter, however its name is spelled: the driver decodes `pass%77ord` to `password`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_hides_a_password_given_as_a_query_parameter() {
+async fn migrate_and_token_hide_a_password_given_as_a_query_parameter() {
     let Some(_) = postgres_url() else {
         crate::helpers::skip(POSTGRES_ENV);
         return;
     };
     let db = TestDb::new(Backend::Postgres).await;
-    // Postgres here trusts local connections, so the password is accepted and ignored.
-    let url = format!("{}?sslmode=disable&password=s3cret", db.url);
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || migrate(&url))
+    for key in ["password", "pass%77ord", "%70ASSWORD"] {
+        // Postgres here trusts local connections, so the password is accepted and ignored.
+        let url = format!("{}?sslmode=disable&{key}=s3cret", db.url);
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || migrate(&url))
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "{stderr}");
+        // The name as written, the value hidden.
+        assert_eq!(
+            stdout,
+            format!(
+                "migrations applied to {}?sslmode=disable&{key}=***\n",
+                db.url
+            )
+        );
+        assert!(
+            stderr.contains(&format!("{key}=***")) && !stderr.contains("s3cret"),
+            "{stderr}"
+        );
+    }
+    let url = format!("{}?pass%77ord=s3cret", db.url);
+    let out = tokio::task::spawn_blocking(move || hoop_with(&url, &["token", "list"]))
         .await
         .unwrap();
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(
-        stdout,
-        format!(
-            "migrations applied to {}?sslmode=disable&password=***\n",
-            db.url
-        )
+    assert!(out.status.success(), "{out:?}");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stderr.contains("password=***") && !stderr.contains("s3cret"),
-        "{stderr}"
+        printed.contains("pass%77ord=***") && !printed.contains("s3cret"),
+        "{printed}"
     );
+}
+
+/// `hoop ARGS` with a config on `database_url` written to a fresh directory.
+fn hoop_with(database_url: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hoop.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\ndatabase_url = \"{database_url}\"\n"),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_hoop"))
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .env("HOOP_LOG", "error")
+        .env_remove("HOOP_DATABASE_URL")
+        .output()
+        .unwrap()
 }
 
 /// An `admin_group` nobody is in means nobody can act as an admin: `hoop serve` says so at start.

@@ -282,12 +282,16 @@ async fn sqlite_target_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let target = sqlite_with_users(dir.path()).await;
     let stack = Stack::start(&format!("type = \"sqlite\"\nurl = \"{target}\""), "30m").await;
-    let (code, stdout, stderr) = approved_run(&stack, "SELECT count(*) AS count FROM users").await;
+    let exec = stack.exec(&["-i", "SELECT count(*) AS count FROM users"]);
+    let id = stack.pending_request().await;
+    stack.approve_as_both(&id).await;
+    let (code, stdout, stderr) = finished(exec).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, " count \n-------\n     3\n(1 row)\n\n");
+    // The id on its own line as well as in the URL.
     assert!(
-        stderr.contains(&format!(
-            "Waiting for approval at {}/access-requests/",
+        stderr.starts_with(&format!(
+            "Request {id} is pending.\nWaiting for approval at {}/access-requests/{id}",
             stack.url
         )),
         "{stderr}"
@@ -380,7 +384,7 @@ async fn a_terminal_gets_a_spinner_with_group_progress() {
     assert_eq!(code, Some(0), "{screen}");
     assert!(
         screen.contains(&format!(
-            "Waiting for approval at {}/access-requests/{id}\r\n\r\x1b[2K⣾ Waiting for approval... dba-team … · security …",
+            "Request {id} is pending.\r\nWaiting for approval at {}/access-requests/{id}\r\n\r\x1b[2K⣾ Waiting for approval... dba-team … · security …",
             stack.url
         )),
         "{screen:?}"

@@ -125,7 +125,8 @@ async fn a_sqlite_command_cannot_attach_hoopbots_database() {
 }
 
 /// The server refuses to start when a SQLite connection's file is its own database, however the
-/// path is spelled: the same path, a symlink or a hard link.
+/// path is spelled: the same path, a symlink or a hard link — also one SQLite cannot open at
+/// that moment — and when the file cannot be examined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_on_hoopbots_own_database_file_stops_the_server() {
     let db = TestDb::new(Backend::Sqlite).await;
@@ -157,6 +158,42 @@ async fn a_connection_on_hoopbots_own_database_file_stops_the_server() {
             "{url}: {err:#}"
         );
     }
+
+    // A hard link SQLite cannot open at that moment is caught all the same: the file is
+    // compared without opening it. Read-only on a link made just now (no `-shm` beside it yet),
+    // and a link whose `-wal` name is taken by something that is no file.
+    let fresh_link = dir.join("fresh.db");
+    std::fs::hard_link(&own, &fresh_link).unwrap();
+    let blocked_link = dir.join("blocked.db");
+    std::fs::hard_link(&own, &blocked_link).unwrap();
+    std::fs::create_dir(dir.join("blocked.db-wal")).unwrap();
+    for url in [
+        format!("sqlite://{}?mode=ro", fresh_link.display()),
+        format!("sqlite://{}", blocked_link.display()),
+    ] {
+        let Err(err) = build(&db.url, Some(&url)).await else {
+            panic!("{url}: not refused");
+        };
+        assert!(
+            format!("{err:#}").contains("connection mirror points at hoopbot's own database file"),
+            "{url}: {err:#}"
+        );
+    }
+    // Opening it under another name would have given hoopbot's database a second `-wal`.
+    assert!(!dir.join("fresh.db-wal").exists());
+
+    // A file that cannot be examined could be that file: the server does not start.
+    let looping = dir.join("loop.db");
+    std::os::unix::fs::symlink(&looping, &looping).unwrap();
+    let url = format!("sqlite://{}", looping.display());
+    let err = build(&db.url, Some(&url)).await.err().expect("refused");
+    assert!(
+        format!("{err:#}").contains(&format!(
+            "connection mirror: cannot examine its database file {}",
+            looping.display()
+        )),
+        "{err:#}"
+    );
 
     let elsewhere = format!("sqlite://{}?mode=rwc", dir.join("other.db").display());
     sqlx::SqliteConnection::connect(&elsewhere)
