@@ -42,6 +42,7 @@ pub const MAX_REASON_BYTES: usize = 4096;
 mod accounts;
 mod deliveries;
 mod messages;
+mod replays;
 mod tokens;
 
 pub use accounts::{LINK_CODE_TTL, LinkCode};

@@ -18,6 +18,7 @@ mod receiver;
 mod review;
 mod security;
 mod slack;
+mod slack_origin;
 mod slack_manifests;
 mod waiting;
 mod webhooks;
