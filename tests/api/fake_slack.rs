@@ -24,7 +24,7 @@ pub const CHANNEL: &str = "C0HOOPCARDS";
 /// The workspace the bot token belongs to (what `auth.test` says), which payloads name.
 pub const TEAM: &str = "T0TEST";
 /// The test app's id, set as `slack.app_id` in the test config, which payloads name.
-pub const APP_ID: &str = "A0HOOP";
+pub const APP_ID: &str = "A0HOOPAPP01";
 
 /// One Web API call as it arrived.
 #[derive(Debug, Clone)]
