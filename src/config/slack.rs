@@ -211,3 +211,37 @@ impl SlackConfig {
         self.bot_token.expose_secret()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn with_app_id(line: &str) -> Result<Option<String>, String> {
+        let text = format!(
+            "[server]\n[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-1\"\n\
+             channel = \"C0123456789\"\n{line}\n"
+        );
+        Config::parse(&text, "test")
+            .map(|config| config.slack.expect("a [slack] section").app_id)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_app_id_is_optional_and_must_look_like_slacks() {
+        assert_eq!(with_app_id(""), Ok(None));
+        assert_eq!(
+            with_app_id("app_id = \" A0123456789 \""),
+            Ok(Some("A0123456789".into()))
+        );
+        for wrong in [
+            "hoopbot",
+            "a0123456789",
+            "C0123456789",
+            "A01",
+            "A0123-456789",
+        ] {
+            let refused = with_app_id(&format!("app_id = \"{wrong}\"")).unwrap_err();
+            assert!(refused.contains("slack.app_id"), "{wrong}: {refused}");
+        }
+    }
+}

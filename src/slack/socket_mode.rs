@@ -76,10 +76,10 @@ async fn on_command(
     // The typed command keeps only its team; the socket is this app's own.
     let sender = Sender::of_socket_command(&command, slack.config.app_id.clone());
     if let Err(refused) = slack.admit(&sender).await {
-        return Ok(
-            SlackCommandEventResponse::new(SlackMessageContent::new().with_text(refusal(&refused)))
-                .with_response_type(SlackMessageResponseType::Ephemeral),
-        );
+        return Ok(SlackCommandEventResponse::new(
+            SlackMessageContent::new().with_text(refusal(&refused)),
+        )
+        .with_response_type(SlackMessageResponseType::Ephemeral));
     }
     Ok(slack.slash_command(&command).await)
 }

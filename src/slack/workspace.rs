@@ -162,10 +162,13 @@ impl Sender {
         app: Option<String>,
     ) -> Option<Sender> {
         let (team, app) = match event {
-            SlackInteractionEvent::BlockActions(click) => {
-                (click.team.id.to_string(), Some(click.api_app_id.to_string()))
+            SlackInteractionEvent::BlockActions(click) => (
+                click.team.id.to_string(),
+                Some(click.api_app_id.to_string()),
+            ),
+            SlackInteractionEvent::ViewSubmission(submitted) => {
+                (submitted.team.id.to_string(), app)
             }
-            SlackInteractionEvent::ViewSubmission(submitted) => (submitted.team.id.to_string(), app),
             _ => return None,
         };
         Some(Sender {

@@ -289,7 +289,10 @@ pub fn command_form(user: &str, text: &str) -> String {
 fn trigger_id(user: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{}.{n}.trigger.{user}", chrono::Utc::now().timestamp_micros())
+    format!(
+        "{}.{n}.trigger.{user}",
+        chrono::Utc::now().timestamp_micros()
+    )
 }
 
 /// `form` (a slash command's, or an interaction's `payload=…`) with `change` made to it: to its

@@ -127,7 +127,12 @@ fn said(message: &Value) -> String {
     message["blocks"].to_string()
 }
 
-pub(crate) async fn click(app: &TestApp, user: &str, card: &Value, text: &str) -> reqwest::Response {
+pub(crate) async fn click(
+    app: &TestApp,
+    user: &str,
+    card: &Value,
+    text: &str,
+) -> reqwest::Response {
     let (action_id, value) = button(card, text);
     send_signed(
         &app.client,
@@ -139,7 +144,11 @@ pub(crate) async fn click(app: &TestApp, user: &str, card: &Value, text: &str) -
 }
 
 /// Waits for the fake to have received `n` calls of `method` (replies sent after the ack).
-pub(crate) async fn until_calls(slack: &FakeSlack, method: &str, n: usize) -> Vec<fake_slack::Call> {
+pub(crate) async fn until_calls(
+    slack: &FakeSlack,
+    method: &str,
+    n: usize,
+) -> Vec<fake_slack::Call> {
     eventually(Duration::from_secs(10), || async {
         let calls = slack.calls_of(method);
         if calls.len() >= n {
@@ -841,7 +850,7 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
     let payload: String = serde_urlencoded::from_str::<Vec<(String, String)>>(&form).unwrap()[0]
         .1
         .clone();
-    let mut click = json!({
+    let click = json!({
         "envelope_id": "c0ffee00-0000-4000-8000-000000000001",
         "payload": serde_json::from_str::<Value>(&payload).unwrap(),
         "type": "interactive",

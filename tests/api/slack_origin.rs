@@ -18,6 +18,9 @@ on_both_backends!(
 const BOB: &str = "U0BOB";
 const FORM: &str = "application/x-www-form-urlencoded";
 
+/// A request changed the way `change` says, and how it must be refused: (what, status, change).
+type Tampered = (&'static str, StatusCode, fn(&mut Value));
+
 /// Sends `body` to `url` with exactly these headers, as a replayer would.
 async fn send_as(
     client: &reqwest::Client,
@@ -73,7 +76,7 @@ async fn requests_from_another_workspace_or_app_are_refused_and_change_nothing(b
     let commands = app.url("/slack/commands");
     let new_click = || fake_slack::click_form(BOB, CHANNEL, &card, &action_id, &value);
 
-    let clicks: [(&str, StatusCode, fn(&mut Value)); 6] = [
+    let clicks: [Tampered; 6] = [
         ("another team", StatusCode::UNAUTHORIZED, |p| {
             p["team"]["id"] = json!("T0OTHER")
         }),
@@ -114,16 +117,20 @@ async fn requests_from_another_workspace_or_app_are_refused_and_change_nothing(b
     // Slash commands: `/hoop subscribe` from another team, or none, issues no code.
     let before = link_codes(&app).await;
     let subscribe = || fake_slack::command_form("U0NEW", "subscribe");
-    let commands_sent: [(&str, StatusCode, fn(&mut Value)); 4] = [
-        ("a command from another team", StatusCode::UNAUTHORIZED, |f| {
-            f["team_id"] = json!("T0OTHER")
-        }),
+    let commands_sent: [Tampered; 4] = [
+        (
+            "a command from another team",
+            StatusCode::UNAUTHORIZED,
+            |f| f["team_id"] = json!("T0OTHER"),
+        ),
         ("a command with no team", StatusCode::BAD_REQUEST, |f| {
             f.as_object_mut().unwrap().remove("team_id");
         }),
-        ("a command from another org", StatusCode::UNAUTHORIZED, |f| {
-            f["enterprise_id"] = json!("E0OTHER")
-        }),
+        (
+            "a command from another org",
+            StatusCode::UNAUTHORIZED,
+            |f| f["enterprise_id"] = json!("E0OTHER"),
+        ),
         ("a command for another app", StatusCode::UNAUTHORIZED, |f| {
             f["api_app_id"] = json!("A0OTHER")
         }),
@@ -177,7 +184,12 @@ async fn a_replayed_request_is_refused_on_every_replica(backend: Backend) {
         &body,
     )
     .await;
-    assert_refused(elsewhere, StatusCode::UNAUTHORIZED, "the replay on a replica").await;
+    assert_refused(
+        elsewhere,
+        StatusCode::UNAUTHORIZED,
+        "the replay on a replica",
+    )
+    .await;
     assert_eq!(link_codes(&app).await, 1, "no second code was issued");
 
     // Another request in the same second is a request of its own, on either replica.
