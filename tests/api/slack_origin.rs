@@ -13,6 +13,7 @@ use crate::webhooks::drain;
 on_both_backends!(
     requests_from_another_workspace_or_app_are_refused_and_change_nothing,
     a_replayed_request_is_refused_on_every_replica,
+    a_signature_is_remembered_until_it_could_no_longer_pass,
 );
 
 const BOB: &str = "U0BOB";
@@ -209,4 +210,18 @@ async fn a_replayed_request_is_refused_on_every_replica(backend: Backend) {
         )
         .await;
     assert_eq!(linked.status, StatusCode::OK, "{:?}", linked.body);
+}
+
+/// The store's record of signatures: the first sighting is new, the next is not, and a sighting
+/// forgets what was seen before its cut-off (so the table stays small), and only that.
+async fn a_signature_is_remembered_until_it_could_no_longer_pass(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let store = app.store().await;
+    assert!(store.first_sighting("old", 1_000, 0).await.unwrap());
+    assert!(store.first_sighting("recent", 5_000, 0).await.unwrap());
+    assert!(!store.first_sighting("old", 5_000, 0).await.unwrap());
+    // A sighting at 10 s forgets what was seen before 2 s: "old", not "recent".
+    assert!(store.first_sighting("new", 10_000, 2_000).await.unwrap());
+    assert!(store.first_sighting("old", 10_000, 2_000).await.unwrap());
+    assert!(!store.first_sighting("recent", 10_000, 2_000).await.unwrap());
 }
