@@ -108,7 +108,7 @@ impl Slack {
 
     /// The workspace the bot token belongs to: asked of Slack the first time, then remembered
     /// (a token never moves to another workspace).
-    pub async fn workspace(&self) -> Result<&Workspace, CallError> {
+    pub(super) async fn workspace(&self) -> Result<&Workspace, CallError> {
         self.workspace
             .0
             .get_or_try_init(|| self.web.workspace())
