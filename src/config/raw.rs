@@ -41,6 +41,7 @@ pub(super) struct RawSlack {
     pub(super) signing_secret: Spanned<String>,
     pub(super) bot_token: Spanned<String>,
     pub(super) app_token: Option<Spanned<String>>,
+    pub(super) app_id: Option<Spanned<String>>,
     pub(super) channel: Spanned<String>,
     pub(super) api_base_url: Option<Spanned<String>>,
     pub(super) slash_command: Option<Spanned<String>>,

@@ -26,6 +26,8 @@ pub struct SlackConfig {
     pub bot_token: SecretString,
     /// `xapp-…`: when set, Slack's events arrive over Socket Mode instead of HTTP.
     pub app_token: Option<SecretString>,
+    /// The Slack app's id (`A0123456789`): when set, a request from Slack must name this app.
+    pub app_id: Option<String>,
     /// The default channel for request cards; a connection's `slack_channel` overrides it.
     pub channel: String,
     pub api_base_url: String,
@@ -69,6 +71,7 @@ impl Validator<'_> {
                 )
             })
             .transpose()?;
+        let app_id = raw.app_id.as_ref().map(|id| self.app_id(id)).transpose()?;
         let channel = self.slack_channel(&raw.channel, "slack.channel")?;
         let api_base_url = match &raw.api_base_url {
             None => DEFAULT_SLACK_API.to_string(),
@@ -111,6 +114,7 @@ impl Validator<'_> {
             signing_secret: SecretString::from(signing_secret.to_string()),
             bot_token,
             app_token,
+            app_id,
             channel,
             api_base_url,
             slash_command,
@@ -153,6 +157,28 @@ impl Validator<'_> {
         Ok(id.to_string())
     }
 
+    /// A Slack app id as Slack shows it (`A0123456789`, on the app's Basic Information page).
+    fn app_id(&self, raw: &Spanned<String>) -> Result<String, ConfigError> {
+        let id = raw.get_ref().trim();
+        let valid = id.len() >= 9
+            && id.len() <= 24
+            && id.starts_with('A')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if !valid {
+            return self.err(
+                raw.span(),
+                "slack.app_id",
+                format!(
+                    "{id:?} is not a Slack app id; copy the App ID (like A0123456789) from the \
+                     app's Basic Information page"
+                ),
+            );
+        }
+        Ok(id.to_string())
+    }
+
     fn token(
         &self,
         raw: &Spanned<String>,
@@ -183,5 +209,39 @@ impl SlackConfig {
 
     pub fn bot_token(&self) -> &str {
         self.bot_token.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn with_app_id(line: &str) -> Result<Option<String>, String> {
+        let text = format!(
+            "[server]\n[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-1\"\n\
+             channel = \"C0123456789\"\n{line}\n"
+        );
+        Config::parse(&text, "test")
+            .map(|config| config.slack.expect("a [slack] section").app_id)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_app_id_is_optional_and_must_look_like_slacks() {
+        assert_eq!(with_app_id(""), Ok(None));
+        assert_eq!(
+            with_app_id("app_id = \" A0123456789 \""),
+            Ok(Some("A0123456789".into()))
+        );
+        for wrong in [
+            "hoopbot",
+            "a0123456789",
+            "C0123456789",
+            "A01",
+            "A0123-456789",
+        ] {
+            let refused = with_app_id(&format!("app_id = \"{wrong}\"")).unwrap_err();
+            assert!(refused.contains("slack.app_id"), "{wrong}: {refused}");
+        }
     }
 }

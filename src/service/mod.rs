@@ -43,6 +43,7 @@ mod accounts;
 mod deliveries;
 mod link_attempts;
 mod messages;
+mod replays;
 mod tokens;
 
 pub use accounts::{LINK_CODE_TTL, LinkCode};

@@ -30,6 +30,11 @@ pub struct Click {
     pub trigger_id: Option<String>,
     #[serde(default)]
     pub actions: Vec<Action>,
+    /// The workspace, its Enterprise Grid org and the app the payload names (checked before the
+    /// click is handled: see `workspace.rs`).
+    pub team: Option<Id>,
+    pub enterprise: Option<Id>,
+    pub api_app_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +68,12 @@ impl From<&SlackInteractionBlockActionsEvent> for Click {
                     value: a.value.clone(),
                 })
                 .collect(),
+            team: Some(Id {
+                id: event.team.id.to_string(),
+            }),
+            // slack-morphism's typed click has no `enterprise`.
+            enterprise: None,
+            api_app_id: Some(event.api_app_id.to_string()),
         }
     }
 }

@@ -10,8 +10,10 @@ pub mod signature;
 pub mod socket_mode;
 mod surface;
 pub mod web;
+mod workspace;
 
 pub use clicks::Click;
 pub use commands::Subcommand;
 pub use notifier::SlackNotifier;
 pub use surface::{KIND, Slack};
+pub use workspace::{Foreign, NotAdmitted, Sender, Workspace};

@@ -2,7 +2,11 @@
 //! URL (`slack.app_token`). The same handlers as the HTTP endpoints answer; slack-morphism's
 //! listener acknowledges each envelope with its `envelope_id` once the handler has returned (so a
 //! click's decision is committed first), and reconnects on a `disconnect` message or a dropped
-//! socket. Slack authenticates the socket, so envelopes carry no signature to check.
+//! socket. Slack authenticates the socket, so envelopes carry no signature to check, and none to
+//! replay either: the replay check of the HTTP endpoints (`http/slack.rs`) has nothing to do
+//! here, as an envelope arrives only over the app's own socket, opened with its app token. Each
+//! command and interaction must still name the workspace hoopbot serves (`workspace.rs`): an app
+//! installed in several workspaces gets all their envelopes on the same socket.
 
 use std::sync::Arc;
 
@@ -12,6 +16,7 @@ use tokio::sync::watch;
 
 use super::surface::Slack;
 use super::web::Connector;
+use super::workspace::{NotAdmitted, Sender};
 
 /// Sockets kept open at once. Slack hands each envelope to any open socket of the app, and asks a
 /// socket to go (`disconnect`) from time to time; with two, one is still there while the other
@@ -67,7 +72,16 @@ async fn on_command(
     _client: Arc<SlackClient<Connector>>,
     state: SlackClientEventsUserState,
 ) -> UserCallbackResult<SlackCommandEventResponse> {
-    Ok(surface(&state).await.slash_command(&command).await)
+    let slack = surface(&state).await;
+    // The typed command keeps only its team; the socket is this app's own.
+    let sender = Sender::of_socket_command(&command, slack.config.app_id.clone());
+    if let Err(refused) = slack.admit(&sender).await {
+        return Ok(SlackCommandEventResponse::new(
+            SlackMessageContent::new().with_text(refusal(&refused)),
+        )
+        .with_response_type(SlackMessageResponseType::Ephemeral));
+    }
+    Ok(slack.slash_command(&command).await)
 }
 
 async fn on_interaction(
@@ -75,7 +89,30 @@ async fn on_interaction(
     _client: Arc<SlackClient<Connector>>,
     state: SlackClientEventsUserState,
 ) -> UserCallbackResult<SlackInteractionResponse> {
-    Ok(surface(&state).await.interaction(event).await)
+    let slack = surface(&state).await;
+    let sender = Sender::of_socket_interaction(&event, slack.config.app_id.clone());
+    if let Some(sender) = sender
+        && let Err(refused) = slack.admit(&sender).await
+    {
+        refusal(&refused);
+        return Ok(SlackInteractionResponse::Empty);
+    }
+    Ok(slack.interaction(event).await)
+}
+
+/// Logs why an envelope was not acted on; returns what to tell the person who typed a command.
+fn refusal(refused: &NotAdmitted) -> String {
+    match refused {
+        NotAdmitted::Foreign(foreign) => {
+            tracing::warn!(%foreign, "refused a Socket Mode envelope from another workspace");
+            "This hoopbot serves another Slack workspace; nothing was done.".into()
+        }
+        NotAdmitted::Unknown(e) => {
+            tracing::error!(error = %e, "cannot check a Socket Mode envelope's workspace");
+            "Something went wrong on the hoopbot server; nothing was changed. Try again in a moment."
+                .into()
+        }
+    }
 }
 
 fn on_error(

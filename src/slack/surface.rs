@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::web::WebApi;
+use super::workspace::WorkspaceMemory;
 use crate::config::SlackConfig;
 use crate::domain::Identity;
 use crate::error::Result;
@@ -30,6 +31,8 @@ pub struct Slack {
     pub(super) config: SlackConfig,
     pub(super) web: Arc<WebApi>,
     links: LinkMemory,
+    /// The workspace the bot token belongs to, once Slack has said.
+    pub(super) workspace: WorkspaceMemory,
 }
 
 impl Slack {
@@ -40,11 +43,17 @@ impl Slack {
             config,
             web,
             links: LinkMemory::default(),
+            workspace: WorkspaceMemory::default(),
         }))
     }
 
     pub fn config(&self) -> &SlackConfig {
         &self.config
+    }
+
+    /// The use cases the surface acts through (the HTTP endpoints' replay check uses them too).
+    pub fn hoop(&self) -> &Hoop {
+        &self.hoop
     }
 
     /// The hoopbot user a Slack user is linked to, with their current groups.

@@ -189,6 +189,30 @@ impl WebApi {
         Ok((me.team, me.user.unwrap_or_else(|| me.user_id.to_string())))
     }
 
+    /// The workspace the bot token belongs to: `auth.test` as Slack sent it (the typed answer
+    /// leaves out `enterprise_id`).
+    pub async fn workspace(&self) -> Result<super::Workspace, CallError> {
+        let params: Vec<(&str, Option<String>)> = Vec::new();
+        let me: serde_json::Value = self
+            .call(async |s| {
+                s.http_session_api
+                    .http_get("auth.test", &params, None)
+                    .await
+            })
+            .await?;
+        let id = |key: &str| {
+            me[key]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+        };
+        Ok(super::Workspace {
+            team: id("team_id")
+                .ok_or_else(|| CallError::Unreachable("auth.test named no team_id".into()))?,
+            enterprise: id("enterprise_id"),
+        })
+    }
+
     /// `apps.connections.open`, with an app-level token: whether Socket Mode could connect.
     pub async fn open_socket(&self) -> Result<(), CallError> {
         let request = SlackApiAppsConnectionOpenRequest::new();

@@ -21,6 +21,8 @@ mod sql;
 mod accounts;
 #[macro_use]
 mod deliveries;
+#[macro_use]
+mod signatures;
 mod change_poll;
 mod group_commit;
 mod postgres;
@@ -36,6 +38,7 @@ pub use deliveries::{
     DestinationStats, Finished, Leases, Next, PostedMessage, Route, Router,
 };
 pub use postgres::PostgresStore;
+pub use signatures::Signatures;
 pub use sqlite::SqliteStore;
 pub use token_cache::TOKEN_TTL;
 
@@ -361,7 +364,7 @@ pub type Decide = Box<dyn Fn(&AccessRequest) -> Option<Change> + Send + Sync>;
 pub type SweepStep<'a> = &'a (dyn Fn(&AccessRequest) -> Change + Send + Sync);
 
 #[async_trait]
-pub trait Store: Deliveries + Accounts + Send + Sync + 'static {
+pub trait Store: Deliveries + Accounts + Signatures + Send + Sync + 'static {
     /// Runs pending migrations, then reads whether a delivery destination exists (so the
     /// writer knows whether entries need their snapshots).
     async fn migrate(&self) -> StoreResult<()>;

@@ -202,3 +202,5 @@ delivery_store!(
 );
 
 account_store!(PostgresStore, write_begin = "begin");
+
+signature_store!(PostgresStore);

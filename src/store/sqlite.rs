@@ -132,3 +132,5 @@ delivery_store!(
 );
 
 account_store!(SqliteStore, write_begin = "begin immediate");
+
+signature_store!(SqliteStore);

@@ -21,6 +21,10 @@ pub const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 pub const BOT_TOKEN: &str = "xoxb-test-bot-token";
 /// The default channel for request cards in the test config.
 pub const CHANNEL: &str = "C0HOOPCARDS";
+/// The workspace the bot token belongs to (what `auth.test` says), which payloads name.
+pub const TEAM: &str = "T0TEST";
+/// The test app's id, set as `slack.app_id` in the test config, which payloads name.
+pub const APP_ID: &str = "A0HOOPAPP01";
 
 /// One Web API call as it arrived.
 #[derive(Debug, Clone)]
@@ -83,11 +87,13 @@ impl FakeSlack {
         FakeSlack { url, fake, server }
     }
 
-    /// A `[slack]` section for hoopbot pointing at this fake, with `extra` lines.
+    /// A `[slack]` section for hoopbot pointing at this fake, for the app [`APP_ID`], with
+    /// `extra` lines.
     pub fn config(&self, extra: &str) -> String {
         format!(
             "\n[slack]\nsigning_secret = \"{SIGNING_SECRET}\"\nbot_token = \"{BOT_TOKEN}\"\n\
-             channel = \"{CHANNEL}\"\napi_base_url = \"{}\"\nmessage_interval = \"1ms\"\n{extra}\n",
+             app_id = \"{APP_ID}\"\nchannel = \"{CHANNEL}\"\napi_base_url = \"{}\"\n\
+             message_interval = \"1ms\"\n{extra}\n",
             self.url
         )
     }
@@ -224,7 +230,7 @@ async fn answer(
         }
         "auth.test" => {
             json!({ "ok": true, "url": "https://hoop-test.slack.com/", "team": "Hoop Test",
-                               "user": "hoopbot", "team_id": "T0TEST", "user_id": "U0BOT", "bot_id": "B0BOT" })
+                               "user": "hoopbot", "team_id": TEAM, "user_id": "U0BOT", "bot_id": "B0BOT" })
         }
         "conversations.info" => json!({ "ok": true, "channel": {
             "id": body["channel"], "name": "approvals", "is_member": true, "is_archived": false } }),
@@ -257,11 +263,13 @@ pub async fn send_signed(
         .unwrap()
 }
 
-/// A slash command's form, as Slack posts it.
+/// A slash command's form, as Slack posts it from [`TEAM`] for [`APP_ID`]. Each has a
+/// `trigger_id` of its own, as Slack's do, so no two are the same request.
 pub fn command_form(user: &str, text: &str) -> String {
+    let trigger_id = trigger_id(user);
     serde_urlencoded::to_string([
         ("token", "deprecated-verification-token"),
-        ("team_id", "T0TEST"),
+        ("team_id", TEAM),
         ("team_domain", "hoop-test"),
         ("channel_id", CHANNEL),
         ("channel_name", "approvals"),
@@ -269,15 +277,53 @@ pub fn command_form(user: &str, text: &str) -> String {
         ("user_name", user),
         ("command", "/hoop"),
         ("text", text),
-        ("api_app_id", "A0HOOP"),
+        ("api_app_id", APP_ID),
         ("is_enterprise_install", "false"),
         (
             "response_url",
             "https://hooks.slack.com/commands/T0TEST/1/x",
         ),
-        ("trigger_id", "1.2.trigger"),
+        ("trigger_id", &trigger_id),
     ])
     .unwrap()
+}
+
+/// A `trigger_id` no other payload of this test run has.
+fn trigger_id(user: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}.{n}.trigger.{user}",
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
+/// `form` (a slash command's, or an interaction's `payload=…`) with `change` made to it: to its
+/// fields as JSON (`{"team_id": …}`), or to the interaction's payload.
+pub fn altered(form: &str, change: impl FnOnce(&mut Value)) -> String {
+    let mut fields: Vec<(String, String)> = serde_urlencoded::from_str(form).unwrap();
+    if let [(name, payload)] = fields.as_mut_slice()
+        && name == "payload"
+    {
+        let mut payload_json: Value = serde_json::from_str(payload).unwrap();
+        change(&mut payload_json);
+        *payload = payload_json.to_string();
+        return serde_urlencoded::to_string(fields).unwrap();
+    }
+    let mut json = Value::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    );
+    change(&mut json);
+    let fields: Vec<(String, String)> = json
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    serde_urlencoded::to_string(fields).unwrap()
 }
 
 /// A `block_actions` payload for a click by `user` on the button `action_id` with `value`, on the
@@ -285,12 +331,12 @@ pub fn command_form(user: &str, text: &str) -> String {
 pub fn click_form(user: &str, channel: &str, card: &Value, action_id: &str, value: &str) -> String {
     let payload = json!({
         "type": "block_actions",
-        "user": { "id": user, "username": user, "name": user, "team_id": "T0TEST" },
-        "api_app_id": "A0HOOP",
+        "user": { "id": user, "username": user, "name": user, "team_id": TEAM },
+        "api_app_id": APP_ID,
         "token": "deprecated-verification-token",
         "container": { "type": "message", "message_ts": "1700000000.000100", "channel_id": channel, "is_ephemeral": false },
-        "trigger_id": format!("{}.trigger.{user}", chrono::Utc::now().timestamp_micros()),
-        "team": { "id": "T0TEST", "domain": "hoop-test" },
+        "trigger_id": trigger_id(user),
+        "team": { "id": TEAM, "domain": "hoop-test" },
         "enterprise": null,
         "is_enterprise_install": false,
         "channel": { "id": channel, "name": "approvals" },
@@ -316,11 +362,11 @@ pub fn reason_form(user: &str, view: &Value, reason: &str) -> String {
     view["state"] = json!({ "values": { "reason": { "reason": { "type": "plain_text_input", "value": reason } } } });
     let payload = json!({
         "type": "view_submission",
-        "team": { "id": "T0TEST", "domain": "hoop-test" },
-        "user": { "id": user, "username": user, "name": user, "team_id": "T0TEST" },
-        "api_app_id": "A0HOOP",
+        "team": { "id": TEAM, "domain": "hoop-test" },
+        "user": { "id": user, "username": user, "name": user, "team_id": TEAM },
+        "api_app_id": APP_ID,
         "token": "deprecated-verification-token",
-        "trigger_id": "2.3.trigger",
+        "trigger_id": trigger_id(user),
         "view": view,
         "response_urls": [],
         "is_enterprise_install": false

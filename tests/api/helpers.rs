@@ -570,6 +570,10 @@ pub struct Replica {
 }
 
 impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
     pub async fn get(&self, who: &str, path: &str) -> Reply {
         let response = self
             .client

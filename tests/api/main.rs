@@ -20,6 +20,7 @@ mod review;
 mod security;
 mod slack;
 mod slack_manifests;
+mod slack_origin;
 mod waiting;
 mod webhooks;
 mod write_path;

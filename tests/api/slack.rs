@@ -38,14 +38,14 @@ const BOTH_GROUPS: &str =
     "[[users]]\nemail = \"bo@x.com\"\ngroups = [\"dba-team\", \"security\"]\n";
 
 /// A server with `[slack]` pointing at a fresh fake.
-async fn with_slack(backend: Backend, extra: &str) -> (FakeSlack, TestApp) {
+pub(crate) async fn with_slack(backend: Backend, extra: &str) -> (FakeSlack, TestApp) {
     let slack = FakeSlack::start().await;
     let app = TestApp::spawn_with(backend, &slack.config(extra)).await;
     (slack, app)
 }
 
 /// Sends `/hoop <text>` as Slack user `user`; returns the ephemeral answer's text.
-async fn slash(app: &TestApp, user: &str, text: &str) -> String {
+pub(crate) async fn slash(app: &TestApp, user: &str, text: &str) -> String {
     let reply = send_signed(
         &app.client,
         &app.url("/slack/commands"),
@@ -61,7 +61,7 @@ async fn slash(app: &TestApp, user: &str, text: &str) -> String {
 
 /// Links Slack user `user` to `email` the way a person does: `/hoop subscribe` in Slack, then the
 /// code confirmed with their own API token.
-async fn link(app: &TestApp, user: &str, email: &str) {
+pub(crate) async fn link(app: &TestApp, user: &str, email: &str) {
     let answer = slash(app, user, "subscribe").await;
     let code = code_in(&answer);
     let reply = app
@@ -72,7 +72,7 @@ async fn link(app: &TestApp, user: &str, email: &str) {
 }
 
 /// The code in `/hoop subscribe`'s answer (`hoop subscribe ABCD-EFGH`).
-fn code_in(answer: &str) -> String {
+pub(crate) fn code_in(answer: &str) -> String {
     let start = answer
         .find("hoop subscribe ")
         .expect("a code in the answer")
@@ -113,7 +113,7 @@ fn buttons(blocks: &Value) -> Vec<(String, String, String)> {
 }
 
 /// The button whose text is `text` on `card`: (action_id, value).
-fn button(card: &Value, text: &str) -> (String, String) {
+pub(crate) fn button(card: &Value, text: &str) -> (String, String) {
     let found = buttons(&card["blocks"]);
     found
         .iter()
@@ -127,7 +127,12 @@ fn said(message: &Value) -> String {
     message["blocks"].to_string()
 }
 
-async fn click(app: &TestApp, user: &str, card: &Value, text: &str) -> reqwest::Response {
+pub(crate) async fn click(
+    app: &TestApp,
+    user: &str,
+    card: &Value,
+    text: &str,
+) -> reqwest::Response {
     let (action_id, value) = button(card, text);
     send_signed(
         &app.client,
@@ -139,7 +144,11 @@ async fn click(app: &TestApp, user: &str, card: &Value, text: &str) -> reqwest::
 }
 
 /// Waits for the fake to have received `n` calls of `method` (replies sent after the ack).
-async fn until_calls(slack: &FakeSlack, method: &str, n: usize) -> Vec<fake_slack::Call> {
+pub(crate) async fn until_calls(
+    slack: &FakeSlack,
+    method: &str,
+    n: usize,
+) -> Vec<fake_slack::Call> {
     eventually(Duration::from_secs(10), || async {
         let calls = slack.calls_of(method);
         if calls.len() >= n {
@@ -152,7 +161,7 @@ async fn until_calls(slack: &FakeSlack, method: &str, n: usize) -> Vec<fake_slac
 }
 
 /// The card posted to the channel, as last posted or updated.
-fn channel_card(slack: &FakeSlack) -> Value {
+pub(crate) fn channel_card(slack: &FakeSlack) -> Value {
     slack
         .calls()
         .into_iter()
@@ -791,6 +800,13 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
     command["payload"]["command"] = json!("/hoop");
     command["payload"]["text"] = json!("subscribe");
     command["payload"]["user_id"] = json!(BOB);
+    // As Slack's fixture has it, from another workspace (T111): refused, no code.
+    let ack = fake_slack::exchange(&mut socket, &command).await;
+    let answer = ack["payload"]["text"].as_str().unwrap_or_default();
+    assert!(answer.contains("serves another Slack workspace"), "{ack}");
+    assert!(!answer.contains("hoop subscribe "), "{ack}");
+    command["envelope_id"] = json!("c0ffee00-0000-4000-8000-000000000000");
+    command["payload"]["team_id"] = json!(fake_slack::TEAM);
     let ack = fake_slack::exchange(&mut socket, &command).await;
     let answer = ack["payload"]["text"]
         .as_str()
@@ -840,6 +856,13 @@ async fn socket_mode_acknowledges_envelopes_and_reconnects() {
         "type": "interactive",
         "accepts_response_payload": false
     });
+    // The same click from another workspace is acknowledged, and decides nothing.
+    let mut foreign = click.clone();
+    foreign["envelope_id"] = json!("c0ffee00-0000-4000-8000-0000000000f0");
+    foreign["payload"]["team"]["id"] = json!("T0OTHER");
+    let ack = fake_slack::exchange(&mut socket, &foreign).await;
+    assert_eq!(ack["envelope_id"], "c0ffee00-0000-4000-8000-0000000000f0");
+    assert_eq!(app.request(&id).await["version"], 1, "nothing decided");
     let ack = fake_slack::exchange(&mut socket, &click).await;
     assert_eq!(ack["envelope_id"], "c0ffee00-0000-4000-8000-000000000001");
     let request = app.request(&id).await;
