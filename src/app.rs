@@ -181,6 +181,15 @@ impl App {
             }
             tokio::spawn(self.worker.clone().run(stop_rx.clone()))
         });
+        // Which workspace the bot token belongs to, learnt now so that no request from Slack
+        // waits for it (a request waits at most `slack::WORKSPACE_WAIT`, then is refused).
+        if let Some(slack) = self.slack.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = slack.learn_workspace().await {
+                    tracing::warn!(error = %e, "cannot learn the Slack bot token's workspace yet; the next request from Slack asks again");
+                }
+            });
+        }
         // Socket Mode: Slack's events over a socket hoopbot opens, when an app token is set.
         let socket_mode = self
             .slack

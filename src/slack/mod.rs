@@ -16,4 +16,4 @@ pub use clicks::Click;
 pub use commands::Subcommand;
 pub use notifier::SlackNotifier;
 pub use surface::{KIND, Slack};
-pub use workspace::{Foreign, NotAdmitted, Sender, Workspace};
+pub use workspace::{Foreign, NotAdmitted, Sender, WORKSPACE_WAIT, Workspace};

@@ -6,6 +6,7 @@
 //! org's id where it carries one, and the app's id when `slack.app_id` is set.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use slack_morphism::prelude::*;
@@ -14,6 +15,10 @@ use tokio::sync::OnceCell;
 use super::clicks::Click;
 use super::surface::Slack;
 use super::web::CallError;
+
+/// How long a request from Slack waits at most for `auth.test` to say which workspace hoopbot
+/// serves: Slack gives up on an answer after 3 seconds, and the rest of the answer needs time too.
+pub const WORKSPACE_WAIT: Duration = Duration::from_millis(1500);
 
 /// The workspace the bot token belongs to, as `auth.test` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +86,20 @@ pub(super) struct WorkspaceMemory(OnceCell<Workspace>);
 impl Slack {
     /// Lets `sender` through if it names the workspace the bot token belongs to (and its
     /// Enterprise Grid org, if it names one) and, when `slack.app_id` is set, that app.
+    ///
+    /// Waits at most [`WORKSPACE_WAIT`] for Slack to say which workspace that is, so a request is
+    /// answered in time whatever Slack's API does; [`Slack::learn_workspace`] asks at start, so
+    /// requests normally find it known.
     pub async fn admit(&self, sender: &Sender) -> Result<(), NotAdmitted> {
-        let workspace = self.workspace().await.map_err(NotAdmitted::Unknown)?;
+        let workspace = match tokio::time::timeout(WORKSPACE_WAIT, self.workspace()).await {
+            Ok(known) => known.map_err(NotAdmitted::Unknown)?,
+            Err(_) => {
+                return Err(NotAdmitted::Unknown(CallError::Unreachable(format!(
+                    "auth.test gave no answer within {} ms",
+                    WORKSPACE_WAIT.as_millis()
+                ))));
+            }
+        };
         let foreign = |f| Err(NotAdmitted::Foreign(f));
         match &sender.team {
             None => return foreign(Foreign::NoTeam),
@@ -104,6 +121,12 @@ impl Slack {
             }
         }
         Ok(())
+    }
+
+    /// Asks Slack which workspace the bot token belongs to, and remembers it: `hoop serve` does
+    /// this at start, so the first request need not wait for Slack.
+    pub async fn learn_workspace(&self) -> Result<(), CallError> {
+        self.workspace().await.map(|_| ())
     }
 
     /// The workspace the bot token belongs to: asked of Slack the first time, then remembered

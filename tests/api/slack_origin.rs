@@ -11,6 +11,7 @@ use crate::slack::{button, channel_card, code_in, link, with_slack};
 use crate::webhooks::drain;
 
 on_both_backends!(
+    a_slack_that_never_says_its_workspace_still_gets_an_answer_in_time,
     requests_from_another_workspace_or_app_are_refused_and_change_nothing,
     a_replayed_request_is_refused_on_every_replica,
     a_signature_is_remembered_until_it_could_no_longer_pass,
@@ -18,6 +19,39 @@ on_both_backends!(
 
 const BOB: &str = "U0BOB";
 const FORM: &str = "application/x-www-form-urlencoded";
+
+/// While `auth.test` hangs (from the start on), a request from Slack is not held up past
+/// `WORKSPACE_WAIT`: it is refused, in time for Slack to show something, and nothing is done.
+async fn a_slack_that_never_says_its_workspace_still_gets_an_answer_in_time(backend: Backend) {
+    let slack = fake_slack::FakeSlack::start().await;
+    slack.fail(
+        "auth.test",
+        [fake_slack::Failure::Hang, fake_slack::Failure::Hang],
+    );
+    let app = TestApp::spawn_with(backend, &slack.config("")).await;
+    assert!(hoopbot::slack::WORKSPACE_WAIT < std::time::Duration::from_millis(2500));
+    // The web client's own timeout is 10 s: an answer well before it shows the wait was bounded.
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(6),
+        send_signed(
+            &app.client,
+            &app.url("/slack/commands"),
+            FORM,
+            fake_slack::command_form(BOB, "subscribe"),
+        ),
+    )
+    .await
+    .expect("answered before Slack's API gave up");
+    assert_eq!(reply.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    // Nothing else was asked of Slack for it.
+    assert!(
+        slack.calls().iter().all(|c| c.method == "auth.test"),
+        "{:?}",
+        slack.calls().iter().map(|c| &c.method).collect::<Vec<_>>()
+    );
+}
 
 /// A request changed the way `change` says, and how it must be refused: (what, status, change).
 type Tampered = (&'static str, StatusCode, fn(&mut Value));
