@@ -24,6 +24,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// The first wait before sending a job's start or result again: the job is waiting on it.
 const FIRST_RESEND: Duration = Duration::from_millis(200);
+/// How long a stopping agent keeps trying to report a result the server cannot take yet (it is
+/// restarting, say) before it exits anyway; the server then fails the job as "outcome unknown".
+const DRAIN: Duration = Duration::from_secs(10);
 /// How much of the command's own error a refused report keeps.
 const MAX_KEPT_ERROR: usize = 2000;
 
@@ -72,6 +75,8 @@ enum Report {
 pub struct Agent {
     queue: Arc<dyn JobQueue>,
     targets: BTreeMap<ConnectionName, ConnectionTarget>,
+    /// How long a stopping agent keeps trying to report a result.
+    drain: Duration,
 }
 
 impl Agent {
@@ -82,7 +87,13 @@ impl Agent {
         Agent {
             queue,
             targets: targets.into_iter().collect(),
+            drain: DRAIN,
         }
+    }
+
+    /// This agent, trying for at most `drain` to report a result once it is stopping.
+    pub fn with_drain(self, drain: Duration) -> Agent {
+        Agent { drain, ..self }
     }
 
     pub fn connections(&self) -> Vec<ConnectionName> {
@@ -108,7 +119,7 @@ impl Agent {
                         tracing::info!(request_id = %job.id, "stopping: not starting the job just offered; it returns to approved");
                         return Ok(());
                     }
-                    self.handle(job).await;
+                    self.handle(job, stop.clone()).await;
                 }
                 Ok(None) => backoff = crate::retry::backoff(FIRST_RETRY, MAX_BACKOFF),
                 Err(e) if !e.transient => return Err(e),
@@ -130,7 +141,8 @@ impl Agent {
         match self.claim(wait).await? {
             Some(job) => {
                 let id = job.id.clone();
-                self.handle(job).await;
+                // Never stopping: a receiver whose sender is gone keeps its `false`.
+                self.handle(job, watch::channel(false).1).await;
                 Ok(Some(id))
             }
             None => Ok(None),
@@ -142,8 +154,8 @@ impl Agent {
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %job.id, connection = %job.connection))]
-    async fn handle(&self, job: Job) {
-        let Some(lease) = self.start(&job).await else {
+    async fn handle(&self, job: Job, stop: watch::Receiver<bool>) {
+        let Some(lease) = self.start(&job, stop.clone()).await else {
             return;
         };
         // The exact-command check: what runs must be what was approved.
@@ -154,12 +166,14 @@ impl Agent {
                 "the command's SHA-256 {actual} does not match the approved {}; nothing was run",
                 job.command_sha256
             );
-            self.deliver(&job.id, Report::Refused(reason), lease).await;
+            self.deliver(&job.id, Report::Refused(reason), lease, stop.clone())
+                .await;
             return;
         }
         let Some(target) = self.targets.get(job.connection.as_str()) else {
             let reason = format!("this agent has no connection named {}", job.connection);
-            self.deliver(&job.id, Report::Refused(reason), lease).await;
+            self.deliver(&job.id, Report::Refused(reason), lease, stop.clone())
+                .await;
             return;
         };
         tracing::info!("running approved command");
@@ -170,21 +184,30 @@ impl Agent {
             Some(error) => tracing::warn!(%error, "command failed"),
             None => tracing::info!("command executed"),
         }
-        self.deliver(&job.id, Report::Ran(result), lease).await;
+        self.deliver(&job.id, Report::Ran(result), lease, stop)
+            .await;
     }
 
     /// Confirms the offer with the server; returns the lease, or `None` when the job must not run
     /// (the offer lapsed or the job was withdrawn). An unreachable server is asked again: a start
-    /// repeated with the same offer is answered with the job it already started.
-    async fn start(&self, job: &Job) -> Option<Duration> {
+    /// repeated with the same offer is answered with the job it already started. Once the agent
+    /// is stopping it asks no more: nothing has run, and the offer lapses back to another agent.
+    async fn start(&self, job: &Job, mut stop: watch::Receiver<bool>) -> Option<Duration> {
         let mut backoff = crate::retry::backoff(FIRST_RESEND, MAX_BACKOFF);
         loop {
             match self.queue.start(job).await {
                 Ok(lease) => return Some(lease),
                 Err(e) if e.transient => {
+                    if *stop.borrow() {
+                        tracing::info!(error = %e, "stopping: the job was never started; its offer lapses and another agent takes it");
+                        return None;
+                    }
                     let wait = backoff.next().unwrap_or(MAX_BACKOFF);
                     tracing::warn!(error = %e, retry_in = ?wait, "cannot start the job yet; retrying");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = until_stopped(&mut stop) => {}
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the server did not let this agent start the job; nothing was run");
@@ -197,11 +220,20 @@ impl Agent {
     /// Sends a report until the server takes it (heartbeating meanwhile, so the job is not taken
     /// for lost). A result the server refuses for good (too large, or otherwise not acceptable) is
     /// replaced once by a small one that records the run as failed with the refusal's reason, so
-    /// the job ends with what is known instead of "outcome unknown".
-    async fn deliver(&self, id: &str, mut report: Report, lease: Duration) {
+    /// the job ends with what is known instead of "outcome unknown". Once the agent is stopping,
+    /// it keeps trying for its drain time at most, then gives up (the server will fail the job as
+    /// "outcome unknown"), so a restart is not held up by a server that is away.
+    async fn deliver(
+        &self,
+        id: &str,
+        mut report: Report,
+        lease: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let heartbeats = self.keep_alive(id, lease);
         let mut backoff = crate::retry::backoff(FIRST_RESEND, MAX_BACKOFF);
         let mut summarized = false;
+        let mut drain_until = None;
         loop {
             let sent = match &report {
                 Report::Ran(result) => self.queue.report(id, result).await,
@@ -211,8 +243,23 @@ impl Agent {
                 Ok(()) => break,
                 Err(e) if e.transient => {
                     let wait = backoff.next().unwrap_or(MAX_BACKOFF);
+                    if *stop.borrow() {
+                        let until = *drain_until
+                            .get_or_insert_with(|| tokio::time::Instant::now() + self.drain);
+                        let left = until.saturating_duration_since(tokio::time::Instant::now());
+                        if left.is_zero() {
+                            tracing::error!(error = %e, "stopping: the result could not be reported within the drain time; the server will record the job as failed, outcome unknown");
+                            break;
+                        }
+                        tracing::warn!(error = %e, retry_in = ?wait.min(left), "stopping, but the result is not reported yet; retrying");
+                        tokio::time::sleep(wait.min(left)).await;
+                        continue;
+                    }
                     tracing::warn!(error = %e, retry_in = ?wait, "cannot report the result yet; retrying");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = until_stopped(&mut stop) => {}
+                    }
                 }
                 Err(e) => match report {
                     Report::Ran(result) if !summarized => {
@@ -243,6 +290,13 @@ impl Agent {
                 }
             }
         })
+    }
+}
+
+/// Returns once `stop` turns true; never, if it cannot any more (its sender is gone).
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -285,6 +339,11 @@ mod tests {
         refuse_output: bool,
         /// Turned to true as the claim returns, like a SIGTERM arriving just then.
         stop_on_claim: Option<watch::Sender<bool>>,
+        /// The server is away: starts and reports fail as a restart makes them fail.
+        away: bool,
+        /// Turned to true at the first start or report, like a SIGTERM arriving then.
+        stop_on_start: Option<watch::Sender<bool>>,
+        stop_on_report: Option<watch::Sender<bool>>,
         started: Mutex<Vec<String>>,
         reports: Mutex<Vec<ExecutionResult>>,
     }
@@ -302,9 +361,19 @@ mod tests {
                 refuse_start: false,
                 refuse_output: false,
                 stop_on_claim: None,
+                away: false,
+                stop_on_start: None,
+                stop_on_report: None,
                 started: Mutex::default(),
                 reports: Mutex::default(),
             }
+        }
+    }
+
+    fn gone() -> QueueError {
+        QueueError {
+            transient: true,
+            message: "connection refused".into(),
         }
     }
 
@@ -329,6 +398,12 @@ mod tests {
             Ok(job)
         }
         async fn start(&self, job: &Job) -> Result<Duration, QueueError> {
+            if let Some(stop) = &self.stop_on_start {
+                stop.send_replace(true);
+            }
+            if self.away {
+                return Err(gone());
+            }
             if self.refuse_start {
                 return Err(refusal(
                     "the offer of job r1 was withdrawn before it started",
@@ -342,6 +417,12 @@ mod tests {
         }
         async fn report(&self, _: &str, result: &ExecutionResult) -> Result<(), QueueError> {
             self.reports.lock().unwrap().push(result.clone());
+            if let Some(stop) = &self.stop_on_report {
+                stop.send_replace(true);
+            }
+            if self.away {
+                return Err(gone());
+            }
             if self.refuse_output && result.stdout.is_some() {
                 return Err(refusal("the request body is too large"));
             }
@@ -352,7 +433,7 @@ mod tests {
         }
     }
 
-    fn agent(queue: Arc<FakeQueue>) -> Agent {
+    fn agent(queue: Arc<dyn JobQueue>) -> Agent {
         let target = ConnectionTarget {
             kind: ConnectionType::Command,
             url: None,
@@ -412,5 +493,75 @@ mod tests {
             "left to lapse, so the server offers it again"
         );
         assert!(!marker.exists());
+    }
+
+    /// A generous guard against a hang, not a timing assertion: without the drain the agent
+    /// would retry for as long as the server is away.
+    const HANG: Duration = Duration::from_secs(20);
+
+    #[tokio::test]
+    async fn a_stopping_agent_does_not_wait_for_an_away_server_to_start_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let (stop, stopped) = watch::channel(false);
+        let mut queue = FakeQueue::new(&format!("touch {}", marker.display()));
+        queue.away = true;
+        queue.stop_on_start = Some(stop);
+        let queue = Arc::new(queue);
+        let agent = agent(queue.clone());
+        tokio::time::timeout(HANG, agent.run(stopped))
+            .await
+            .expect("the agent stops without the server")
+            .unwrap();
+        assert!(!marker.exists(), "never started, never run");
+        assert!(queue.reports.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stopping_agent_reports_a_result_for_its_drain_time_at_most() {
+        let (stop, stopped) = watch::channel(false);
+        let mut queue = FakeQueue::new("echo ran");
+        queue.stop_on_report = Some(stop);
+        let queue = Arc::new(queue);
+        // The start goes through; the server is away only for the report.
+        let agent =
+            agent(Arc::new(ReportsAway(queue.clone()))).with_drain(Duration::from_millis(300));
+        tokio::time::timeout(HANG, agent.run(stopped))
+            .await
+            .expect("the agent gives up reporting once its drain time is over")
+            .unwrap();
+        let reports = queue.reports.lock().unwrap();
+        assert!(
+            reports.len() >= 2,
+            "kept trying while draining: {reports:?}"
+        );
+        assert_eq!(reports[0].stdout.as_deref(), Some("ran\n"));
+    }
+
+    /// [`FakeQueue`], with every report failing as if the server were away.
+    struct ReportsAway(Arc<FakeQueue>);
+
+    #[async_trait]
+    impl JobQueue for ReportsAway {
+        async fn claim(
+            &self,
+            connections: &[ConnectionName],
+            wait: Duration,
+        ) -> Result<Option<Job>, QueueError> {
+            self.0.claim(connections, wait).await
+        }
+        async fn start(&self, job: &Job) -> Result<Duration, QueueError> {
+            self.0.start(job).await
+        }
+        async fn heartbeat(&self, id: &str) -> Result<(), QueueError> {
+            self.0.heartbeat(id).await
+        }
+        async fn report(&self, id: &str, result: &ExecutionResult) -> Result<(), QueueError> {
+            self.0.report(id, result).await?;
+            Err(gone())
+        }
+        async fn refuse(&self, id: &str, reason: &str) -> Result<(), QueueError> {
+            self.0.refuse(id, reason).await
+        }
     }
 }
