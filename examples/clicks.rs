@@ -258,7 +258,7 @@ fn click(id: &str, card: &Value) -> String {
 
 /// A Slack Web API that answers every call `ok` at once; returns its base URL.
 async fn fake_slack_api() -> anyhow::Result<String> {
-    use axum::routing::post;
+    use axum::routing::on;
     let ts = Arc::new(AtomicU64::new(1));
     let answer = move |axum::extract::Path(method): axum::extract::Path<String>| {
         let n = ts.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +266,8 @@ async fn fake_slack_api() -> anyhow::Result<String> {
             let ts = format!("1796554212.{n:06}");
             axum::Json(match method.as_str() {
                 "conversations.open" => json!({ "ok": true, "channel": { "id": "D0BOB" } }),
+                // The workspace every click must name (`team.id`).
+                "auth.test" => json!({ "ok": true, "team_id": "T0BENCH", "user_id": "U0BOT" }),
                 _ => json!({ "ok": true, "channel": CHANNEL, "ts": ts,
                              "message": { "ts": ts, "text": "" } }),
             })
@@ -273,7 +275,9 @@ async fn fake_slack_api() -> anyhow::Result<String> {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/api", listener.local_addr()?);
-    let app = axum::Router::new().route("/api/{method}", post(answer));
+    // Slack's client asks some methods (auth.test) with GET, the rest with POST.
+    let any = axum::routing::MethodFilter::GET.or(axum::routing::MethodFilter::POST);
+    let app = axum::Router::new().route("/api/{method}", on(any, answer));
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(url)
 }

@@ -127,28 +127,14 @@ fn sqlite_uri(uri: &[u8]) -> Result<(Vec<u8>, bool), String> {
     Ok((uri_part(path), memory))
 }
 
-/// One part of a SQLite URI decoded: `%HH` becomes its byte, and `%00` ends the part.
+/// One part of a SQLite URI decoded: `%HH` becomes its byte, and `%00` ends the part (SQLite
+/// reads it as a C string).
 fn uri_part(part: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(part.len());
-    let mut i = 0;
-    while i < part.len() {
-        match part[i..] {
-            [b'%', high, low, ..] if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => {
-                let byte = hex(high) << 4 | hex(low);
-                if byte == 0 {
-                    break;
-                }
-                out.push(byte);
-                i += 3;
-            }
-            [c, ..] => {
-                out.push(c);
-                i += 1;
-            }
-            [] => unreachable!("i < len"),
-        }
+    let mut decoded = percent_decode(part);
+    if let Some(end) = decoded.iter().position(|&b| b == 0) {
+        decoded.truncate(end);
     }
-    out
+    decoded
 }
 
 fn hex(digit: u8) -> u8 {
