@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::{Answer, Notifier, Verdict};
+use super::{Answer, Notifier, Stopping, Verdict};
 use crate::config::{Config, WebhookConfig};
 use crate::domain::{Event, Millis};
 use crate::service::{WebhookEndpoints, WebhookPing};
@@ -143,7 +143,8 @@ impl Notifier for Webhooks {
             .unwrap_or_default()
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Answer {
+    /// One call per attempt, so stopping changes nothing: a started call is finished.
+    async fn deliver(&self, delivery: &Delivery, _stopping: &Stopping) -> Answer {
         let Some(endpoint) = self.endpoint(&delivery.destination) else {
             return Answer {
                 status: None,

@@ -12,7 +12,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{Answer, Notifier, Verdict};
+use super::shares::{PER_DESTINATION, Shares};
+use super::{Answer, Notifier, Stopping, Verdict};
 use crate::audit::AuditKind;
 use crate::changes::ChangeHub;
 use crate::domain::{Event, Millis};
@@ -29,8 +30,10 @@ const LONGEST_WAIT: Duration = Duration::from_secs(60 * 60);
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Outbox events fanned out per transaction.
 const FAN_OUT_BATCH: i64 = 500;
-/// Attempts in flight at once on one replica.
-const IN_FLIGHT: usize = 64;
+/// How long a stopping worker waits for its attempts under way: longer than one call to Slack
+/// may take (`slack::web`), so every call started is finished and its outcome recorded. Claims
+/// still out then are handed back.
+const DRAIN: Duration = Duration::from_secs(15);
 /// How often an idle worker looks for retries that came due and for other replicas' events.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// After a round that found deliveries, how long the worker lets more gather before the next:
@@ -75,6 +78,10 @@ pub struct Worker {
     notifiers: Vec<Arc<dyn Notifier>>,
     /// Set once this worker's destinations are recorded as started (see [`Worker::start`]).
     started: tokio::sync::OnceCell<()>,
+    /// The attempts under way, by destination.
+    shares: Shares,
+    /// How long a stopping worker waits for its attempts under way.
+    drain: Duration,
 }
 
 impl Worker {
@@ -85,7 +92,15 @@ impl Worker {
             changes: ports.changes,
             notifiers,
             started: tokio::sync::OnceCell::new(),
+            shares: Shares::default(),
+            drain: DRAIN,
         }
+    }
+
+    /// With another drain time than [`DRAIN`] (tests, to see claims handed back).
+    pub fn with_drain(mut self, drain: Duration) -> Worker {
+        self.drain = drain;
+        self
     }
 
     /// Delivers the next due delivery, if any: one step, for tests to drive without sleeping.
@@ -93,21 +108,25 @@ impl Worker {
         let Some(delivery) = self.claim(1).await?.pop() else {
             return Ok(Step::Empty);
         };
-        let (finished, step) = self.attempt(delivery).await?;
+        let (finished, step) = self.attempt(delivery, &Stopping::never()).await?;
         self.record(vec![finished]).await?;
         Ok(step)
     }
 
-    /// Delivers until `stop` turns true: attempts run side by side (up to [`IN_FLIGHT`]), those
-    /// that finish together are recorded in one transaction, and the worker sleeps while nothing
-    /// is due, until a change is committed or a retry comes due.
+    /// Delivers until `stop` turns true: attempts run side by side (up to [`PER_DESTINATION`]
+    /// per destination), those that finish together are recorded in one transaction, and the
+    /// worker sleeps while nothing is due, until a change is committed or a retry comes due.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let worker = self;
+        let stopping = Stopping::new(stop.clone());
         if worker.destinations().is_empty() {
             // Nothing to deliver. (Until some replica has a destination, events are written
             // already fanned out, without their snapshot: see `store::sql::DestinationsSeen`.)
             return;
         }
+        // Every destination's whole share, and one for deliveries to destinations no longer
+        // configured (each given up at once).
+        let most_in_flight = PER_DESTINATION * (worker.destinations().len() + 1);
         let mut in_flight: JoinSet<Result<(Finished, Step)>> = JoinSet::new();
         let mut trouble = trouble_backoff();
         loop {
@@ -122,7 +141,7 @@ impl Worker {
                 finished.push(done);
             }
             worker.record_all(finished).await;
-            let room = IN_FLIGHT - in_flight.len();
+            let room = most_in_flight.saturating_sub(in_flight.len());
             let claimed = if room > 0 {
                 match worker.claim(room as i64).await {
                     Ok(claimed) => {
@@ -143,8 +162,12 @@ impl Worker {
             };
             let found = !claimed.is_empty();
             for delivery in claimed {
-                let worker = worker.clone();
-                in_flight.spawn(async move { worker.attempt(delivery).await });
+                let (worker, stopping) = (worker.clone(), stopping.clone());
+                let place = worker.shares.take(&delivery);
+                in_flight.spawn(async move {
+                    let _place = place;
+                    worker.attempt(delivery, &stopping).await
+                });
             }
             if found {
                 // More may be due right away; let them gather first.
@@ -166,16 +189,36 @@ impl Worker {
                 _ = stop.changed() => break,
             }
         }
-        // Attempts under way get a moment to finish and be recorded; any still out then are
-        // retried once their claim lapses.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut finished = Vec::new();
-            while let Some(done) = in_flight.join_next().await {
-                finished.push(done);
+        worker.drain(in_flight).await;
+    }
+
+    /// Stopping: the attempts under way finish the calls they have started (and make no new
+    /// ones, see [`Stopping`]) and are recorded; any still out after the drain time are dropped
+    /// and their claims handed back, so another replica takes them up at once instead of when
+    /// their leases run out.
+    async fn drain(&self, mut in_flight: JoinSet<Result<(Finished, Step)>>) {
+        let deadline = tokio::time::Instant::now() + self.drain;
+        let mut finished = Vec::new();
+        while let Ok(Some(done)) = tokio::time::timeout_at(deadline, in_flight.join_next()).await {
+            finished.push(done);
+        }
+        self.record_all(finished).await;
+        if in_flight.is_empty() {
+            return;
+        }
+        let claims = self.shares.claims();
+        in_flight.shutdown().await;
+        match self.store.hand_back(&claims).await {
+            Ok(handed) => {
+                tracing::info!(
+                    handed,
+                    "stopping: delivery attempts still under way were dropped and their claims handed back"
+                )
             }
-            worker.record_all(finished).await;
-        })
-        .await;
+            Err(e) => {
+                tracing::warn!(error = %e, claims = claims.len(), "stopping: cannot hand claims back; they are taken up once their leases run out")
+            }
+        }
     }
 
     /// Every configured destination, as (kind, name).
@@ -255,7 +298,7 @@ impl Worker {
         while self.store.fan_out(now, FAN_OUT_BATCH, &route).await? as i64 == FAN_OUT_BATCH {}
         Ok(self
             .store
-            .claim_deliveries(now, &self.leases(now), limit)
+            .claim_deliveries(now, &self.leases(now), &self.shares.free(), limit)
             .await?)
     }
 
@@ -274,12 +317,23 @@ impl Worker {
     }
 
     /// Makes one attempt at `delivery` and says what follows it, to be recorded.
-    async fn attempt(&self, delivery: Delivery) -> Result<(Finished, Step)> {
+    async fn attempt(&self, delivery: Delivery, stopping: &Stopping) -> Result<(Finished, Step)> {
         let notifier = self.notifiers.iter().find(|n| n.kind() == delivery.kind);
         let address = notifier.and_then(|n| n.address_sha256(&delivery.destination));
         let started = Instant::now();
         let answer = match (notifier, &address) {
-            (Some(notifier), Some(_)) => notifier.deliver(&delivery).await,
+            // Each kind bounds its own attempts; this is the backstop that keeps one that does
+            // not from holding its share past its lease.
+            (Some(notifier), Some(_)) => {
+                let budget = notifier.longest_attempt();
+                tokio::time::timeout(budget, notifier.deliver(&delivery, stopping))
+                    .await
+                    .unwrap_or_else(|_| Answer {
+                        status: None,
+                        error: Some(format!("no answer within {}s", budget.as_secs())),
+                        verdict: Verdict::Retry { after: None },
+                    })
+            }
             // Removed from the config since: nobody to deliver to.
             _ => Answer {
                 status: None,
@@ -302,6 +356,8 @@ impl Worker {
             (_, None) => (Next::GiveUp, Step::GaveUp),
             // Retrying cannot help.
             (Verdict::GiveUp, Some(_)) => (Next::GiveUp, Step::GaveUp),
+            // Nothing failed: due again at once, for whichever replica claims it first.
+            (Verdict::Stopped, Some(_)) => (Next::RetryAt(attempt.at), Step::Retry),
             (Verdict::Disable, Some(address_sha256)) => (
                 Next::Disable {
                     reason: answer.error.clone().unwrap_or_else(|| "410 Gone".into()),

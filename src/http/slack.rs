@@ -27,6 +27,10 @@ pub const MAX_SLACK_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// before its timestamp to as long after. A replay is caught for at least that long.
 const SIGNATURE_PASSES_FOR: Duration =
     Duration::from_secs(2 * signature::TOLERANCE_SECONDS.unsigned_abs());
+const _: () = assert!(
+    SIGNATURE_PASSES_FOR.as_secs() <= crate::service::SIGNATURES_PASS_FOR_AT_MOST.as_secs(),
+    "replays of Slack requests must be caught for as long as their signatures pass"
+);
 
 pub fn router<S>(slack: Arc<Slack>) -> Router<S> {
     Router::new()
@@ -57,11 +61,7 @@ async fn verified(slack: &Slack, headers: &HeaderMap, body: &Bytes) -> Result<()
     // The signature covers the timestamp and the body, so a different request has a different
     // one; the same one again is a replay (Slack does not resend a request it got an answer to).
     let signature = presented.unwrap_or_default();
-    if !slack
-        .hoop()
-        .first_sighting_of_signature(signature, SIGNATURE_PASSES_FOR)
-        .await?
-    {
+    if !slack.hoop().first_sighting_of_signature(signature).await? {
         tracing::warn!("refused a replayed request from Slack (its signature was seen before)");
         return Err(Error::Unauthenticated(
             "this request from Slack was already received".into(),

@@ -50,6 +50,7 @@ pub use accounts::{LINK_CODE_TTL, LinkCode};
 pub use deliveries::{WebhookEndpoints, WebhookPing};
 pub use link_attempts::{LINK_FAILURE_WINDOW, LINK_FAILURES_PER_SOURCE, LINK_FAILURES_PER_USER};
 pub use messages::LinkedPerson;
+pub use replays::SIGNATURES_PASS_FOR_AT_MOST;
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]
@@ -361,7 +362,8 @@ impl Hoop {
     }
 
     /// One sweep: expires overdue requests, fails jobs whose agent vanished, returns offers nobody
-    /// started and fails approved jobs no agent picked up in time. Each kind is moved in one
+    /// started, fails approved jobs no agent picked up in time and forgets chat signatures too
+    /// old to pass. Each kind is moved in one
     /// transaction that holds its rows, so replicas sweeping at once never repeat each other's
     /// work. Returns how many requests it moved.
     pub async fn sweep(&self) -> Result<usize> {
@@ -420,6 +422,7 @@ impl Hoop {
                 failure(job, result, json!({ "error": NOT_PICKED_UP }), now)
             })
             .await?;
+        self.forget_old_signatures(now).await?;
         Ok(moved)
     }
 

@@ -1,6 +1,6 @@
 //! Refusing replays: a signed request from a chat (a Slack request signature) is acted on once, by
 //! whichever replica sees it first. Its signature is remembered, as a SHA-256, for as long as it
-//! could still pass its time check.
+//! could still pass its time check; the sweeper forgets it after that.
 
 use std::time::Duration;
 
@@ -10,25 +10,30 @@ use super::Hoop;
 use crate::domain::Millis;
 use crate::error::Result;
 
-/// Added to how long a signature passes its time check before it is forgotten: replicas check
-/// the time by their own clocks, which may disagree (`hoop serve` warns past 2 s).
-const CLOCK_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// The longest a chat's signature may pass its time check in all (Slack: 300 s either side of
+/// its timestamp). A surface whose signatures pass for longer must not use this check.
+pub const SIGNATURES_PASS_FOR_AT_MOST: Duration = Duration::from_secs(10 * 60);
+
+/// How long a signature is remembered: as long as any can pass, and a margin, because replicas
+/// check the time by their own clocks, which may disagree (`hoop serve` warns past 2 s).
+const REMEMBERED_FOR: Duration =
+    Duration::from_secs(SIGNATURES_PASS_FOR_AT_MOST.as_secs() + 5 * 60);
+
+/// Signatures one sweep forgets at most: well above what a second brings at full speed, so the
+/// table does not grow, and a backlog is worked off over a few sweeps instead of one long delete.
+const FORGET_BATCH: i64 = 50_000;
 
 impl Hoop {
     /// Whether `signature` is seen here for the first time, on any replica; it is remembered
-    /// from now on. `passes_for` is how long one signature can pass its time check in all (for
-    /// Slack, 300 s either side of its timestamp): until then a replay must still be caught.
-    pub async fn first_sighting_of_signature(
-        &self,
-        signature: &str,
-        passes_for: Duration,
-    ) -> Result<bool> {
-        let now = self.clock.now();
-        let remembered_for = (passes_for + CLOCK_MARGIN).as_millis() as Millis;
+    /// from now on.
+    pub async fn first_sighting_of_signature(&self, signature: &str) -> Result<bool> {
         let sha256 = hex::encode(Sha256::digest(signature.as_bytes()));
-        Ok(self
-            .store
-            .first_sighting(&sha256, now, now - remembered_for)
-            .await?)
+        Ok(self.store.first_sighting(&sha256, self.clock.now()).await?)
+    }
+
+    /// Forgets signatures that could no longer pass their time check (part of a sweep).
+    pub(super) async fn forget_old_signatures(&self, now: Millis) -> Result<u64> {
+        let before = now - REMEMBERED_FOR.as_millis() as Millis;
+        Ok(self.store.forget_signatures(before, FORGET_BATCH).await?)
     }
 }

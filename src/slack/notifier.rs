@@ -17,7 +17,7 @@ use super::card::{self, Buttons, Message};
 use super::surface::KIND;
 use super::web::{CallError, WebApi};
 use crate::config::{Config, SlackConfig};
-use crate::delivery::{Answer, Notifier, Verdict};
+use crate::delivery::{Answer, Notifier, Stopping, Verdict};
 use crate::domain::{AccessRequest, Clock, Event, Millis, Status, YouMay};
 use crate::expiring::ExpiringMap;
 use crate::service::Hoop;
@@ -121,6 +121,7 @@ impl SlackNotifier {
         &self,
         request: &AccessRequest,
         deadline: Instant,
+        stopping: &Stopping,
     ) -> Result<Vec<String>, Failure> {
         // A request nobody had to approve has no card: nothing is waiting on anyone.
         if request.approval_groups.is_empty() {
@@ -165,9 +166,13 @@ impl SlackNotifier {
                 outcome.retry.get_or_insert(Failure::OutOfTime);
                 break;
             }
+            if stopping.is_set() {
+                outcome.retry = Some(Failure::Stopping);
+                break;
+            }
             let earlier = posted.iter().find(|m| m.destination == copy.key());
             match self
-                .bring_up_to_date(request, &url, &copy, earlier, &linked)
+                .bring_up_to_date(request, &url, &copy, earlier, &linked, stopping)
                 .await
             {
                 Ok(()) => {}
@@ -233,6 +238,7 @@ impl SlackNotifier {
         copy: &Copy,
         earlier: Option<&PostedMessage>,
         linked: &[Person],
+        stopping: &Stopping,
     ) -> Result<(), Failure> {
         // Already at this version or newer, or given up on.
         if earlier.is_some_and(|m| m.version >= request.version || !m.external["gone"].is_null()) {
@@ -247,7 +253,7 @@ impl SlackNotifier {
                 ) else {
                     return Ok(());
                 };
-                self.pacer.slot(channel).await?;
+                self.paced(channel, stopping).await?;
                 self.web
                     .update(channel, ts, &message)
                     .await
@@ -262,7 +268,7 @@ impl SlackNotifier {
                         self.web.open_dm(user).await.map_err(Failure::Call)?
                     }
                 };
-                self.pacer.slot(&channel).await?;
+                self.paced(&channel, stopping).await?;
                 let (channel, ts) = self
                     .web
                     .post(&channel, &message)
@@ -294,6 +300,14 @@ impl SlackNotifier {
                 you_may: person.you_may,
             })
             .collect())
+    }
+
+    /// Waits for `channel`'s next slot, unless this replica stops meanwhile.
+    async fn paced(&self, channel: &str, stopping: &Stopping) -> Result<(), Failure> {
+        tokio::select! {
+            slot = self.pacer.slot(channel) => Ok(slot?),
+            _ = stopping.set() => Err(Failure::Stopping),
+        }
     }
 
     /// A failed call; a 429 also holds back the channel's other messages.
@@ -335,7 +349,7 @@ impl Notifier for SlackNotifier {
         ATTEMPT_BUDGET + Duration::from_secs(15)
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Answer {
+    async fn deliver(&self, delivery: &Delivery, stopping: &Stopping) -> Answer {
         let request = match delivery.request() {
             Ok(request) => request,
             // Retrying would read the same snapshot again.
@@ -347,12 +361,20 @@ impl Notifier for SlackNotifier {
                 };
             }
         };
-        match self.sync(&request, Instant::now() + ATTEMPT_BUDGET).await {
+        match self
+            .sync(&request, Instant::now() + ATTEMPT_BUDGET, stopping)
+            .await
+        {
             Ok(gone) => Answer {
                 status: Some(200),
                 // Copies given up on are said in the attempt, for `hoop requests show`.
                 error: (!gone.is_empty()).then(|| format!("given up: {}", gone.join(", "))),
                 verdict: Verdict::Delivered,
+            },
+            Err(Failure::Stopping) => Answer {
+                status: None,
+                error: Some(Failure::Stopping.to_string()),
+                verdict: Verdict::Stopped,
             },
             Err(failure) => {
                 tracing::info!(request_id = %request.id, version = request.version, error = %failure, "Slack card not yet up to date");
@@ -412,6 +434,8 @@ enum Failure {
     Paced(Duration),
     #[error("the attempt ran out of time; the rest follows with the next attempt")]
     OutOfTime,
+    #[error("this replica is stopping; the rest follows with the next attempt")]
+    Stopping,
     #[error("database: {0}")]
     Store(String),
 }

@@ -12,6 +12,11 @@ use async_trait::async_trait;
 use super::{AuditEntry, StoreResult};
 use crate::domain::Millis;
 
+/// How many due deliveries a claim looks at for each it may take: enough that a destination with
+/// a backlog at the front leaves room for the others' in the same claim, most of the time (and
+/// once its share is taken it is not looked at, so in the next).
+pub(super) const LOOKED_AT_PER_CLAIMED: i64 = 4;
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,6 +105,26 @@ pub struct Leases {
     pub until: Vec<(&'static str, Millis)>,
     /// The lease of a delivery of any other kind.
     pub otherwise: Millis,
+}
+
+/// How many deliveries of each destination one claim may take: its share of the attempts in
+/// flight on the claiming replica, less those it has under way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shares {
+    /// A destination's share: the most attempts it may have in flight at once.
+    pub each: i64,
+    /// The destinations with attempts under way: (kind, destination, how many).
+    pub busy: Vec<(String, String, i64)>,
+}
+
+impl Shares {
+    /// Every destination's whole share free.
+    pub fn all_free(each: i64) -> Shares {
+        Shares {
+            each,
+            busy: Vec::new(),
+        }
+    }
 }
 
 /// What became of one attempt at a delivery.
@@ -203,20 +228,27 @@ pub trait Deliveries: Send + Sync {
     /// Records `destinations` (kind, name) as configured from the newest outbox event on, unless
     /// they already are: each receives the events after that, never the history before it.
     async fn start_destinations(&self, destinations: &[(&str, &str)]) -> StoreResult<()>;
-    /// Claims up to `limit` due deliveries, each until its kind's lease, counting the attempt. Never two
-    /// for one request and destination at once, and never one while an earlier event of its
-    /// request to its destination is still pending, so a later state does not overtake an
-    /// earlier one. Replicas claiming at once get different deliveries.
+    /// Claims up to `limit` due deliveries, each until its kind's lease, counting the attempt,
+    /// oldest due first, and of each destination no more than its free share (so a destination
+    /// with a backlog cannot take every claim). Never two for one request and destination at
+    /// once, and never one while an earlier event of its request to its destination is still
+    /// pending, so a later state does not overtake an earlier one. Replicas claiming at once get
+    /// different deliveries.
     async fn claim_deliveries(
         &self,
         now: Millis,
         leases: &Leases,
+        shares: &Shares,
         limit: i64,
     ) -> StoreResult<Vec<Delivery>>;
     /// Records attempts and what follows each, with their audit events, in one transaction; a
     /// delivery moves only while its claim still holds its lease (a slow replica whose lease
     /// lapsed records its attempt and nothing more). Returns whether each moved.
     async fn finish_deliveries(&self, finished: &[Finished]) -> StoreResult<Vec<bool>>;
+    /// Hands claims back (delivery id, lease) whose attempts were dropped unfinished: each
+    /// pending delivery still under that claim is free to claim again at once. The attempt
+    /// stays counted. Returns how many were handed back.
+    async fn hand_back(&self, claims: &[(i64, Millis)]) -> StoreResult<u64>;
     /// Records an attempt that belongs to no delivery (a test ping).
     async fn record_attempt(
         &self,
@@ -425,6 +457,7 @@ macro_rules! delivery_store {
                 &self,
                 now: Millis,
                 leases: &$crate::store::Leases,
+                shares: &$crate::store::Shares,
                 limit: i64,
             ) -> StoreResult<Vec<$crate::store::Delivery>> {
                 let probe = sqlx::query(
@@ -437,24 +470,58 @@ macro_rules! delivery_store {
                 if probe.is_none() {
                     return Ok(Vec::new());
                 }
-                // Each kind's lease: `case kind when $4 then $5 when $6 then $7 … else $2 end`.
-                let lease_until = if leases.until.is_empty() {
-                    "$2".to_string()
-                } else {
-                    let kinds: String = (0..leases.until.len())
-                        .map(|i| format!(" when ${} then ${}", 4 + 2 * i, 5 + 2 * i))
-                        .collect();
-                    format!("case kind{kinds} else $2 end")
+                // $1 now, $2 the lease of other kinds, $3 the limit, $4 how many due deliveries
+                // are looked at, $5 a destination's whole share; then each kind's lease
+                // (`case kind when $6 then $7 … else $2 end`), then the busy destinations.
+                let mut next = 6;
+                let mut placeholder = || {
+                    next += 1;
+                    format!("${}", next - 1)
                 };
+                let mut lease_until = String::new();
+                for _ in &leases.until {
+                    lease_until += &format!(" when {} then {}", placeholder(), placeholder());
+                }
+                let lease_until = match lease_until.is_empty() {
+                    true => "$2".to_string(),
+                    false => format!("case kind{lease_until} else $2 end"),
+                };
+                // A destination with no share left is not looked at; one with part of it left
+                // is claimed up to that part (`case when kind = … and destination = … then …`).
+                let mut unlooked = String::new();
+                let mut share = String::new();
+                for (_, _, busy) in &shares.busy {
+                    let (kind, destination) = (placeholder(), placeholder());
+                    if *busy >= shares.each {
+                        unlooked += &format!(" and not (d.kind = {kind} and d.destination = {destination})");
+                    } else {
+                        share += &format!(
+                            " when ranked.kind = {kind} and ranked.destination = {destination} then {}",
+                            placeholder()
+                        );
+                    }
+                }
+                let share = match share.is_empty() {
+                    true => "$5".to_string(),
+                    false => format!("case{share} else $5 end"),
+                };
+                // Each destination's due deliveries are ranked oldest first, and taken up to its
+                // share. (On Postgres the rows looked at are locked first, in a query of their
+                // own: a window and a row lock cannot share one.)
                 let claim = format!(
                     "update delivery set lease_until = {lease_until}, attempts = attempts + 1 \
-                     where id in (select d.id from delivery d \
-                        where d.state = 'pending' and d.next_attempt_at <= $1 \
-                        and (d.lease_until is null or d.lease_until <= $1) \
-                        and not exists (select 1 from delivery e where e.request_id = d.request_id \
-                            and e.kind = d.kind and e.destination = d.destination \
-                            and e.state = 'pending' and e.outbox_id < d.outbox_id) \
-                        order by d.next_attempt_at, d.id limit $3{}) \
+                     where id in (select ranked.id from \
+                        (select c.id, c.kind, c.destination, c.next_attempt_at, row_number() over \
+                            (partition by c.kind, c.destination order by c.next_attempt_at, c.id) as place \
+                         from (select d.id, d.kind, d.destination, d.next_attempt_at from delivery d \
+                            where d.state = 'pending' and d.next_attempt_at <= $1 \
+                            and (d.lease_until is null or d.lease_until <= $1){unlooked} \
+                            and not exists (select 1 from delivery e where e.request_id = d.request_id \
+                                and e.kind = d.kind and e.destination = d.destination \
+                                and e.state = 'pending' and e.outbox_id < d.outbox_id) \
+                            order by d.next_attempt_at, d.id limit $4{}) c) ranked \
+                        where ranked.place <= {share} \
+                        order by ranked.next_attempt_at, ranked.id limit $3) \
                      returning id, outbox_id, request_id, kind, destination, event, version, \
                         attempts, give_up_at, lease_until",
                     $claim_lock
@@ -463,9 +530,17 @@ macro_rules! delivery_store {
                 let mut claim = sqlx::query(sqlx::AssertSqlSafe(claim))
                     .bind(now)
                     .bind(leases.otherwise)
-                    .bind(limit);
+                    .bind(limit)
+                    .bind(limit.saturating_mul($crate::store::deliveries::LOOKED_AT_PER_CLAIMED))
+                    .bind(shares.each);
                 for (kind, until) in &leases.until {
                     claim = claim.bind(*kind).bind(*until);
+                }
+                for (kind, destination, busy) in &shares.busy {
+                    claim = claim.bind(kind).bind(destination);
+                    if *busy < shares.each {
+                        claim = claim.bind(shares.each - busy);
+                    }
                 }
                 let claimed = claim.fetch_all(&mut *tx).await?;
                 if claimed.is_empty() {
@@ -616,6 +691,32 @@ macro_rules! delivery_store {
                 append_audit_events(&mut tx, self.audit_key.as_ref(), &audit).await?;
                 tx.commit().await?;
                 Ok(finished.iter().map(|f| moved.contains(&f.delivery.id)).collect())
+            }
+
+            async fn hand_back(&self, claims: &[(i64, Millis)]) -> StoreResult<u64> {
+                if claims.is_empty() {
+                    return Ok(0);
+                }
+                #[derive(serde::Serialize)]
+                struct Claim {
+                    id: i64,
+                    lease_until: Millis,
+                }
+                let claims: Vec<Claim> = claims
+                    .iter()
+                    .map(|(id, lease_until)| Claim { id: *id, lease_until: *lease_until })
+                    .collect();
+                let handed = sqlx::query(concat!(
+                    "update delivery set lease_until = null from ", $json_rows, " \
+                     where delivery.id = cast(c.value ->> 'id' as bigint) \
+                     and delivery.lease_until = cast(c.value ->> 'lease_until' as bigint) \
+                     and delivery.state = 'pending'"
+                ))
+                .bind($crate::store::sql::json_array(&claims))
+                .bind(claims.len() as i64)
+                .execute(&self.pool)
+                .await?;
+                Ok(handed.rows_affected())
             }
 
             async fn record_attempt(

@@ -1,6 +1,7 @@
-//! Group commit: every request write (a submission, a decision, a job's progress) goes through
-//! one writer task per store, which commits whatever has queued up since its
-//! last commit in one transaction and only then answers each caller.
+//! Group commit: every request write (a submission, a decision, a job's progress), and every
+//! sighting of a chat request's signature, goes through one writer task per store, which commits
+//! whatever has queued up since its last commit in one transaction and only then answers each
+//! caller.
 //!
 //! Many callers' changes then share one transaction, one lock on the audit chain's head and one
 //! flush to disk, instead of queueing one after another on SQLite's single write lock or on the
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEntry, Change, Decide, NewRequest, OutboxEntry, StoreError, StoreResult};
-use crate::domain::AccessRequest;
+use crate::domain::{AccessRequest, Millis};
 
 /// Writes one group commit takes at most; the rest wait for the next.
 pub(super) const MAX_GROUP: usize = 256;
@@ -40,6 +41,9 @@ pub(super) enum Write {
     /// A request read in the group's transaction, and the compare-and-set `decide` makes of it;
     /// [`StoreError::Conflict`] when another replica changed the request first.
     Decide { request_id: String, decide: Decide },
+    /// A chat request's signature (its SHA-256) seen at `at`; [`StoreError::Conflict`] when it
+    /// was seen before (see `signatures.rs`).
+    Sighting { sha256: String, at: Millis },
 }
 
 impl Write {
@@ -49,6 +53,7 @@ impl Write {
             Write::Insert { new, .. } => &new.id,
             Write::Apply(change) => &change.request_id,
             Write::Decide { request_id, .. } => request_id,
+            Write::Sighting { sha256, .. } => sha256,
         }
     }
 }

@@ -35,7 +35,7 @@ pub use accounts::{Accounts, LinkedAccount, Redeemed};
 pub use change_poll::{ChangePoll, poll_forever};
 pub use deliveries::{
     AttemptRecord, Attempted, Deliveries, Delivery, DeliveryRecord, DeliveryState,
-    DestinationStats, Finished, Leases, Next, PostedMessage, Route, Router,
+    DestinationStats, Finished, Leases, Next, PostedMessage, Route, Router, Shares,
 };
 pub use postgres::PostgresStore;
 pub use signatures::Signatures;

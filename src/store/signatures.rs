@@ -1,28 +1,23 @@
 //! Slack request signatures already accepted (see migrations/*/0006_slack_signatures.sql), so a
-//! signed request is acted on once, by whichever replica gets it first. Shared SQL for both
-//! backends, like accounts.rs.
+//! signed request is acted on once, by whichever replica gets it first. A sighting is one more
+//! write of the group commit (`Write::Sighting`), so it shares its transaction and flush with the
+//! decisions queued beside it instead of taking the write lock on its own; signatures that could
+//! no longer pass their time check are forgotten by the sweeper, not on the request's path.
 
 use async_trait::async_trait;
 
 use super::StoreResult;
 use crate::domain::Millis;
 
-/// Signatures forgotten (deleted) by one sighting at most, so a backlog is worked off a little at
-/// a time instead of by one long statement.
-pub const FORGET_BATCH: i64 = 100;
-
 #[async_trait]
 pub trait Signatures: Send + Sync {
     /// Records the signature whose SHA-256 is `sha256` as seen at `now`; true if it was not seen
     /// before (one insert that does nothing on a conflict, so two replicas that get the same
-    /// request at once cannot both be told it is new). First forgets up to [`FORGET_BATCH`]
-    /// signatures seen before `forget_before`, which could no longer pass their time check.
-    async fn first_sighting(
-        &self,
-        sha256: &str,
-        now: Millis,
-        forget_before: Millis,
-    ) -> StoreResult<bool>;
+    /// request at once cannot both be told it is new).
+    async fn first_sighting(&self, sha256: &str, now: Millis) -> StoreResult<bool>;
+
+    /// Forgets at most `limit` signatures seen before `before`; how many it forgot.
+    async fn forget_signatures(&self, before: Millis, limit: i64) -> StoreResult<u64>;
 }
 
 macro_rules! signature_store {
@@ -33,25 +28,32 @@ macro_rules! signature_store {
                 &self,
                 sha256: &str,
                 now: $crate::domain::Millis,
-                forget_before: $crate::domain::Millis,
             ) -> StoreResult<bool> {
-                sqlx::query(
+                let sighting = Write::Sighting {
+                    sha256: sha256.to_string(),
+                    at: now,
+                };
+                match self.writes.write(sighting).await {
+                    Ok(_) => Ok(true),
+                    Err(StoreError::Conflict) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+
+            async fn forget_signatures(
+                &self,
+                before: $crate::domain::Millis,
+                limit: i64,
+            ) -> StoreResult<u64> {
+                let forgotten = sqlx::query(
                     "delete from slack_signature where sha256 in \
                      (select sha256 from slack_signature where seen_at < $1 limit $2)",
                 )
-                .bind(forget_before)
-                .bind($crate::store::signatures::FORGET_BATCH)
+                .bind(before)
+                .bind(limit)
                 .execute(&self.pool)
                 .await?;
-                let inserted = sqlx::query(
-                    "insert into slack_signature (sha256, seen_at) values ($1, $2) \
-                     on conflict (sha256) do nothing",
-                )
-                .bind(sha256)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-                Ok(inserted.rows_affected() == 1)
+                Ok(forgotten.rows_affected())
             }
         }
     };

@@ -68,6 +68,12 @@ pub(super) mod rows {
     }
 
     #[derive(Serialize)]
+    pub struct Sighting<'a> {
+        pub sha256: &'a str,
+        pub at: i64,
+    }
+
+    #[derive(Serialize)]
     pub struct Group<'a> {
         pub id: &'a str,
         pub position: usize,
@@ -779,6 +785,20 @@ macro_rules! sql_store {
                     for row in rows {
                         won.insert(row.try_get::<String, _>("id")?);
                     }
+                }
+                let sightings = write_plan::sightings(writes);
+                if !sightings.is_empty() {
+                    // `where true`: SQLite reads `on conflict` after a bare `from` as a join's.
+                    let first: Vec<String> = sqlx::query_scalar(concat!(
+                        "insert into slack_signature (sha256, seen_at) \
+                         select c.value ->> 'sha256', cast(c.value ->> 'at' as bigint) from ", $json_rows, " \
+                         where true on conflict (sha256) do nothing returning sha256"
+                    ))
+                    .bind(json_array(&sightings))
+                    .bind(sightings.len() as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    won.extend(first);
                 }
                 let settled = plan.settle(&won);
 

@@ -4,10 +4,11 @@
 //!
 //! 1. [`inserts`]: the new requests and their approval groups;
 //! 2. [`reads`]: the requests the group's decisions are made on, read in its transaction;
-//! 3. [`Plan::new`], given those requests: each write's change, and [`Plan::compare_and_sets`];
-//! 4. [`Plan::settle`], given the requests whose compare-and-set won: the group approvals to
-//!    record, the outbox entries and audit events in order, what to announce, and each caller's
-//!    outcome.
+//! 3. [`sightings`]: the signatures seen, inserted unless seen before;
+//! 4. [`Plan::new`], given those requests: each write's change, and [`Plan::compare_and_sets`];
+//! 5. [`Plan::settle`], given the requests whose compare-and-set won and the signatures that are
+//!    new: the group approvals to record, the outbox entries and audit events in order, what to
+//!    announce, and each caller's outcome.
 
 use std::collections::{HashMap, HashSet};
 
@@ -77,6 +78,18 @@ pub(super) fn reads(writes: &[Write]) -> Vec<rows::Id<'_>> {
         .collect()
 }
 
+/// The signatures `writes` record as seen, for an insert that skips those seen before and
+/// returns the others: the writes of the signatures it returns are their first sightings.
+pub(super) fn sightings(writes: &[Write]) -> Vec<rows::Sighting<'_>> {
+    writes
+        .iter()
+        .filter_map(|write| match write {
+            Write::Sighting { sha256, at } => Some(rows::Sighting { sha256, at: *at }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A group's writes with the change each makes of the requests as read.
 pub(super) struct Plan<'w> {
     writes: &'w [Write],
@@ -122,7 +135,7 @@ impl<'w> Plan<'w> {
         match &self.writes[i] {
             Write::Apply(change) => Some(change),
             Write::Decide { .. } => self.made[i].as_ref(),
-            Write::Insert { .. } => None,
+            Write::Insert { .. } | Write::Sighting { .. } => None,
         }
     }
 
@@ -156,8 +169,9 @@ impl<'w> Plan<'w> {
             .collect()
     }
 
-    /// What the group writes after its compare-and-sets, and answers, given the ids of the
-    /// requests whose compare-and-set `won`. A change that lost contributes nothing.
+    /// What the group writes after its compare-and-sets, and answers, given the subjects whose
+    /// write took effect (`won`): the requests whose compare-and-set won and the signatures
+    /// seen for the first time. A change that lost contributes nothing.
     pub(super) fn settle(&self, won: &HashSet<String>) -> Settled<'_> {
         // One write per request in a group, so its request id says whether its change won.
         let applied: Vec<&Change> = self
@@ -209,7 +223,10 @@ impl<'w> Plan<'w> {
                 match write {
                     _ if lost => Err(StoreError::Conflict),
                     Write::Decide { request_id, .. } => Ok(self.read.get(request_id).cloned()),
-                    Write::Insert { .. } | Write::Apply(_) => Ok(None),
+                    Write::Sighting { sha256, .. } if !won.contains(sha256) => {
+                        Err(StoreError::Conflict)
+                    }
+                    Write::Insert { .. } | Write::Apply(_) | Write::Sighting { .. } => Ok(None),
                 }
             })
             .collect();

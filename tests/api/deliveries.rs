@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use hoopbot::store::{Attempted, Finished, Leases, Next, PostedMessage, Route};
+use hoopbot::store::{Attempted, Finished, Leases, Next, PostedMessage, Route, Shares};
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp};
@@ -16,6 +16,7 @@ on_both_backends!(
     concurrent_claims_hand_each_delivery_out_once_and_in_order,
     posted_messages_keep_the_newest_version_they_show,
     events_from_before_a_destination_are_never_delivered_to_it,
+    a_claim_takes_no_more_of_a_destination_than_its_free_share,
 );
 
 fn routes(event: &str) -> Vec<Route> {
@@ -61,7 +62,10 @@ async fn concurrent_claims_hand_each_delivery_out_once_and_in_order(backend: Bac
         workers.push(tokio::spawn(async move {
             let mut empty = 0;
             while empty < 20 {
-                let batch = store.claim_deliveries(now, &leases, 7).await.unwrap();
+                let batch = store
+                    .claim_deliveries(now, &leases, &Shares::all_free(16), 7)
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     empty += 1;
                     tokio::task::yield_now().await;
@@ -205,4 +209,70 @@ async fn events_from_before_a_destination_are_never_delivered_to_it(backend: Bac
             .iter()
             .all(|o| o.delivered_at.is_some())
     );
+}
+
+/// A destination whose share is taken is not claimed from, however far ahead its backlog; one
+/// whose share is partly taken is claimed from up to what is left; the others up to their whole
+/// share. So a slow destination cannot take every claim.
+async fn a_claim_takes_no_more_of_a_destination_than_its_free_share(backend: Backend) {
+    let config = ["first", "second"]
+        .map(|name| webhook(name, "http://127.0.0.1:9/", "allow_private = true"));
+    let app = TestApp::spawn_with(backend, &config.concat()).await;
+    let store = app.store().await;
+    for i in 0..10 {
+        app.held(&format!("SELECT {i}")).await;
+    }
+    let now = app.hoop.now().await.unwrap();
+    // Only "first" gets the older half of the events: a backlog ahead of "second"'s.
+    let first_only = |event: &str| -> Vec<Route> {
+        routes(event)
+            .into_iter()
+            .filter(|r| r.destination == "first")
+            .collect()
+    };
+    assert_eq!(store.fan_out(now, 5, &first_only).await.unwrap(), 5);
+    assert_eq!(store.fan_out(now, 1_000, &routes).await.unwrap(), 5);
+    let leases = Leases {
+        until: vec![("webhook", now + 60_000)],
+        otherwise: now + 5_000,
+    };
+    let count = |claimed: &[hoopbot::store::Delivery], name: &str| {
+        claimed.iter().filter(|d| d.destination == name).count()
+    };
+
+    let first_full = Shares {
+        each: 3,
+        busy: vec![("webhook".into(), "first".into(), 3)],
+    };
+    let claimed = store
+        .claim_deliveries(now, &leases, &first_full, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (count(&claimed, "first"), count(&claimed, "second")),
+        (0, 3)
+    );
+
+    let first_busy = Shares {
+        each: 3,
+        busy: vec![
+            ("webhook".into(), "first".into(), 1),
+            ("slack".into(), "slack".into(), 2),
+        ],
+    };
+    let claimed = store
+        .claim_deliveries(now, &leases, &first_busy, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (count(&claimed, "first"), count(&claimed, "second")),
+        (2, 2)
+    );
+
+    // The limit still holds across destinations, oldest due first.
+    let claimed = store
+        .claim_deliveries(now, &leases, &Shares::all_free(3), 2)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
 }

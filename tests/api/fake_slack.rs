@@ -47,6 +47,8 @@ pub enum Failure {
     Refuse(&'static str),
     /// No answer at all: the call hangs until the caller gives up.
     Hang,
+    /// The usual answer, this long after the call.
+    Slow(std::time::Duration),
 }
 
 #[derive(Default)]
@@ -58,6 +60,17 @@ struct Fake {
     /// apps.connections.open's answer.
     socket_url: Mutex<Option<String>>,
     next_ts: AtomicU64,
+    /// Hanging calls their caller gave up on.
+    hangs_ended: AtomicU64,
+}
+
+/// Counts a hanging call as ended when its handler is dropped.
+struct HangEnds(Arc<Fake>);
+
+impl Drop for HangEnds {
+    fn drop(&mut self) {
+        self.0.hangs_ended.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 pub struct FakeSlack {
@@ -121,6 +134,11 @@ impl FakeSlack {
             .extend(failures);
     }
 
+    /// How many calls made to hang (`Failure::Hang`) their caller has given up on so far.
+    pub fn hangs_ended(&self) -> u64 {
+        self.fake.hangs_ended.load(Ordering::SeqCst)
+    }
+
     /// What `users.info` says of `user`.
     pub fn user(&self, user: &str, email: &str, confirmed: bool) {
         self.fake
@@ -181,7 +199,12 @@ async fn answer(
         Some(Failure::Refuse(code)) => {
             return axum::Json(json!({ "ok": false, "error": code })).into_response();
         }
-        Some(Failure::Hang) => std::future::pending().await,
+        Some(Failure::Hang) => {
+            // Counted when the caller gives up on it (and drops the connection).
+            let _ended = HangEnds(fake.clone());
+            std::future::pending().await
+        }
+        Some(Failure::Slow(wait)) => tokio::time::sleep(wait).await,
         None => {}
     }
     let ts = || {

@@ -1,6 +1,8 @@
 //! Where a signed request from Slack comes from: it must name the workspace the bot token belongs
 //! to (and the configured app), and it is acted on once, whichever replica gets it.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -15,6 +17,7 @@ on_both_backends!(
     requests_from_another_workspace_or_app_are_refused_and_change_nothing,
     a_replayed_request_is_refused_on_every_replica,
     a_signature_is_remembered_until_it_could_no_longer_pass,
+    the_sweep_forgets_signatures_once_they_could_no_longer_pass,
 );
 
 const BOB: &str = "U0BOB";
@@ -246,16 +249,63 @@ async fn a_replayed_request_is_refused_on_every_replica(backend: Backend) {
     assert_eq!(linked.status, StatusCode::OK, "{:?}", linked.body);
 }
 
-/// The store's record of signatures: the first sighting is new, the next is not, and a sighting
-/// forgets what was seen before its cut-off (so the table stays small), and only that.
+/// The store's record of signatures: the first sighting is new, the next is not, also when both
+/// share one group commit; forgetting drops what was seen before its cut-off (so the table stays
+/// small), and only that, at most as many as asked.
 async fn a_signature_is_remembered_until_it_could_no_longer_pass(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let store = app.store().await;
-    assert!(store.first_sighting("old", 1_000, 0).await.unwrap());
-    assert!(store.first_sighting("recent", 5_000, 0).await.unwrap());
-    assert!(!store.first_sighting("old", 5_000, 0).await.unwrap());
-    // A sighting at 10 s forgets what was seen before 2 s: "old", not "recent".
-    assert!(store.first_sighting("new", 10_000, 2_000).await.unwrap());
-    assert!(store.first_sighting("old", 10_000, 2_000).await.unwrap());
-    assert!(!store.first_sighting("recent", 10_000, 2_000).await.unwrap());
+    assert!(store.first_sighting("old", 1_000).await.unwrap());
+    assert!(store.first_sighting("older", 500).await.unwrap());
+    assert!(store.first_sighting("recent", 5_000).await.unwrap());
+    assert!(!store.first_sighting("old", 5_000).await.unwrap());
+    // Sent at once, the same signature many times: the writer takes them into as few groups as
+    // it can, and exactly one is new.
+    let at_once =
+        futures_util::future::join_all((0..8).map(|_| store.first_sighting("burst", 6_000)));
+    let new = at_once
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|new| *new);
+    assert_eq!(new.count(), 1);
+
+    // Forgetting what was seen before 2 s, one at a time: "old" and "older", not "recent".
+    assert_eq!(store.forget_signatures(2_000, 1).await.unwrap(), 1);
+    assert_eq!(store.forget_signatures(2_000, 10).await.unwrap(), 1);
+    assert_eq!(store.forget_signatures(2_000, 10).await.unwrap(), 0);
+    assert!(store.first_sighting("old", 10_000).await.unwrap());
+    assert!(store.first_sighting("older", 10_000).await.unwrap());
+    assert!(!store.first_sighting("recent", 10_000).await.unwrap());
+}
+
+/// The sweeper forgets a signature only once it could no longer pass anywhere: 10 minutes of
+/// Slack's window and 5 of clock margin. Before that, a replay is still caught after a sweep.
+async fn the_sweep_forgets_signatures_once_they_could_no_longer_pass(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert!(
+        app.hoop
+            .first_sighting_of_signature("v0=abc")
+            .await
+            .unwrap()
+    );
+
+    app.advance(Duration::from_secs(14 * 60));
+    app.hoop.sweep().await.unwrap();
+    assert!(
+        !app.hoop
+            .first_sighting_of_signature("v0=abc")
+            .await
+            .unwrap()
+    );
+
+    // 15 min and 1 s after its first sighting (the second, at 14 min, was not recorded).
+    app.advance(Duration::from_secs(60 + 1));
+    app.hoop.sweep().await.unwrap();
+    assert!(
+        app.hoop
+            .first_sighting_of_signature("v0=abc")
+            .await
+            .unwrap()
+    );
 }
