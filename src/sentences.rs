@@ -83,10 +83,17 @@ impl Words {
     pub fn status_sentence(&self, request: &AccessRequest) -> String {
         match request.status {
             Status::Pending => format!("Waiting for approval from {}.", self.waiting_for(request)),
-            Status::Approved => format!(
-                "Approved; waiting for an agent to run it on {}.",
-                self.name(&request.connection)
-            ),
+            Status::Approved => match &request.auto_approval {
+                Some(why) => format!(
+                    "Approved without review ({}); waiting for an agent to run it on {}.",
+                    self.field(&why.describe(), self.reason_max),
+                    self.name(&request.connection)
+                ),
+                None => format!(
+                    "Approved; waiting for an agent to run it on {}.",
+                    self.name(&request.connection)
+                ),
+            },
             Status::Rejected => match &request.rejection {
                 Some(r) => format!(
                     "Rejected by {} ({}): {}",
@@ -153,6 +160,16 @@ impl Words {
             },
             Status::Failed => format!("{on} failed: {}", self.failure(request)),
         }
+    }
+
+    /// "Without review: requested by an admin." for a request approved at once, in every state
+    /// it goes through; nothing for one that was held for approval.
+    pub fn without_review(&self, request: &AccessRequest) -> Option<String> {
+        let why = request.auto_approval.as_ref()?;
+        Some(format!(
+            "Without review: {}.",
+            self.field(&why.describe(), self.reason_max)
+        ))
     }
 
     /// A notification's one line: who wants what where, and the outcome once there is one.
@@ -499,6 +516,7 @@ mod tests {
             rejection: None,
             result: None,
             claimed_by: None,
+            auto_approval: None,
             offer: None,
         }
     }

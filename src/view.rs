@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::domain::{
-    AccessRequest, ExecutionResult, GroupApproval, GroupStatus, Status, YouMay, rfc3339,
+    AccessRequest, AutoApproval, ExecutionResult, GroupApproval, GroupStatus, Status, YouMay,
+    rfc3339,
 };
 use crate::sentences::Words;
 use crate::store::{AttemptRecord, DeliveryRecord, DeliveryState, PostedMessage};
@@ -27,6 +28,9 @@ pub struct AccessRequestView {
     pub approval_groups: Vec<GroupView>,
     pub rejection: Option<RejectionView>,
     pub result: Option<ExecutionResult>,
+    /// Why it was approved without review, when it was (nobody reviewed it: say so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approval: Option<AutoApprovalView>,
     /// Where the request stands, in the sentence every surface says (see `sentences`).
     pub summary: String,
     /// What the reader (the token's user) may do with the request now. On reads only: a write's
@@ -41,6 +45,31 @@ pub struct AccessRequestView {
     /// version each shows. Read with `deliveries`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<MessageView>>,
+}
+
+/// Why a request was approved without review.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AutoApprovalView {
+    /// `admin`, `exempt_group`, `approval_not_required` or `access_requests_disabled`.
+    pub reason: String,
+    /// The exempt group the requester is in, for `exempt_group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The reason as a person reads it: "requested by an admin".
+    pub description: String,
+}
+
+impl AutoApprovalView {
+    fn of(why: &AutoApproval) -> AutoApprovalView {
+        AutoApprovalView {
+            reason: why.code().to_string(),
+            group: match why {
+                AutoApproval::Exempt { group } => Some(group.clone()),
+                _ => None,
+            },
+            description: why.describe(),
+        }
+    }
 }
 
 /// One chat message about a request: a Slack card in a channel or a DM, or the requester's
@@ -289,6 +318,7 @@ impl AccessRequestView {
                 via: r.via,
             }),
             result: request.result,
+            auto_approval: request.auto_approval.as_ref().map(AutoApprovalView::of),
             summary,
             you_may: None,
             deliveries: None,

@@ -6,6 +6,9 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Event {
     Created,
+    /// Approved at once, without review (an admin's own request, an exempt group, …): follows
+    /// `Created` for such a request.
+    AutoApproved,
     /// One approval group approved; the request may still wait for others.
     GroupApproved,
     Approved,
@@ -19,8 +22,9 @@ pub enum Event {
 
 impl Event {
     /// Every event, in the order of a request's life.
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 10] = [
         Event::Created,
+        Event::AutoApproved,
         Event::GroupApproved,
         Event::Approved,
         Event::Rejected,
@@ -35,6 +39,7 @@ impl Event {
     pub fn as_str(self) -> &'static str {
         match self {
             Event::Created => "access_request.created",
+            Event::AutoApproved => "access_request.auto_approved",
             Event::GroupApproved => "access_request.group_approved",
             Event::Approved => "access_request.approved",
             Event::Rejected => "access_request.rejected",

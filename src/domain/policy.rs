@@ -52,11 +52,18 @@ pub enum Admission {
     AutoApprove(AutoApproval),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a command was approved without review; kept with the request (as
+/// `{"reason": "exempt_group", "group": "sre"}`), so every surface can say it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reason")]
 pub enum AutoApproval {
+    #[serde(rename = "access_requests_disabled")]
     AccessRequestsDisabled,
+    #[serde(rename = "admin")]
     Admin,
+    #[serde(rename = "exempt_group")]
     Exempt { group: String },
+    #[serde(rename = "approval_not_required")]
     NotRequiredForRequester,
 }
 
@@ -69,6 +76,13 @@ impl AutoApproval {
             AutoApproval::Exempt { .. } => "exempt_group",
             AutoApproval::NotRequiredForRequester => "approval_not_required",
         }
+    }
+
+    /// Whether the connection's review was skipped — an admin's own request, an exempt group's —
+    /// rather than not asked for (no policy, or not for the requester's groups). Such a run is
+    /// shown where reviews are (a card in the connection's channel).
+    pub fn skipped_review(&self) -> bool {
+        matches!(self, AutoApproval::Admin | AutoApproval::Exempt { .. })
     }
 
     /// The reason as a person reads it.

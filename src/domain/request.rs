@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::Millis;
+use super::{AutoApproval, Millis};
 
 /// Where an access request is in its life. See `docs/architecture.md` for the transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,6 +154,9 @@ pub struct AccessRequest {
     pub result: Option<ExecutionResult>,
     /// The agent running (or that ran) the command.
     pub claimed_by: Option<String>,
+    /// Why it was approved without review, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approval: Option<AutoApproval>,
     /// The id of the offer `claimed_by` holds on this job (see `Store::claim_next`); only the
     /// agent that received it may start the job. Never shown outside the agent protocol.
     #[serde(skip)]

@@ -48,6 +48,7 @@ pub fn request(approved: &[(&str, &str)]) -> AccessRequest {
         rejection: None,
         result: None,
         claimed_by: None,
+        auto_approval: None,
         offer: None,
     }
 }

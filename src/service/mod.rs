@@ -206,6 +206,7 @@ impl Hoop {
             expires_at: now.saturating_add(timeout_ms),
             decided_at: None,
             approval_groups: Vec::new(),
+            auto_approval: None,
         };
         let mut audit = vec![AuditEntry {
             kind: AuditKind::Created,
@@ -232,10 +233,16 @@ impl Hoop {
                 ));
                 new.status = Status::Approved;
                 new.decided_at = Some(now);
+                new.auto_approval = Some(reason);
             }
         }
         let stored = new.clone().stored();
-        let outbox = vec![event(Event::Created, &Arc::new(stored.clone()))];
+        let snapshot = Arc::new(stored.clone());
+        let mut outbox = vec![event(Event::Created, &snapshot)];
+        // A run that skipped review is announced as such, so it is seen where reviews are.
+        if stored.auto_approval.is_some() {
+            outbox.push(event(Event::AutoApproved, &snapshot));
+        }
         self.store.insert_request(&new, &audit, &outbox).await?;
         tracing::info!(request_id = %new.id, status = %new.status, "command submitted");
         Ok(stored)

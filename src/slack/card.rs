@@ -75,9 +75,9 @@ pub fn request_card(request: &AccessRequest, url: &str, buttons: Buttons<'_>) ->
     let mut head = vec![
         headline(request.status),
         plain_section(WORDS.status_sentence(request)),
-        facts(request),
-        link_line("Request page: ", url),
     ];
+    head.extend(WORDS.without_review(request).map(plain_section));
+    head.extend([facts(request), link_line("Request page: ", url)]);
     head.extend(approvals(request));
     head.extend(
         WORDS
@@ -519,6 +519,7 @@ mod tests {
             rejection: None,
             result: None,
             claimed_by: None,
+            auto_approval: None,
             offer: None,
         }
     }

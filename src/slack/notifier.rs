@@ -18,7 +18,7 @@ use super::surface::KIND;
 use super::web::{CallError, WebApi};
 use crate::config::{Config, SlackConfig};
 use crate::delivery::{Answer, Notifier, Stopping, Verdict};
-use crate::domain::{AccessRequest, Clock, Event, Millis, Status, YouMay};
+use crate::domain::{AccessRequest, AutoApproval, Clock, Event, Millis, Status, YouMay};
 use crate::expiring::ExpiringMap;
 use crate::service::Hoop;
 use crate::store::{Delivery, PostedMessage, Route};
@@ -123,8 +123,14 @@ impl SlackNotifier {
         deadline: Instant,
         stopping: &Stopping,
     ) -> Result<Vec<String>, Failure> {
-        // A request nobody had to approve has no card: nothing is waiting on anyone.
-        if request.approval_groups.is_empty() {
+        // A request whose review was skipped (an admin's own, an exempt group's) has a card in
+        // its channel only, so the run is seen where reviews are; it waits on nobody, so nobody
+        // gets a DM. One nobody had to approve otherwise has no card.
+        let skipped_review = request
+            .auto_approval
+            .as_ref()
+            .is_some_and(AutoApproval::skipped_review);
+        if request.approval_groups.is_empty() && !skipped_review {
             return Ok(Vec::new());
         }
         let url = crate::view::request_url(self.hoop.public_url(), &request.id);
@@ -145,8 +151,8 @@ impl SlackNotifier {
                 wanted.push(Copy::Approver(person.account.clone()));
             }
         }
-        // Once there is an outcome, the requester hears it.
-        if request.status != Status::Pending {
+        // Once there is an outcome of a review, the requester hears it.
+        if request.status != Status::Pending && !skipped_review {
             for person in linked.iter().filter(|p| p.is_requester) {
                 wanted.push(Copy::Requester(person.account.clone()));
             }

@@ -91,6 +91,8 @@ pub struct NewRequest {
     pub expires_at: Millis,
     pub decided_at: Option<Millis>,
     pub approval_groups: Vec<String>,
+    /// Why it is approved without review, if it is.
+    pub auto_approval: Option<crate::domain::AutoApproval>,
 }
 
 impl NewRequest {
@@ -123,6 +125,7 @@ impl NewRequest {
             rejection: None,
             result: None,
             claimed_by: None,
+            auto_approval: self.auto_approval,
             offer: None,
         }
     }

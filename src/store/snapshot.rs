@@ -38,7 +38,8 @@ pub fn read(text: &str) -> Result<AccessRequest, String> {
 mod tests {
     use super::*;
     use crate::domain::{
-        ExecutionResult, GroupApproval, GroupStatus, Rejection, StatementResult, Status,
+        AutoApproval, ExecutionResult, GroupApproval, GroupStatus, Rejection, StatementResult,
+        Status,
     };
 
     /// A snapshot as hoopbot has written it: every field of the request set (a request cannot
@@ -106,6 +107,9 @@ mod tests {
                 finished_at: Some("2024-12-06T15:47:42Z".into()),
             }),
             claimed_by: Some("racer".into()),
+            auto_approval: Some(AutoApproval::Exempt {
+                group: "sre".into(),
+            }),
             // Never part of a snapshot: only the agent that holds the offer may know it.
             offer: Some("offer-secret".into()),
         }
@@ -127,6 +131,18 @@ mod tests {
                 ..every_field_set()
             }
         );
+    }
+
+    #[test]
+    fn a_snapshot_from_before_auto_approvals_were_kept_reads_without_one() {
+        let mut older: serde_json::Value = serde_json::from_str(GOLDEN).unwrap();
+        older["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("auto_approval");
+        let read = read(&older.to_string()).expect("an older snapshot reads");
+        assert_eq!(read.auto_approval, None);
+        assert_eq!(read.claimed_by.as_deref(), Some("racer"));
     }
 
     #[test]

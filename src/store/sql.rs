@@ -18,13 +18,13 @@
 pub(super) const REQUEST_WITH_GROUPS: &str = "select r.id, r.connection, r.command, \
     r.command_sha256, r.requester, r.justification, r.status, r.created_at, r.expires_at, \
     r.decided_at, r.version, r.rejected_by, r.rejection_reason, r.rejected_at, r.rejected_via, \
-    r.result, r.agent, r.offer, a.group_name, a.status as group_status, \
+    r.result, r.agent, r.offer, r.auto_approval, a.group_name, a.status as group_status, \
     a.decided_by as group_decided_by, a.decided_at as group_decided_at, a.via as group_via \
     from access_request r left join access_request_approval a on a.request_id = r.id";
 
 pub(super) const REQUEST_COLUMNS: &str = "id, connection, command, command_sha256, requester, \
     justification, status, created_at, expires_at, decided_at, version, rejected_by, \
-    rejection_reason, rejected_at, rejected_via, result, agent, offer";
+    rejection_reason, rejected_at, rejected_via, result, agent, offer, auto_approval";
 
 /// `$first, $first+1, …` for `count` values, for `in (…)` lists.
 pub(super) fn placeholders(first: usize, count: usize) -> String {
@@ -60,6 +60,8 @@ pub(super) mod rows {
         pub created_at: Millis,
         pub expires_at: Millis,
         pub decided_at: Option<Millis>,
+        /// JSON text, as the column keeps it.
+        pub auto_approval: Option<String>,
     }
 
     #[derive(Serialize)]
@@ -712,11 +714,12 @@ macro_rules! sql_store {
                 if !inserts.requests.is_empty() {
                     sqlx::query(concat!(
                         "insert into access_request (id, connection, command, command_sha256, requester, \
-                         justification, status, created_at, expires_at, decided_at, version) \
+                         justification, status, created_at, expires_at, decided_at, auto_approval, version) \
                          select c.value ->> 'id', c.value ->> 'connection', c.value ->> 'command', \
                          c.value ->> 'command_sha256', c.value ->> 'requester', c.value ->> 'justification', \
                          c.value ->> 'status', cast(c.value ->> 'created_at' as bigint), \
-                         cast(c.value ->> 'expires_at' as bigint), cast(c.value ->> 'decided_at' as bigint), 1 \
+                         cast(c.value ->> 'expires_at' as bigint), cast(c.value ->> 'decided_at' as bigint), \
+                         c.value ->> 'auto_approval', 1 \
                          from ", $json_rows, " order by c.key"
                     ))
                     .bind(json_array(&inserts.requests))
@@ -1114,6 +1117,11 @@ macro_rules! sql_store {
                     .transpose()
                     .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?,
                 claimed_by: row.try_get("agent")?,
+                auto_approval: row
+                    .try_get::<Option<String>, _>("auto_approval")?
+                    .map(|json| serde_json::from_str(&json))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("auto_approval: {e}")))?,
                 offer: row.try_get("offer")?,
             })
         }

@@ -53,6 +53,10 @@ pub(super) fn inserts(writes: &[Write]) -> Inserts<'_> {
                 created_at: new.created_at,
                 expires_at: new.expires_at,
                 decided_at: new.decided_at,
+                auto_approval: new
+                    .auto_approval
+                    .as_ref()
+                    .map(|why| serde_json::to_string(why).expect("a reason serializes")),
             });
             for (position, group) in new.approval_groups.iter().enumerate() {
                 inserts.groups.push(rows::Group {
@@ -264,6 +268,7 @@ mod tests {
             expires_at: 61_000,
             decided_at: None,
             approval_groups: groups.iter().map(|g| g.to_string()).collect(),
+            auto_approval: None,
         }
     }
 
@@ -372,7 +377,12 @@ mod tests {
 
     #[test]
     fn new_requests_are_inserted_with_their_groups_in_order() {
-        let writes = vec![insert("r1", &["dba-team", "security"]), insert("r2", &[])];
+        let mut writes = vec![insert("r1", &["dba-team", "security"]), insert("r2", &[])];
+        if let Write::Insert { new, .. } = &mut writes[1] {
+            new.auto_approval = Some(crate::domain::AutoApproval::Exempt {
+                group: "sre".into(),
+            });
+        }
         let inserts = inserts(&writes);
         assert_eq!(
             json_of(&inserts.requests),
@@ -380,11 +390,13 @@ mod tests {
                 {"id": "r1", "connection": "prod-db", "command": "SELECT 1",
                  "command_sha256": crate::domain::command_sha256("SELECT 1"),
                  "requester": "alice@x.com", "justification": null, "status": "pending",
-                 "created_at": 1_000, "expires_at": 61_000, "decided_at": null},
+                 "created_at": 1_000, "expires_at": 61_000, "decided_at": null,
+                 "auto_approval": null},
                 {"id": "r2", "connection": "prod-db", "command": "SELECT 1",
                  "command_sha256": crate::domain::command_sha256("SELECT 1"),
                  "requester": "alice@x.com", "justification": null, "status": "pending",
-                 "created_at": 1_000, "expires_at": 61_000, "decided_at": null},
+                 "created_at": 1_000, "expires_at": 61_000, "decided_at": null,
+                 "auto_approval": r#"{"reason":"exempt_group","group":"sre"}"#},
             ])
         );
         assert_eq!(

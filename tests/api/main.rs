@@ -25,4 +25,5 @@ mod slack_manifests;
 mod slack_origin;
 mod waiting;
 mod webhooks;
+mod without_review;
 mod write_path;
