@@ -50,6 +50,32 @@ impl Hoop {
             .collect())
     }
 
+    /// The people who may approve `request` now and have linked no account of chat `kind`: for
+    /// a chat that can find them by their email, to link them (`link_verified_email`) before it
+    /// sends the request's messages.
+    pub async fn approvers_without_link(
+        &self,
+        kind: &str,
+        request: &AccessRequest,
+    ) -> Result<Vec<Identity>> {
+        let now = self.now().await?;
+        let approvers: Vec<Identity> = self
+            .users()
+            .into_iter()
+            .filter(|user| domain::you_may(request, user, now).may_approve())
+            .collect();
+        let emails: Vec<&str> = approvers.iter().map(|u| u.email.as_str()).collect();
+        let linked = self.store.accounts_of(kind, &emails).await?;
+        Ok(approvers
+            .into_iter()
+            .filter(|user| {
+                !linked
+                    .iter()
+                    .any(|link| link.email.eq_ignore_ascii_case(user.email.as_str()))
+            })
+            .collect())
+    }
+
     /// Every message of chat `kind` posted about request `id` (each copy of its card), oldest
     /// first.
     pub async fn posted_messages(&self, kind: &str, id: &str) -> Result<Vec<PostedMessage>> {

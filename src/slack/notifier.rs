@@ -48,6 +48,11 @@ const GONE: [&str; 9] = [
     "user_disabled",
 ];
 
+/// How long an approver's email that found no confirmed Slack user is not asked about again.
+const UNMATCHED_EMAIL_FOR: Duration = Duration::from_secs(60 * 60);
+/// Approvers' emails one attempt asks Slack about at most; the rest are asked by later ones.
+const LOOKUPS_PER_ATTEMPT: usize = 20;
+
 /// Posts and updates request cards in Slack.
 pub struct SlackNotifier {
     /// Linked accounts and posted messages, through the service's use cases.
@@ -56,6 +61,8 @@ pub struct SlackNotifier {
     web: WebApi,
     pacer: Pacer,
     address_sha256: String,
+    /// Emails Slack had no confirmed user for, until they may be asked about again.
+    unmatched: Mutex<ExpiringMap<String, (), Millis>>,
 }
 
 /// One copy of a card, as `posted_message.destination` names it.
@@ -99,8 +106,10 @@ impl SlackNotifier {
         let Some(slack) = config.slack.clone() else {
             return Ok(None);
         };
+        let now = clock.clone();
         Ok(Some(SlackNotifier {
             web: WebApi::new(&slack.api_base_url, &slack.bot_token)?,
+            unmatched: Mutex::new(ExpiringMap::with_clock(PACED_CHANNELS, move || now.now())),
             pacer: Pacer::new(slack.message_interval, clock),
             address_sha256: hex::encode(Sha256::digest(slack.api_base_url.as_bytes())),
             hoop,
@@ -139,6 +148,9 @@ impl SlackNotifier {
             .posted_messages(KIND, &request.id)
             .await
             .map_err(Failure::store)?;
+        if self.slack().link_by_email && request.status == Status::Pending {
+            self.link_approvers_by_email(request).await?;
+        }
         // Everyone the request concerns who has linked a Slack account, in one query.
         let linked = self.linked_people(request).await?;
         let mut wanted: Vec<Copy> = Vec::new();
@@ -284,6 +296,64 @@ impl SlackNotifier {
             }
         };
         self.record(request, copy, earlier, external).await
+    }
+
+    /// With `link_by_email`: links each approver the request waits on who has no Slack account
+    /// linked yet to the workspace's user with their email (`users.lookupByEmail`), when Slack
+    /// says that user confirmed it — as `/hoop subscribe` would, audited as a link by email — so
+    /// they get their DM and their clicks count without ever subscribing. An email with no such
+    /// user is not asked about again for an hour; a failed call only leaves the DM for later.
+    async fn link_approvers_by_email(&self, request: &AccessRequest) -> Result<(), Failure> {
+        let unlinked = self
+            .hoop
+            .approvers_without_link(KIND, request)
+            .await
+            .map_err(Failure::store)?;
+        let unasked = unlinked.iter().filter(|user| {
+            let unmatched = self.unmatched.lock().expect("unmatched emails lock");
+            unmatched.get(user.email.as_str()).is_none()
+        });
+        for user in unasked.take(LOOKUPS_PER_ATTEMPT) {
+            let email = user.email.as_str();
+            let found = match self.web.lookup_by_email(email).await {
+                Ok(found) => found,
+                Err(CallError::Refused { code }) if code == "users_not_found" => {
+                    serde_json::Value::Null
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "cannot look an approver up by email in Slack yet");
+                    return Ok(());
+                }
+            };
+            let account = &found["user"];
+            let confirmed = account["is_email_confirmed"].as_bool() == Some(true)
+                && account["profile"]["email"]
+                    .as_str()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email));
+            match account["id"].as_str() {
+                // A Slack account already linked (by a code, to another user) keeps its link.
+                Some(id)
+                    if confirmed
+                        && self
+                            .hoop
+                            .linked_identity(KIND, id)
+                            .await
+                            .map_err(Failure::store)?
+                            .is_none() =>
+                {
+                    self.hoop
+                        .link_verified_email(KIND, id, email)
+                        .await
+                        .map_err(Failure::store)?;
+                }
+                _ => {
+                    let mut unmatched = self.unmatched.lock().expect("unmatched emails lock");
+                    let until = unmatched.now() + UNMATCHED_EMAIL_FOR.as_millis() as Millis;
+                    unmatched.insert(email.to_string(), (), until);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The linked Slack accounts of the request's possible approvers and its requester, with

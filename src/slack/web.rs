@@ -183,6 +183,17 @@ impl WebApi {
         .await
     }
 
+    /// `users.lookupByEmail`, as Slack sent it: the workspace's user with that email, if any.
+    pub async fn lookup_by_email(&self, email: &str) -> Result<serde_json::Value, CallError> {
+        let params = vec![("email", Some(email.to_string()))];
+        self.call(async |s| {
+            s.http_session_api
+                .http_get("users.lookupByEmail", &params, None)
+                .await
+        })
+        .await
+    }
+
     /// `auth.test`: who the bot token belongs to, `(team, bot user)`.
     pub async fn auth_test(&self) -> Result<(String, String), CallError> {
         let me = self.call(async |s| s.auth_test().await).await?;

@@ -251,6 +251,20 @@ async fn answer(
                 None => json!({ "ok": false, "error": "user_not_found" }),
             }
         }
+        "users.lookupByEmail" => {
+            let email = body["email"].as_str().unwrap_or_default();
+            let users = fake.users.lock().unwrap();
+            match users
+                .iter()
+                .find(|(_, (e, _))| e.eq_ignore_ascii_case(email))
+            {
+                Some((id, (email, confirmed))) => json!({ "ok": true, "user": {
+                    "id": id, "team_id": "T0TEST", "name": id,
+                    "is_email_confirmed": confirmed,
+                    "profile": { "email": email, "real_name": id } } }),
+                None => json!({ "ok": false, "error": "users_not_found" }),
+            }
+        }
         "auth.test" => {
             json!({ "ok": true, "url": "https://hoop-test.slack.com/", "team": "Hoop Test",
                                "user": "hoopbot", "team_id": TEAM, "user_id": "U0BOT", "bot_id": "B0BOT" })

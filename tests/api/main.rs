@@ -22,6 +22,7 @@ mod security;
 mod shares;
 mod slack;
 mod slack_manifests;
+mod slack_onboarding;
 mod slack_origin;
 mod waiting;
 mod webhooks;
