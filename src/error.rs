@@ -28,6 +28,9 @@ pub enum Error {
     TooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A signed chat request whose signature was seen before: a replay, and nothing was done.
+    #[error("this signed request was already received")]
+    Replayed,
     /// The client took too long to send its request.
     #[error("{0}")]
     Timeout(String),
@@ -46,7 +49,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidInput(_) => "invalid_input",
-            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Unauthenticated(_) | Error::Replayed => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
             Error::NotInGroup(_) => "not_in_group",
             Error::SelfApproval => "self_approval",

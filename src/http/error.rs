@@ -22,7 +22,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthenticated(_) | Error::Replayed => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::NotInGroup(_) | Error::SelfApproval => {
                 StatusCode::FORBIDDEN
             }

@@ -17,7 +17,8 @@ use slack_morphism::prelude::*;
 
 use super::extract::RawBody;
 use crate::error::Error;
-use crate::slack::{Click, NotAdmitted, Sender, Slack, signature};
+use crate::service::Signed;
+use crate::slack::{Click, NotAdmitted, Replayed, Sender, Slack, signature};
 
 /// Slack's payloads echo the card that was clicked, so they can be large; a card is well under
 /// this (see `slack::card`), even URL-encoded.
@@ -44,6 +45,24 @@ pub fn router<S>(slack: Arc<Slack>) -> Router<S> {
 /// Whether Slack signed `body` with the app's secret, within five minutes of now, and this is the
 /// first time any replica sees that signature; 401 if not.
 async fn verified(slack: &Slack, headers: &HeaderMap, body: &Bytes) -> Result<(), Error> {
+    let signed = signed(slack, headers, body)?;
+    if !slack.hoop().first_sighting(&signed).await? {
+        return Err(replayed());
+    }
+    Ok(())
+}
+
+/// A replay: 401, nothing done.
+fn replayed() -> Error {
+    tracing::warn!("refused a replayed request from Slack (its signature was seen before)");
+    Error::Unauthenticated("this request from Slack was already received".into())
+}
+
+/// Whether Slack signed `body` with the app's secret, within five minutes of now; 401 if not.
+/// The signature covers the timestamp and the body, so a different request has a different one;
+/// the same one again is a replay (Slack does not resend a request it got an answer to), which
+/// whoever acts on the request must refuse, with [`verified`] or in the decision's own write.
+fn signed(slack: &Slack, headers: &HeaderMap, body: &Bytes) -> Result<Signed, Error> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     let presented = header("x-slack-signature");
@@ -58,16 +77,7 @@ async fn verified(slack: &Slack, headers: &HeaderMap, body: &Bytes) -> Result<()
         tracing::warn!(%refused, "refused a request claiming to come from Slack");
         Error::Unauthenticated("this request is not signed by Slack".into())
     })?;
-    // The signature covers the timestamp and the body, so a different request has a different
-    // one; the same one again is a replay (Slack does not resend a request it got an answer to).
-    let signature = presented.unwrap_or_default();
-    if !slack.hoop().first_sighting_of_signature(signature).await? {
-        tracing::warn!("refused a replayed request from Slack (its signature was seen before)");
-        return Err(Error::Unauthenticated(
-            "this request from Slack was already received".into(),
-        ));
-    }
-    Ok(())
+    Ok(Signed::new(presented.unwrap_or_default()))
 }
 
 /// Whether `sender` is the workspace and app hoopbot serves: 401 if another, 400 if the payload
@@ -108,7 +118,9 @@ async fn interaction(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, Error> {
-    verified(&slack, &headers, &body).await?;
+    // A click's signature is recorded with the decision it makes (one write, not two); any other
+    // interaction's before it is acted on.
+    let signed = signed(&slack, &headers, &body)?;
     let form: InteractionForm = serde_urlencoded::from_bytes(&body)
         .map_err(|e| Error::InvalidInput(format!("not an interaction: {e}")))?;
     let not_an_interaction =
@@ -118,8 +130,13 @@ async fn interaction(
     let click: Click = serde_json::from_str(&form.payload).map_err(not_an_interaction)?;
     admitted(&slack, &Sender::of_interaction(&click)).await?;
     if click.kind == "block_actions" {
-        slack.click(click).await;
-        return Ok(().into_response());
+        return match slack.click(click, Some(&signed)).await {
+            Ok(()) => Ok(().into_response()),
+            Err(Replayed) => Err(replayed()),
+        };
+    }
+    if !slack.hoop().first_sighting(&signed).await? {
+        return Err(replayed());
     }
     let event: SlackInteractionEvent =
         serde_json::from_str(&form.payload).map_err(not_an_interaction)?;

@@ -50,7 +50,7 @@ pub use accounts::{LINK_CODE_TTL, LinkCode};
 pub use deliveries::{WebhookEndpoints, WebhookPing};
 pub use link_attempts::{LINK_FAILURE_WINDOW, LINK_FAILURES_PER_SOURCE, LINK_FAILURES_PER_USER};
 pub use messages::LinkedPerson;
-pub use replays::SIGNATURES_PASS_FOR_AT_MOST;
+pub use replays::{SIGNATURES_PASS_FOR_AT_MOST, Signed};
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]
@@ -307,6 +307,20 @@ impl Hoop {
         decision: Decision,
         channel: Surface,
     ) -> Result<AccessRequest> {
+        self.decide_once(actor, id, decision, channel, None).await
+    }
+
+    /// [`Hoop::decide`] for a signed chat request, made only if its signature is seen for the
+    /// first time (on any replica) and recorded in the same transaction as the decision:
+    /// [`Error::Replayed`] and no change when it was seen before.
+    pub async fn decide_once(
+        &self,
+        actor: &Identity,
+        id: &str,
+        decision: Decision,
+        channel: Surface,
+        signed: Option<&Signed>,
+    ) -> Result<AccessRequest> {
         if let Decision::Reject { reason } = &decision {
             if reason.len() > MAX_REASON_BYTES {
                 return Err(Error::InvalidInput(format!(
@@ -322,8 +336,12 @@ impl Hoop {
         if id.contains('\0') {
             return Err(not_found());
         }
+        let mut signed = signed;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.now().await?;
+            // Recorded by the first attempt's transaction, whether its decision won or lost: a
+            // later attempt does not bring it again.
+            let once = signed.take().map(|signed| signed.seen_at(now));
             // The store's writer reads the request and applies what the rules make of it in one
             // transaction; an overdue pending request is expired on the spot.
             let make = {
@@ -337,10 +355,11 @@ impl Hoop {
                     Err(_) => None,
                 }
             };
-            let request = match self.store.read_and_apply(id, Box::new(make)).await {
+            let request = match self.store.read_and_apply(id, Box::new(make), once).await {
                 Ok(Some(request)) => request,
                 Ok(None) => return Err(not_found()),
                 Err(StoreError::Conflict) => continue,
+                Err(StoreError::Replayed) => return Err(Error::Replayed),
                 Err(e) => return Err(e.into()),
             };
             // The same rules on the same reading say what was done, or why not.

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::Hoop;
 use crate::domain::Millis;
 use crate::error::Result;
+use crate::store::Sighting;
 
 /// The longest a chat's signature may pass its time check in all (Slack: 300 s either side of
 /// its timestamp). A surface whose signatures pass for longer must not use this check.
@@ -23,12 +24,38 @@ const REMEMBERED_FOR: Duration =
 /// table does not grow, and a backlog is worked off over a few sweeps instead of one long delete.
 const FORGET_BATCH: i64 = 50_000;
 
+/// A signed chat request, to be acted on once: what is remembered of its signature (the
+/// SHA-256). A decision can carry it ([`Hoop::decide_once`]), so the sighting is recorded in the
+/// decision's own write instead of one of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    sha256: String,
+}
+
+impl Signed {
+    pub fn new(signature: &str) -> Signed {
+        Signed {
+            sha256: hex::encode(Sha256::digest(signature.as_bytes())),
+        }
+    }
+
+    /// The sighting of this signature at `at`, as the store records it.
+    pub(super) fn seen_at(&self, at: Millis) -> Sighting {
+        Sighting {
+            sha256: self.sha256.clone(),
+            at,
+        }
+    }
+}
+
 impl Hoop {
-    /// Whether `signature` is seen here for the first time, on any replica; it is remembered
-    /// from now on.
-    pub async fn first_sighting_of_signature(&self, signature: &str) -> Result<bool> {
-        let sha256 = hex::encode(Sha256::digest(signature.as_bytes()));
-        Ok(self.store.first_sighting(&sha256, self.clock.now()).await?)
+    /// Whether `signed` is seen here for the first time, on any replica; it is remembered from
+    /// now on.
+    pub async fn first_sighting(&self, signed: &Signed) -> Result<bool> {
+        Ok(self
+            .store
+            .first_sighting(&signed.sha256, self.clock.now())
+            .await?)
     }
 
     /// Forgets signatures that could no longer pass their time check (part of a sweep).

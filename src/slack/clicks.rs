@@ -16,6 +16,11 @@ use super::surface::Slack;
 use crate::display::single_line;
 use crate::domain::{Decision, Identity, Surface, you_may};
 use crate::error::Error;
+use crate::service::Signed;
+
+/// A click whose signature was seen before: a replay, and nothing was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed;
 use crate::sentences::TROUBLE;
 
 /// What hoopbot reads of a `block_actions` payload: who clicked where, and which buttons. Over
@@ -83,7 +88,8 @@ impl Slack {
     pub async fn interaction(&self, event: SlackInteractionEvent) -> SlackInteractionResponse {
         match event {
             SlackInteractionEvent::BlockActions(click) => {
-                self.click(Click::from(&click)).await;
+                // Over Socket Mode, where only Slack can send: no signature, so never a replay.
+                let _never_replayed = self.click(Click::from(&click), None).await;
                 SlackInteractionResponse::Empty
             }
             SlackInteractionEvent::ViewSubmission(submitted) => {
@@ -95,9 +101,13 @@ impl Slack {
     }
 
     /// Decides on each decision button of a click (Slack sends one).
-    pub async fn click(&self, click: Click) {
+    /// `signed`: the request's signature, over HTTP. It is recorded with the first thing the click
+    /// does (its decision, or before the reject modal opens); [`Replayed`] when it was seen
+    /// before, and nothing is done.
+    pub async fn click(&self, click: Click, signed: Option<&Signed>) -> Result<(), Replayed> {
+        let mut signed = signed;
         let Some(user) = click.user.map(|u| u.id) else {
-            return;
+            return Ok(());
         };
         let channel = click.channel.map(|c| c.id);
         for action in &click.actions {
@@ -130,15 +140,36 @@ impl Slack {
                 let decision = Decision::Approve {
                     group: value.group.clone(),
                 };
-                if let Err(e) = self
+                match self
                     .hoop
-                    .decide(&me, &value.request_id, decision, Surface::Slack)
+                    .decide_once(
+                        &me,
+                        &value.request_id,
+                        decision,
+                        Surface::Slack,
+                        signed.take(),
+                    )
                     .await
                 {
-                    let why = self.refusal(&value.request_id, &e).await;
-                    self.tell(channel.clone(), user.clone(), why);
+                    Ok(_) => {}
+                    Err(Error::Replayed) => return Err(Replayed),
+                    Err(e) => {
+                        let why = self.refusal(&value.request_id, &e).await;
+                        self.tell(channel.clone(), user.clone(), why);
+                    }
                 }
             } else {
+                if let Some(signed) = signed.take() {
+                    match self.hoop.first_sighting(signed).await {
+                        Ok(true) => {}
+                        Ok(false) => return Err(Replayed),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot record a Slack request's signature");
+                            self.tell(channel.clone(), user.clone(), TROUBLE.into());
+                            continue;
+                        }
+                    }
+                }
                 self.ask_reason(
                     &me,
                     &value.request_id,
@@ -149,6 +180,7 @@ impl Slack {
                 .await;
             }
         }
+        Ok(())
     }
 
     /// Opens the reject modal, unless the rules already say this person cannot reject.

@@ -12,7 +12,7 @@ mod surface;
 pub mod web;
 mod workspace;
 
-pub use clicks::Click;
+pub use clicks::{Click, Replayed};
 pub use commands::Subcommand;
 pub use notifier::SlackNotifier;
 pub use surface::{KIND, Slack};

@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, Change, Decide, NewRequest, OutboxEntry, StoreError, StoreResult};
-use crate::domain::{AccessRequest, Millis};
+use super::{
+    AuditEntry, Change, Decide, NewRequest, OutboxEntry, Sighting, StoreError, StoreResult,
+};
+use crate::domain::AccessRequest;
 
 /// Writes one group commit takes at most; the rest wait for the next.
 pub(super) const MAX_GROUP: usize = 256;
@@ -39,11 +41,17 @@ pub(super) enum Write {
     /// A compare-and-set on a request; [`StoreError::Conflict`] when it lost.
     Apply(Box<Change>),
     /// A request read in the group's transaction, and the compare-and-set `decide` makes of it;
-    /// [`StoreError::Conflict`] when another replica changed the request first.
-    Decide { request_id: String, decide: Decide },
-    /// A chat request's signature (its SHA-256) seen at `at`; [`StoreError::Conflict`] when it
-    /// was seen before (see `signatures.rs`).
-    Sighting { sha256: String, at: Millis },
+    /// [`StoreError::Conflict`] when another replica changed the request first. With `once`, a
+    /// signature's SHA-256 that must be seen for the first time, and is recorded with it;
+    /// [`StoreError::Replayed`] (and no change) when it was seen before.
+    Decide {
+        request_id: String,
+        decide: Decide,
+        once: Option<Sighting>,
+    },
+    /// A chat request's signature seen; [`StoreError::Conflict`] when it was seen before (see
+    /// `signatures.rs`).
+    Sighting(Sighting),
 }
 
 impl Write {
@@ -53,7 +61,7 @@ impl Write {
             Write::Insert { new, .. } => &new.id,
             Write::Apply(change) => &change.request_id,
             Write::Decide { request_id, .. } => request_id,
-            Write::Sighting { sha256, .. } => sha256,
+            Write::Sighting(sighting) => &sighting.sha256,
         }
     }
 }
@@ -275,6 +283,7 @@ mod tests {
         Write::Decide {
             request_id: subject.into(),
             decide: Box::new(|_| None),
+            once: None,
         }
     }
 

@@ -38,7 +38,7 @@ pub use deliveries::{
     DestinationStats, Finished, Leases, Next, PostedMessage, Route, Router, Shares,
 };
 pub use postgres::PostgresStore;
-pub use signatures::Signatures;
+pub use signatures::{Sighting, Signatures};
 pub use sqlite::SqliteStore;
 pub use token_cache::TOKEN_TTL;
 
@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The request changed since it was read; re-read and decide again.
     #[error("the request changed concurrently")]
     Conflict,
+    /// The signed request a decision came with was seen before: a replay, and nothing was done.
+    #[error("this signed request was already received")]
+    Replayed,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error("stored data is invalid: {0}")]
@@ -394,8 +397,16 @@ pub trait Store: Deliveries + Accounts + Signatures + Send + Sync + 'static {
     async fn apply(&self, change: &Change) -> StoreResult<()>;
     /// Reads request `id` in the writer's transaction and applies the change `decide` makes of
     /// it, if any, in that same transaction; returns the request as read (`None`: no such
-    /// request). [`StoreError::Conflict`] when another replica changed it in between.
-    async fn read_and_apply(&self, id: &str, decide: Decide) -> StoreResult<Option<AccessRequest>>;
+    /// request). [`StoreError::Conflict`] when another replica changed it in between. With
+    /// `once` (a chat request's signature, seen now), the change is made only if that signature
+    /// is seen for the first time, and the sighting is recorded in the same transaction; [`StoreError::Replayed`]
+    /// if it was seen before.
+    async fn read_and_apply(
+        &self,
+        id: &str,
+        decide: Decide,
+        once: Option<Sighting>,
+    ) -> StoreResult<Option<AccessRequest>>;
 
     /// Moves up to `limit` requests that are `overdue`, each by the change `step` makes of it, in
     /// one transaction that holds them: on Postgres rows another replica is moving are skipped

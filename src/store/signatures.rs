@@ -9,6 +9,13 @@ use async_trait::async_trait;
 use super::StoreResult;
 use crate::domain::Millis;
 
+/// A chat request's signature seen at a time: its SHA-256, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub sha256: String,
+    pub at: Millis,
+}
+
 #[async_trait]
 pub trait Signatures: Send + Sync {
     /// Records the signature whose SHA-256 is `sha256` as seen at `now`; true if it was not seen
@@ -29,10 +36,10 @@ macro_rules! signature_store {
                 sha256: &str,
                 now: $crate::domain::Millis,
             ) -> StoreResult<bool> {
-                let sighting = Write::Sighting {
+                let sighting = Write::Sighting($crate::store::Sighting {
                     sha256: sha256.to_string(),
                     at: now,
-                };
+                });
                 match self.writes.write(sighting).await {
                     Ok(_) => Ok(true),
                     Err(StoreError::Conflict) => Ok(false),

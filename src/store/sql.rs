@@ -236,8 +236,13 @@ macro_rules! sql_store {
             }
 
             #[tracing::instrument(skip_all, fields(request_id = %id), err(level = "debug"))]
-            async fn read_and_apply(&self, id: &str, decide: Decide) -> StoreResult<Option<AccessRequest>> {
-                self.writes.write(Write::Decide { request_id: id.to_string(), decide }).await
+            async fn read_and_apply(
+                &self,
+                id: &str,
+                decide: Decide,
+                once: Option<$crate::store::Sighting>,
+            ) -> StoreResult<Option<AccessRequest>> {
+                self.writes.write(Write::Decide { request_id: id.to_string(), decide, once }).await
             }
 
             #[tracing::instrument(skip_all, err)]
@@ -739,6 +744,24 @@ macro_rules! sql_store {
                     .await?;
                 }
 
+                // Signatures first: a decision that came with one already seen makes no change.
+                let sightings = write_plan::sightings(writes);
+                let mut inserted = std::collections::HashSet::new();
+                if !sightings.is_empty() {
+                    // `where true`: SQLite reads `on conflict` after a bare `from` as a join's.
+                    let first: Vec<String> = sqlx::query_scalar(concat!(
+                        "insert into slack_signature (sha256, seen_at) \
+                         select c.value ->> 'sha256', cast(c.value ->> 'at' as bigint) from ", $json_rows, " \
+                         where true on conflict (sha256) do nothing returning sha256"
+                    ))
+                    .bind(json_array(&sightings))
+                    .bind(sightings.len() as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    inserted.extend(first);
+                }
+                let sighted = write_plan::sighted(writes, &inserted);
+
                 let reads = write_plan::reads(writes);
                 let mut read = std::collections::HashMap::new();
                 if !reads.is_empty() {
@@ -756,7 +779,7 @@ macro_rules! sql_store {
                         read.insert(request.id.clone(), request);
                     }
                 }
-                let plan = write_plan::Plan::new(writes, read);
+                let plan = write_plan::Plan::new(writes, read, sighted);
 
                 // On Postgres the deadline is also checked against the database's clock at the
                 // moment of the update, so no decision lands after it, however late it commits.
@@ -788,20 +811,6 @@ macro_rules! sql_store {
                     for row in rows {
                         won.insert(row.try_get::<String, _>("id")?);
                     }
-                }
-                let sightings = write_plan::sightings(writes);
-                if !sightings.is_empty() {
-                    // `where true`: SQLite reads `on conflict` after a bare `from` as a join's.
-                    let first: Vec<String> = sqlx::query_scalar(concat!(
-                        "insert into slack_signature (sha256, seen_at) \
-                         select c.value ->> 'sha256', cast(c.value ->> 'at' as bigint) from ", $json_rows, " \
-                         where true on conflict (sha256) do nothing returning sha256"
-                    ))
-                    .bind(json_array(&sightings))
-                    .bind(sightings.len() as i64)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    won.extend(first);
                 }
                 let settled = plan.settle(&won);
 

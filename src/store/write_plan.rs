@@ -4,17 +4,19 @@
 //!
 //! 1. [`inserts`]: the new requests and their approval groups;
 //! 2. [`reads`]: the requests the group's decisions are made on, read in its transaction;
-//! 3. [`sightings`]: the signatures seen, inserted unless seen before;
-//! 4. [`Plan::new`], given those requests: each write's change, and [`Plan::compare_and_sets`];
-//! 5. [`Plan::settle`], given the requests whose compare-and-set won and the signatures that are
-//!    new: the group approvals to record, the outbox entries and audit events in order, what to
-//!    announce, and each caller's outcome.
+//! 3. [`sightings`]: the signatures seen, inserted unless seen before, and [`sighted`]: which
+//!    writes saw theirs first;
+//! 4. [`Plan::new`], given those requests and sightings: each write's change (none for a
+//!    decision whose signature was seen before), and [`Plan::compare_and_sets`];
+//! 5. [`Plan::settle`], given the requests whose compare-and-set won: the group approvals to
+//!    record, the outbox entries and audit events in order, what to announce, and each caller's
+//!    outcome.
 
 use std::collections::{HashMap, HashSet};
 
 use super::group_commit::{Outcome, Write};
 use super::sql::rows;
-use super::{AuditEntry, Change, OutboxEntry, StoreError, StoreResult};
+use super::{AuditEntry, Change, OutboxEntry, Sighting, StoreError, StoreResult};
 use crate::domain::{AccessRequest, Millis, Status};
 
 /// The result `change` records, as the `result` column holds it (JSON text).
@@ -82,14 +84,39 @@ pub(super) fn reads(writes: &[Write]) -> Vec<rows::Id<'_>> {
         .collect()
 }
 
+/// The signature write `i` records as seen, if any: a sighting's, or a decision's `once`.
+fn sighting_of(write: &Write) -> Option<&Sighting> {
+    match write {
+        Write::Sighting(sighting) => Some(sighting),
+        Write::Decide { once, .. } => once.as_ref(),
+        _ => None,
+    }
+}
+
 /// The signatures `writes` record as seen, for an insert that skips those seen before and
-/// returns the others: the writes of the signatures it returns are their first sightings.
+/// returns the others (see [`sighted`]).
 pub(super) fn sightings(writes: &[Write]) -> Vec<rows::Sighting<'_>> {
     writes
         .iter()
-        .filter_map(|write| match write {
-            Write::Sighting { sha256, at } => Some(rows::Sighting { sha256, at: *at }),
-            _ => None,
+        .filter_map(sighting_of)
+        .map(|s| rows::Sighting {
+            sha256: &s.sha256,
+            at: s.at,
+        })
+        .collect()
+}
+
+/// For each write that records a signature, whether it is that signature's first sighting:
+/// the insert returned it (`inserted`) and no earlier write of the group has it. (A group holds
+/// at most one write per subject, but a decision's subject is its request, so two writes may
+/// bring the same signature: only the first is new.)
+pub(super) fn sighted(writes: &[Write], inserted: &HashSet<String>) -> Vec<Option<bool>> {
+    let mut taken = HashSet::new();
+    writes
+        .iter()
+        .map(|write| {
+            let sha256 = &sighting_of(write)?.sha256;
+            Some(inserted.contains(sha256) && taken.insert(sha256.as_str()))
         })
         .collect()
 }
@@ -101,6 +128,8 @@ pub(super) struct Plan<'w> {
     read: HashMap<String, AccessRequest>,
     /// The changes the `Decide` writes made, by the index of their write.
     made: Vec<Option<Change>>,
+    /// For each write that records a signature, whether it is new (see [`sighted`]).
+    sighted: Vec<Option<bool>>,
 }
 
 /// What follows from a group's compare-and-sets, given which of them won.
@@ -122,16 +151,30 @@ pub(super) struct Settled<'p> {
 
 impl<'w> Plan<'w> {
     /// Each write's change: an `Apply` as given, a `Decide` as its closure makes it of its request
-    /// as `read` (none if it makes none, or the request does not exist).
-    pub(super) fn new(writes: &'w [Write], read: HashMap<String, AccessRequest>) -> Plan<'w> {
+    /// as `read` (none if it makes none, the request does not exist, or the signature it came
+    /// with was seen before).
+    pub(super) fn new(
+        writes: &'w [Write],
+        read: HashMap<String, AccessRequest>,
+        sighted: Vec<Option<bool>>,
+    ) -> Plan<'w> {
         let made = writes
             .iter()
-            .map(|write| match write {
-                Write::Decide { request_id, decide } => read.get(request_id).and_then(decide),
+            .zip(&sighted)
+            .map(|(write, sighted)| match write {
+                Write::Decide { .. } if *sighted == Some(false) => None,
+                Write::Decide {
+                    request_id, decide, ..
+                } => read.get(request_id).and_then(decide),
                 _ => None,
             })
             .collect();
-        Plan { writes, read, made }
+        Plan {
+            writes,
+            read,
+            made,
+            sighted,
+        }
     }
 
     /// The change write `i` makes, if any.
@@ -139,7 +182,7 @@ impl<'w> Plan<'w> {
         match &self.writes[i] {
             Write::Apply(change) => Some(change),
             Write::Decide { .. } => self.made[i].as_ref(),
-            Write::Insert { .. } | Write::Sighting { .. } => None,
+            Write::Insert { .. } | Write::Sighting(_) => None,
         }
     }
 
@@ -173,9 +216,8 @@ impl<'w> Plan<'w> {
             .collect()
     }
 
-    /// What the group writes after its compare-and-sets, and answers, given the subjects whose
-    /// write took effect (`won`): the requests whose compare-and-set won and the signatures
-    /// seen for the first time. A change that lost contributes nothing.
+    /// What the group writes after its compare-and-sets, and answers, given the requests whose
+    /// compare-and-set `won`. A change that lost contributes nothing.
     pub(super) fn settle(&self, won: &HashSet<String>) -> Settled<'_> {
         // One write per request in a group, so its request id says whether its change won.
         let applied: Vec<&Change> = self
@@ -224,13 +266,13 @@ impl<'w> Plan<'w> {
                 let lost = self
                     .change_of(i)
                     .is_some_and(|change| !won.contains(&change.request_id));
+                let replayed = self.sighted[i] == Some(false);
                 match write {
                     _ if lost => Err(StoreError::Conflict),
+                    Write::Decide { .. } if replayed => Err(StoreError::Replayed),
                     Write::Decide { request_id, .. } => Ok(self.read.get(request_id).cloned()),
-                    Write::Sighting { sha256, .. } if !won.contains(sha256) => {
-                        Err(StoreError::Conflict)
-                    }
-                    Write::Insert { .. } | Write::Apply(_) | Write::Sighting { .. } => Ok(None),
+                    Write::Sighting(_) if replayed => Err(StoreError::Conflict),
+                    Write::Insert { .. } | Write::Apply(_) | Write::Sighting(_) => Ok(None),
                 }
             })
             .collect();
@@ -343,6 +385,7 @@ mod tests {
                 change.outbox = vec![entry("access_request.rejected", request)];
                 Some(change)
             }),
+            once: None,
         }
     }
 
@@ -408,7 +451,7 @@ mod tests {
         );
         assert!(reads(&writes).is_empty());
 
-        let plan = Plan::new(&writes, HashMap::new());
+        let plan = Plan::new(&writes, HashMap::new(), sighted(&writes, &HashSet::new()));
         assert!(plan.compare_and_sets().unwrap().is_empty());
         let settled = plan.settle(&HashSet::new());
         assert!(settled.approvals.is_empty());
@@ -437,7 +480,11 @@ mod tests {
         let writes = vec![rejecting("r1")];
         assert_eq!(json_of(&reads(&writes)), json!([{"id": "r1"}]));
 
-        let plan = Plan::new(&writes, reading(std::slice::from_ref(&r1)));
+        let plan = Plan::new(
+            &writes,
+            reading(std::slice::from_ref(&r1)),
+            sighted(&writes, &HashSet::new()),
+        );
         assert_eq!(
             json_of(&plan.compare_and_sets().unwrap()),
             json!([{
@@ -461,14 +508,63 @@ mod tests {
         assert!(matches!(&settled.outcomes[..], [Ok(Some(r))] if *r == r1));
     }
 
+    /// A decision that came with a signature seen before makes no change and answers
+    /// `Replayed`; of two writes bringing the same new signature, only the first is new.
+    #[test]
+    fn a_decision_whose_signature_was_seen_before_is_not_made() {
+        let (r1, r2) = (read("r1", &["dba-team"]), read("r2", &["dba-team"]));
+        let signed = |id: &str, sha256: &str| {
+            let mut write = rejecting(id);
+            if let Write::Decide { once, .. } = &mut write {
+                *once = Some(Sighting {
+                    sha256: sha256.into(),
+                    at: 2_000,
+                });
+            }
+            write
+        };
+        let writes = vec![
+            signed("r1", "seen"),
+            signed("r2", "new"),
+            Write::Sighting(Sighting {
+                sha256: "new".into(),
+                at: 2_000,
+            }),
+        ];
+        assert_eq!(
+            json_of(&sightings(&writes)),
+            json!([{"sha256": "seen", "at": 2_000}, {"sha256": "new", "at": 2_000},
+                   {"sha256": "new", "at": 2_000}])
+        );
+        // The insert returned only "new": "seen" was there before.
+        let sighted = sighted(&writes, &won(&["new"]));
+        assert_eq!(sighted, [Some(false), Some(true), Some(false)]);
+
+        let plan = Plan::new(&writes, reading(&[r1, r2.clone()]), sighted);
+        let compare_and_sets = json_of(&plan.compare_and_sets().unwrap());
+        assert_eq!(compare_and_sets.as_array().unwrap().len(), 1);
+        assert_eq!(compare_and_sets[0]["id"], "r2");
+        let settled = plan.settle(&won(&["r2"]));
+        assert_eq!(audit_order(&settled), ["r2 rejected"]);
+        assert!(matches!(
+            &settled.outcomes[..],
+            [Err(StoreError::Replayed), Ok(Some(r)), Err(StoreError::Conflict)] if *r == r2
+        ));
+    }
+
     #[test]
     fn a_decision_that_makes_no_change_writes_nothing_and_answers_the_request_read() {
         let r1 = read("r1", &["dba-team"]);
         let writes = vec![Write::Decide {
             request_id: "r1".into(),
             decide: Box::new(|_| None),
+            once: None,
         }];
-        let plan = Plan::new(&writes, reading(std::slice::from_ref(&r1)));
+        let plan = Plan::new(
+            &writes,
+            reading(std::slice::from_ref(&r1)),
+            sighted(&writes, &HashSet::new()),
+        );
         assert!(plan.compare_and_sets().unwrap().is_empty());
         let settled = plan.settle(&HashSet::new());
         assert!(settled.approvals.is_empty());
@@ -480,7 +576,7 @@ mod tests {
     #[test]
     fn a_decision_on_a_missing_request_is_not_made_and_answers_none() {
         let writes = vec![rejecting("gone")];
-        let plan = Plan::new(&writes, HashMap::new());
+        let plan = Plan::new(&writes, HashMap::new(), sighted(&writes, &HashSet::new()));
         assert!(plan.compare_and_sets().unwrap().is_empty());
         let settled = plan.settle(&HashSet::new());
         assert!(settled.outbox.is_empty() && settled.audit.is_empty());
@@ -497,7 +593,7 @@ mod tests {
             rejecting("r3"),
         ];
         let r3 = read("r3", &[]);
-        let plan = Plan::new(&writes, reading(&[r3]));
+        let plan = Plan::new(&writes, reading(&[r3]), sighted(&writes, &HashSet::new()));
         assert_eq!(plan.compare_and_sets().unwrap().len(), 3);
         // r1's and r3's requests changed since they were read.
         let settled = plan.settle(&won(&["r2"]));
@@ -530,7 +626,7 @@ mod tests {
             rejecting("r2"),
             insert("n2", &["security"]),
         ];
-        let plan = Plan::new(&writes, reading(&[r2]));
+        let plan = Plan::new(&writes, reading(&[r2]), sighted(&writes, &HashSet::new()));
         let settled = plan.settle(&won(&["r1", "r2"]));
         assert_eq!(
             audit_order(&settled),

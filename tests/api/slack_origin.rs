@@ -7,6 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fake_slack::{self, CHANNEL, SIGNING_SECRET, send_signed};
+use hoopbot::service::Signed;
+
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
 use crate::slack::{button, channel_card, code_in, link, with_slack};
@@ -16,6 +18,7 @@ on_both_backends!(
     a_slack_that_never_says_its_workspace_still_gets_an_answer_in_time,
     requests_from_another_workspace_or_app_are_refused_and_change_nothing,
     a_replayed_request_is_refused_on_every_replica,
+    a_replayed_click_decides_once_and_opens_one_modal,
     a_signature_is_remembered_until_it_could_no_longer_pass,
     the_sweep_forgets_signatures_once_they_could_no_longer_pass,
 );
@@ -285,7 +288,7 @@ async fn the_sweep_forgets_signatures_once_they_could_no_longer_pass(backend: Ba
     let app = TestApp::spawn(backend).await;
     assert!(
         app.hoop
-            .first_sighting_of_signature("v0=abc")
+            .first_sighting(&Signed::new("v0=abc"))
             .await
             .unwrap()
     );
@@ -294,7 +297,7 @@ async fn the_sweep_forgets_signatures_once_they_could_no_longer_pass(backend: Ba
     app.hoop.sweep().await.unwrap();
     assert!(
         !app.hoop
-            .first_sighting_of_signature("v0=abc")
+            .first_sighting(&Signed::new("v0=abc"))
             .await
             .unwrap()
     );
@@ -304,8 +307,68 @@ async fn the_sweep_forgets_signatures_once_they_could_no_longer_pass(backend: Ba
     app.hoop.sweep().await.unwrap();
     assert!(
         app.hoop
-            .first_sighting_of_signature("v0=abc")
+            .first_sighting(&Signed::new("v0=abc"))
             .await
             .unwrap()
     );
+}
+
+/// A click's signature is recorded in its decision's own write: the same signed click sent six
+/// times at once, to two replicas, decides once and the other five are refused; a replayed
+/// Reject click opens the modal once.
+async fn a_replayed_click_decides_once_and_opens_one_modal(backend: Backend) {
+    let (slack, app) = with_slack(backend, "").await;
+    link(&app, BOB, "bob@x.com").await;
+    let id = app.held("DELETE FROM orders WHERE id = 1").await;
+    drain(&app.delivery_worker()).await;
+    let card = channel_card(&slack);
+    let replica = app.replica().await;
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let signed = |text: &str| {
+        let (action_id, value) = button(&card, text);
+        let body = fake_slack::click_form(BOB, CHANNEL, &card, &action_id, &value);
+        let signature =
+            hoopbot::slack::signature::sign(SIGNING_SECRET, &timestamp, body.as_bytes());
+        (body, signature)
+    };
+
+    let (body, signature) = signed("Approve as dba-team");
+    let urls = [
+        app.url("/slack/interactions"),
+        replica.url("/slack/interactions"),
+    ];
+    let sends = (0..6).map(|i| send_as(&app.client, &urls[i % 2], &timestamp, &signature, &body));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(sends)
+        .await
+        .iter()
+        .map(|reply| reply.status())
+        .collect();
+    let accepted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!((accepted, refused), (1, 5), "{statuses:?}");
+    let request = app
+        .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(request.body["version"], 2);
+    assert_eq!(
+        request.body["approval_groups"][0]["decided_by"],
+        "bob@x.com"
+    );
+    let approvals = app.audit_kinds(&id).await;
+    assert_eq!(
+        approvals.iter().filter(|k| *k == "group_approved").count(),
+        1
+    );
+
+    let (body, signature) = signed("Reject");
+    let first = send_as(&app.client, &urls[0], &timestamp, &signature, &body).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let again = send_as(&app.client, &urls[1], &timestamp, &signature, &body).await;
+    assert_refused(again, StatusCode::UNAUTHORIZED, "the replayed Reject").await;
+    crate::slack::until_calls(&slack, "views.open", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(slack.calls_of("views.open").len(), 1);
 }
