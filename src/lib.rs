@@ -23,6 +23,7 @@ pub mod slack;
 pub mod store;
 pub mod token;
 pub mod view;
+pub mod web;
 pub mod webhook;
 
 /// Installs the process-wide TLS crypto provider. Our HTTP client and database drivers would

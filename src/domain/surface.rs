@@ -12,6 +12,8 @@ pub enum Surface {
     System,
     /// Slack: buttons, the reject modal, `/hoop` commands.
     Slack,
+    /// The web app's pages.
+    Web,
 }
 
 impl Surface {
@@ -22,6 +24,7 @@ impl Surface {
             Surface::Cli => "cli",
             Surface::System => "system",
             Surface::Slack => "slack",
+            Surface::Web => "web",
         }
     }
 }

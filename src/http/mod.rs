@@ -43,6 +43,7 @@ pub fn router(hoop: Hoop, config: &Config, slack: Option<Arc<Slack>>) -> Router 
     Router::new()
         .nest("/api/v1", api::router().merge(agent::router(config)))
         .merge(slack_routes)
+        .merge(crate::web::router())
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

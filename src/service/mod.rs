@@ -44,6 +44,7 @@ mod deliveries;
 mod link_attempts;
 mod messages;
 mod replays;
+mod sessions;
 mod tokens;
 
 pub use accounts::{LINK_CODE_TTL, LinkCode};
@@ -51,6 +52,7 @@ pub use deliveries::{WebhookEndpoints, WebhookPing};
 pub use link_attempts::{LINK_FAILURE_WINDOW, LINK_FAILURES_PER_SOURCE, LINK_FAILURES_PER_USER};
 pub use messages::LinkedPerson;
 pub use replays::{SIGNATURES_PASS_FOR_AT_MOST, Signed};
+pub use sessions::{NewSession, SESSION_TTL, SignedIn};
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]

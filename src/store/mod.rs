@@ -22,6 +22,8 @@ mod accounts;
 #[macro_use]
 mod deliveries;
 #[macro_use]
+mod sessions;
+#[macro_use]
 mod signatures;
 mod change_poll;
 mod group_commit;
@@ -38,6 +40,7 @@ pub use deliveries::{
     DestinationStats, Finished, Leases, Next, PostedMessage, Route, Router, Shares,
 };
 pub use postgres::PostgresStore;
+pub use sessions::{Sessions, WebSession};
 pub use signatures::{Sighting, Signatures};
 pub use sqlite::SqliteStore;
 pub use token_cache::TOKEN_TTL;
@@ -370,7 +373,7 @@ pub type Decide = Box<dyn Fn(&AccessRequest) -> Option<Change> + Send + Sync>;
 pub type SweepStep<'a> = &'a (dyn Fn(&AccessRequest) -> Change + Send + Sync);
 
 #[async_trait]
-pub trait Store: Deliveries + Accounts + Signatures + Send + Sync + 'static {
+pub trait Store: Deliveries + Accounts + Signatures + Sessions + Send + Sync + 'static {
     /// Runs pending migrations, then reads whether a delivery destination exists (so the
     /// writer knows whether entries need their snapshots).
     async fn migrate(&self) -> StoreResult<()>;

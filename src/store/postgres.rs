@@ -204,3 +204,4 @@ delivery_store!(
 account_store!(PostgresStore, write_begin = "begin");
 
 signature_store!(PostgresStore);
+session_store!(PostgresStore);

@@ -134,3 +134,4 @@ delivery_store!(
 account_store!(SqliteStore, write_begin = "begin immediate");
 
 signature_store!(SqliteStore);
+session_store!(SqliteStore);

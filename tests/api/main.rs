@@ -25,6 +25,7 @@ mod slack_manifests;
 mod slack_onboarding;
 mod slack_origin;
 mod waiting;
+mod web;
 mod webhooks;
 mod without_review;
 mod write_path;

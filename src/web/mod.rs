@@ -1,0 +1,204 @@
+//! The web app: server-rendered pages over the same service calls as the API. Sign in with an
+//! API token (a server-side session held by an HttpOnly cookie), see the requests, review one
+//! with its exact command, approve or reject it (`via = "web"`). Pages work without JavaScript;
+//! every form carries the session's CSRF token; every page is sent with a strict
+//! Content-Security-Policy and may not be framed.
+
+mod pages;
+mod session;
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use self::session::{Browser, CsrfForm, check_csrf};
+use crate::domain::{self, Decision, Status, Surface};
+use crate::error::Error;
+use crate::service::Hoop;
+use crate::store::ListFilter;
+
+/// Requests one list page shows at most.
+const PAGE: i64 = 50;
+
+pub fn router() -> Router<Hoop> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/access-requests") }))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/access-requests", get(list))
+        .route("/access-requests/{id}", get(show))
+        .route("/access-requests/{id}/approve", post(approve))
+        .route("/access-requests/{id}/reject", post(reject))
+        .route("/static/app.css", get(stylesheet))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// What every page is sent with: scripts and styles only from this server, no inline ones, no
+/// framing (an Approve button under someone else's page is the classic attack), no sniffing, and
+/// no full URL sent elsewhere.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("app.css"),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    connection: Option<String>,
+    before: Option<String>,
+}
+
+async fn list(
+    State(hoop): State<Hoop>,
+    browser: Browser,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let me = match browser.signed_in() {
+        Ok(me) => me,
+        Err(to_sign_in) => return to_sign_in.into_response(),
+    };
+    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(word) => match Status::parse(word) {
+            Some(status) => Some(status),
+            None => {
+                let error = Error::InvalidInput(format!("{word:?} is not a status"));
+                return pages::error(Some(&me), &error);
+            }
+        },
+    };
+    let filter = ListFilter {
+        status,
+        connection: query.connection.filter(|c| !c.is_empty()),
+        requester: None,
+        before_id: query.before,
+        limit: PAGE,
+    };
+    match hoop.list(&filter).await {
+        Ok(requests) => pages::list(&me, &requests, &filter).into_response(),
+        Err(e) => pages::error(Some(&me), &e),
+    }
+}
+
+async fn show(State(hoop): State<Hoop>, browser: Browser, Path(id): Path<String>) -> Response {
+    let me = match browser.signed_in() {
+        Ok(me) => me,
+        Err(to_sign_in) => return to_sign_in.into_response(),
+    };
+    let shown = async {
+        let request = hoop.get(&id).await?;
+        let you_may = domain::you_may(&request, &me.user, hoop.now().await?);
+        let trail = hoop.audit_trail(&id).await?;
+        Ok::<_, Error>(pages::request(&me, &request, &you_may, &trail))
+    };
+    match shown.await {
+        Ok(page) => page.into_response(),
+        Err(e) => pages::error(Some(&me), &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ApproveForm {
+    csrf: String,
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RejectForm {
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+impl CsrfForm for ApproveForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl CsrfForm for RejectForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+async fn approve(
+    State(hoop): State<Hoop>,
+    browser: Browser,
+    Path(id): Path<String>,
+    Form(form): Form<ApproveForm>,
+) -> Response {
+    let group = form.group.clone().filter(|g| !g.is_empty());
+    decide(&hoop, browser, &id, &form, Decision::Approve { group }).await
+}
+
+async fn reject(
+    State(hoop): State<Hoop>,
+    browser: Browser,
+    Path(id): Path<String>,
+    Form(form): Form<RejectForm>,
+) -> Response {
+    let reason = form.reason.trim().to_string();
+    if reason.is_empty() {
+        let me = browser.signed_in().ok();
+        let error = Error::InvalidInput("a rejection needs a reason".into());
+        return pages::error(me.as_ref(), &error);
+    }
+    decide(&hoop, browser, &id, &form, Decision::Reject { reason }).await
+}
+
+/// A decision from a form: signed in, the form's CSRF token the session's, then the same use case
+/// as the API's. On success, back to the request page (a reload does not post again).
+async fn decide(
+    hoop: &Hoop,
+    browser: Browser,
+    id: &str,
+    form: &impl CsrfForm,
+    decision: Decision,
+) -> Response {
+    let me = match browser.signed_in() {
+        Ok(me) => me,
+        Err(to_sign_in) => return to_sign_in.into_response(),
+    };
+    if let Err(refused) = check_csrf(&me, form) {
+        return pages::error(Some(&me), &refused);
+    }
+    match hoop.decide(&me.user, id, decision, Surface::Web).await {
+        Ok(_) => Redirect::to(&pages::request_path(id)).into_response(),
+        Err(e) => pages::error(Some(&me), &e),
+    }
+}
+
+/// The status a page about `error` is sent with.
+fn status_of(error: &Error) -> StatusCode {
+    if let Error::Internal(e) = error {
+        tracing::error!(error = ?e, "internal error on a web page");
+    }
+    error.status()
+}

@@ -1,0 +1,272 @@
+//! The pages, as maud templates: every piece of text from a request goes through maud's escaping,
+//! and a command is shown through the display rules (hidden characters made visible) in a
+//! `<pre>`, so what an approver reads is exactly what will run. Status words and sentences are
+//! the ones every surface says (`sentences::Words::PLAIN`); which buttons show is the one rule
+//! (`domain::you_may`).
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use crate::audit::AuditEvent;
+use crate::display;
+use crate::domain::{AccessRequest, YouMay};
+use crate::error::Error;
+use crate::sentences::{self, Words};
+use crate::service::SignedIn;
+use crate::store::ListFilter;
+
+const WORDS: Words = Words::PLAIN;
+
+/// The longest a warning about a command's hidden characters is shown.
+const WARNING_MAX: usize = 2_000;
+/// The longest a reason may be typed (the service refuses longer ones).
+const REASON_MAX: usize = 2_000;
+
+pub fn request_path(id: &str) -> String {
+    let id: String = url_escape(id);
+    format!("/access-requests/{id}")
+}
+
+/// `text` with everything but unreserved URL characters percent-encoded, for a path segment.
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A whole page: `title`, who is signed in (with the sign-out form), and `main`.
+fn page(title: &str, me: Option<&SignedIn>, main: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    meta name="color-scheme" content="light dark";
+                    title { (title) " · hoopbot" }
+                    link rel="stylesheet" href="/static/app.css";
+                }
+                body {
+                    header {
+                        nav aria-label="Main" {
+                            a href="/access-requests" { "Access Requests" }
+                        }
+                        @if let Some(me) = me {
+                            form method="post" action="/logout" class="signed-in" {
+                                span { "Signed in as " strong { (me.user.email.as_str()) } }
+                                input type="hidden" name="csrf" value=(me.csrf);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                    main { (main) }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+pub fn login(next: &str, refused: Option<&str>) -> Html<String> {
+    page(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in" }
+            @if let Some(refused) = refused {
+                p class="refusal" role="alert" { (refused) }
+            }
+            form method="post" action="/login" {
+                label for="token" { "API token" }
+                p class="hint" { "Create one with " code { "hoop token create you@company.com" } "." }
+                input id="token" name="token" type="password" autocomplete="off" required autofocus;
+                input type="hidden" name="next" value=(next);
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// A page about `error`: what went wrong, and nothing done.
+pub fn error(me: Option<&SignedIn>, error: &Error) -> Response {
+    let status = super::status_of(error);
+    let message = match error {
+        Error::Internal(_) => "Something went wrong on the server; see its log.".to_string(),
+        other => other.to_string(),
+    };
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::CONFLICT => "Already decided",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::UNAUTHORIZED => "Not signed in",
+        _ => "Nothing was done",
+    };
+    let body = page(
+        title,
+        me,
+        html! {
+            h1 { (title) }
+            p class="refusal" role="alert" { (message) }
+            p { a href="/access-requests" { "Back to the requests" } }
+        },
+    );
+    (status, body).into_response()
+}
+
+pub fn list(me: &SignedIn, requests: &[AccessRequest], filter: &ListFilter) -> Html<String> {
+    let chosen = filter.status.map(|s| s.as_str()).unwrap_or_default();
+    page(
+        "Access Requests",
+        Some(me),
+        html! {
+            h1 { "Access Requests" }
+            form method="get" action="/access-requests" class="filters" {
+                label for="status" { "Status" }
+                select id="status" name="status" {
+                    option value="" selected[chosen.is_empty()] { "any" }
+                    @for status in ["pending", "approved", "rejected", "expired", "cancelled", "running", "executed", "failed"] {
+                        option value=(status) selected[chosen == status] { (status) }
+                    }
+                }
+                label for="connection" { "Connection" }
+                input id="connection" name="connection" value=(filter.connection.as_deref().unwrap_or_default());
+                button type="submit" { "Filter" }
+            }
+            @if requests.is_empty() {
+                p { "No requests." }
+            } @else {
+                table {
+                    thead { tr { th { "Status" } th { "Requester" } th { "Connection" } th { "Command" } th { "Created" } } }
+                    tbody {
+                        @for request in requests {
+                            tr {
+                                td { span class={ "status " (request.status.as_str()) } { (request.status.as_str()) } }
+                                td { (request.requester) }
+                                td { (request.connection) }
+                                td { a href=(request_path(&request.id)) { code { (first_line(&request.command)) } } }
+                                td { (sentences::utc(request.created_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A command's first line as the display rules show it, cut at 120 characters.
+fn first_line(command: &str) -> String {
+    let shown = display::command(command).text;
+    let line = shown.lines().next().unwrap_or_default();
+    let mut cut: String = line.chars().take(120).collect();
+    if cut.len() < line.len() || shown.lines().nth(1).is_some() {
+        cut.push('…');
+    }
+    cut
+}
+
+pub fn request(
+    me: &SignedIn,
+    request: &AccessRequest,
+    you_may: &YouMay,
+    trail: &[AuditEvent],
+) -> Html<String> {
+    let shown = display::command(&request.command);
+    let path = request_path(&request.id);
+    page(
+        &format!("Request {}", request.id),
+        Some(me),
+        html! {
+            h1 {
+                (sentences::headline(request.status)) " "
+                span class={ "status " (request.status.as_str()) } { (request.status.as_str()) }
+            }
+            p class="summary" { (WORDS.status_sentence(request)) }
+            @if let Some(without_review) = WORDS.without_review(request) {
+                p class="warning" { (without_review) }
+            }
+            dl class="facts" {
+                dt { "Request" } dd { code { (request.id) } }
+                dt { "Requester" } dd { (request.requester) }
+                dt { "Connection" } dd { (request.connection) }
+                dt { "Created" } dd { (sentences::utc(request.created_at)) }
+                dt { "Expires" } dd { (sentences::utc(request.expires_at)) }
+                dt { "Justification" } dd { (request.justification.as_deref().unwrap_or("none given")) }
+            }
+            section aria-labelledby="command" {
+                h2 id="command" { "Command" }
+                @for warning in WORDS.command_warnings(&request.command, WARNING_MAX) {
+                    p class="warning" role="alert" { (warning) }
+                }
+                p class="hint" {
+                    (request.command.len()) " bytes · SHA-256 " code { (request.command_sha256) }
+                }
+                pre class="command" {
+                    code {
+                        @for line in shown.text.split('\n') {
+                            span class="line" { (line) } "\n"
+                        }
+                    }
+                }
+            }
+            @if !request.approval_groups.is_empty() {
+                section aria-labelledby="approvals" {
+                    h2 id="approvals" { "Approvals" }
+                    ul class="groups" {
+                        @for group in &request.approval_groups {
+                            li {
+                                (sentences::group_mark(group, request.status)) " "
+                                strong { (group.group) } " — " (WORDS.group_state(group, request.status))
+                            }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="decide" {
+                h2 id="decide" { "Your decision" }
+                @if let Some(why) = you_may.why_not.as_ref().filter(|_| you_may.approve_as.is_empty()) {
+                    p { (WORDS.why_not(why)) }
+                }
+                @for group in &you_may.approve_as {
+                    form method="post" action={ (path) "/approve" } class="decision" {
+                        input type="hidden" name="csrf" value=(me.csrf);
+                        input type="hidden" name="group" value=(group);
+                        button type="submit" class="approve" { "Approve as " (group) }
+                    }
+                }
+                @if you_may.reject {
+                    form method="post" action={ (path) "/reject" } class="decision" {
+                        input type="hidden" name="csrf" value=(me.csrf);
+                        label for="reason" { "Reason for rejecting" }
+                        textarea id="reason" name="reason" required maxlength=(REASON_MAX) rows="2" {}
+                        button type="submit" class="reject" { "Reject" }
+                    }
+                }
+            }
+            @if let Some(summary) = WORDS.summary(request.result.as_ref()) {
+                section aria-labelledby="result" {
+                    h2 id="result" { "Result" }
+                    p { (summary) }
+                }
+            }
+            section aria-labelledby="timeline" {
+                h2 id="timeline" { "Audit timeline" }
+                ol class="timeline" {
+                    @for event in trail {
+                        li {
+                            (sentences::utc(event.at)) " · " strong { (event.kind) }
+                            " by " (event.actor) " (" (event.channel) ")"
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

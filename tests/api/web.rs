@@ -1,0 +1,306 @@
+//! The web app over HTTP, as a browser uses it (cookies by hand, no redirects followed): signing in
+//! with a token, the request page showing the exact command escaped, approving and rejecting with
+//! the session's CSRF token (`via = "web"`), and what ends a session.
+
+use hoopbot::store::TokenSubject;
+use hoopbot::token::{Operator, Revocation};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    signed_out_pages_lead_to_sign_in_and_back,
+    an_approver_reviews_and_approves_in_the_browser,
+    a_form_without_the_sessions_csrf_token_changes_nothing,
+    a_command_written_to_break_the_page_shows_literally,
+    signing_out_or_revoking_the_token_ends_the_session,
+);
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A browser session of `email`: the cookie the sign-in set.
+async fn sign_in(app: &TestApp, email: &str) -> String {
+    let reply = browser()
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("token", app.token(email)),
+                ("next", "/access-requests"),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    let cookie = reply.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap().to_string()
+}
+
+async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, String) {
+    let reply = browser()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (reply.status(), reply.text().await.unwrap())
+}
+
+/// The CSRF token the page's forms carry.
+fn csrf_in(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with the CSRF token")
+        + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+async fn post(app: &TestApp, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    browser()
+        .post(app.url(path))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn signed_out_pages_lead_to_sign_in_and_back(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app.held("SELECT 1").await;
+    let reply = browser()
+        .get(app.url(&format!("/access-requests/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    let to = reply.headers()[LOCATION].to_str().unwrap();
+    assert_eq!(to, format!("/login?next=%2Faccess-requests%2F{id}"));
+
+    let form = browser().get(app.url(to)).send().await.unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    assert!(form.text().await.unwrap().contains("name=\"token\""));
+
+    // A wrong token: the page says so, and no cookie is set.
+    let wrong = browser()
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("token", "hoop_not-a-token"), ("next", "/")]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(SET_COOKIE).is_none());
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("unknown or revoked token")
+    );
+
+    // Signing in returns to the page asked for; not to another site.
+    let next = format!("/access-requests/{id}");
+    let reply = browser()
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("token", app.token("bob@x.com")),
+                ("next", next.as_str()),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.headers()[LOCATION].to_str().unwrap(), next);
+    let reply = browser()
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("token", app.token("bob@x.com")),
+                ("next", "//evil.example/"),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.headers()[LOCATION].to_str().unwrap(),
+        "/access-requests"
+    );
+}
+
+async fn an_approver_reviews_and_approves_in_the_browser(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app
+        .held("UPDATE users SET status='inactive' WHERE id=123")
+        .await;
+    let bob = sign_in(&app, "bob@x.com").await;
+
+    let list = page(&app, &bob, "/access-requests?status=pending").await;
+    assert_eq!(list.0, StatusCode::OK);
+    assert!(
+        list.1.contains(&format!("/access-requests/{id}")),
+        "{}",
+        list.1
+    );
+
+    let reply = browser()
+        .get(app.url(&format!("/access-requests/{id}")))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .unwrap();
+    let csp = reply.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert_eq!(reply.headers()[X_FRAME_OPTIONS], "DENY");
+    let html = reply.text().await.unwrap();
+    assert!(
+        html.contains("UPDATE users SET status='inactive' WHERE id=123"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Waiting for approval from dba-team, security."),
+        "{html}"
+    );
+    // The one rule: Bob may approve for dba-team (not security) and reject.
+    assert!(html.contains("Approve as dba-team"));
+    assert!(!html.contains("Approve as security"));
+    assert!(html.contains("Reason for rejecting"));
+
+    let csrf = csrf_in(&html);
+    let path = format!("/access-requests/{id}/approve");
+    let reply = post(&app, &bob, &path, &[("csrf", &csrf), ("group", "dba-team")]).await;
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    let request = app
+        .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(
+        request.body["approval_groups"][0]["decided_by"],
+        "bob@x.com"
+    );
+    assert_eq!(request.body["approval_groups"][0]["via"], "web");
+
+    // Approving again: the page says why not, and the refusal has its status.
+    let (_, html) = page(&app, &bob, &format!("/access-requests/{id}")).await;
+    assert!(html.contains("You approved it for dba-team"), "{html}");
+    let again = post(&app, &bob, &path, &[("csrf", &csrf), ("group", "dba-team")]).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+
+    // Alice may not decide her own request; Sam rejects with a reason, which is required.
+    let alice = sign_in(&app, "alice@x.com").await;
+    let (_, html) = page(&app, &alice, &format!("/access-requests/{id}")).await;
+    assert!(html.contains("This is your own request"), "{html}");
+    assert!(!html.contains("Approve as"));
+    let sam = sign_in(&app, "sam@x.com").await;
+    let (_, html) = page(&app, &sam, &format!("/access-requests/{id}")).await;
+    let csrf = csrf_in(&html);
+    let reject = format!("/access-requests/{id}/reject");
+    let empty = post(&app, &sam, &reject, &[("csrf", &csrf), ("reason", "  ")]).await;
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    let done = post(
+        &app,
+        &sam,
+        &reject,
+        &[("csrf", &csrf), ("reason", "wrong table")],
+    )
+    .await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let request = app
+        .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(request.body["status"], "rejected");
+    assert_eq!(request.body["rejection"]["via"], "web");
+    assert_eq!(request.body["rejection"]["reason"], "wrong table");
+}
+
+async fn a_form_without_the_sessions_csrf_token_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app.held("DELETE FROM orders").await;
+    let bob = sign_in(&app, "bob@x.com").await;
+    let sam = sign_in(&app, "sam@x.com").await;
+    let (_, sams_page) = page(&app, &sam, &format!("/access-requests/{id}")).await;
+    let path = format!("/access-requests/{id}/approve");
+    for csrf in ["", "not-the-token", csrf_in(&sams_page).as_str()] {
+        let reply = post(&app, &bob, &path, &[("csrf", csrf), ("group", "dba-team")]).await;
+        assert_eq!(reply.status(), StatusCode::FORBIDDEN, "{csrf:?}");
+    }
+    let request = app
+        .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(request.body["version"], 1);
+}
+
+async fn a_command_written_to_break_the_page_shows_literally(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let command = "SELECT '</pre><script>alert(1)</script><!--' -- \u{200b}\u{202e}";
+    let reply = app.submit("alice@x.com", "prod-db", command).await;
+    let id = reply.body["id"].as_str().unwrap().to_string();
+    let bob = sign_in(&app, "bob@x.com").await;
+    let (_, html) = page(&app, &bob, &format!("/access-requests/{id}")).await;
+    assert!(!html.contains("<script>alert(1)"), "{html}");
+    assert!(
+        html.contains("&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;!--"),
+        "{html}"
+    );
+    // Hidden and bidi characters are shown, with the warning every surface gives.
+    assert!(
+        html.contains("\\u{200b}") && html.contains("\\u{202e}"),
+        "{html}"
+    );
+    assert!(html.contains("⚠ Warning"), "{html}");
+    // The page loads no script at all, and none inline.
+    assert!(!html.contains("<script"), "{html}");
+}
+
+async fn signing_out_or_revoking_the_token_ends_the_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bob = sign_in(&app, "bob@x.com").await;
+    let (status, html) = page(&app, &bob, "/access-requests").await;
+    assert_eq!(status, StatusCode::OK);
+    let out = post(&app, &bob, "/logout", &[("csrf", &csrf_in(&html))]).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        page(&app, &bob, "/access-requests").await.0,
+        StatusCode::SEE_OTHER
+    );
+
+    let sam = sign_in(&app, "sam@x.com").await;
+    assert_eq!(page(&app, &sam, "/access-requests").await.0, StatusCode::OK);
+    app.hoop
+        .revoke_tokens(
+            Revocation::Subject(TokenSubject::User("sam@x.com".parse().unwrap())),
+            &Operator::cli(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page(&app, &sam, "/access-requests").await.0,
+        StatusCode::SEE_OTHER
+    );
+}
