@@ -4,6 +4,7 @@ mod helpers;
 
 mod audit_trail;
 mod bad_input;
+mod browser;
 mod cli;
 mod clock;
 mod deliveries;

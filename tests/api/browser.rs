@@ -1,0 +1,223 @@
+//! The web app in a real browser: Debian's headless Chromium, driven through chromedriver
+//! (WebDriver, with fantoccini). Signs in with a token, reads the exact command on the request
+//! page, approves, and checks that a command written to break the page shows literally and runs
+//! nothing.
+//!
+//! Needs `chromium` and `chromedriver` on the PATH (`.ci/run` installs them); without them the
+//! test says it skips — and fails when `CI` is set.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, eventually};
+
+/// chromedriver on a free port, stopped (killed) when dropped, and a browser session on it.
+struct Browser {
+    client: Client,
+    driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// A headless Chromium with a fresh profile and nothing that reaches the network by itself;
+    /// `None` (the test skips) when chromedriver is not installed.
+    async fn start() -> Option<Browser> {
+        let Some(chromedriver) = which("chromedriver") else {
+            crate::helpers::skip("chromedriver (apt install chromium chromium-driver)");
+            return None;
+        };
+        let chromium = which("chromium").expect("chromium beside chromedriver");
+        hoopbot::install_crypto_provider();
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let driver = tokio::process::Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        let client = eventually(Duration::from_secs(20), || {
+            let (url, capabilities) = (url.clone(), capabilities.clone());
+            async move {
+                let capabilities = capabilities.as_object().unwrap().clone();
+                ClientBuilder::rustls()
+                    .map_err(|e| e.to_string())?
+                    .capabilities(capabilities)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| format!("chromedriver not ready: {e}"))
+            }
+        })
+        .await;
+        Some(Browser {
+            client,
+            driver,
+            _profile: profile,
+        })
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill().await;
+    }
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|path| path.is_file())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_signs_in_reads_the_exact_command_and_approves() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let command = "UPDATE users SET status='inactive'\nWHERE id=123";
+    let id = app.held(command).await;
+
+    // Signed out, the request page leads to the sign-in page, and back after it.
+    let page = app.url(&format!("/access-requests/{id}"));
+    browser.client.goto(&page).await.unwrap();
+    assert!(browser.client.current_url().await.unwrap().path() == "/login");
+    let token = browser.client.find(Locator::Id("token")).await.unwrap();
+    token.send_keys(app.token("bob@x.com")).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let at = browser
+            .client
+            .current_url()
+            .await
+            .map_err(|e| e.to_string())?;
+        match at.as_str() == page {
+            true => Ok(()),
+            false => Err(format!("at {at}")),
+        }
+    })
+    .await;
+
+    // The command as it will run, line by line.
+    assert_eq!(browser.text("pre.command").await, command);
+    assert_eq!(
+        browser.text("p.summary").await,
+        "Waiting for approval from dba-team, security."
+    );
+    browser
+        .client
+        .find(Locator::XPath("//button[text()='Approve as dba-team']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The form posts and the page comes back with the approval (a click does not wait for the
+    // navigation it starts).
+    eventually(Duration::from_secs(10), || async {
+        let source = browser.client.source().await.map_err(|e| e.to_string())?;
+        if source.contains("dba-team</strong> — approved by bob@x.com (web)") {
+            Ok(())
+        } else {
+            Err(source)
+        }
+    })
+    .await;
+    let request = app
+        .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(request.body["approval_groups"][0]["via"], "web");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_written_to_break_the_page_shows_literally_and_runs_nothing() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let command = "SELECT '</pre><script>alert(1)</script><!--' -- \u{200b}";
+    let reply = app.submit("alice@x.com", "prod-db", command).await;
+    let id = reply.body["id"].as_str().unwrap().to_string();
+
+    browser.client.goto(&app.url("/login")).await.unwrap();
+    let token = browser.client.find(Locator::Id("token")).await.unwrap();
+    token.send_keys(app.token("bob@x.com")).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let at = browser
+            .client
+            .current_url()
+            .await
+            .map_err(|e| e.to_string())?;
+        match at.path() == "/access-requests" {
+            true => Ok(()),
+            false => Err(format!("at {at}")),
+        }
+    })
+    .await;
+    browser
+        .client
+        .goto(&app.url(&format!("/access-requests/{id}")))
+        .await
+        .unwrap();
+    // Shown as text, the hidden character made visible, inside the one `<pre>`.
+    assert_eq!(
+        browser.text("pre.command").await,
+        "SELECT '</pre><script>alert(1)</script><!--' -- \\u{200b}"
+    );
+    // No alert opened, no script element made it into the page, and the page is whole.
+    assert!(browser.client.get_alert_text().await.is_err());
+    let scripts = browser
+        .client
+        .execute("return document.scripts.length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(scripts, json!(0));
+    assert!(browser.text("#timeline").await.contains("Audit timeline"));
+    browser.close().await;
+}
