@@ -118,6 +118,15 @@ impl Hoop {
     }
 
     /// Where people reach this server; links to requests start with it.
+    /// The configured connections' names, in the config's order: where a command may be sent.
+    pub fn connection_names(&self) -> Vec<String> {
+        self.config
+            .connections
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect()
+    }
+
     pub fn public_url(&self) -> &str {
         &self.config.server.public_url
     }

@@ -56,7 +56,8 @@ fn page(title: &str, me: Option<&SignedIn>, main: Markup) -> Html<String> {
                 body {
                     header {
                         nav aria-label="Main" {
-                            a href="/access-requests" { "Access Requests" }
+                            a href="/access-requests" { "Access Requests" } " · "
+                            a href="/run" { "Run a command" }
                         }
                         @if let Some(me) = me {
                             form method="post" action="/logout" class="signed-in" {
@@ -97,10 +98,7 @@ pub fn login(next: &str, refused: Option<&str>) -> Html<String> {
 /// A page about `error`: what went wrong, and nothing done.
 pub fn error(me: Option<&SignedIn>, error: &Error) -> Response {
     let status = super::status_of(error);
-    let message = match error {
-        Error::Internal(_) => "Something went wrong on the server; see its log.".to_string(),
-        other => other.to_string(),
-    };
+    let message = error_message(error);
     let title = match status {
         StatusCode::NOT_FOUND => "Not found",
         StatusCode::CONFLICT => "Already decided",
@@ -159,6 +157,43 @@ pub fn list(me: &SignedIn, requests: &[AccessRequest], filter: &ListFilter) -> H
             }
         },
     )
+}
+
+/// The Run page: a connection, the command, a justification. After a refusal, the command typed
+/// is kept, with why it was refused.
+pub fn run(me: &SignedIn, connections: &[String], refused: Option<(&str, &Error)>) -> Html<String> {
+    let typed = refused.map(|(command, _)| command).unwrap_or_default();
+    page(
+        "Run a command",
+        Some(me),
+        html! {
+            h1 { "Run a command" }
+            @if let Some((_, error)) = refused {
+                p class="refusal" role="alert" { (error_message(error)) }
+            }
+            form method="post" action="/run" class="run" {
+                input type="hidden" name="csrf" value=(me.csrf);
+                label for="connection" { "Connection" }
+                select id="connection" name="connection" required {
+                    @for name in connections { option value=(name) { (name) } }
+                }
+                label for="command" { "Command" }
+                textarea id="command" name="command" required rows="8" spellcheck="false" class="command" { (typed) }
+                label for="justification" { "Justification" }
+                input id="justification" name="justification" maxlength="1000";
+                p class="hint" { "It runs exactly as typed, once approved where the connection's policy asks for approval." }
+                button type="submit" { "Submit" }
+            }
+        },
+    )
+}
+
+/// What a page says of `error`: internal details stay in the server's log.
+fn error_message(error: &Error) -> String {
+    match error {
+        Error::Internal(_) => "Something went wrong on the server; see its log.".to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// A command's first line as the display rules show it, cut at 120 characters.

@@ -16,6 +16,7 @@ on_both_backends!(
     a_form_without_the_sessions_csrf_token_changes_nothing,
     a_command_written_to_break_the_page_shows_literally,
     signing_out_or_revoking_the_token_ends_the_session,
+    a_command_run_from_the_run_page_is_submitted_as_typed,
 );
 
 fn browser() -> reqwest::Client {
@@ -302,5 +303,86 @@ async fn signing_out_or_revoking_the_token_ends_the_session(backend: Backend) {
     assert_eq!(
         page(&app, &sam, "/access-requests").await.0,
         StatusCode::SEE_OTHER
+    );
+}
+
+async fn a_command_run_from_the_run_page_is_submitted_as_typed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = sign_in(&app, "alice@x.com").await;
+    let (status, html) = page(&app, &alice, "/run").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("<option value=\"prod-db\">prod-db</option>"),
+        "{html}"
+    );
+    let csrf = csrf_in(&html);
+
+    // Without the session's token: refused, and nothing is submitted.
+    let forged = post(
+        &app,
+        &alice,
+        "/run",
+        &[
+            ("csrf", "x"),
+            ("connection", "prod-db"),
+            ("command", "DROP TABLE users"),
+        ],
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let listed = app.get("alice@x.com", "/api/v1/access-requests").await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 0);
+
+    // An unknown connection: the page says so and keeps what was typed.
+    let unknown = post(
+        &app,
+        &alice,
+        "/run",
+        &[
+            ("csrf", &csrf),
+            ("connection", "nowhere"),
+            ("command", "SELECT 42"),
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let html = unknown.text().await.unwrap();
+    assert!(
+        html.contains("connection \"nowhere\" not found")
+            || html.contains("connection &quot;nowhere&quot; not found"),
+        "{html}"
+    );
+    assert!(html.contains(">SELECT 42</textarea>"), "{html}");
+
+    // The browser sends the textarea's line breaks as CRLF; the command is what was typed.
+    let sent = post(
+        &app,
+        &alice,
+        "/run",
+        &[
+            ("csrf", &csrf),
+            ("connection", "prod-db"),
+            ("command", "UPDATE t SET a = 1\r\nWHERE id = 7"),
+            ("justification", "TICKET-9"),
+        ],
+    )
+    .await;
+    assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+    let location = sent.headers()[LOCATION].to_str().unwrap().to_string();
+    let id = location.trim_start_matches("/access-requests/");
+    let request = app
+        .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(request.body["command"], "UPDATE t SET a = 1\nWHERE id = 7");
+    assert_eq!(request.body["justification"], "TICKET-9");
+    assert_eq!(request.body["status"], "pending");
+    let audit = app
+        .get("root@x.com", &format!("/api/v1/access-requests/{id}/audit"))
+        .await;
+    assert_eq!(audit.body["items"][0]["channel"], "web");
+    let (_, html) = page(&app, &alice, &location).await;
+    assert!(
+        html.contains("Waiting for approval from dba-team, security."),
+        "{html}"
     );
 }
