@@ -285,7 +285,9 @@ async fn confirm_link(
     User(user): User,
     Body(body): Body<LinkBody>,
 ) -> Result<Json<Value>> {
-    let link = hoop.confirm_link(&user, &body.code, source).await?;
+    let link = hoop
+        .confirm_link(&user, &body.code, source, Surface::Api)
+        .await?;
     Ok(Json(json!({
         "chat": link.kind,
         "account": link.account,

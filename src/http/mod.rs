@@ -7,6 +7,7 @@ mod extract;
 mod head_limit;
 mod slack;
 
+pub use extract::Source;
 pub use slack::MAX_SLACK_BODY_BYTES;
 
 use std::sync::Arc;

@@ -65,40 +65,15 @@ impl Hoop {
         user: &Identity,
         code: &str,
         source: Option<IpAddr>,
+        via: Surface,
     ) -> Result<LinkedAccount> {
-        let attempt = self
-            .link_attempts
-            .begin(user.email.as_str(), source)
-            .map_err(|retry_after| Error::RateLimited {
-                message: format!(
-                    "too many wrong link codes; try again in {} seconds",
-                    retry_after.as_millis().div_ceil(1000).max(1)
-                ),
-                retry_after,
-            })?;
+        let (attempt, normalized) = self.link_attempt(user, code, source).await?;
         let now = self.clock.now();
         let refused = |reason: &str| refusal_event(user, reason, source);
-        let normalized: String = code
-            .chars()
-            .filter(|c| !matches!(c, '-' | ' '))
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
-        if normalized.len() != CODE_LEN || !normalized.bytes().all(|b| CODE_ALPHABET.contains(&b)) {
-            self.store
-                .append_account_events(now, &[refused("malformed")])
-                .await?;
-            return Err(Error::InvalidInput(
-                "that is not a link code; run /hoop subscribe in Slack and copy the code it shows (like ABCD-EFGH)"
-                    .into(),
-            ));
-        }
         let audit = |outcome: &Redeemed| match outcome {
-            Redeemed::Linked(link) => link_event(
-                AuditKind::AccountLinked,
-                link,
-                user.email.as_str(),
-                Surface::Api,
-            ),
+            Redeemed::Linked(link) => {
+                link_event(AuditKind::AccountLinked, link, user.email.as_str(), via)
+            }
             Redeemed::Unknown => refused("unknown"),
             Redeemed::Expired => refused("expired"),
             Redeemed::AlreadyUsed => refused("used"),
@@ -125,6 +100,78 @@ impl Hoop {
                     .into(),
             )),
         }
+    }
+
+    /// The chat account (kind, account) that link code `code` was shown to, for `user` to see
+    /// before confirming it: a code is checked as [`Hoop::confirm_link`] checks it, under the same
+    /// limit on wrong codes (a wrong one counts and is audited), so the page that shows it is no
+    /// way around that limit.
+    pub async fn link_code_holder(
+        &self,
+        user: &Identity,
+        code: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(String, String)> {
+        let (attempt, normalized) = self.link_attempt(user, code, source).await?;
+        let now = self.clock.now();
+        match self
+            .store
+            .link_code_holder(&code_sha256(&normalized), now)
+            .await?
+        {
+            Some(holder) => {
+                self.link_attempts.succeeded(attempt);
+                Ok(holder)
+            }
+            None => {
+                self.store
+                    .append_account_events(now, &[refusal_event(user, "unknown", source)])
+                    .await?;
+                Err(Error::NotFound(
+                    "no such link code, or it was used or has expired; run /hoop subscribe again"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    /// Starts checking a link code: within the limit on wrong codes (else `rate_limited`), and
+    /// well-formed (else `invalid_input`, audited). The attempt counts as wrong until
+    /// `link_attempts.succeeded` gives it back.
+    async fn link_attempt(
+        &self,
+        user: &Identity,
+        code: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(super::link_attempts::Attempt, String)> {
+        let attempt = self
+            .link_attempts
+            .begin(user.email.as_str(), source)
+            .map_err(|retry_after| Error::RateLimited {
+                message: format!(
+                    "too many wrong link codes; try again in {} seconds",
+                    retry_after.as_millis().div_ceil(1000).max(1)
+                ),
+                retry_after,
+            })?;
+        let normalized: String = code
+            .chars()
+            .filter(|c| !matches!(c, '-' | ' '))
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if normalized.len() != CODE_LEN || !normalized.bytes().all(|b| CODE_ALPHABET.contains(&b)) {
+            self.store
+                .append_account_events(
+                    self.clock.now(),
+                    &[refusal_event(user, "malformed", source)],
+                )
+                .await?;
+            return Err(Error::InvalidInput(
+                "that is not a link code; run /hoop subscribe in Slack and copy the code it shows (like ABCD-EFGH)"
+                    .into(),
+            ));
+        }
+        Ok((attempt, normalized))
     }
 
     /// The groups of `user` that approve requests on some connection: a linked chat account

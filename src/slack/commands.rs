@@ -98,9 +98,12 @@ impl Slack {
         let code = self.hoop.start_link(KIND, user).await?;
         Ok(format!(
             "To link this Slack account to your hoopbot user, run this where you are signed in to \
-             hoopbot, within {} minutes:\n```hoop subscribe {}```\nThe code works once. Whoever \
-             confirms it becomes the hoopbot user behind your clicks, so keep it to yourself.",
+             hoopbot, within {} minutes:\n```hoop subscribe {}```\nor open <{}/link/{}|this link> \
+             in your browser. The code works once. Whoever confirms it becomes the hoopbot user \
+             behind your clicks, so keep it to yourself.",
             LINK_CODE_TTL.as_secs() / 60,
+            code.code,
+            escape(self.hoop.public_url()),
             code.code
         ))
     }

@@ -44,6 +44,13 @@ pub trait Accounts: Send + Sync {
         now: Millis,
         expires_at: Millis,
     ) -> StoreResult<()>;
+    /// The chat account a code was shown to (kind, account), while the code is unused and
+    /// unexpired: what a confirmation page shows before anything is linked.
+    async fn link_code_holder(
+        &self,
+        code_sha256: &str,
+        now: Millis,
+    ) -> StoreResult<Option<(String, String)>>;
     /// Uses up the code and links its account to `email`, with the event `audit` makes of the
     /// outcome, in one transaction: a code links once, never without its trace, and a code
     /// refused (unknown, expired, used) is refused only once its refusal is in the trail.
@@ -99,6 +106,23 @@ macro_rules! account_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn link_code_holder(
+                &self,
+                code_sha256: &str,
+                now: $crate::domain::Millis,
+            ) -> StoreResult<Option<(String, String)>> {
+                let row = sqlx::query(
+                    "select kind, account from link_code \
+                     where code_sha256 = $1 and used_at is null and expires_at > $2",
+                )
+                .bind(code_sha256)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| Ok((row.try_get("kind")?, row.try_get("account")?)))
+                    .transpose()
             }
 
             async fn redeem_link_code(

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use self::session::{Browser, CsrfForm, check_csrf};
 use crate::domain::{self, Decision, Status, Surface};
 use crate::error::Error;
+use crate::http::Source;
 use crate::service::{Hoop, Submission};
 use crate::store::ListFilter;
 
@@ -33,6 +34,7 @@ pub fn router() -> Router<Hoop> {
         .route("/access-requests/{id}/approve", post(approve))
         .route("/access-requests/{id}/reject", post(reject))
         .route("/run", get(run_page).post(run))
+        .route("/link/{code}", get(link_page).post(link))
         .route("/static/app.css", get(stylesheet))
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -250,6 +252,64 @@ async fn run(State(hoop): State<Hoop>, browser: Browser, Form(form): Form<RunFor
             let page = pages::run(&me, &hoop.connection_names(), Some((&form.command, &e)));
             (status, page).into_response()
         }
+    }
+}
+
+/// The confirmation page for a `/hoop subscribe` code: which chat account would be linked to
+/// whom, before anything is linked (so nobody links someone else's account by following their
+/// link). Looking a code up counts against the same limit on wrong codes as confirming one.
+async fn link_page(
+    State(hoop): State<Hoop>,
+    browser: Browser,
+    Source(source): Source,
+    Path(code): Path<String>,
+) -> Response {
+    let me = match browser.signed_in() {
+        Ok(me) => me,
+        Err(to_sign_in) => return to_sign_in.into_response(),
+    };
+    match hoop.link_code_holder(&me.user, &code, source).await {
+        Ok((kind, account)) => pages::link(&me, &code, &kind, &account).into_response(),
+        Err(e) => pages::error(Some(&me), &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LinkForm {
+    csrf: String,
+}
+
+impl CsrfForm for LinkForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// Links the account on a POST with the session's CSRF token: the same use case as
+/// `POST /api/v1/chat-links`, audited the same way (`via` web).
+async fn link(
+    State(hoop): State<Hoop>,
+    browser: Browser,
+    Source(source): Source,
+    Path(code): Path<String>,
+    Form(form): Form<LinkForm>,
+) -> Response {
+    let me = match browser.signed_in() {
+        Ok(me) => me,
+        Err(to_sign_in) => return to_sign_in.into_response(),
+    };
+    if let Err(refused) = check_csrf(&me, &form) {
+        return pages::error(Some(&me), &refused);
+    }
+    match hoop
+        .confirm_link(&me.user, &code, source, Surface::Web)
+        .await
+    {
+        Ok(link) => {
+            let groups = hoop.approval_groups_of(&me.user);
+            pages::linked(&me, &link.kind, &link.account, &groups).into_response()
+        }
+        Err(e) => pages::error(Some(&me), &e),
     }
 }
 

@@ -188,6 +188,57 @@ pub fn run(me: &SignedIn, connections: &[String], refused: Option<(&str, &Error)
     )
 }
 
+/// Whose chat account a code links, and the button that links it.
+pub fn link(me: &SignedIn, code: &str, kind: &str, account: &str) -> Html<String> {
+    page(
+        "Link a chat account",
+        Some(me),
+        html! {
+            h1 { "Link a chat account" }
+            p {
+                "Link " (chat_name(kind)) " account " code { (account) } " to you, "
+                strong { (me.user.email.as_str()) } "?"
+            }
+            p class="hint" {
+                "Its clicks will then count as yours. Link it only if you ran /hoop subscribe yourself \
+                 and it showed this code."
+            }
+            form method="post" action={ "/link/" (url_escape(code)) } {
+                input type="hidden" name="csrf" value=(me.csrf);
+                button type="submit" { "Link this account" }
+            }
+        },
+    )
+}
+
+/// The account is linked: what that brings.
+pub fn linked(
+    me: &SignedIn,
+    kind: &str,
+    account: &str,
+    approval_groups: &[String],
+) -> Html<String> {
+    page(
+        "Linked",
+        Some(me),
+        html! {
+            h1 { "Linked" }
+            p {
+                (chat_name(kind)) " account " code { (account) } " is linked to "
+                strong { (me.user.email.as_str()) } "."
+            }
+            p { (WORDS.what_a_link_brings(approval_groups)) }
+        },
+    )
+}
+
+fn chat_name(kind: &str) -> &str {
+    match kind {
+        "slack" => "Slack",
+        other => other,
+    }
+}
+
 /// What a page says of `error`: internal details stay in the server's log.
 fn error_message(error: &Error) -> String {
     match error {

@@ -64,7 +64,12 @@ async fn a_link_whose_audit_event_fails_is_not_made(backend: Backend) {
     let code = app.hoop.start_link("slack", "U1").await.unwrap();
     refuse_inserts(&app, "audit_event").await;
 
-    assert!(app.hoop.confirm_link(&bob, &code.code, None).await.is_err());
+    assert!(
+        app.hoop
+            .confirm_link(&bob, &code.code, None, hoopbot::domain::Surface::Api)
+            .await
+            .is_err()
+    );
     assert_eq!(app.hoop.linked_identity("slack", "U1").await.unwrap(), None);
     let by_email = app
         .hoop
@@ -76,7 +81,11 @@ async fn a_link_whose_audit_event_fails_is_not_made(backend: Backend) {
     allow_inserts(&app, "audit_event").await;
     assert!(audited(&app, "slack:U1").await.is_empty());
     assert!(audited(&app, "slack:U2").await.is_empty());
-    let linked = app.hoop.confirm_link(&bob, &code.code, None).await.unwrap();
+    let linked = app
+        .hoop
+        .confirm_link(&bob, &code.code, None, hoopbot::domain::Surface::Api)
+        .await
+        .unwrap();
     assert_eq!(linked.email, "bob@x.com");
     assert_eq!(audited(&app, "slack:U1").await, ["account_linked"]);
 }

@@ -17,6 +17,7 @@ on_both_backends!(
     a_command_written_to_break_the_page_shows_literally,
     signing_out_or_revoking_the_token_ends_the_session,
     a_command_run_from_the_run_page_is_submitted_as_typed,
+    a_slack_account_is_linked_from_its_link_page_after_seeing_whose_it_is,
 );
 
 fn browser() -> reqwest::Client {
@@ -384,5 +385,70 @@ async fn a_command_run_from_the_run_page_is_submitted_as_typed(backend: Backend)
     assert!(
         html.contains("Waiting for approval from dba-team, security."),
         "{html}"
+    );
+}
+
+async fn a_slack_account_is_linked_from_its_link_page_after_seeing_whose_it_is(backend: Backend) {
+    let (_slack, app) = crate::slack::with_slack(backend, "").await;
+    let answer = crate::slack::slash(&app, "U0BOB", "subscribe").await;
+    let code = crate::slack::code_in(&answer);
+    let link = format!("/link/{code}");
+    assert!(
+        answer.contains(&format!("<http://hoop.test{link}|this link>")),
+        "{answer}"
+    );
+
+    // Looking shows whose account it is, and links nothing.
+    let bob = sign_in(&app, "bob@x.com").await;
+    let (status, html) = page(&app, &bob, &link).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("Link Slack account <code>U0BOB</code> to you, <strong>bob@x.com</strong>?"),
+        "{html}"
+    );
+    assert!(
+        crate::slack::slash(&app, "U0BOB", "status")
+            .await
+            .contains("not linked")
+    );
+
+    // Linking takes the session's own form.
+    let forged = post(&app, &bob, &link, &[("csrf", "forged")]).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(
+        crate::slack::slash(&app, "U0BOB", "status")
+            .await
+            .contains("not linked")
+    );
+    let linked = post(&app, &bob, &link, &[("csrf", &csrf_in(&html))]).await;
+    assert_eq!(linked.status(), StatusCode::OK);
+    let html = linked.text().await.unwrap();
+    assert!(
+        html.contains("You will get a DM for each request waiting for dba-team"),
+        "{html}"
+    );
+    assert!(
+        crate::slack::slash(&app, "U0BOB", "status")
+            .await
+            .contains("Linked to *bob@x.com*")
+    );
+    let events = app
+        .store()
+        .await
+        .audit_events(Some("slack:U0BOB"))
+        .await
+        .unwrap();
+    assert_eq!(events.last().unwrap().kind, "account_linked");
+    assert_eq!(events.last().unwrap().channel, "web");
+
+    // Used once; and looking at codes is no way around the limit on wrong ones.
+    assert_eq!(page(&app, &bob, &link).await.0, StatusCode::NOT_FOUND);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(page(&app, &bob, "/link/AAAA-AAAA").await.0);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
     );
 }
