@@ -95,6 +95,11 @@ impl ChangeHub {
         self.closing.send_replace(true);
     }
 
+    /// Whether [`ChangeHub::close`] has been called.
+    pub fn is_closed(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     /// Completes once [`ChangeHub::close`] has been called.
     pub async fn closed(&self) {
         let mut closing = self.closing.subscribe();

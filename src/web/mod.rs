@@ -4,6 +4,7 @@
 //! every form carries the session's CSRF token; every page is sent with a strict
 //! Content-Security-Policy and may not be framed.
 
+mod live;
 mod pages;
 mod session;
 
@@ -33,9 +34,11 @@ pub fn router() -> Router<Hoop> {
         .route("/access-requests/{id}", get(show))
         .route("/access-requests/{id}/approve", post(approve))
         .route("/access-requests/{id}/reject", post(reject))
+        .route("/access-requests/{id}/events", get(live::changes))
         .route("/run", get(run_page).post(run))
         .route("/link/{code}", get(link_page).post(link))
         .route("/static/app.css", get(stylesheet))
+        .route("/static/app.js", get(script))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -47,7 +50,7 @@ async fn security_headers(mut response: Response) -> Response {
     for (name, value) in [
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
@@ -66,6 +69,17 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("app.css"),
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("app.js"),
     )
         .into_response()
 }

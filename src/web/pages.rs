@@ -42,6 +42,11 @@ fn url_escape(text: &str) -> String {
 
 /// A whole page: `title`, who is signed in (with the sign-out form), and `main`.
 fn page(title: &str, me: Option<&SignedIn>, main: Markup) -> Html<String> {
+    live_page(title, me, None, main)
+}
+
+/// A page that reloads when what it shows changes: `live` is its events' URL.
+fn live_page(title: &str, me: Option<&SignedIn>, live: Option<&str>, main: Markup) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
@@ -52,6 +57,7 @@ fn page(title: &str, me: Option<&SignedIn>, main: Markup) -> Html<String> {
                     meta name="color-scheme" content="light dark";
                     title { (title) " · hoopbot" }
                     link rel="stylesheet" href="/static/app.css";
+                    script src="/static/app.js" defer {}
                 }
                 body {
                     header {
@@ -67,7 +73,7 @@ fn page(title: &str, me: Option<&SignedIn>, main: Markup) -> Html<String> {
                             }
                         }
                     }
-                    main { (main) }
+                    main data-live=[live] { (main) }
                 }
             }
         }
@@ -266,10 +272,17 @@ pub fn request(
 ) -> Html<String> {
     let shown = display::command(&request.command);
     let path = request_path(&request.id);
-    page(
+    let live = format!("{path}/events?version={}", request.version);
+    let live = (!request.status.is_terminal()).then_some(live.as_str());
+    live_page(
         &format!("Request {}", request.id),
         Some(me),
+        live,
         html! {
+            p id="changed" class="warning" role="status" hidden {
+                "This request has changed since this page was loaded. "
+                a href=(path) { "Reload" } " to see it."
+            }
             h1 {
                 (sentences::headline(request.status)) " "
                 span class={ "status " (request.status.as_str()) } { (request.status.as_str()) }

@@ -210,14 +210,68 @@ async fn a_command_written_to_break_the_page_shows_literally_and_runs_nothing() 
         browser.text("pre.command").await,
         "SELECT '</pre><script>alert(1)</script><!--' -- \\u{200b}"
     );
-    // No alert opened, no script element made it into the page, and the page is whole.
+    // No alert opened, no script but the app's own made it into the page, and it is whole.
     assert!(browser.client.get_alert_text().await.is_err());
     let scripts = browser
         .client
-        .execute("return document.scripts.length", vec![])
+        .execute(
+            "return Array.from(document.scripts).map(s => new URL(s.src).pathname)",
+            vec![],
+        )
         .await
         .unwrap();
-    assert_eq!(scripts, json!(0));
+    assert_eq!(scripts, json!(["/static/app.js"]));
     assert!(browser.text("#timeline").await.contains("Audit timeline"));
+    browser.close().await;
+}
+
+/// Bob has the request page open; Sam approves through the API: Bob's page shows it without
+/// Bob doing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_request_page_shows_an_approval_made_through_the_api() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.held("DELETE FROM sessions WHERE expired").await;
+    let page = app.url(&format!("/access-requests/{id}"));
+    browser
+        .client
+        .goto(&format!("{}?next=/access-requests/{id}", app.url("/login")))
+        .await
+        .unwrap();
+    let token = browser.client.find(Locator::Id("token")).await.unwrap();
+    token.send_keys(app.token("bob@x.com")).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let at = browser
+            .client
+            .current_url()
+            .await
+            .map_err(|e| e.to_string())?;
+        match at.as_str() == page {
+            true => Ok(()),
+            false => Err(format!("at {at}")),
+        }
+    })
+    .await;
+    // The page is listening once the server has a waiter on the request.
+    app.until_parked(&id).await;
+    app.approve("sam@x.com", &id, None).await;
+    eventually(Duration::from_secs(10), || async {
+        let source = browser.client.source().await.map_err(|e| e.to_string())?;
+        match source.contains("security</strong> — approved by sam@x.com (api)") {
+            true => Ok(()),
+            false => Err(source),
+        }
+    })
+    .await;
     browser.close().await;
 }

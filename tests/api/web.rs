@@ -18,6 +18,7 @@ on_both_backends!(
     signing_out_or_revoking_the_token_ends_the_session,
     a_command_run_from_the_run_page_is_submitted_as_typed,
     a_slack_account_is_linked_from_its_link_page_after_seeing_whose_it_is,
+    a_request_page_hears_of_a_change_made_anywhere,
 );
 
 fn browser() -> reqwest::Client {
@@ -276,8 +277,9 @@ async fn a_command_written_to_break_the_page_shows_literally(backend: Backend) {
         "{html}"
     );
     assert!(html.contains("⚠ Warning"), "{html}");
-    // The page loads no script at all, and none inline.
-    assert!(!html.contains("<script"), "{html}");
+    // The page's one script is the app's own file; none came with the command.
+    assert_eq!(html.matches("<script").count(), 1, "{html}");
+    assert!(html.contains("<script src=\"/static/app.js\" defer></script>"));
 }
 
 async fn signing_out_or_revoking_the_token_ends_the_session(backend: Backend) {
@@ -451,4 +453,44 @@ async fn a_slack_account_is_linked_from_its_link_page_after_seeing_whose_it_is(b
         statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
     );
+}
+
+/// The stream a request page listens to: nothing while nothing happens, then `changed` with the
+/// new version when someone approves through the API.
+async fn a_request_page_hears_of_a_change_made_anywhere(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app.held("DELETE FROM sessions").await;
+    let bob = sign_in(&app, "bob@x.com").await;
+    let (_, html) = page(&app, &bob, &format!("/access-requests/{id}")).await;
+    let live = format!("/access-requests/{id}/events?version=1");
+    assert!(html.contains(&format!("data-live=\"{live}\"")), "{html}");
+
+    let reply = browser()
+        .get(app.url(&live))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(reply.headers()["content-type"], "text/event-stream");
+    let mut stream = reply;
+    app.until_parked(&id).await;
+    app.approve("sam@x.com", &id, None).await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut text = String::new();
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: changed") && text.contains("data: 2") {
+                return text;
+            }
+        }
+        text
+    })
+    .await
+    .expect("the change is heard");
+    assert!(heard.contains("event: changed\ndata: 2"), "{heard}");
+
+    // Signed out, the stream is the way to sign in, as the page is.
+    let signed_out = browser().get(app.url(&live)).send().await.unwrap();
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
 }
