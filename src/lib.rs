@@ -21,6 +21,7 @@ pub mod sentences;
 pub mod service;
 pub mod slack;
 pub mod store;
+pub mod table;
 pub mod token;
 pub mod view;
 pub mod web;

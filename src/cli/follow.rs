@@ -246,7 +246,7 @@ fn print_result(result: &ExecutionResult, raw: bool) {
     let for_stdout = |text: &str| shown(text, raw || !std::io::stdout().is_terminal());
     let mut result = result.clone();
     result.stdout = result.stdout.as_deref().map(for_stdout);
-    out!("{}", super::table::render(&result));
+    out!("{}", crate::table::render(&result));
     let _ = std::io::stdout().flush();
     if let Some(stderr) = result.stderr.as_deref().filter(|s| !s.is_empty()) {
         say!("{}", shown(stderr, raw || !std::io::stderr().is_terminal()));

@@ -33,7 +33,6 @@ mod follow;
 mod remote;
 mod requests;
 mod server;
-pub mod table;
 mod webhooks;
 
 use std::path::PathBuf;

@@ -170,7 +170,7 @@ fn list_table(items: &[AccessRequestView]) -> String {
             ]
         })
         .collect();
-    super::table::columns(
+    crate::table::columns(
         &[
             "ID",
             "STATUS",

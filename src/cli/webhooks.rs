@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::remote;
-use super::table::columns;
 use crate::display::single_line;
+use crate::table::columns;
 
 #[derive(Subcommand)]
 pub enum WebhooksCommand {

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::sentences::{self, Words};
 use crate::service::SignedIn;
 use crate::store::ListFilter;
+use crate::table;
 
 const WORDS: Words = Words::PLAIN;
 
@@ -279,9 +280,11 @@ pub fn request(
         Some(me),
         live,
         html! {
-            p id="changed" class="warning" role="status" hidden {
-                "This request has changed since this page was loaded. "
-                a href=(path) { "Reload" } " to see it."
+            @if live.is_some() {
+                p id="changed" class="warning" role="status" hidden {
+                    "This request has changed since this page was loaded. "
+                    a href=(path) { "Reload" } " to see it."
+                }
             }
             h1 {
                 (sentences::headline(request.status)) " "
@@ -349,10 +352,17 @@ pub fn request(
                     }
                 }
             }
-            @if let Some(summary) = WORDS.summary(request.result.as_ref()) {
+            @if let Some(result) = &request.result {
                 section aria-labelledby="result" {
                     h2 id="result" { "Result" }
-                    p { (summary) }
+                    @if let Some(summary) = WORDS.summary(Some(result)) {
+                        p { (summary) }
+                    }
+                    @if let Some(error) = &result.error {
+                        p class="refusal" { (error) }
+                    }
+                    // As psql prints it (or the program's own output), control characters shown.
+                    pre class="result" { (table::render(result)) }
                 }
             }
             section aria-labelledby="timeline" {

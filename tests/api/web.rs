@@ -19,6 +19,7 @@ on_both_backends!(
     a_command_run_from_the_run_page_is_submitted_as_typed,
     a_slack_account_is_linked_from_its_link_page_after_seeing_whose_it_is,
     a_request_page_hears_of_a_change_made_anywhere,
+    an_executed_request_shows_its_result_as_psql_prints_it,
 );
 
 fn browser() -> reqwest::Client {
@@ -493,4 +494,48 @@ async fn a_request_page_hears_of_a_change_made_anywhere(backend: Backend) {
     // Signed out, the stream is the way to sign in, as the page is.
     let signed_out = browser().get(app.url(&live)).send().await.unwrap();
     assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+}
+
+/// A command run from the Run page on a connection with no review: once the agent has run it,
+/// its page shows the rows as psql prints them.
+async fn an_executed_request_shows_its_result_as_psql_prints_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let target = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", target.path().join("t.db").display());
+    let alice = sign_in(&app, "alice@x.com").await;
+    let (_, html) = page(&app, &alice, "/run").await;
+    let sent = post(
+        &app,
+        &alice,
+        "/run",
+        &[
+            ("csrf", &csrf_in(&html)),
+            ("connection", "counter"),
+            ("command", "select 1 as n, '<b>x</b>' as label"),
+        ],
+    )
+    .await;
+    let location = sent.headers()[LOCATION].to_str().unwrap().to_string();
+    let target = hoopbot::config::ConnectionTarget {
+        kind: hoopbot::config::ConnectionType::Sqlite,
+        url: Some(url.as_str().into()),
+        command: None,
+        statement_timeout: Some(std::time::Duration::from_secs(30)),
+        max_rows: 100,
+        max_output_bytes: 1 << 20,
+        env: Default::default(),
+    };
+    let agent = app.agent("racer", vec![("counter".into(), target)]).await;
+    assert!(
+        agent
+            .run_once(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let (_, html) = page(&app, &alice, &location).await;
+    assert!(html.contains("Executed: 1 row"), "{html}");
+    let table = " n |  label   \n---+----------\n 1 | &lt;b&gt;x&lt;/b&gt;\n(1 row)";
+    assert!(html.contains(table), "{html}");
 }

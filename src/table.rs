@@ -1,5 +1,5 @@
-//! Renders execution results for a terminal exactly as psql's default aligned format does, so
-//! output through hoopbot reads like output from psql itself.
+//! Renders execution results exactly as psql's default aligned format does, so output through
+//! hoopbot reads like output from psql itself: in a terminal (the CLI) and on a request page.
 
 use crate::domain::{ExecutionResult, StatementResult};
 
