@@ -86,10 +86,15 @@ async fn script() -> Response {
 
 #[derive(Deserialize)]
 struct ListQuery {
+    /// `mine` (waiting for me) or `all`; an approver sees `mine` unless they filter.
+    view: Option<String>,
     status: Option<String>,
     connection: Option<String>,
     before: Option<String>,
 }
+
+/// Pending requests looked through at most for the ones waiting for the reader.
+const WAITING_SCAN: i64 = 500;
 
 async fn list(
     State(hoop): State<Hoop>,
@@ -110,15 +115,47 @@ async fn list(
             }
         },
     };
-    let filter = ListFilter {
-        status,
-        connection: query.connection.filter(|c| !c.is_empty()),
-        requester: None,
-        before_id: query.before,
-        limit: PAGE,
+    let connection = query.connection.filter(|c| !c.is_empty());
+    let filtered = status.is_some() || connection.is_some() || query.before.is_some();
+    let view = match query.view.as_deref() {
+        Some("mine") => pages::View::WaitingForMe,
+        Some("all") => pages::View::All,
+        _ if !filtered && !hoop.approval_groups_of(&me.user).is_empty() => {
+            pages::View::WaitingForMe
+        }
+        _ => pages::View::All,
     };
-    match hoop.list(&filter).await {
-        Ok(requests) => pages::list(&me, &requests, &filter).into_response(),
+    let listed = async {
+        if view == pages::View::WaitingForMe {
+            // The pending requests the one rule lets this reader approve now.
+            let pending = ListFilter {
+                status: Some(Status::Pending),
+                connection: None,
+                requester: None,
+                before_id: None,
+                limit: WAITING_SCAN,
+            };
+            let now = hoop.now().await?;
+            let mut requests = hoop.list(&pending).await?;
+            requests.retain(|r| domain::you_may(r, &me.user, now).may_approve());
+            return Ok((requests, pending));
+        }
+        let filter = ListFilter {
+            status,
+            connection,
+            requester: None,
+            before_id: query.before,
+            limit: PAGE,
+        };
+        Ok::<_, Error>((hoop.list(&filter).await?, filter))
+    };
+    match listed.await {
+        Ok((requests, filter)) => {
+            let older = (view == pages::View::All && requests.len() as i64 == PAGE)
+                .then(|| requests.last().map(|r| r.id.clone()))
+                .flatten();
+            pages::list(&me, view, &requests, &filter, older.as_deref()).into_response()
+        }
         Err(e) => pages::error(Some(&me), &e),
     }
 }

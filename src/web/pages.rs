@@ -125,30 +125,66 @@ pub fn error(me: Option<&SignedIn>, error: &Error) -> Response {
     (status, body).into_response()
 }
 
-pub fn list(me: &SignedIn, requests: &[AccessRequest], filter: &ListFilter) -> Html<String> {
+/// Which requests the list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Pending requests the reader may approve now (an approver's default).
+    WaitingForMe,
+    /// Every request, newest first, filtered as asked.
+    All,
+}
+
+pub fn list(
+    me: &SignedIn,
+    view: View,
+    requests: &[AccessRequest],
+    filter: &ListFilter,
+    older: Option<&str>,
+) -> Html<String> {
     let chosen = filter.status.map(|s| s.as_str()).unwrap_or_default();
+    let older = older.map(|before| {
+        let mut query = vec![("view", "all"), ("before", before)];
+        if !chosen.is_empty() {
+            query.push(("status", chosen));
+        }
+        if let Some(connection) = &filter.connection {
+            query.push(("connection", connection));
+        }
+        format!(
+            "/access-requests?{}",
+            serde_urlencoded::to_string(query).unwrap_or_default()
+        )
+    });
     page(
         "Access Requests",
         Some(me),
         html! {
             h1 { "Access Requests" }
-            form method="get" action="/access-requests" class="filters" {
-                label for="status" { "Status" }
-                select id="status" name="status" {
-                    option value="" selected[chosen.is_empty()] { "any" }
-                    @for status in ["pending", "approved", "rejected", "expired", "cancelled", "running", "executed", "failed"] {
-                        option value=(status) selected[chosen == status] { (status) }
+            nav class="views" aria-label="Views" {
+                a href="/access-requests?view=mine" aria-current=[(view == View::WaitingForMe).then_some("page")] { "Waiting for me" }
+                " · "
+                a href="/access-requests?view=all" aria-current=[(view == View::All).then_some("page")] { "All" }
+            }
+            @if view == View::All {
+                form method="get" action="/access-requests" class="filters" {
+                    input type="hidden" name="view" value="all";
+                    label for="status" { "Status" }
+                    select id="status" name="status" {
+                        option value="" selected[chosen.is_empty()] { "any" }
+                        @for status in ["pending", "approved", "rejected", "expired", "cancelled", "running", "executed", "failed"] {
+                            option value=(status) selected[chosen == status] { (status) }
+                        }
                     }
+                    label for="connection" { "Connection" }
+                    input id="connection" name="connection" value=(filter.connection.as_deref().unwrap_or_default());
+                    button type="submit" { "Filter" }
                 }
-                label for="connection" { "Connection" }
-                input id="connection" name="connection" value=(filter.connection.as_deref().unwrap_or_default());
-                button type="submit" { "Filter" }
             }
             @if requests.is_empty() {
-                p { "No requests." }
+                p { @if view == View::WaitingForMe { "Nothing is waiting for you." } @else { "No requests." } }
             } @else {
                 table {
-                    thead { tr { th { "Status" } th { "Requester" } th { "Connection" } th { "Command" } th { "Created" } } }
+                    thead { tr { th { "Status" } th { "Requester" } th { "Connection" } th { "Command" } th { "Groups" } th { "Created" } } }
                     tbody {
                         @for request in requests {
                             tr {
@@ -156,14 +192,34 @@ pub fn list(me: &SignedIn, requests: &[AccessRequest], filter: &ListFilter) -> H
                                 td { (request.requester) }
                                 td { (request.connection) }
                                 td { a href=(request_path(&request.id)) { code { (first_line(&request.command)) } } }
+                                td { (progress(request)) }
                                 td { (sentences::utc(request.created_at)) }
                             }
                         }
                     }
                 }
             }
+            @if let Some(older) = older {
+                p { a href=(older) { "Older requests" } }
+            }
         },
     )
+}
+
+/// How far a request's approval got: "1 of 2 groups; expires 17:58 UTC" while pending.
+fn progress(request: &AccessRequest) -> String {
+    let total = request.approval_groups.len();
+    if total == 0 {
+        return "none needed".into();
+    }
+    let approved = total - request.pending_groups().count();
+    let groups = format!("{approved} of {total} approved");
+    match request.status {
+        crate::domain::Status::Pending => {
+            format!("{groups}; expires {}", sentences::utc(request.expires_at))
+        }
+        _ => groups,
+    }
 }
 
 /// The Run page: a connection, the command, a justification. After a refusal, the command typed

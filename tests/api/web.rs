@@ -20,6 +20,7 @@ on_both_backends!(
     a_slack_account_is_linked_from_its_link_page_after_seeing_whose_it_is,
     a_request_page_hears_of_a_change_made_anywhere,
     an_executed_request_shows_its_result_as_psql_prints_it,
+    an_approver_sees_what_waits_for_them_first,
 );
 
 fn browser() -> reqwest::Client {
@@ -538,4 +539,41 @@ async fn an_executed_request_shows_its_result_as_psql_prints_it(backend: Backend
     assert!(html.contains("Executed: 1 row"), "{html}");
     let table = " n |  label   \n---+----------\n 1 | &lt;b&gt;x&lt;/b&gt;\n(1 row)";
     assert!(html.contains(table), "{html}");
+}
+
+/// An approver's list starts with what waits for them (the one rule, not only the status); the
+/// whole list is one link away, and someone in no approval group starts there.
+async fn an_approver_sees_what_waits_for_them_first(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let waiting = app.held("SELECT 'waits for bob'").await;
+    let done = app.held("SELECT 'bob approved this one'").await;
+    app.approve("bob@x.com", &done, None).await;
+    let bob = sign_in(&app, "bob@x.com").await;
+
+    let (_, html) = page(&app, &bob, "/access-requests").await;
+    assert!(
+        html.contains("aria-current=\"page\">Waiting for me"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("/access-requests/{waiting}")),
+        "{html}"
+    );
+    assert!(
+        !html.contains(&format!("/access-requests/{done}")),
+        "{html}"
+    );
+    assert!(html.contains("0 of 2 approved; expires"), "{html}");
+
+    let (_, all) = page(&app, &bob, "/access-requests?view=all").await;
+    assert!(
+        all.contains(&format!("/access-requests/{waiting}"))
+            && all.contains(&format!("/access-requests/{done}"))
+    );
+    assert!(all.contains("1 of 2 approved"), "{all}");
+
+    let alice = sign_in(&app, "alice@x.com").await;
+    let (_, html) = page(&app, &alice, "/access-requests").await;
+    assert!(html.contains("aria-current=\"page\">All"), "{html}");
+    assert!(html.contains(&format!("/access-requests/{done}")));
 }
