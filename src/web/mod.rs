@@ -169,7 +169,13 @@ async fn show(State(hoop): State<Hoop>, browser: Browser, Path(id): Path<String>
         let request = hoop.get(&id).await?;
         let you_may = domain::you_may(&request, &me.user, hoop.now().await?);
         let trail = hoop.audit_trail(&id).await?;
-        Ok::<_, Error>(pages::request(&me, &request, &you_may, &trail))
+        // Where its notifications went: the deliveries the API's view of it lists.
+        let deliveries = hoop
+            .view(&me.user, request.clone())
+            .await?
+            .deliveries
+            .unwrap_or_default();
+        Ok::<_, Error>(pages::request(&me, &request, &you_may, &trail, &deliveries))
     };
     match shown.await {
         Ok(page) => page.into_response(),

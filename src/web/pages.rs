@@ -16,6 +16,7 @@ use crate::sentences::{self, Words};
 use crate::service::SignedIn;
 use crate::store::ListFilter;
 use crate::table;
+use crate::view::DeliveryView;
 
 const WORDS: Words = Words::PLAIN;
 
@@ -326,6 +327,7 @@ pub fn request(
     request: &AccessRequest,
     you_may: &YouMay,
     trail: &[AuditEvent],
+    deliveries: &[DeliveryView],
 ) -> Html<String> {
     let shown = display::command(&request.command);
     let path = request_path(&request.id);
@@ -419,6 +421,25 @@ pub fn request(
                     }
                     // As psql prints it (or the program's own output), control characters shown.
                     pre class="result" { (table::render(result)) }
+                }
+            }
+            @if !deliveries.is_empty() {
+                section aria-labelledby="notifications" {
+                    h2 id="notifications" { "Notifications" }
+                    table {
+                        thead { tr { th { "Destination" } th { "Event" } th { "State" } th { "Attempts" } th { "Last error" } } }
+                        tbody {
+                            @for delivery in deliveries {
+                                tr {
+                                    td { (delivery.kind) ": " (delivery.destination) }
+                                    td { (delivery.event) }
+                                    td { (delivery.state.as_str()) }
+                                    td { (delivery.attempts) }
+                                    td { (delivery.last_error.as_deref().unwrap_or("")) }
+                                }
+                            }
+                        }
+                    }
                 }
             }
             section aria-labelledby="timeline" {

@@ -21,6 +21,7 @@ on_both_backends!(
     a_request_page_hears_of_a_change_made_anywhere,
     an_executed_request_shows_its_result_as_psql_prints_it,
     an_approver_sees_what_waits_for_them_first,
+    a_request_page_says_where_its_notifications_went,
 );
 
 fn browser() -> reqwest::Client {
@@ -576,4 +577,18 @@ async fn an_approver_sees_what_waits_for_them_first(backend: Backend) {
     let (_, html) = page(&app, &alice, "/access-requests").await;
     assert!(html.contains("aria-current=\"page\">All"), "{html}");
     assert!(html.contains(&format!("/access-requests/{done}")));
+}
+
+async fn a_request_page_says_where_its_notifications_went(backend: Backend) {
+    let siem = crate::receiver::Receiver::start(crate::webhooks::SECRET).await;
+    siem.plan(vec![crate::receiver::Reply::Status(503)]);
+    let config = crate::webhooks::webhook("siem", &siem.url(), "allow_private = true");
+    let app = TestApp::spawn_with(backend, &config).await;
+    let id = app.held("SELECT 1").await;
+    crate::webhooks::drain(&app.delivery_worker()).await;
+    let bob = sign_in(&app, "bob@x.com").await;
+    let (_, html) = page(&app, &bob, &format!("/access-requests/{id}")).await;
+    let row =
+        "<td>webhook: siem</td><td>access_request.created</td><td>pending</td><td>1</td><td>HTTP 503 Service Unavailable";
+    assert!(html.contains(row), "{html}");
 }
