@@ -588,7 +588,6 @@ async fn a_request_page_says_where_its_notifications_went(backend: Backend) {
     crate::webhooks::drain(&app.delivery_worker()).await;
     let bob = sign_in(&app, "bob@x.com").await;
     let (_, html) = page(&app, &bob, &format!("/access-requests/{id}")).await;
-    let row =
-        "<td>webhook: siem</td><td>access_request.created</td><td>pending</td><td>1</td><td>HTTP 503 Service Unavailable";
+    let row = "<td>webhook: siem</td><td>access_request.created</td><td>pending</td><td>1</td><td>HTTP 503 Service Unavailable";
     assert!(html.contains(row), "{html}");
 }
