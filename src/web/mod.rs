@@ -4,6 +4,7 @@
 //! every form carries the session's CSRF token; every page is sent with a strict
 //! Content-Security-Policy and may not be framed.
 
+mod admin;
 mod live;
 mod pages;
 mod session;
@@ -37,6 +38,8 @@ pub fn router() -> Router<Hoop> {
         .route("/access-requests/{id}/events", get(live::changes))
         .route("/run", get(run_page).post(run))
         .route("/link/{code}", get(link_page).post(link))
+        .route("/admin/tokens", get(admin::tokens))
+        .route("/admin/tokens/revoke", post(admin::revoke))
         .route("/static/app.css", get(stylesheet))
         .route("/static/app.js", get(script))
         .layer(axum::middleware::map_response(security_headers))

@@ -14,8 +14,9 @@ use crate::domain::{AccessRequest, YouMay};
 use crate::error::Error;
 use crate::sentences::{self, Words};
 use crate::service::SignedIn;
-use crate::store::ListFilter;
+use crate::store::{ListFilter, TokenRecord, TokenSubject};
 use crate::table;
+use crate::token;
 use crate::view::DeliveryView;
 
 const WORDS: Words = Words::PLAIN;
@@ -66,6 +67,9 @@ fn live_page(title: &str, me: Option<&SignedIn>, live: Option<&str>, main: Marku
                         nav aria-label="Main" {
                             a href="/access-requests" { "Access Requests" } " · "
                             a href="/run" { "Run a command" }
+                            @if me.is_some_and(|me| me.user.is_admin) {
+                                " · " a href="/admin/tokens" { "Tokens" }
+                            }
                         }
                         @if let Some(me) = me {
                             form method="post" action="/logout" class="signed-in" {
@@ -300,6 +304,50 @@ fn chat_name(kind: &str) -> &str {
     match kind {
         "slack" => "Slack",
         other => other,
+    }
+}
+
+/// Every API token: its id (the first digits of its SHA-256, never the token), whose it is, when
+/// it was made, and a form to revoke each active one.
+pub fn tokens(me: &SignedIn, tokens: &[TokenRecord]) -> Html<String> {
+    page(
+        "Tokens",
+        Some(me),
+        html! {
+            h1 { "Tokens" }
+            p class="hint" { "Revoking a token ends the web sessions signed in with it." }
+            table {
+                thead { tr { th { "Id" } th { "Holder" } th { "Created" } th { "State" } } }
+                tbody {
+                    @for token in tokens {
+                        tr {
+                            td { code { (token::id(&token.sha256)) } }
+                            td { (holder(&token.subject)) }
+                            td { (sentences::utc(token.created_at)) }
+                            td {
+                                @match token.revoked_at {
+                                    Some(at) => { "revoked " (sentences::utc(at)) }
+                                    None => {
+                                        form method="post" action="/admin/tokens/revoke" {
+                                            input type="hidden" name="csrf" value=(me.csrf);
+                                            input type="hidden" name="id" value=(token::id(&token.sha256));
+                                            button type="submit" { "Revoke" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn holder(subject: &TokenSubject) -> String {
+    match subject {
+        TokenSubject::User(email) => email.as_str().to_string(),
+        TokenSubject::Agent(name) => format!("agent {name}"),
     }
 }
 

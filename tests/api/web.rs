@@ -22,6 +22,7 @@ on_both_backends!(
     an_executed_request_shows_its_result_as_psql_prints_it,
     an_approver_sees_what_waits_for_them_first,
     a_request_page_says_where_its_notifications_went,
+    an_admin_revokes_a_token_and_its_sessions_end,
 );
 
 fn browser() -> reqwest::Client {
@@ -590,4 +591,68 @@ async fn a_request_page_says_where_its_notifications_went(backend: Backend) {
     let (_, html) = page(&app, &bob, &format!("/access-requests/{id}")).await;
     let row = "<td>webhook: siem</td><td>access_request.created</td><td>pending</td><td>1</td><td>HTTP 503 Service Unavailable";
     assert!(html.contains(row), "{html}");
+}
+
+async fn an_admin_revokes_a_token_and_its_sessions_end(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let sam = sign_in(&app, "sam@x.com").await;
+    let bob = sign_in(&app, "bob@x.com").await;
+    assert_eq!(
+        page(&app, &bob, "/admin/tokens").await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    let root = sign_in(&app, "root@x.com").await;
+    let (status, html) = page(&app, &root, "/admin/tokens").await;
+    assert_eq!(status, StatusCode::OK);
+    let sams = hoopbot::token::id(&hoopbot::token::digest(app.token("sam@x.com"))).to_string();
+    assert!(
+        html.contains(&format!("<code>{sams}</code></td><td>sam@x.com</td>")),
+        "{html}"
+    );
+    assert!(
+        !html.contains(app.token("sam@x.com")),
+        "the page never shows a token"
+    );
+
+    // Bob cannot revoke with a form of his own; root can.
+    let bobs_page = page(&app, &bob, "/access-requests").await.1;
+    let refused = post(
+        &app,
+        &bob,
+        "/admin/tokens/revoke",
+        &[("csrf", &csrf_in(&bobs_page)), ("id", &sams)],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(page(&app, &sam, "/access-requests").await.0, StatusCode::OK);
+    let revoked = post(
+        &app,
+        &root,
+        "/admin/tokens/revoke",
+        &[("csrf", &csrf_in(&html)), ("id", &sams)],
+    )
+    .await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        page(&app, &sam, "/access-requests").await.0,
+        StatusCode::SEE_OTHER
+    );
+    let (_, html) = page(&app, &root, "/admin/tokens").await;
+    assert!(html.contains("revoked "), "{html}");
+    let events = app
+        .store()
+        .await
+        .audit_events(Some(&format!("token:{sams}")))
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.kind.as_str(),
+            last.actor.as_str(),
+            last.channel.as_str()
+        ),
+        ("token_revoked", "root@x.com", "web")
+    );
 }
