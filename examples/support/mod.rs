@@ -281,6 +281,8 @@ pub struct Call {
     body: Option<String>,
     /// For bodies that are not JSON, with the headers that go with them (a Slack signature).
     form: Option<Vec<(&'static str, String)>>,
+    /// A web session's cookie (`hoop_session=…`).
+    cookie: Option<String>,
 }
 
 impl Call {
@@ -291,6 +293,16 @@ impl Call {
             token: None,
             body: None,
             form: None,
+            cookie: None,
+        }
+    }
+
+    /// A page, as the browser holding `cookie` asks for it.
+    #[allow(dead_code, reason = "only the pages benchmark signs in to the web app")]
+    pub fn page(path: &str, cookie: &str) -> Call {
+        Call {
+            cookie: Some(cookie.to_string()),
+            ..Call::get(path)
         }
     }
 
@@ -302,6 +314,7 @@ impl Call {
             token: Some(token.to_string()),
             body,
             form: None,
+            cookie: None,
         }
     }
 
@@ -323,6 +336,7 @@ impl Call {
             token: None,
             body: Some(body),
             form: Some(headers),
+            cookie: None,
         }
     }
 }
@@ -349,6 +363,9 @@ impl Conn {
             .header(HOST, "127.0.0.1");
         if let Some(token) = call.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(cookie) = call.cookie {
+            request = request.header(hyper::header::COOKIE, cookie);
         }
         match call.form {
             Some(headers) => {

@@ -420,13 +420,19 @@ macro_rules! sql_store {
             }
 
             async fn audit_events(&self, request_id: Option<&str>) -> StoreResult<Vec<AuditEvent>> {
-                let rows = sqlx::query(
-                    "select seq, request_id, kind, actor, channel, at, detail, prev_hash, hash \
-                     from audit_event where ($1 is null or request_id = $1) order by seq",
-                )
-                .bind(request_id)
-                .fetch_all(&self.pool)
-                .await?;
+                const COLUMNS: &str = "select seq, request_id, kind, actor, channel, at, detail, prev_hash, hash from audit_event";
+                // Two statements, not `$1 is null or request_id = $1`: with that, neither backend
+                // uses the (request_id, seq) index, and one request's trail scans the whole chain.
+                let rows = match request_id {
+                    Some(id) => {
+                        let sql = format!("{COLUMNS} where request_id = $1 order by seq");
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&self.pool).await?
+                    }
+                    None => {
+                        let sql = format!("{COLUMNS} order by seq");
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?
+                    }
+                };
                 rows.iter().map(audit_event).collect()
             }
 
