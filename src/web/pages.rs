@@ -249,7 +249,10 @@ pub fn run(me: &SignedIn, connections: &[String], refused: Option<(&str, &Error)
                 textarea id="command" name="command" required rows="8" spellcheck="false" class="command" { (typed) }
                 label for="justification" { "Justification" }
                 input id="justification" name="justification" maxlength="1000";
-                p class="hint" { "It runs exactly as typed, once approved where the connection's policy asks for approval." }
+                p class="hint" {
+                    "It runs exactly as typed, once approved where the connection's policy asks for \
+                     approval. In the command, Tab types a tab; press Escape, then Tab, to move on."
+                }
                 button type="submit" { "Submit" }
             }
         },
@@ -405,7 +408,17 @@ pub fn request(
                 dt { "Requester" } dd { (request.requester) }
                 dt { "Connection" } dd { (request.connection) }
                 dt { "Created" } dd { (sentences::utc(request.created_at)) }
-                dt { "Expires" } dd { (sentences::utc(request.expires_at)) }
+                dt { "Expires" }
+                dd {
+                    @if request.status == crate::domain::Status::Pending {
+                        // app.js counts down to it; without JavaScript the time stands.
+                        time datetime=(crate::domain::rfc3339(request.expires_at)) data-countdown {
+                            (sentences::utc(request.expires_at))
+                        }
+                    } @else {
+                        (sentences::utc(request.expires_at))
+                    }
+                }
                 dt { "Justification" } dd { (request.justification.as_deref().unwrap_or("none given")) }
             }
             section aria-labelledby="command" {

@@ -85,6 +85,34 @@ impl Browser {
             .unwrap()
     }
 
+    /// Signs in on the sign-in page the browser is at, with `token`.
+    async fn sign_in(&self, token: &str) {
+        let field = self.client.find(Locator::Id("token")).await.unwrap();
+        field.send_keys(token).await.unwrap();
+        self.click("form[action='/login'] button").await;
+    }
+
+    async fn click(&self, css: &str) {
+        let button = self.client.find(Locator::Css(css)).await;
+        button
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the browser to be at `url` (a click does not wait for the navigation it starts).
+    async fn until_at(&self, url: &str) {
+        eventually(Duration::from_secs(10), || async {
+            let at = self.client.current_url().await.map_err(|e| e.to_string())?;
+            match at.as_str() == url {
+                true => Ok(()),
+                false => Err(format!("at {at}")),
+            }
+        })
+        .await;
+    }
+
     async fn close(mut self) {
         let _ = self.client.close().await;
         let _ = self.driver.kill().await;
@@ -112,28 +140,8 @@ async fn an_approver_signs_in_reads_the_exact_command_and_approves() {
     let page = app.url(&format!("/access-requests/{id}"));
     browser.client.goto(&page).await.unwrap();
     assert!(browser.client.current_url().await.unwrap().path() == "/login");
-    let token = browser.client.find(Locator::Id("token")).await.unwrap();
-    token.send_keys(app.token("bob@x.com")).await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("form[action='/login'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        let at = browser
-            .client
-            .current_url()
-            .await
-            .map_err(|e| e.to_string())?;
-        match at.as_str() == page {
-            true => Ok(()),
-            false => Err(format!("at {at}")),
-        }
-    })
-    .await;
+    browser.sign_in(app.token("bob@x.com")).await;
+    browser.until_at(&page).await;
 
     // The command as it will run, line by line.
     assert_eq!(browser.text("pre.command").await, command);
@@ -178,28 +186,8 @@ async fn a_command_written_to_break_the_page_shows_literally_and_runs_nothing() 
     let id = reply.body["id"].as_str().unwrap().to_string();
 
     browser.client.goto(&app.url("/login")).await.unwrap();
-    let token = browser.client.find(Locator::Id("token")).await.unwrap();
-    token.send_keys(app.token("bob@x.com")).await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("form[action='/login'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        let at = browser
-            .client
-            .current_url()
-            .await
-            .map_err(|e| e.to_string())?;
-        match at.path() == "/access-requests" {
-            true => Ok(()),
-            false => Err(format!("at {at}")),
-        }
-    })
-    .await;
+    browser.sign_in(app.token("bob@x.com")).await;
+    browser.until_at(&app.url("/access-requests")).await;
     browser
         .client
         .goto(&app.url(&format!("/access-requests/{id}")))
@@ -240,28 +228,8 @@ async fn an_open_request_page_shows_an_approval_made_through_the_api() {
         .goto(&format!("{}?next=/access-requests/{id}", app.url("/login")))
         .await
         .unwrap();
-    let token = browser.client.find(Locator::Id("token")).await.unwrap();
-    token.send_keys(app.token("bob@x.com")).await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("form[action='/login'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        let at = browser
-            .client
-            .current_url()
-            .await
-            .map_err(|e| e.to_string())?;
-        match at.as_str() == page {
-            true => Ok(()),
-            false => Err(format!("at {at}")),
-        }
-    })
-    .await;
+    browser.sign_in(app.token("bob@x.com")).await;
+    browser.until_at(&page).await;
     // The page is listening once the server has a waiter on the request.
     app.until_parked(&id).await;
     app.approve("sam@x.com", &id, None).await;
@@ -273,5 +241,59 @@ async fn an_open_request_page_shows_an_approval_made_through_the_api() {
         }
     })
     .await;
+    browser.close().await;
+}
+
+/// The Run page: Tab types a tab in the command; the request it makes counts down to its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_types_tabs_and_its_request_counts_down() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    browser
+        .client
+        .goto(&format!("{}?next=/run", app.url("/login")))
+        .await
+        .unwrap();
+    browser.sign_in(app.token("alice@x.com")).await;
+    browser.until_at(&app.url("/run")).await;
+    let command = browser.client.find(Locator::Id("command")).await.unwrap();
+    // U+E004 is WebDriver's Tab key.
+    command.send_keys("SELECT 1\u{e004}AS x").await.unwrap();
+    let typed = browser
+        .client
+        .execute("return document.getElementById('command').value", vec![])
+        .await
+        .unwrap();
+    assert_eq!(typed, json!("SELECT 1\tAS x"));
+    browser.click("form.run button[type=submit]").await;
+    eventually(Duration::from_secs(10), || async {
+        let at = browser
+            .client
+            .current_url()
+            .await
+            .map_err(|e| e.to_string())?;
+        match at.path().starts_with("/access-requests/") {
+            true => Ok(()),
+            false => Err(format!("at {at}")),
+        }
+    })
+    .await;
+    // Its text as the page holds it (WebDriver's element text would show the tab as a space).
+    let shown = browser
+        .client
+        .execute(
+            "return document.querySelector('pre.command').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!("SELECT 1\tAS x\n"));
+    let countdown = browser.text("time[data-countdown]").await;
+    assert!(
+        countdown.contains("UTC (in 29 min") || countdown.contains("UTC (in 30 min"),
+        "{countdown}"
+    );
     browser.close().await;
 }
