@@ -25,6 +25,11 @@ impl Browser {
     /// A headless Chromium with a fresh profile and nothing that reaches the network by itself;
     /// `None` (the test skips) when chromedriver is not installed.
     async fn start() -> Option<Browser> {
+        Browser::start_with(&[]).await
+    }
+
+    /// [`Browser::start`], with `extra` arguments for Chromium.
+    async fn start_with(extra: &[&str]) -> Option<Browser> {
         let Some(chromedriver) = which("chromedriver") else {
             crate::helpers::skip("chromedriver (apt install chromium chromium-driver)");
             return None;
@@ -43,16 +48,20 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let profile = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--disable-dev-shm-usage".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
         let capabilities = json!({
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }
+            "goog:chromeOptions": { "binary": chromium, "args": args }
         });
         let url = format!("http://127.0.0.1:{port}");
         let client = eventually(Duration::from_secs(20), || {
@@ -296,4 +305,49 @@ async fn the_run_page_types_tabs_and_its_request_counts_down() {
         "{countdown}"
     );
     browser.close().await;
+}
+
+/// Regenerates the screenshots the README shows (docs/screenshots/*.png), light and dark:
+///
+///   cargo test --test api -- --ignored screenshots
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/screenshots; run on purpose"]
+async fn screenshots() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app
+        .held("UPDATE users SET status = 'inactive'\nWHERE id = 123;")
+        .await;
+    app.approve("bob@x.com", &id, None).await;
+    app.held("DELETE FROM sessions WHERE expires_at < now();")
+        .await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Blink's preferred colour scheme: 1 light, 0 dark.
+    for (scheme, setting) in [("light", "1"), ("dark", "0")] {
+        let flags = [
+            format!("--blink-settings=preferredColorScheme={setting}"),
+            "--window-size=1200,900".to_string(),
+        ];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let browser = Browser::start_with(&flags)
+            .await
+            .expect("chromium for screenshots");
+        browser
+            .client
+            .goto(&format!("{}?next=/access-requests", app.url("/login")))
+            .await
+            .unwrap();
+        browser.sign_in(app.token("sam@x.com")).await;
+        browser.until_at(&app.url("/access-requests")).await;
+        let list = browser.client.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("list-{scheme}.png")), list).unwrap();
+        browser
+            .client
+            .goto(&app.url(&format!("/access-requests/{id}")))
+            .await
+            .unwrap();
+        let page = browser.client.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("request-{scheme}.png")), page).unwrap();
+        browser.close().await;
+    }
 }
