@@ -212,21 +212,36 @@ macro_rules! sql_store {
             }
 
             async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<AccessRequest>> {
-                // Absent filters bind NULL and match everything, keeping one static statement.
+                // Only the filters given, each its own condition: `($1 is null or column = $1)`
+                // would keep both backends off the (connection, id) and (requester, id) indexes.
+                let given = [
+                    ("status = ", filter.status.map(|s| s.as_str())),
+                    ("connection = ", filter.connection.as_deref()),
+                    ("requester = ", filter.requester.as_deref()),
+                    ("id < ", filter.before_id.as_deref()),
+                ];
+                let given: Vec<(&str, &str)> = given
+                    .into_iter()
+                    .filter_map(|(condition, value)| Some((condition, value?)))
+                    .collect();
+                let conditions: Vec<String> = given
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (condition, _))| format!("{condition}${}", i + 1))
+                    .collect();
+                let filtered = match conditions.is_empty() {
+                    true => String::new(),
+                    false => format!(" where {}", conditions.join(" and ")),
+                };
                 let sql = format!(
-                    "select {REQUEST_COLUMNS} from access_request \
-                     where ($1 is null or status = $1) and ($2 is null or connection = $2) \
-                     and ($3 is null or requester = $3) and ($4 is null or id < $4) \
-                     order by id desc limit $5"
+                    "select {REQUEST_COLUMNS} from access_request{filtered} order by id desc limit ${}",
+                    given.len() + 1
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(filter.status.map(|s| s.as_str()))
-                    .bind(&filter.connection)
-                    .bind(&filter.requester)
-                    .bind(&filter.before_id)
-                    .bind(filter.limit)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (_, value) in &given {
+                    query = query.bind(*value);
+                }
+                let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
                 self.with_approvals(rows).await
             }
 
