@@ -326,14 +326,14 @@ impl Client {
         if let Some(cursor) = cursor {
             query.push(("cursor", cursor.to_string()));
         }
-        let path = format!("/webhooks/{}/deliveries", segment(name));
+        let path = format!("/webhooks/{}/deliveries", crate::view::segment(name));
         self.call_with_query(Method::GET, &path, &query, None::<&()>, Self::SHORT)
             .await
     }
 
     /// Has the server send webhook `name` a signed ping now.
     pub async fn test_webhook(&self, name: &str) -> ClientResult<PingView> {
-        let path = format!("/webhooks/{}/test", segment(name));
+        let path = format!("/webhooks/{}/test", crate::view::segment(name));
         self.call(Method::POST, &path, None::<&()>, Self::SHORT)
             .await
     }
@@ -397,19 +397,6 @@ impl Client {
         )
         .await
     }
-}
-
-/// `text` as one URL path segment: anything but unreserved characters percent-encoded, so a
-/// name cannot reach another endpoint (`../me`).
-fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -279,6 +279,19 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// `text` as one URL path segment: anything but unreserved characters percent-encoded, so a
+/// name or id cannot reach another path (`../me`).
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Where people reach request `id` (every surface links to it).
 pub fn request_url(public_url: &str, id: &str) -> String {
     format!("{public_url}/access-requests/{id}")

@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::Hoop;
 use crate::domain::{Identity, Millis};
 use crate::error::{Error, Result};
@@ -28,10 +26,6 @@ pub struct NewSession {
     pub signed_in: SignedIn,
 }
 
-fn sha256(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
 fn random() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
@@ -45,7 +39,7 @@ impl Hoop {
         let now = self.clock.now();
         let cookie = random();
         let session = WebSession {
-            sha256: sha256(&cookie),
+            sha256: crate::token::digest(&cookie),
             token_sha256,
             csrf: random(),
             created_at: now,
@@ -67,7 +61,7 @@ impl Hoop {
     pub async fn signed_in(&self, cookie: &str) -> Result<Option<SignedIn>> {
         let Some(session) = self
             .store
-            .find_session(&sha256(cookie), self.clock.now())
+            .find_session(&crate::token::digest(cookie), self.clock.now())
             .await?
         else {
             return Ok(None);
@@ -84,7 +78,7 @@ impl Hoop {
     /// Ends the session behind `cookie`, if open.
     pub async fn sign_out(&self, cookie: &str) -> Result<()> {
         self.store
-            .end_session(&sha256(cookie), self.clock.now())
+            .end_session(&crate::token::digest(cookie), self.clock.now())
             .await?;
         Ok(())
     }

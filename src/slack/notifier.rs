@@ -50,6 +50,8 @@ const GONE: [&str; 9] = [
 
 /// How long an approver's email that found no confirmed Slack user is not asked about again.
 const UNMATCHED_EMAIL_FOR: Duration = Duration::from_secs(60 * 60);
+/// Unmatched emails remembered at most; past that, the oldest are asked about again sooner.
+const UNMATCHED_EMAILS: usize = 10_000;
 /// Approvers' emails one attempt asks Slack about at most; the rest are asked by later ones.
 const LOOKUPS_PER_ATTEMPT: usize = 20;
 
@@ -109,7 +111,7 @@ impl SlackNotifier {
         let now = clock.clone();
         Ok(Some(SlackNotifier {
             web: WebApi::new(&slack.api_base_url, &slack.bot_token)?,
-            unmatched: Mutex::new(ExpiringMap::with_clock(PACED_CHANNELS, move || now.now())),
+            unmatched: Mutex::new(ExpiringMap::with_clock(UNMATCHED_EMAILS, move || now.now())),
             pacer: Pacer::new(slack.message_interval, clock),
             address_sha256: hex::encode(Sha256::digest(slack.api_base_url.as_bytes())),
             hoop,

@@ -17,7 +17,7 @@ use crate::service::SignedIn;
 use crate::store::{ListFilter, TokenRecord, TokenSubject};
 use crate::table;
 use crate::token;
-use crate::view::DeliveryView;
+use crate::view::{DeliveryView, segment};
 
 const WORDS: Words = Words::PLAIN;
 
@@ -27,20 +27,7 @@ const WARNING_MAX: usize = 2_000;
 const REASON_MAX: usize = 2_000;
 
 pub fn request_path(id: &str) -> String {
-    let id: String = url_escape(id);
-    format!("/access-requests/{id}")
-}
-
-/// `text` with everything but unreserved URL characters percent-encoded, for a path segment.
-fn url_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    format!("/access-requests/{}", segment(id))
 }
 
 /// A whole page: `title`, who is signed in (with the sign-out form), and `main`.
@@ -274,7 +261,7 @@ pub fn link(me: &SignedIn, code: &str, kind: &str, account: &str) -> Html<String
                 "Its clicks will then count as yours. Link it only if you ran /hoop subscribe yourself \
                  and it showed this code."
             }
-            form method="post" action={ "/link/" (url_escape(code)) } {
+            form method="post" action={ "/link/" (segment(code)) } {
                 input type="hidden" name="csrf" value=(me.csrf);
                 button type="submit" { "Link this account" }
             }
