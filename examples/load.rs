@@ -88,7 +88,7 @@ approval_groups = ["dba-team"]
     tokio::spawn(app.run(std::future::pending()));
     let token = |subject| {
         let hoop = hoop.clone();
-        async move { hoop.issue_token(&subject, &Operator::system()).await }
+        async move { hoop.issue_token(&subject, None, &Operator::system()).await }
     };
     let alice = Client::new(
         &base,

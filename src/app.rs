@@ -204,7 +204,7 @@ impl App {
                 })
             });
         let server = &self.config.server;
-        let router = crate::http::router(self.hoop.clone(), &self.config, self.slack.clone());
+        let router = crate::http::router(self.hoop.clone(), &self.config, self.slack.clone())?;
         let changes = self.hoop.changes.clone();
         let (header_read_timeout, max_connections) =
             (server.header_read_timeout, server.max_connections);

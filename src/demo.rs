@@ -153,7 +153,7 @@ pub async fn fresh_tokens(hoop: &Hoop) -> anyhow::Result<Vec<(String, String)>> 
         let subject = TokenSubject::User(user.email.clone());
         hoop.revoke_tokens(Revocation::Subject(subject.clone()), &by)
             .await?;
-        let secret = hoop.issue_token(&subject, &by).await?;
+        let secret = hoop.issue_token(&subject, None, &by).await?;
         tokens.push((user.email.to_string(), secret));
     }
     Ok(tokens)

@@ -13,6 +13,7 @@ use crate::audit::AuditKind;
 use crate::domain::{Millis, Surface};
 use crate::store::{
     AuditEntry, Store, StoreResult, SubjectEvent, TokenRecord, TokenSelector, TokenSubject,
+    TokenTerms,
 };
 
 /// How many hex digits of a token's SHA-256 name it in `hoop token list` and the audit trail.
@@ -46,7 +47,13 @@ impl Operator {
     }
 
     /// The audit event of `kind` about the token with SHA-256 `digest`, under `token:<id>`.
-    fn event(&self, kind: AuditKind, subject: &TokenSubject, digest: &str) -> SubjectEvent {
+    fn event(
+        &self,
+        kind: AuditKind,
+        subject: &TokenSubject,
+        terms: &TokenTerms,
+        digest: &str,
+    ) -> SubjectEvent {
         let (subject_kind, name) = match subject {
             TokenSubject::User(email) => ("user", email.as_str()),
             TokenSubject::Agent(name) => ("agent", name.as_str()),
@@ -57,11 +64,20 @@ impl Operator {
                 kind,
                 actor: self.actor.clone(),
                 channel: self.channel,
-                detail: serde_json::json!({
-                    "token_id": id(digest),
-                    "subject_kind": subject_kind,
-                    "subject": name,
-                }),
+                detail: {
+                    let mut detail = serde_json::json!({
+                        "token_id": id(digest),
+                        "subject_kind": subject_kind,
+                        "subject": name,
+                    });
+                    if let Some(at) = terms.expires_at {
+                        detail["expires_at"] = crate::domain::rfc3339(at).into();
+                    }
+                    if let Some(groups) = &terms.claimed_groups {
+                        detail["claimed_groups"] = serde_json::json!(groups);
+                    }
+                    detail
+                },
             },
         }
     }
@@ -73,7 +89,7 @@ impl Operator {
 pub async fn create(store: &dyn Store, subject: &TokenSubject, now: Millis) -> StoreResult<String> {
     let token = generate();
     store
-        .insert_token(&digest(&token), subject, now, &[])
+        .insert_token(&digest(&token), subject, &TokenTerms::default(), now, &[])
         .await?;
     Ok(token)
 }
@@ -83,14 +99,15 @@ pub async fn create(store: &dyn Store, subject: &TokenSubject, now: Millis) -> S
 pub(crate) async fn issue(
     store: &dyn Store,
     subject: &TokenSubject,
+    terms: &TokenTerms,
     by: &Operator,
     now: Millis,
 ) -> anyhow::Result<String> {
     let token = generate();
     let digest = digest(&token);
-    let event = by.event(AuditKind::TokenCreated, subject, &digest);
+    let event = by.event(AuditKind::TokenCreated, subject, terms, &digest);
     store
-        .insert_token(&digest, subject, now, &[event])
+        .insert_token(&digest, subject, terms, now, &[event])
         .await
         .context("cannot issue the token")?;
     Ok(token)
@@ -120,8 +137,14 @@ pub(crate) async fn revoke(
         Revocation::Subject(subject) => TokenSelector::Subject(subject),
         Revocation::Id(prefix) => TokenSelector::Digest(resolve(store, &prefix).await?),
     };
-    let audit =
-        |token: &TokenRecord| by.event(AuditKind::TokenRevoked, &token.subject, &token.sha256);
+    let audit = |token: &TokenRecord| {
+        by.event(
+            AuditKind::TokenRevoked,
+            &token.subject,
+            &TokenTerms::default(),
+            &token.sha256,
+        )
+    };
     Ok(store.revoke_tokens(&selector, now, &audit).await?)
 }
 

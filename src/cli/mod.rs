@@ -141,6 +141,10 @@ enum TokenCommand {
         /// Create a token for the connection agent NAME instead
         #[arg(long, value_name = "NAME")]
         agent: Option<String>,
+        /// Make the token stop working after this long (like 12h, 30d); without it, a token
+        /// lasts until revoked
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires: Option<std::time::Duration>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -164,6 +168,15 @@ enum TokenCommand {
     },
     /// List issued tokens: id, whose, when, whether revoked (never the secrets).
     List(ConfigArg),
+}
+
+/// A token's lifetime: a positive duration like `30d`.
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{text:?} is not a duration like 12h or 30d ({e})")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -211,8 +224,9 @@ pub fn main() -> ExitCode {
             Command::Token(TokenCommand::Create {
                 email,
                 agent,
+                expires,
                 config,
-            }) => server::create_token(config.source(), email, agent).await,
+            }) => server::create_token(config.source(), email, agent, expires).await,
             Command::Token(TokenCommand::Revoke {
                 token,
                 id,

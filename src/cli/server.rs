@@ -218,6 +218,7 @@ pub async fn create_token(
     source: ConfigSource,
     email: Option<Email>,
     agent: Option<String>,
+    expires: Option<std::time::Duration>,
 ) -> anyhow::Result<ExitCode> {
     let subject = match (email, agent) {
         (_, Some(agent)) => TokenSubject::Agent(agent),
@@ -225,10 +226,19 @@ pub async fn create_token(
         (None, None) => anyhow::bail!("give an EMAIL or --agent NAME"),
     };
     let hoop = open_hoop(source).await?;
-    let token = hoop.issue_token(&subject, &Operator::cli()).await?;
+    let token = hoop.issue_token(&subject, expires, &Operator::cli()).await?;
     outln!("{token}");
+    let lasts = match expires {
+        Some(d) => format!(
+            "It expires at {}.",
+            crate::domain::rfc3339(
+                crate::domain::Clock::system().now() + d.as_millis() as crate::domain::Millis
+            )
+        ),
+        None => "It lasts until revoked.".into(),
+    };
     sayln!(
-        "Store this token now: it is not shown again. Its id is {}.",
+        "Store this token now: it is not shown again. Its id is {}. {lasts}",
         crate::token::id(&crate::token::digest(&token))
     );
     Ok(ExitCode::SUCCESS)
@@ -270,11 +280,12 @@ pub async fn revoke_tokens(
 pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
     let hoop = open_hoop(source).await?;
     outln!(
-        "{:<12} {:<6} {:<32} {:<25} REVOKED",
+        "{:<12} {:<6} {:<32} {:<25} {:<25} REVOKED",
         "ID",
         "KIND",
         "SUBJECT",
-        "CREATED"
+        "CREATED",
+        "EXPIRES"
     );
     for token in hoop.tokens().await? {
         let (kind, subject) = match &token.subject {
@@ -285,8 +296,13 @@ pub async fn list_tokens(source: ConfigSource) -> anyhow::Result<ExitCode> {
             .revoked_at
             .map(crate::domain::rfc3339)
             .unwrap_or_else(|| "-".into());
+        let expires = token
+            .terms
+            .expires_at
+            .map(crate::domain::rfc3339)
+            .unwrap_or_else(|| "-".into());
         outln!(
-            "{:<12} {kind:<6} {subject:<32} {:<25} {revoked}",
+            "{:<12} {kind:<6} {subject:<32} {:<25} {expires:<25} {revoked}",
             crate::token::id(&token.sha256),
             crate::domain::rfc3339(token.created_at)
         );

@@ -14,11 +14,13 @@ use serde::Deserialize;
 use crate::audit::AuditKey;
 use crate::domain::{Admission, ConnectionName, Email, Event, Identity, Policy, admit};
 
+mod oidc;
 mod raw;
 mod slack;
 pub mod sqlite_file;
 mod validate;
 
+pub use oidc::{DEFAULT_TOKEN_TTL, OidcConfig};
 pub use slack::SlackConfig;
 
 use validate::Validator;
@@ -74,6 +76,7 @@ pub struct Config {
     pub connections: Vec<ConnectionConfig>,
     pub webhooks: Vec<WebhookConfig>,
     pub slack: Option<SlackConfig>,
+    pub oidc: Option<OidcConfig>,
 }
 
 /// A `[[webhooks]]` endpoint: every event it subscribes to is POSTed to it, signed.

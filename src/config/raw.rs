@@ -33,6 +33,21 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) webhooks: Vec<RawWebhook>,
     pub(super) slack: Option<Spanned<RawSlack>>,
+    pub(super) oidc: Option<Spanned<RawOidc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOidc {
+    pub(super) issuer: Spanned<String>,
+    pub(super) client_id: Spanned<String>,
+    pub(super) client_secret: Spanned<String>,
+    pub(super) groups_claim: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) allow_unlisted_users: bool,
+    pub(super) token_ttl: Option<Spanned<String>>,
+    pub(super) scopes: Option<Vec<String>>,
+    pub(super) name: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -55,6 +55,7 @@ impl Validator<'_> {
         let connections = self.connections(raw.connections, &server, &known)?;
         let webhooks = self.webhooks(raw.webhooks)?;
         let slack = raw.slack.map(|s| self.slack(s)).transpose()?;
+        let oidc = raw.oidc.map(|o| self.oidc(o)).transpose()?;
         if slack.is_none()
             && let Some(conn) = raw_slack_channels.first()
         {
@@ -70,6 +71,7 @@ impl Validator<'_> {
             connections,
             webhooks,
             slack,
+            oidc,
         })
     }
 

@@ -13,7 +13,7 @@ use crate::config::EMBEDDED_AGENT;
 use crate::domain::Identity;
 use crate::error::Error;
 use crate::service::Hoop;
-use crate::store::TokenSubject;
+use crate::store::{ActiveToken, TokenSubject};
 
 /// The address the request came from: the connection's peer (a proxy in front of hoopbot is
 /// the peer; its `X-Forwarded-For` is not trusted). `None` where the server did not record it.
@@ -141,8 +141,8 @@ pub struct Agent {
     pub token_sha256: String,
 }
 
-/// The token's subject and SHA-256.
-async fn token_subject(parts: &Parts, hoop: &Hoop) -> Result<(TokenSubject, String), Error> {
+/// The caller's token and its SHA-256.
+async fn bearer_token(parts: &Parts, hoop: &Hoop) -> Result<(ActiveToken, String), Error> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
         Error::Unauthenticated("missing Authorization: Bearer <token> header".into())
     })?;
@@ -162,10 +162,9 @@ impl FromRequestParts<Hoop> for User {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, hoop: &Hoop) -> Result<Self, Error> {
-        match token_subject(parts, hoop).await?.0 {
-            TokenSubject::User(email) => hoop.identity(&email).map(User).ok_or_else(|| {
-                Error::Forbidden(format!("user {email} is no longer in the configuration"))
-            }),
+        let (token, _) = bearer_token(parts, hoop).await?;
+        match token.subject {
+            TokenSubject::User(_) => hoop.holder(&token).map(User),
             TokenSubject::Agent(_) => Err(Error::Forbidden(
                 "agent tokens can only use the agent protocol".into(),
             )),
@@ -177,7 +176,8 @@ impl FromRequestParts<Hoop> for Agent {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, hoop: &Hoop) -> Result<Self, Error> {
-        match token_subject(parts, hoop).await? {
+        let (token, token_sha256) = bearer_token(parts, hoop).await?;
+        match (token.subject, token_sha256) {
             // The name of the server's own in-process agent: no token may act as it, or it
             // could take the jobs of the connections the server runs itself.
             (TokenSubject::Agent(name), _) if name == EMBEDDED_AGENT => {

@@ -35,16 +35,16 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub struct BodyReadTimeout(pub Duration);
 
 /// Every route hoopbot serves, with the body limits and timeouts of `config`.
-pub fn router(hoop: Hoop, config: &Config, slack: Option<Arc<Slack>>) -> Router {
+pub fn router(hoop: Hoop, config: &Config, slack: Option<Arc<Slack>>) -> anyhow::Result<Router> {
     // JSON may escape one byte of a command as six (`\u0001`): the body may be six times the
     // command limit plus the other fields, and the command limit itself is checked on the command.
     let body_limit = config.server.max_command_bytes * 6 + 64 * 1024;
     let body_read_timeout = config.server.body_read_timeout;
     let slack_routes = slack.map(slack::router).unwrap_or_default();
-    Router::new()
+    Ok(Router::new()
         .nest("/api/v1", api::router().merge(agent::router(config)))
         .merge(slack_routes)
-        .merge(crate::web::router())
+        .merge(crate::web::router(config)?)
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -57,7 +57,7 @@ pub fn router(hoop: Hoop, config: &Config, slack: Option<Arc<Slack>>) -> Router 
         .layer(HeadLimitLayer)
         .layer(error::JsonErrorsLayer)
         .layer(TraceLayer::new_for_http())
-        .with_state(hoop)
+        .with_state(hoop))
 }
 
 /// The API's OpenAPI description, as kept in `docs/openapi.json`.

@@ -52,7 +52,7 @@ pub use deliveries::{WebhookEndpoints, WebhookPing};
 pub use link_attempts::{LINK_FAILURE_WINDOW, LINK_FAILURES_PER_SOURCE, LINK_FAILURES_PER_USER};
 pub use messages::LinkedPerson;
 pub use replays::{SIGNATURES_PASS_FOR_AT_MOST, Signed};
-pub use sessions::{NewSession, SESSION_TTL, SignedIn};
+pub use sessions::{CliToken, NewSession, SESSION_TTL, SignedIn, Vouched};
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]
@@ -544,16 +544,23 @@ impl Hoop {
         Ok(self.store.ping().await?)
     }
 
-    /// Who holds API token `token`, and the token's SHA-256; `unauthenticated` for an unknown
-    /// or revoked one.
-    pub async fn authenticate(&self, token: &str) -> Result<(crate::store::TokenSubject, String)> {
+    /// The API token `token` and its SHA-256; `unauthenticated` for an unknown, revoked or
+    /// expired one (an expired one says so, and how to get another).
+    pub async fn authenticate(&self, token: &str) -> Result<(crate::store::ActiveToken, String)> {
         let digest = crate::token::digest(token);
-        let subject = self
+        let active = self
             .store
             .find_token(&digest)
             .await?
             .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
-        Ok((subject, digest))
+        if let Some(at) = active.terms.expires_at.filter(|&at| at <= self.clock.now()) {
+            return Err(Error::Unauthenticated(format!(
+                "this token expired at {}; log in again (`hoop login --url {}`), or ask an admin for a new token",
+                crate::domain::rfc3339(at),
+                self.public_url(),
+            )));
+        }
+        Ok((active, digest))
     }
 
     /// Offers agent `agent` the oldest approved job of `connections`, waiting up to `timeout`. The
@@ -590,9 +597,15 @@ impl Hoop {
                 return Ok(Some(job));
             }
             if let Some(digest) = token_sha256
-                && self.store.find_token(digest).await?.is_none()
+                && self
+                    .store
+                    .find_token(digest)
+                    .await?
+                    .is_none_or(|t| t.terms.expired(self.clock.now()))
             {
-                return Err(Error::Unauthenticated("unknown or revoked token".into()));
+                return Err(Error::Unauthenticated(
+                    "unknown, revoked or expired token".into(),
+                ));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(None);

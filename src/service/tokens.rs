@@ -7,17 +7,19 @@ use anyhow::Context;
 use super::Hoop;
 use crate::config::EMBEDDED_AGENT;
 use crate::error::Result;
-use crate::store::{TokenRecord, TokenSubject};
+use crate::store::{TokenRecord, TokenSubject, TokenTerms};
 use crate::token::{Operator, Revocation};
 
 impl Hoop {
-    /// Issues a token for `subject` on behalf of `by`, with a `token_created` audit event, and
+    /// Issues a token for `subject` on behalf of `by`, lasting `expires_in` (or until revoked),
+    /// with a `token_created` audit event, and
     /// returns it in clear text, the only time it exists as such. A user must be in the config
     /// (the token names them as the config spells them); no token may act as the server's own
     /// in-process agent, or it could take the jobs of the connections the server runs itself.
     pub async fn issue_token(
         &self,
         subject: &TokenSubject,
+        expires_in: Option<std::time::Duration>,
         by: &Operator,
     ) -> anyhow::Result<String> {
         let subject = match subject {
@@ -32,7 +34,12 @@ impl Hoop {
                 TokenSubject::User(user.email.clone())
             }
         };
-        crate::token::issue(self.store.as_ref(), &subject, by, self.clock.now()).await
+        let now = self.clock.now();
+        let terms = TokenTerms {
+            expires_at: expires_in.map(|d| now + d.as_millis() as crate::domain::Millis),
+            claimed_groups: None,
+        };
+        crate::token::issue(self.store.as_ref(), &subject, &terms, by, now).await
     }
 
     /// Revokes the tokens `which` names on behalf of `by`, with a `token_revoked` audit event for

@@ -7,6 +7,7 @@
 //! Submissions and decisions are group-committed: one writer per store commits the changes of
 //! many callers in one transaction ([`group_commit`]).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -40,7 +41,7 @@ pub use deliveries::{
     DestinationStats, Finished, Leases, Next, PostedMessage, Route, Router, Shares,
 };
 pub use postgres::PostgresStore;
-pub use sessions::{Sessions, WebSession};
+pub use sessions::{CliGrant, STEP_TTL as SIGN_IN_STEP_TTL, Sessions, SignInAttempt, WebSession};
 pub use signatures::{Sighting, Signatures};
 pub use sqlite::SqliteStore;
 pub use token_cache::TOKEN_TTL;
@@ -325,8 +326,32 @@ pub struct TokenRecord {
     /// The token's SHA-256 (not a secret: the token cannot be recovered from it).
     pub sha256: String,
     pub subject: TokenSubject,
+    pub terms: TokenTerms,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
+}
+
+/// What a token carries beside its subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenTerms {
+    /// When it stops working on its own; `None`: when revoked.
+    pub expires_at: Option<Millis>,
+    /// The groups the identity provider said its holder is in when it was made by single
+    /// sign-on; `None` for a token made by hand.
+    pub claimed_groups: Option<BTreeSet<String>>,
+}
+
+impl TokenTerms {
+    pub fn expired(&self, now: Millis) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// A token not revoked (it may have expired: whoever holds it is told so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveToken {
+    pub subject: TokenSubject,
+    pub terms: TokenTerms,
 }
 
 /// An agent asking for a job: the oldest approved, unoffered request of its connections is offered
@@ -442,10 +467,11 @@ pub trait Store: Deliveries + Accounts + Signatures + Sessions + Send + Sync + '
         &self,
         sha256: &str,
         subject: &TokenSubject,
+        terms: &TokenTerms,
         now: Millis,
         audit: &[SubjectEvent],
     ) -> StoreResult<()>;
-    async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>>;
+    async fn find_token(&self, sha256: &str) -> StoreResult<Option<ActiveToken>>;
     /// Revokes the tokens `which` names, with the event `audit` makes of each, in one
     /// transaction; returns those that were still active.
     async fn revoke_tokens(

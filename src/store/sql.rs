@@ -392,11 +392,11 @@ macro_rules! sql_store {
                 }
                 // Each connection with its pickup cutoff: `(connection = $n and decided_at > $n+1)`.
                 let windows = (0..claim.connections.len())
-                    .map(|i| format!("(connection = ${} and decided_at > ${})", 2 * i + 5, 2 * i + 6))
+                    .map(|i| format!("(connection = ${} and decided_at > ${})", 2 * i + 6, 2 * i + 7))
                     .collect::<Vec<_>>()
                     .join(" or ");
                 // The token is re-checked in the claiming statement itself, so a token revoked
-                // while its long poll waited never receives a job.
+                // (or expired) while its long poll waited never receives a job.
                 let sql = format!(
                     "update access_request set version = version + 1, \
                      agent = $1, lease_until = $2, offer = $3 \
@@ -405,7 +405,8 @@ macro_rules! sql_store {
                                  order by decided_at, id limit 1{}) \
                      and status = 'approved' and agent is null \
                      and ($4 is null or exists (select 1 from api_token where token_sha256 = $4 \
-                          and kind = 'agent' and subject = $1 and revoked_at is null)) \
+                          and kind = 'agent' and subject = $1 and revoked_at is null \
+                          and (expires_at is null or expires_at > $5))) \
                      returning id",
                     $claim_lock,
                 );
@@ -414,7 +415,8 @@ macro_rules! sql_store {
                     .bind(&claim.agent)
                     .bind(claim.offer_until)
                     .bind(&claim.offer)
-                    .bind(&claim.token_sha256);
+                    .bind(&claim.token_sha256)
+                    .bind(claim.now);
                 for (connection, cutoff) in &claim.connections {
                     query = query.bind(connection).bind(*cutoff);
                 }
@@ -532,6 +534,7 @@ macro_rules! sql_store {
                 &self,
                 sha256: &str,
                 subject: &TokenSubject,
+                terms: &TokenTerms,
                 now: Millis,
                 audit: &[SubjectEvent],
             ) -> StoreResult<()> {
@@ -539,14 +542,21 @@ macro_rules! sql_store {
                     TokenSubject::User(email) => ("user", email.as_str()),
                     TokenSubject::Agent(name) => ("agent", name.as_str()),
                 };
+                let claimed_groups = terms
+                    .claimed_groups
+                    .as_ref()
+                    .map(|groups| serde_json::to_string(groups).expect("a set of strings serialises"));
                 let mut tx = self.pool.begin_with($write_begin).await?;
                 sqlx::query(
-                    "insert into api_token (token_sha256, subject, kind, created_at) values ($1, $2, $3, $4)",
+                    "insert into api_token (token_sha256, subject, kind, created_at, expires_at, claimed_groups) \
+                     values ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(sha256)
                 .bind(name)
                 .bind(kind)
                 .bind(now)
+                .bind(terms.expires_at)
+                .bind(claimed_groups)
                 .execute(&mut *tx)
                 .await?;
                 self.append_subject_events(&mut tx, now, audit).await?;
@@ -554,23 +564,31 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn find_token(&self, sha256: &str) -> StoreResult<Option<TokenSubject>> {
-                if let Some(subject) = self.tokens.get(sha256) {
-                    return Ok(Some(subject));
+            async fn find_token(&self, sha256: &str) -> StoreResult<Option<ActiveToken>> {
+                if let Some(token) = self.tokens.get(sha256) {
+                    return Ok(Some(token));
                 }
                 let generation = self.tokens.generation();
                 let checked_at = std::time::Instant::now();
                 let row = sqlx::query(
-                    "select subject, kind from api_token where token_sha256 = $1 and revoked_at is null",
+                    "select subject, kind, expires_at, claimed_groups from api_token \
+                     where token_sha256 = $1 and revoked_at is null",
                 )
                 .bind(sha256)
                 .fetch_optional(&self.pool)
                 .await?;
-                let subject = row.map(|row| token_subject(&row)).transpose()?;
-                if let Some(subject) = &subject {
-                    self.tokens.put(sha256, subject, generation, checked_at);
+                let token = row
+                    .map(|row| {
+                        Ok::<_, StoreError>(ActiveToken {
+                            subject: token_subject(&row)?,
+                            terms: token_terms(&row)?,
+                        })
+                    })
+                    .transpose()?;
+                if let Some(token) = &token {
+                    self.tokens.put(sha256, token, generation, checked_at);
                 }
-                Ok(subject)
+                Ok(token)
             }
 
             async fn revoke_tokens(
@@ -589,7 +607,7 @@ macro_rules! sql_store {
                     "update api_token set revoked_at = $1 where revoked_at is null \
                      and ($2 is null or token_sha256 = $2) and ($3 is null or kind = $3) \
                      and ($4 is null or subject = $4) \
-                     returning token_sha256, subject, kind, created_at, revoked_at",
+                     returning token_sha256, subject, kind, created_at, revoked_at, expires_at, claimed_groups",
                 )
                 .bind(now)
                 .bind(digest)
@@ -611,8 +629,8 @@ macro_rules! sql_store {
 
             async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
                 let rows = sqlx::query(
-                    "select token_sha256, subject, kind, created_at, revoked_at from api_token \
-                     order by created_at, subject",
+                    "select token_sha256, subject, kind, created_at, revoked_at, expires_at, \
+                     claimed_groups from api_token order by created_at, subject",
                 )
                 .fetch_all(&self.pool)
                 .await?;
@@ -1099,8 +1117,20 @@ macro_rules! sql_store {
             Ok(TokenRecord {
                 sha256: row.try_get("token_sha256")?,
                 subject: token_subject(row)?,
+                terms: token_terms(row)?,
                 created_at: row.try_get("created_at")?,
                 revoked_at: row.try_get("revoked_at")?,
+            })
+        }
+
+        fn token_terms(row: &DbRow) -> StoreResult<TokenTerms> {
+            let claimed_groups: Option<String> = row.try_get("claimed_groups")?;
+            Ok(TokenTerms {
+                expires_at: row.try_get("expires_at")?,
+                claimed_groups: claimed_groups
+                    .map(|groups| serde_json::from_str(&groups))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("token claimed_groups: {e}")))?,
             })
         }
 

@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::TokenSubject;
+use super::ActiveToken;
 use crate::expiring::{ExpiringMap, Generation};
 
 /// How long a successful lookup is trusted without asking the database again.
@@ -19,8 +19,8 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(1);
 const MAX_ENTRIES: usize = 10_000;
 
 pub(super) struct TokenCache {
-    /// Token SHA-256 → the subject the database said was active.
-    entries: Mutex<ExpiringMap<String, TokenSubject>>,
+    /// Token SHA-256 → what the database said of the active token.
+    entries: Mutex<ExpiringMap<String, ActiveToken>>,
 }
 
 impl Default for TokenCache {
@@ -33,7 +33,7 @@ impl Default for TokenCache {
 
 impl TokenCache {
     /// The subject of an active token, if it was looked up within [`TOKEN_TTL`].
-    pub(super) fn get(&self, sha256: &str) -> Option<TokenSubject> {
+    pub(super) fn get(&self, sha256: &str) -> Option<ActiveToken> {
         self.lock().get(sha256).cloned()
     }
 
@@ -47,14 +47,14 @@ impl TokenCache {
     pub(super) fn put(
         &self,
         sha256: &str,
-        subject: &TokenSubject,
+        token: &ActiveToken,
         generation: Generation,
         at: Instant,
     ) {
         self.lock().insert_unless_removed_since(
             generation,
             sha256.to_string(),
-            subject.clone(),
+            token.clone(),
             at + TOKEN_TTL,
         );
     }
@@ -64,7 +64,7 @@ impl TokenCache {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ExpiringMap<String, TokenSubject>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExpiringMap<String, ActiveToken>> {
         self.entries.lock().expect("token cache lock")
     }
 }
@@ -73,8 +73,13 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn alice() -> TokenSubject {
-        TokenSubject::User(crate::domain::Email::parse("alice@x.com").unwrap())
+    fn alice() -> ActiveToken {
+        ActiveToken {
+            subject: crate::store::TokenSubject::User(
+                crate::domain::Email::parse("alice@x.com").unwrap(),
+            ),
+            terms: Default::default(),
+        }
     }
 
     #[test]

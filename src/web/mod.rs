@@ -8,6 +8,7 @@ mod admin;
 mod live;
 mod pages;
 mod session;
+mod sso;
 
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
@@ -26,11 +27,25 @@ use crate::store::ListFilter;
 /// Requests one list page shows at most.
 const PAGE: i64 = 50;
 
-pub fn router() -> Router<Hoop> {
+/// The web app's pages; with `[oidc]` configured, single sign-on too.
+pub fn router(config: &crate::config::Config) -> anyhow::Result<Router<Hoop>> {
+    let pages = pages_router();
+    Ok(match &config.oidc {
+        Some(oidc) => {
+            let sso = sso::SingleSignOn::new(oidc, &config.server.public_url)?;
+            pages.layer(axum::Extension(std::sync::Arc::new(sso)))
+        }
+        None => pages,
+    })
+}
+
+fn pages_router() -> Router<Hoop> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/access-requests") }))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
+        .route("/login/oidc", get(sso::start))
+        .route("/login/oidc/callback", get(sso::callback))
         .route("/access-requests", get(list))
         .route("/access-requests/{id}", get(show))
         .route("/access-requests/{id}/approve", post(approve))

@@ -74,7 +74,9 @@ fn live_page(title: &str, me: Option<&SignedIn>, live: Option<&str>, main: Marku
     )
 }
 
-pub fn login(next: &str, refused: Option<&str>) -> Html<String> {
+/// The sign-in page: single sign-on first when the server has it, then an API token.
+pub fn login(next: &str, sso: Option<&str>, refused: Option<&str>) -> Html<String> {
+    let with_provider = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
     page(
         "Sign in",
         None,
@@ -82,6 +84,10 @@ pub fn login(next: &str, refused: Option<&str>) -> Html<String> {
             h1 { "Sign in" }
             @if let Some(refused) = refused {
                 p class="refusal" role="alert" { (refused) }
+            }
+            @if let Some(provider) = sso {
+                p { a class="button" href={ "/login/oidc?" (with_provider) } { "Sign in with " (provider) } }
+                p class="hint" { "Or with an API token:" }
             }
             form method="post" action="/login" {
                 label for="token" { "API token" }

@@ -2,6 +2,9 @@
 //! when the public URL is https) names a server-side session (`Hoop::signed_in`); every form
 //! posts the session's CSRF token, compared in constant time.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::{Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
@@ -10,6 +13,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::pages;
+use super::sso::SingleSignOn;
 use crate::error::Error;
 use crate::service::{Hoop, SESSION_TTL, SignedIn};
 
@@ -69,16 +73,7 @@ impl FromRequestParts<Hoop> for Browser {
 
 /// The session cookie's value, if the request carries one.
 fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
-        .filter(|value| !value.is_empty())
+    super::sso::cookie(&parts.headers, COOKIE)
 }
 
 /// A form that carries the session's CSRF token.
@@ -103,7 +98,7 @@ pub struct Next {
 }
 
 /// `next` if it is a page of this server (a path, not `//elsewhere`); otherwise the list.
-fn local(next: Option<&str>) -> String {
+pub(super) fn local(next: Option<&str>) -> String {
     match next {
         Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
             path.to_string()
@@ -112,11 +107,20 @@ fn local(next: Option<&str>) -> String {
     }
 }
 
-pub async fn login_page(browser: Browser, Query(next): Query<Next>) -> Response {
+/// The name of the identity provider to offer, when single sign-on is configured.
+fn sso_name(sso: &Option<Extension<Arc<SingleSignOn>>>) -> Option<&str> {
+    sso.as_ref().map(|Extension(sso)| sso.name())
+}
+
+pub async fn login_page(
+    browser: Browser,
+    sso: Option<Extension<Arc<SingleSignOn>>>,
+    Query(next): Query<Next>,
+) -> Response {
     let next = local(next.next.as_deref());
     match browser.signed_in {
         Some(_) => Redirect::to(&next).into_response(),
-        None => pages::login(&next, None).into_response(),
+        None => pages::login(&next, sso_name(&sso), None).into_response(),
     }
 }
 
@@ -126,30 +130,39 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(State(hoop): State<Hoop>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(hoop): State<Hoop>,
+    sso: Option<Extension<Arc<SingleSignOn>>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = local(form.next.as_deref());
     let session = match hoop.sign_in(&form.token).await {
         Ok(session) => session,
         Err(e) => {
             let status = super::status_of(&e);
-            return (status, pages::login(&next, Some(&e.to_string()))).into_response();
+            return (status, pages::login(&next, sso_name(&sso), Some(&e.to_string())))
+                .into_response();
         }
     };
+    let mut response = Redirect::to(&next).into_response();
+    set_session_cookie(&hoop, &mut response, &session.cookie);
+    response
+}
+
+/// Has the browser keep `cookie` as its session (`Secure` when the server is reached by https).
+pub(super) fn set_session_cookie(hoop: &Hoop, response: &mut Response, cookie: &str) {
     let secure = if hoop.public_url().starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
     let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        session.cookie,
+        "{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         SESSION_TTL.as_secs()
     );
-    let mut response = Redirect::to(&next).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
-    response
 }
 
 #[derive(Deserialize)]

@@ -125,7 +125,7 @@ async fn a_token_whose_audit_event_fails_is_not_issued(backend: Backend) {
 
     let issued = app
         .hoop
-        .issue_token(&TokenSubject::Agent("edge".into()), &Operator::system())
+        .issue_token(&TokenSubject::Agent("edge".into()), None, &Operator::system())
         .await;
     assert!(issued.is_err(), "{issued:?}");
     assert_eq!(app.hoop.tokens().await.unwrap(), before);
@@ -310,7 +310,7 @@ async fn creating_and_revoking_tokens_is_audited_by_id(backend: Backend) {
     for digest in ["abcd0001", "abcd0002"] {
         let subject = hoopbot::store::TokenSubject::Agent("twin".into());
         store
-            .insert_token(&digest.repeat(8), &subject, now, &[])
+            .insert_token(&digest.repeat(8), &subject, &Default::default(), now, &[])
             .await
             .unwrap();
     }

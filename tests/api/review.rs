@@ -89,6 +89,7 @@ async fn serve_refuses_an_audit_key_the_trail_was_not_written_with(backend: Back
     app.hoop
         .issue_token(
             &hoopbot::store::TokenSubject::Agent("edge".into()),
+            None,
             &hoopbot::token::Operator::system(),
         )
         .await
