@@ -215,6 +215,14 @@ impl Client {
             .await
     }
 
+    /// Redeems the code a signed-in browser handed `hoop login`, with the secret it asked with:
+    /// a token of its own. Needs no token itself.
+    pub async fn cli_token(&self, code: &str, verifier: &str) -> ClientResult<Value> {
+        let body = json!({ "code": code, "verifier": verifier });
+        self.call(Method::POST, "/login/token", Some(&body), Self::SHORT)
+            .await
+    }
+
     /// Confirms a chat link code (`/hoop subscribe`) as the token's user.
     pub async fn confirm_link(&self, code: &str) -> ClientResult<Value> {
         let body = json!({ "code": code });

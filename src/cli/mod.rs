@@ -68,14 +68,21 @@ enum Command {
         /// The code, like ABCD-EFGH (valid 10 minutes, once)
         code: String,
     },
-    /// Store the server URL and your API token for later commands
+    /// Sign in to a server for later commands: in your browser, or with an API token
+    ///
+    /// Without --token, opens the server's sign-in page in your browser (single sign-on, where
+    /// the server has it) and receives a token that expires on a loopback port, as `gh auth
+    /// login` does. Credentials are stored in your config directory, readable by you only.
     Login {
         /// The server, e.g. https://hoop.company.com
         #[arg(long)]
         url: String,
-        /// Your API token (from `hoop token create EMAIL`)
+        /// Your API token (from `hoop token create EMAIL`) instead of the browser
         #[arg(long)]
-        token: String,
+        token: Option<String>,
+        /// Print the sign-in page's address instead of opening a browser
+        #[arg(long, conflicts_with = "token")]
+        no_browser: bool,
     },
     /// Run a connection agent: dials out to the server and runs approved jobs
     Agent {
@@ -214,7 +221,18 @@ pub fn main() -> ExitCode {
             Command::Requests(command) => requests::run(command).await,
             Command::Webhooks(command) => webhooks::run(command).await,
             Command::Subscribe { code } => remote::subscribe(&code).await,
-            Command::Login { url, token } => remote::login(&url, &token)
+            Command::Login {
+                url,
+                token: Some(token),
+                ..
+            } => remote::login(&url, &token)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Login {
+                url,
+                token: None,
+                no_browser,
+            } => remote::login_in_browser(&url, !no_browser)
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Agent { config } => agent::run(&config).await,

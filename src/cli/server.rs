@@ -226,7 +226,9 @@ pub async fn create_token(
         (None, None) => anyhow::bail!("give an EMAIL or --agent NAME"),
     };
     let hoop = open_hoop(source).await?;
-    let token = hoop.issue_token(&subject, expires, &Operator::cli()).await?;
+    let token = hoop
+        .issue_token(&subject, expires, &Operator::cli())
+        .await?;
     outln!("{token}");
     let lasts = match expires {
         Some(d) => format!(

@@ -42,7 +42,12 @@ impl Validator<'_> {
     /// `[oidc]`: an https issuer (http only on loopback), a client id and a secret.
     pub(super) fn oidc(&self, raw: Spanned<RawOidc>) -> Result<OidcConfig, ConfigError> {
         let raw = raw.into_inner();
-        let issuer = raw.issuer.get_ref().trim().trim_end_matches('/').to_string();
+        let issuer = raw
+            .issuer
+            .get_ref()
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
         match reqwest::Url::parse(&issuer) {
             Ok(url) if url.scheme() == "https" && url.host().is_some() => {}
             Ok(url) if url.scheme() == "http" && is_loopback(&url) => {}

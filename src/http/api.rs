@@ -36,6 +36,7 @@ pub fn router() -> Router<Hoop> {
         .route("/access-requests/{id}/cancel", post(cancel))
         .route("/access-requests/{id}/audit", get(audit))
         .route("/chat-links", post(confirm_link))
+        .route("/login/token", post(cli_token))
         .route("/webhooks", get(webhooks))
         .route("/webhooks/{name}/deliveries", get(webhook_deliveries))
         .route("/webhooks/{name}/test", post(webhook_test))
@@ -44,6 +45,28 @@ pub fn router() -> Router<Hoop> {
 /// Who the token belongs to, with their current groups.
 async fn me(User(user): User) -> Json<Value> {
     Json(json!({ "email": user.email, "groups": user.groups, "is_admin": user.is_admin }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CliTokenBody {
+    code: String,
+    verifier: String,
+}
+
+/// `hoop login` in a browser: the code the signed-in browser handed the command line, and the
+/// secret it asked with, for a token of its own. No bearer token: the pair is the credential.
+async fn cli_token(
+    State(hoop): State<Hoop>,
+    Body(body): Body<CliTokenBody>,
+) -> Result<Json<Value>> {
+    let granted = hoop.redeem_cli_grant(&body.code, &body.verifier).await?;
+    Ok(Json(json!({
+        "token": granted.token,
+        "email": granted.user.email,
+        "groups": granted.user.groups,
+        "expires_at": crate::domain::rfc3339(granted.expires_at),
+    })))
 }
 
 #[derive(Deserialize)]

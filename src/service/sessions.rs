@@ -16,9 +16,7 @@ use sha2::{Digest, Sha256};
 use super::Hoop;
 use crate::domain::{Email, Identity, Millis, Surface};
 use crate::error::{Error, Result};
-use crate::store::{
-    ActiveToken, CliGrant, SignInAttempt, TokenSubject, TokenTerms, WebSession,
-};
+use crate::store::{ActiveToken, CliGrant, SignInAttempt, TokenSubject, TokenTerms, WebSession};
 use crate::token::Operator;
 
 /// How long a web session lasts at most.
@@ -85,12 +83,17 @@ impl Hoop {
         let oidc = self.config.oidc.as_ref().ok_or_else(|| {
             Error::InvalidInput("single sign-on is not configured on this server".into())
         })?;
-        let subject = TokenSubject::User(
-            self.config
-                .user(&vouched.email)
-                .map(|u| u.email.clone())
-                .unwrap_or_else(|| vouched.email.clone()),
-        );
+        let subject = match self.config.user(&vouched.email) {
+            Some(listed) => TokenSubject::User(listed.email.clone()),
+            None if oidc.allow_unlisted_users => TokenSubject::User(vouched.email.clone()),
+            None => {
+                tracing::warn!(email = %vouched.email.as_str(), "refused a sign-on of someone not in the config");
+                return Err(Error::Forbidden(format!(
+                    "the identity provider signed you in as {}, who is not a user here; ask an admin to add you under [[users]]",
+                    vouched.email.as_str()
+                )));
+            }
+        };
         let terms = TokenTerms {
             expires_at: Some(self.clock.now() + millis(oidc.token_ttl)),
             claimed_groups: Some(vouched.groups.clone()),
@@ -104,9 +107,10 @@ impl Hoop {
             actor: user.email.as_str().to_string(),
             channel: Surface::Web,
         };
-        let token = crate::token::issue(self.store.as_ref(), &subject, &terms, &by, self.clock.now())
-            .await
-            .map_err(Error::Internal)?;
+        let token =
+            crate::token::issue(self.store.as_ref(), &subject, &terms, &by, self.clock.now())
+                .await
+                .map_err(Error::Internal)?;
         let token_sha256 = crate::token::digest(&token);
         Ok((token, token_sha256, user))
     }
@@ -210,8 +214,11 @@ impl Hoop {
     /// Anything amiss (unknown, used or lapsed code, wrong secret, the browser's token revoked
     /// since) is `unauthenticated`, and the code is spent either way.
     pub async fn redeem_cli_grant(&self, code: &str, verifier: &str) -> Result<CliToken> {
-        let refused =
-            || Error::Unauthenticated("this sign-in is unknown, used or lapsed; run `hoop login` again".into());
+        let refused = || {
+            Error::Unauthenticated(
+                "this sign-in is unknown, used or lapsed; run `hoop login` again".into(),
+            )
+        };
         let grant = self
             .store
             .take_cli_grant(&crate::token::digest(code.trim()), self.clock.now())
@@ -232,11 +239,7 @@ impl Hoop {
             .filter(|t| !t.terms.expired(self.clock.now()))
             .ok_or_else(refused)?;
         let user = self.holder(&browsers)?;
-        let ttl = self
-            .config
-            .oidc
-            .as_ref()
-            .map_or(crate::config::DEFAULT_TOKEN_TTL, |o| o.token_ttl);
+        let ttl = self.sso_token_ttl();
         let terms = TokenTerms {
             expires_at: Some(self.clock.now() + millis(ttl)),
             claimed_groups: browsers.terms.claimed_groups.clone(),
@@ -260,6 +263,14 @@ impl Hoop {
             user,
             expires_at: terms.expires_at.expect("set above"),
         })
+    }
+
+    /// How long a token made by signing in (single sign-on, `hoop login`) lasts.
+    pub fn sso_token_ttl(&self) -> Duration {
+        self.config
+            .oidc
+            .as_ref()
+            .map_or(crate::config::DEFAULT_TOKEN_TTL, |o| o.token_ttl)
     }
 
     /// The person a user token acts for, with their groups now: a configured user's groups, and

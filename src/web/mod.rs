@@ -5,6 +5,7 @@
 //! Content-Security-Policy and may not be framed.
 
 mod admin;
+mod cli_login;
 mod live;
 mod pages;
 mod session;
@@ -46,6 +47,7 @@ fn pages_router() -> Router<Hoop> {
         .route("/logout", post(session::logout))
         .route("/login/oidc", get(sso::start))
         .route("/login/oidc/callback", get(sso::callback))
+        .route("/login/cli", get(cli_login::page).post(cli_login::allow))
         .route("/access-requests", get(list))
         .route("/access-requests/{id}", get(show))
         .route("/access-requests/{id}/approve", post(approve))
@@ -65,6 +67,7 @@ fn pages_router() -> Router<Hoop> {
 /// no full URL sent elsewhere.
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
+    // A page may set a Content-Security-Policy of its own (the `hoop login` page): it is kept.
     for (name, value) in [
         (
             header::CONTENT_SECURITY_POLICY,
@@ -75,7 +78,9 @@ async fn security_headers(mut response: Response) -> Response {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "same-origin"),
     ] {
-        headers.insert(name, HeaderValue::from_static(value));
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
     }
     response
 }

@@ -100,6 +100,37 @@ pub fn login(next: &str, sso: Option<&str>, refused: Option<&str>) -> Html<Strin
     )
 }
 
+/// `hoop login` asks for a token: whose it will be, how long it lasts, and the button that allows
+/// it.
+pub fn cli_login(
+    me: &SignedIn,
+    port: u16,
+    challenge: &str,
+    state: &str,
+    lasts: std::time::Duration,
+) -> Html<String> {
+    page(
+        "Sign in the command line",
+        Some(me),
+        html! {
+            h1 { "Sign in the command line" }
+            p {
+                "A " code { "hoop login" } " on this computer asks to act as "
+                strong { (me.user.email.as_str()) } ". It gets a token of its own that lasts "
+                (humantime::format_duration(lasts)) "."
+            }
+            p class="hint" { "Allow it only if you just ran " code { "hoop login" } " yourself." }
+            form method="post" action="/login/cli" {
+                input type="hidden" name="csrf" value=(me.csrf);
+                input type="hidden" name="port" value=(port);
+                input type="hidden" name="challenge" value=(challenge);
+                input type="hidden" name="state" value=(state);
+                button type="submit" { "Allow" }
+            }
+        },
+    )
+}
+
 /// A page about `error`: what went wrong, and nothing done.
 pub fn error(me: Option<&SignedIn>, error: &Error) -> Response {
     let status = super::status_of(error);

@@ -140,7 +140,10 @@ pub async fn login(
         Ok(session) => session,
         Err(e) => {
             let status = super::status_of(&e);
-            return (status, pages::login(&next, sso_name(&sso), Some(&e.to_string())))
+            return (
+                status,
+                pages::login(&next, sso_name(&sso), Some(&e.to_string())),
+            )
                 .into_response();
         }
     };

@@ -26,10 +26,10 @@ use openidconnect::core::{
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, IdTokenFields,
-    IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    AdditionalClaims, AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
+    HttpResponse, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -158,7 +158,11 @@ impl SingleSignOn {
     }
 
     /// Where to send the browser, the `state` it must come back with, and the attempt to keep.
-    async fn start(&self, next: String, now: i64) -> Result<(String, String, SignInAttempt), Error> {
+    async fn start(
+        &self,
+        next: String,
+        now: i64,
+    ) -> Result<(String, String, SignInAttempt), Error> {
         let client = self.client(false).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client.authorize_url(
@@ -311,7 +315,11 @@ pub async fn start(
         }
         Err(e) => {
             let status = super::status_of(&e);
-            (status, pages::login(&next, Some(sso.name()), Some(&e.to_string()))).into_response()
+            (
+                status,
+                pages::login(&next, Some(sso.name()), Some(&e.to_string())),
+            )
+                .into_response()
         }
     }
 }
@@ -356,7 +364,9 @@ pub async fn callback(
             ));
         }
         let attempt = hoop.take_sign_in(&state).await?.ok_or_else(|| {
-            Error::Unauthenticated("this sign-in was used already or took too long; sign in again".into())
+            Error::Unauthenticated(
+                "this sign-in was used already or took too long; sign in again".into(),
+            )
         })?;
         let vouched = sso.finish(code, &attempt).await?;
         let session = hoop.sign_in_vouched(vouched).await?;
@@ -368,7 +378,9 @@ pub async fn callback(
             set_session_cookie(&hoop, &mut response, &session.cookie);
             response.headers_mut().append(
                 header::SET_COOKIE,
-                HeaderValue::from_static("hoop_sign_in=; Path=/login/oidc; HttpOnly; SameSite=Lax; Max-Age=0"),
+                HeaderValue::from_static(
+                    "hoop_sign_in=; Path=/login/oidc; HttpOnly; SameSite=Lax; Max-Age=0",
+                ),
             );
             response
         }

@@ -125,7 +125,11 @@ async fn a_token_whose_audit_event_fails_is_not_issued(backend: Backend) {
 
     let issued = app
         .hoop
-        .issue_token(&TokenSubject::Agent("edge".into()), None, &Operator::system())
+        .issue_token(
+            &TokenSubject::Agent("edge".into()),
+            None,
+            &Operator::system(),
+        )
         .await;
     assert!(issued.is_err(), "{issued:?}");
     assert_eq!(app.hoop.tokens().await.unwrap(), before);

@@ -261,7 +261,11 @@ async fn the_demo_revokes_its_earlier_tokens_at_each_start() {
             "{email}"
         );
         assert_eq!(
-            store.find_token(&digest(new)).await.unwrap().map(|t| t.subject),
+            store
+                .find_token(&digest(new))
+                .await
+                .unwrap()
+                .map(|t| t.subject),
             Some(TokenSubject::User(email.parse().unwrap()))
         );
     }

@@ -25,7 +25,7 @@ on_both_backends!(
     an_admin_revokes_a_token_and_its_sessions_end,
 );
 
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -56,7 +56,7 @@ async fn sign_in(app: &TestApp, email: &str) -> String {
     cookie.split(';').next().unwrap().to_string()
 }
 
-async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, String) {
+pub async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, String) {
     let reply = browser()
         .get(app.url(path))
         .header("cookie", cookie)
@@ -67,7 +67,7 @@ async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, String) {
 }
 
 /// The CSRF token the page's forms carry.
-fn csrf_in(html: &str) -> String {
+pub fn csrf_in(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with the CSRF token")
@@ -75,7 +75,12 @@ fn csrf_in(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
-async fn post(app: &TestApp, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+pub async fn post(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
     browser()
         .post(app.url(path))
         .header("cookie", cookie)
