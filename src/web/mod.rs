@@ -113,6 +113,7 @@ struct ListQuery {
     view: Option<String>,
     status: Option<String>,
     connection: Option<String>,
+    requester: Option<String>,
     before: Option<String>,
 }
 
@@ -139,7 +140,19 @@ async fn list(
         },
     };
     let connection = query.connection.filter(|c| !c.is_empty());
-    let filtered = status.is_some() || connection.is_some() || query.before.is_some();
+    // As the store keeps it: the config's spelling of a user's email.
+    let requester = query
+        .requester
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .map(|r| match domain::Email::parse(&r) {
+            Ok(email) => hoop
+                .identity(&email)
+                .map_or(r, |user| user.email.as_str().to_string()),
+            Err(_) => r,
+        });
+    let filtered =
+        status.is_some() || connection.is_some() || requester.is_some() || query.before.is_some();
     let view = match query.view.as_deref() {
         Some("mine") => pages::View::WaitingForMe,
         Some("all") => pages::View::All,
@@ -166,7 +179,7 @@ async fn list(
         let filter = ListFilter {
             status,
             connection,
-            requester: None,
+            requester,
             before_id: query.before,
             limit: PAGE,
         };

@@ -179,6 +179,9 @@ pub fn list(
         if let Some(connection) = &filter.connection {
             query.push(("connection", connection));
         }
+        if let Some(requester) = &filter.requester {
+            query.push(("requester", requester));
+        }
         format!(
             "/access-requests?{}",
             serde_urlencoded::to_string(query).unwrap_or_default()
@@ -206,6 +209,8 @@ pub fn list(
                     }
                     label for="connection" { "Connection" }
                     input id="connection" name="connection" value=(filter.connection.as_deref().unwrap_or_default());
+                    label for="requester" { "Requester" }
+                    input id="requester" name="requester" type="email" placeholder="someone@company.com" value=(filter.requester.as_deref().unwrap_or_default());
                     button type="submit" { "Filter" }
                 }
             }

@@ -583,6 +583,22 @@ async fn an_approver_sees_what_waits_for_them_first(backend: Backend) {
     let (_, html) = page(&app, &alice, "/access-requests").await;
     assert!(html.contains("aria-current=\"page\">All"), "{html}");
     assert!(html.contains(&format!("/access-requests/{done}")));
+
+    // Filtered by requester: only Eve's.
+    let eves = app.submit("eve@x.com", "prod-db", "SELECT 'eve'").await;
+    let eves = eves.body["id"].as_str().unwrap();
+    let (_, html) = page(
+        &app,
+        &alice,
+        "/access-requests?view=all&requester=eve%40x.com",
+    )
+    .await;
+    assert!(html.contains(&format!("/access-requests/{eves}")), "{html}");
+    assert!(
+        !html.contains(&format!("/access-requests/{done}")),
+        "{html}"
+    );
+    assert!(html.contains("name=\"requester\" type=\"email\""), "{html}");
 }
 
 async fn a_request_page_says_where_its_notifications_went(backend: Backend) {
