@@ -123,8 +123,8 @@ impl Browser {
     }
 
     /// Goes to `path` of `app` and runs axe-core (`source`) on the page there: its violations,
-    /// each as `{id, impact, help, nodes: [{target, summary}]}`.
-    async fn axe(&self, app: &TestApp, path: &str, source: &str) -> Vec<serde_json::Value> {
+    /// each as `{id, impact, help, nodes: [{target, summary}]}`, and the rules the page passed.
+    async fn axe(&self, app: &TestApp, path: &str, source: &str) -> serde_json::Value {
         self.client.goto(&app.url(path)).await.unwrap();
         // Injected through WebDriver's script execution, which the page's CSP (`script-src
         // 'self'`, no inline scripts) does not govern; a page could not load it itself.
@@ -139,19 +139,23 @@ impl Browser {
             .execute_async(
                 "const done = arguments[arguments.length - 1];
                  axe.run(document, { resultTypes: ['violations'] }).then(
-                   (results) => done(results.violations.map((v) => ({
-                     id: v.id, impact: v.impact, help: v.help,
-                     nodes: v.nodes.map((n) => ({ target: n.target, summary: n.failureSummary })),
-                   }))),
+                   (results) => done({
+                     violations: results.violations.map((v) => ({
+                       id: v.id, impact: v.impact, help: v.help,
+                       nodes: v.nodes.map((n) => ({ target: n.target, summary: n.failureSummary })),
+                     })),
+                     passed: results.passes.map((p) => p.id),
+                   }),
                    (error) => done({ error: String(error) }));",
                 vec![],
             )
             .await
             .unwrap();
-        match found {
-            serde_json::Value::Array(violations) => violations,
-            other => panic!("axe-core failed on {path}: {other}"),
-        }
+        assert!(
+            found.get("error").is_none(),
+            "axe-core failed on {path}: {found}"
+        );
+        found
     }
 
     async fn close(mut self) {
@@ -445,7 +449,11 @@ async fn the_pages_pass_an_accessibility_check_light_and_dark() {
                 browser.sign_in(app.token("bob@x.com")).await;
                 browser.until_at(&app.url("/access-requests")).await;
             }
-            for violation in browser.axe(&app, path, &axe).await {
+            let found = browser.axe(&app, path, &axe).await;
+            // No violations because the rules ran and passed, not because they never ran.
+            let passed = found["passed"].as_array().unwrap();
+            assert!(passed.contains(&json!("color-contrast")), "{path}: {found}");
+            for violation in found["violations"].as_array().unwrap() {
                 let line = format!("{scheme} {path}: {violation}");
                 match violation["impact"].as_str() {
                     Some("serious" | "critical") => serious.push(line),
