@@ -1,7 +1,7 @@
 //! Live pages benchmark: what P open request pages cost a real `hoop serve` on one core, and how
 //! soon each page hears of a decision made through the API.
 //!
-//!   cargo build --release --examples
+//!   cargo build --release --bin hoop --example live_pages
 //!   ./target/release/examples/live_pages sqlite 2000 500
 //!   HOOP_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
 //!     ./target/release/examples/live_pages postgres 2000 500
