@@ -21,7 +21,7 @@
 
 mod support;
 
-use support::{Call, Cpu, Hoop, drive, pin_load_generator, report, submit};
+use support::{Call, Cpu, Hoop, drive, pin_load_generator, report, sign_in, submit};
 
 const CLIENTS: usize = 32;
 
@@ -89,32 +89,4 @@ async fn bench(backend: &str, n: usize, core: Option<usize>) -> anyhow::Result<(
     );
 
     hoop.stop().await
-}
-
-/// Signs Bob in as a browser does; returns his session's cookie.
-async fn sign_in(port: u16, token: &str) -> anyhow::Result<String> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let reply = client
-        .post(format!("http://127.0.0.1:{port}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([
-            ("token", token),
-            ("next", "/"),
-        ])?)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        reply.status() == reqwest::StatusCode::SEE_OTHER,
-        "signing in answered {}",
-        reply.status()
-    );
-    let cookie = reply
-        .headers()
-        .get("set-cookie")
-        .and_then(|c| c.to_str().ok())
-        .and_then(|c| c.split(';').next())
-        .ok_or_else(|| anyhow::anyhow!("signing in set no cookie"))?;
-    Ok(cookie.to_string())
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use support::{Hoop, cpu_ticks, ms, submit, ticks_to_seconds};
+use support::{Hoop, cpu_ticks, ms, rss_kib, submit, ticks_to_seconds};
 
 const IDLE: Duration = Duration::from_secs(20);
 const WAKES: usize = 200;
@@ -145,14 +145,4 @@ async fn until_connections(port: u16, n: usize) -> anyhow::Result<usize> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("the waiters did not all connect")
-}
-
-/// The process's resident set size, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }

@@ -610,3 +610,46 @@ impl Cpu {
         })
     }
 }
+
+/// Signs the holder of `token` in as a browser does; returns the session's cookie.
+#[allow(dead_code, reason = "only the web benchmarks sign in")]
+pub async fn sign_in(port: u16, token: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let reply = client
+        .post(format!("http://127.0.0.1:{port}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([
+            ("token", token),
+            ("next", "/"),
+        ])?)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        reply.status() == reqwest::StatusCode::SEE_OTHER,
+        "signing in answered {}",
+        reply.status()
+    );
+    let cookie = reply
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .ok_or_else(|| anyhow::anyhow!("signing in set no cookie"))?;
+    Ok(cookie.to_string())
+}
+
+/// Process `pid`'s resident set size (VmRSS), in KiB.
+#[allow(
+    dead_code,
+    reason = "only the waiters and live pages benchmarks read memory"
+)]
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}

@@ -458,7 +458,8 @@ pub fn request(
                 p class="hint" {
                     (request.command.len()) " bytes · SHA-256 " code { (request.command_sha256) }
                 }
-                pre class="command" {
+                // Focusable, so a keyboard can scroll a line wider than the window.
+                pre class="command" tabindex="0" {
                     code {
                         @for line in shown.text.split('\n') {
                             span class="line" { (line) } "\n"
@@ -509,8 +510,9 @@ pub fn request(
                     @if let Some(error) = &result.error {
                         p class="refusal" { (error) }
                     }
-                    // As psql prints it (or the program's own output), control characters shown.
-                    pre class="result" { (table::render(result)) }
+                    // As psql prints it (or the program's own output), control characters shown;
+                    // focusable, as the command is, for a table wider than the window.
+                    pre class="result" tabindex="0" { (table::render(result)) }
                 }
             }
             @if !deliveries.is_empty() {

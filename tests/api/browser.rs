@@ -122,6 +122,42 @@ impl Browser {
         .await;
     }
 
+    /// Goes to `path` of `app` and runs axe-core (`source`) on the page there: its violations,
+    /// each as `{id, impact, help, nodes: [{target, summary}]}`, and the rules the page passed.
+    async fn axe(&self, app: &TestApp, path: &str, source: &str) -> serde_json::Value {
+        self.client.goto(&app.url(path)).await.unwrap();
+        // Injected through WebDriver's script execution, which the page's CSP (`script-src
+        // 'self'`, no inline scripts) does not govern; a page could not load it itself.
+        let loaded = self
+            .client
+            .execute(&format!("{source}\n;return typeof window.axe;"), vec![])
+            .await
+            .unwrap();
+        assert_eq!(loaded, json!("object"), "axe-core did not load on {path}");
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] }).then(
+                   (results) => done({
+                     violations: results.violations.map((v) => ({
+                       id: v.id, impact: v.impact, help: v.help,
+                       nodes: v.nodes.map((n) => ({ target: n.target, summary: n.failureSummary })),
+                     })),
+                     passed: results.passes.map((p) => p.id),
+                   }),
+                   (error) => done({ error: String(error) }));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            found.get("error").is_none(),
+            "axe-core failed on {path}: {found}"
+        );
+        found
+    }
+
     async fn close(mut self) {
         let _ = self.client.close().await;
         let _ = self.driver.kill().await;
@@ -349,5 +385,97 @@ async fn screenshots() {
         let page = browser.client.screenshot().await.unwrap();
         std::fs::write(dir.join(format!("request-{scheme}.png")), page).unwrap();
         browser.close().await;
+    }
+}
+
+/// axe-core's script, as `npm ci --prefix tests/a11y` installs it at the version the lockfile pins
+/// (`.ci/run` does). `None` when it is not installed: the test says it skips, and fails when `CI`
+/// is set.
+fn axe_core() -> Option<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/a11y/node_modules/axe-core/axe.min.js");
+    match std::fs::read_to_string(&path) {
+        Ok(source) => Some(source),
+        Err(e) => {
+            let why = format!(
+                "the accessibility check needs axe-core, not installed ({}: {e}); \
+                 install it with `npm ci --prefix tests/a11y`",
+                path.display()
+            );
+            if std::env::var_os("CI").is_some() {
+                panic!("{why}. CI is set: nothing is skipped there");
+            }
+            eprintln!("skipping: {why}");
+            None
+        }
+    }
+}
+
+/// axe-core finds no serious or critical accessibility violation on the sign-in page, the list
+/// (both views), a pending request page with its decision forms, one whose command carries
+/// warnings, and the Run page, in the light colour scheme and the dark one (contrast differs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_pass_an_accessibility_check_light_and_dark() {
+    let Some(axe) = axe_core() else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let pending = app
+        .held("UPDATE users SET status = 'inactive'\nWHERE id = 123;")
+        .await;
+    // A hidden character (warned about) and a line longer than any window (the `<pre>` scrolls).
+    let long = format!("SELECT '\u{200b}' AS x, {} FROM t;", "col, ".repeat(80));
+    let warned = app.held(&long).await;
+    let approved = app.held("DELETE FROM sessions WHERE expired").await;
+    app.approve("sam@x.com", &approved, None).await;
+    let pages = [
+        "/login".to_string(),
+        "/access-requests".into(),
+        "/access-requests?view=all".into(),
+        format!("/access-requests/{pending}"),
+        format!("/access-requests/{warned}"),
+        format!("/access-requests/{approved}"),
+        "/run".into(),
+    ];
+    // Blink's preferred colour scheme: 1 light, 0 dark (as the screenshots test sets it).
+    for (scheme, setting) in [("light", "1"), ("dark", "0")] {
+        let flag = format!("--blink-settings=preferredColorScheme={setting}");
+        let Some(browser) = Browser::start_with(&[&flag]).await else {
+            return;
+        };
+        let mut serious = Vec::new();
+        for path in &pages {
+            if path != "/login" && browser.client.current_url().await.unwrap().path() == "/login" {
+                browser.sign_in(app.token("bob@x.com")).await;
+                browser.until_at(&app.url("/access-requests")).await;
+            }
+            let found = browser.axe(&app, path, &axe).await;
+            // No violations because the rules ran and passed, not because they never ran.
+            let passed = found["passed"].as_array().unwrap();
+            assert!(passed.contains(&json!("color-contrast")), "{path}: {found}");
+            for violation in found["violations"].as_array().unwrap() {
+                let line = format!("{scheme} {path}: {violation}");
+                match violation["impact"].as_str() {
+                    Some("serious" | "critical") => serious.push(line),
+                    // Shown with --nocapture; not what this test holds the pages to.
+                    _ => eprintln!("minor: {line}"),
+                }
+            }
+        }
+        let dark = browser
+            .client
+            .execute(
+                "return window.matchMedia('(prefers-color-scheme: dark)').matches",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(dark, json!(scheme == "dark"), "the {scheme} scheme took");
+        browser.close().await;
+        assert!(
+            serious.is_empty(),
+            "serious or critical accessibility violations:\n{}",
+            serious.join("\n")
+        );
     }
 }
