@@ -221,6 +221,31 @@ async fn an_approver_signs_in_reads_the_exact_command_and_approves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_signs_in_through_the_identity_provider() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let idp = crate::fake_idp::FakeIdp::start().await;
+    let app = TestApp::spawn_with(Backend::Sqlite, &idp.config("")).await;
+    idp.send_back_to("http://hoop.test", &app.url(""));
+    idp.sign_in_next(crate::fake_idp::Person {
+        email: "bob@x.com".into(),
+        groups: vec![],
+        flaw: None,
+    });
+    let id = app.held("SELECT 1").await;
+    let page = app.url(&format!("/access-requests/{id}"));
+    browser.client.goto(&page).await.unwrap();
+    assert_eq!(browser.client.current_url().await.unwrap().path(), "/login");
+    // To the provider, which signs Bob in at once, and back to the page he asked for.
+    browser.click("a[href^='/login/oidc']").await;
+    browser.until_at(&page).await;
+    assert!(browser.text("header").await.contains("bob@x.com"));
+    assert!(browser.client.source().await.unwrap().contains("Approve as dba-team"));
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_written_to_break_the_page_shows_literally_and_runs_nothing() {
     let Some(browser) = Browser::start().await else {
         return;

@@ -135,6 +135,12 @@ impl FakeIdp {
         *self.provider.next.lock().unwrap() = person;
     }
 
+    /// Sends the browser back to `to` where the server's redirect URI says `from` (a real
+    /// browser cannot resolve the test server's public name).
+    pub fn send_back_to(&self, from: &str, to: &str) {
+        *self.provider.reroute.lock().unwrap() = Some((from.into(), to.into()));
+    }
+
     pub fn authorizations(&self) -> Vec<HashMap<String, String>> {
         self.provider.authorizations.lock().unwrap().clone()
     }
