@@ -119,6 +119,7 @@ async fn list(
     };
     let limit = page_limit(query.limit)?;
     let filter = ListFilter {
+        awaiting: None,
         status,
         connection: query.connection,
         requester: query.requester,

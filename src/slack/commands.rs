@@ -157,6 +157,7 @@ impl Slack {
         let pending = self
             .hoop
             .list(&ListFilter {
+                awaiting: None,
                 status: Some(Status::Pending),
                 connection: None,
                 requester: None,

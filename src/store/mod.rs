@@ -299,6 +299,8 @@ pub struct ListFilter {
     pub status: Option<Status>,
     pub connection: Option<String>,
     pub requester: Option<String>,
+    /// Only requests still waiting for one of these groups' approval ("waiting for me").
+    pub awaiting: Option<Vec<String>>,
     /// Only requests with ids below this one (ids grow with time).
     pub before_id: Option<String>,
     pub limit: i64,

@@ -224,11 +224,23 @@ macro_rules! sql_store {
                     .into_iter()
                     .filter_map(|(condition, value)| Some((condition, value?)))
                     .collect();
-                let conditions: Vec<String> = given
+                let mut conditions: Vec<String> = given
                     .iter()
                     .enumerate()
                     .map(|(i, (condition, _))| format!("{condition}${}", i + 1))
                     .collect();
+                let awaiting = filter.awaiting.as_deref().unwrap_or_default();
+                if filter.awaiting.is_some() {
+                    // The groups' placeholders follow the limit's.
+                    let groups = match awaiting.is_empty() {
+                        true => "null".to_string(),
+                        false => placeholders(given.len() + 2, awaiting.len()),
+                    };
+                    conditions.push(format!(
+                        "exists (select 1 from access_request_approval a where a.request_id = \
+                         access_request.id and a.status = 'pending' and a.group_name in ({groups}))"
+                    ));
+                }
                 let filtered = match conditions.is_empty() {
                     true => String::new(),
                     false => format!(" where {}", conditions.join(" and ")),
@@ -241,7 +253,11 @@ macro_rules! sql_store {
                 for (_, value) in &given {
                     query = query.bind(*value);
                 }
-                let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+                query = query.bind(filter.limit);
+                for group in awaiting {
+                    query = query.bind(group);
+                }
+                let rows = query.fetch_all(&self.pool).await?;
                 self.with_approvals(rows).await
             }
 

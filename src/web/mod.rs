@@ -163,8 +163,10 @@ async fn list(
     };
     let listed = async {
         if view == pages::View::WaitingForMe {
-            // The pending requests the one rule lets this reader approve now.
+            // The pending requests the one rule lets this reader approve now: those still
+            // waiting for one of their groups, found by the database, then the rule itself.
             let pending = ListFilter {
+                awaiting: Some(me.user.groups.iter().cloned().collect()),
                 status: Some(Status::Pending),
                 connection: None,
                 requester: None,
@@ -177,6 +179,7 @@ async fn list(
             return Ok((requests, pending));
         }
         let filter = ListFilter {
+            awaiting: None,
             status,
             connection,
             requester,

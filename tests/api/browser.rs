@@ -241,7 +241,14 @@ async fn a_user_signs_in_through_the_identity_provider() {
     browser.click("a[href^='/login/oidc']").await;
     browser.until_at(&page).await;
     assert!(browser.text("header").await.contains("bob@x.com"));
-    assert!(browser.client.source().await.unwrap().contains("Approve as dba-team"));
+    assert!(
+        browser
+            .client
+            .source()
+            .await
+            .unwrap()
+            .contains("Approve as dba-team")
+    );
     browser.close().await;
 }
 

@@ -572,6 +572,27 @@ async fn an_approver_sees_what_waits_for_them_first(backend: Backend) {
     );
     assert!(html.contains("0 of 2 approved; expires"), "{html}");
 
+    // The database picks the requests still waiting for a group: dba-team's is given on one.
+    let awaiting = |groups: &[&str]| {
+        let app = &app;
+        let filter = hoopbot::store::ListFilter {
+            status: Some(hoopbot::domain::Status::Pending),
+            awaiting: Some(groups.iter().map(|g| g.to_string()).collect()),
+            limit: 50,
+            ..Default::default()
+        };
+        async move {
+            let listed = app.store().await.list_requests(&filter).await.unwrap();
+            listed.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(awaiting(&["dba-team"]).await, vec![waiting.clone()]);
+    assert_eq!(
+        awaiting(&["security", "sre"]).await,
+        vec![done.clone(), waiting.clone()]
+    );
+    assert!(awaiting(&[]).await.is_empty());
+
     let (_, all) = page(&app, &bob, "/access-requests?view=all").await;
     assert!(
         all.contains(&format!("/access-requests/{waiting}"))
