@@ -1,5 +1,5 @@
 //! Web app sessions (see migrations/*/0008_web_sessions.sql): what a signed-in browser's cookie
-//! stands for; and the steps on the way to one (0009_sign_in.sql): a single sign-on waiting for
+//! stands for; and the steps on the way to one (0010_sign_in.sql): a single sign-on waiting for
 //! the browser's return from the identity provider, and a `hoop login` waiting for its token.
 //! Shared SQL for both backends, like signatures.rs.
 
