@@ -15,10 +15,12 @@ use crate::audit::AuditKey;
 use crate::domain::{Admission, ConnectionName, Email, Event, Identity, Policy, admit};
 
 mod raw;
+mod shown;
 mod slack;
 pub mod sqlite_file;
 mod validate;
 
+pub use shown::MASK;
 pub use slack::SlackConfig;
 
 use validate::Validator;
