@@ -27,6 +27,7 @@ mod slack_onboarding;
 mod slack_origin;
 mod waiting;
 mod web;
+mod web_admin;
 mod webhooks;
 mod without_review;
 mod write_path;
