@@ -390,6 +390,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_configured_secret_is_shown() {
+        let secrets = [
+            "audit-key-0123456789abcdef0123456789abcdef",
+            "db-pass-1",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "hook-query-2",
+            "slack-signing-3",
+            "xoxb-bot-4",
+            "xapp-app-5",
+            "env-secret-6",
+            "conn-pass-7",
+        ];
+        let text = format!(
+            r#"
+[server]
+database_url = "postgres://hoop:{}@db.internal/hoop"
+audit_key = "{}"
+allow_embedded_command = true
+[[users]]
+email = "root@x.com"
+groups = ["admin"]
+[[connections]]
+name = "jobs"
+type = "command"
+command = ["/usr/local/bin/job"]
+env = {{ API_KEY = "{}" }}
+[[connections]]
+name = "warehouse"
+type = "postgres"
+url = "postgres://reader:{}@warehouse/dw"
+[[webhooks]]
+name = "siem"
+url = "https://siem.example/in?token={}"
+secret = "whsec_{}"
+[slack]
+signing_secret = "{}"
+bot_token = "{}"
+app_token = "{}"
+channel = "C0123456789"
+"#,
+            secrets[1],
+            secrets[0],
+            secrets[7],
+            secrets[8],
+            secrets[3],
+            secrets[2],
+            secrets[4],
+            secrets[5],
+            secrets[6],
+        );
+        let shown = Config::parse(&text, "test").unwrap().shown();
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        for masked in [
+            "audit_key = \"••••••\"",
+            "database_url = \"postgres://hoop:••••••@db.internal/hoop\"",
+            "API_KEY = \"••••••\"",
+            "app_token = \"••••••\"",
+        ] {
+            assert!(shown.contains(masked), "{masked}:\n{shown}");
+        }
+    }
+
+    #[test]
     fn urls_keep_where_they_point_and_lose_their_credentials() {
         let cases = [
             (

@@ -34,7 +34,7 @@ pub async fn audit(
 ) -> Response {
     let me = match signed_in_admin(browser) {
         Ok(me) => me,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let given = |value: Option<String>| {
         value

@@ -14,7 +14,7 @@ use crate::web::session::Browser;
 pub async fn config(State(hoop): State<Hoop>, browser: Browser) -> Response {
     let me = match signed_in_admin(browser) {
         Ok(me) => me,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let shown = match hoop.effective_config(&me.user) {
         Ok(shown) => shown,

@@ -30,16 +30,18 @@ fn admin(me: &SignedIn) -> Result<(), Error> {
 }
 
 /// The signed-in admin; for anyone else, the page to send: the way to sign in, or 403.
-fn signed_in_admin(browser: Browser) -> Result<SignedIn, Response> {
-    let me = browser.signed_in().map_err(IntoResponse::into_response)?;
-    admin(&me).map_err(|e| pages::error(Some(&me), &e))?;
+fn signed_in_admin(browser: Browser) -> Result<SignedIn, Box<Response>> {
+    let me = browser
+        .signed_in()
+        .map_err(|to_sign_in| Box::new(to_sign_in.into_response()))?;
+    admin(&me).map_err(|e| Box::new(pages::error(Some(&me), &e)))?;
     Ok(me)
 }
 
 pub async fn tokens(State(hoop): State<Hoop>, browser: Browser) -> Response {
     let me = match signed_in_admin(browser) {
         Ok(me) => me,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     match hoop.tokens().await {
         Ok(tokens) => pages::tokens(&me, &tokens).into_response(),

@@ -35,7 +35,7 @@ pub async fn webhooks(
 ) -> Response {
     let me = match signed_in_admin(browser) {
         Ok(me) => me,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let before = match query.before.as_deref().filter(|b| !b.is_empty()) {
         None => None,
