@@ -15,7 +15,7 @@ use crate::config::sqlite_file::{SqliteTarget, sqlite_target};
 use crate::domain::Clock;
 use crate::domain::Email;
 use crate::service::Hoop;
-use crate::store::{Store, TokenSubject};
+use crate::store::{ChainCheck, Store, TokenSubject, check_audit_chain};
 use crate::token::{Operator, Revocation};
 
 /// The config file `hoop serve` uses: the one given, else `./hoop.toml`; `None` runs the demo.
@@ -377,9 +377,12 @@ async fn verified_chain(
         "no audit key: the chain can only be checked with the key it was written with; \
          set HOOP_AUDIT_KEY (or [server] audit_key)",
     )?;
-    let events = store.audit_events(None).await?;
-    let head = store.audit_head().await?;
-    match crate::audit::verify(key, &events, &head, checkpoints) {
+    let ChainCheck {
+        events,
+        head,
+        verdict,
+    } = check_audit_chain(store, key, checkpoints).await?;
+    match verdict {
         Ok(()) => Ok(Ok((events, head))),
         Err(ChainError::UnkeyedUnpinned { until }) if vouch_for_unkeyed => {
             sayln!(

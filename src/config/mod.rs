@@ -16,11 +16,13 @@ use crate::domain::{Admission, ConnectionName, Email, Event, Identity, Policy, a
 
 mod oidc;
 mod raw;
+mod shown;
 mod slack;
 pub mod sqlite_file;
 mod validate;
 
 pub use oidc::{DEFAULT_TOKEN_TTL, OidcConfig};
+pub use shown::MASK;
 pub use slack::SlackConfig;
 
 use validate::Validator;

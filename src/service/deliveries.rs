@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 
-use super::Hoop;
+use super::{Hoop, admin_only};
 use crate::domain::{self, AccessRequest, Identity, Millis};
 use crate::error::{Error, Result};
-use crate::store::AttemptRecord;
+use crate::store::{AttemptRecord, DeliveryRecord};
 use crate::view::{AccessRequestView, PingView, WebhookView};
 
 /// The configured webhook endpoints, as the admins' use cases need them: where each points now,
@@ -120,6 +120,22 @@ impl Hoop {
         Ok(views)
     }
 
+    /// Webhook `name`'s deliveries, newest first, below delivery `before`. Admins only.
+    pub async fn webhook_deliveries(
+        &self,
+        actor: &Identity,
+        name: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>> {
+        admin_only(actor, "read webhook deliveries")?;
+        self.known_webhook(name)?;
+        Ok(self
+            .store
+            .deliveries_to("webhook", name, before, limit)
+            .await?)
+    }
+
     /// Webhook `name`'s attempts, newest first, below attempt `before`. Admins only.
     pub async fn webhook_attempts(
         &self,
@@ -181,14 +197,6 @@ impl Hoop {
                 known.join(", ")
             }
         )))
-    }
-}
-
-fn admin_only(actor: &Identity, what: &str) -> Result<()> {
-    if actor.is_admin {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(format!("only admins may {what}")))
     }
 }
 

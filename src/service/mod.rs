@@ -40,6 +40,7 @@ pub const MAX_JUSTIFICATION_BYTES: usize = 4096;
 pub const MAX_REASON_BYTES: usize = 4096;
 
 mod accounts;
+mod audit_log;
 mod deliveries;
 mod link_attempts;
 mod messages;
@@ -53,6 +54,15 @@ pub use link_attempts::{LINK_FAILURE_WINDOW, LINK_FAILURES_PER_SOURCE, LINK_FAIL
 pub use messages::LinkedPerson;
 pub use replays::{SIGNATURES_PASS_FOR_AT_MOST, Signed};
 pub use sessions::{CliToken, NewSession, SESSION_TTL, SignedIn, Vouched};
+
+/// Refuses anyone but an admin to do `what`.
+fn admin_only(actor: &Identity, what: &str) -> Result<()> {
+    if actor.is_admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!("only admins may {what}")))
+    }
+}
 
 /// A new command as submitted.
 #[derive(Debug, Clone)]
@@ -127,8 +137,20 @@ impl Hoop {
             .collect()
     }
 
+    /// The configuration as loaded, as TOML with every secret masked (`Config::shown`). Admins
+    /// only.
+    pub fn effective_config(&self, actor: &Identity) -> Result<String> {
+        admin_only(actor, "read the configuration")?;
+        Ok(self.config.shown())
+    }
+
     pub fn public_url(&self) -> &str {
         &self.config.server.public_url
+    }
+
+    /// The largest command accepted, in bytes.
+    pub fn max_command_bytes(&self) -> usize {
+        self.config.server.max_command_bytes
     }
 
     /// How long an agent's claim on a job holds without a heartbeat.

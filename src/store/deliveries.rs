@@ -164,6 +164,7 @@ pub enum Next {
 /// A delivery as the request's API JSON shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {
+    pub id: i64,
     pub request_id: String,
     pub kind: String,
     pub destination: String,
@@ -175,6 +176,8 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub delivered_at: Option<Millis>,
     pub next_attempt_at: Option<Millis>,
+    /// When it was routed: right after the change it announces.
+    pub created_at: Millis,
 }
 
 /// One recorded attempt (a test ping has no delivery and no request).
@@ -259,6 +262,14 @@ pub trait Deliveries: Send + Sync {
     ) -> StoreResult<()>;
     /// The deliveries of these requests, oldest first.
     async fn deliveries_of(&self, request_ids: &[&str]) -> StoreResult<Vec<DeliveryRecord>>;
+    /// A destination's deliveries, newest first, below delivery id `before` when given.
+    async fn deliveries_to(
+        &self,
+        kind: &str,
+        destination: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
     /// A destination's attempts, newest first, below attempt id `before` when given.
     async fn attempts(
         &self,
@@ -737,8 +748,7 @@ macro_rules! delivery_store {
                     return Ok(Vec::new());
                 }
                 let sql = format!(
-                    "select request_id, kind, destination, event, version, state, attempts, \
-                     last_status, last_error, delivered_at, next_attempt_at from delivery \
+                    "select {DELIVERY_COLUMNS} from delivery \
                      where request_id in ({}) order by outbox_id, kind, destination",
                     $crate::store::sql::placeholders(1, request_ids.len())
                 );
@@ -746,31 +756,46 @@ macro_rules! delivery_store {
                 for id in request_ids {
                     query = query.bind(*id);
                 }
-                query
-                    .fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .map(|row| {
-                        let state: String = row.try_get("state")?;
-                        let state = $crate::store::DeliveryState::parse(&state)
-                            .ok_or_else(|| StoreError::Corrupt(format!("delivery state {state:?}")))?;
-                        Ok($crate::store::DeliveryRecord {
-                            request_id: row.try_get("request_id")?,
-                            kind: row.try_get("kind")?,
-                            destination: row.try_get("destination")?,
-                            event: row.try_get("event")?,
-                            version: row.try_get("version")?,
-                            attempts: row.try_get("attempts")?,
-                            last_status: row.try_get("last_status")?,
-                            last_error: row.try_get("last_error")?,
-                            delivered_at: row.try_get("delivered_at")?,
-                            next_attempt_at: (state == $crate::store::DeliveryState::Pending)
-                                .then(|| row.try_get("next_attempt_at"))
-                                .transpose()?,
-                            state,
-                        })
-                    })
-                    .collect()
+                query.fetch_all(&self.pool).await?.iter().map(delivery_record).collect()
+            }
+
+            async fn deliveries_to(
+                &self,
+                kind: &str,
+                destination: &str,
+                before: Option<i64>,
+                limit: i64,
+            ) -> StoreResult<Vec<$crate::store::DeliveryRecord>> {
+                // Two statements, not `$3 is null or id < $3`, which keeps the planners off the
+                // (kind, destination, id) index.
+                let rows = match before {
+                    Some(before) => {
+                        let sql = format!(
+                            "select {DELIVERY_COLUMNS} from delivery where kind = $1 and destination = $2 \
+                             and id < $3 order by id desc limit $4"
+                        );
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(kind)
+                            .bind(destination)
+                            .bind(before)
+                            .bind(limit)
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                    None => {
+                        let sql = format!(
+                            "select {DELIVERY_COLUMNS} from delivery where kind = $1 and destination = $2 \
+                             order by id desc limit $3"
+                        );
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(kind)
+                            .bind(destination)
+                            .bind(limit)
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                };
+                rows.iter().map(delivery_record).collect()
             }
 
             async fn attempts(
@@ -930,6 +955,33 @@ macro_rules! delivery_store {
                 .await?;
                 rows.iter().map(posted_message).collect()
             }
+        }
+
+        /// The columns [`delivery_record`] reads.
+        const DELIVERY_COLUMNS: &str = "id, request_id, kind, destination, event, version, state, \
+            attempts, last_status, last_error, delivered_at, next_attempt_at, created_at";
+
+        fn delivery_record(row: &DbRow) -> StoreResult<$crate::store::DeliveryRecord> {
+            let state: String = row.try_get("state")?;
+            let state = $crate::store::DeliveryState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("delivery state {state:?}")))?;
+            Ok($crate::store::DeliveryRecord {
+                id: row.try_get("id")?,
+                request_id: row.try_get("request_id")?,
+                kind: row.try_get("kind")?,
+                destination: row.try_get("destination")?,
+                event: row.try_get("event")?,
+                version: row.try_get("version")?,
+                attempts: row.try_get("attempts")?,
+                last_status: row.try_get("last_status")?,
+                last_error: row.try_get("last_error")?,
+                delivered_at: row.try_get("delivered_at")?,
+                next_attempt_at: (state == $crate::store::DeliveryState::Pending)
+                    .then(|| row.try_get("next_attempt_at"))
+                    .transpose()?,
+                created_at: row.try_get("created_at")?,
+                state,
+            })
         }
 
         fn posted_message(row: &DbRow) -> StoreResult<$crate::store::PostedMessage> {

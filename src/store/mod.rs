@@ -306,6 +306,18 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// Which audit events a page of the audit log shows: each filter given must match.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// The subject: a request's id, or `token:…`, `slack:…`.
+    pub request_id: Option<String>,
+    pub actor: Option<String>,
+    pub kind: Option<String>,
+    /// Only events before this sequence number (the next page of older ones).
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
 /// Who a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSubject {
@@ -451,6 +463,8 @@ pub trait Store: Deliveries + Accounts + Signatures + Sessions + Send + Sync + '
 
     /// Audit events of one request, or of all requests, in chain order.
     async fn audit_events(&self, request_id: Option<&str>) -> StoreResult<Vec<AuditEvent>>;
+    /// A page of the audit log: the events `filter` picks, newest first.
+    async fn audit_log(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
     /// The last audit event, if any.
     async fn last_audit_event(&self) -> StoreResult<Option<AuditEvent>>;
     /// The chain head: the last event's sequence number and hash.
@@ -484,6 +498,30 @@ pub trait Store: Deliveries + Accounts + Signatures + Sessions + Send + Sync + '
     ) -> StoreResult<Vec<TokenRecord>>;
     /// Every token ever issued (never the secret), oldest first.
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+}
+
+/// The whole audit chain as stored, and whether it verifies under `key` and `checkpoints`.
+pub struct ChainCheck {
+    pub events: Vec<AuditEvent>,
+    pub head: Head,
+    pub verdict: Result<(), crate::audit::ChainError>,
+}
+
+/// Reads the whole chain and its head and verifies them (`crate::audit::verify`): what
+/// `hoop audit verify` and the admin's audit log page both say.
+pub async fn check_audit_chain(
+    store: &dyn Store,
+    key: &AuditKey,
+    checkpoints: &[crate::audit::Checkpoint],
+) -> StoreResult<ChainCheck> {
+    let events = store.audit_events(None).await?;
+    let head = store.audit_head().await?;
+    let verdict = crate::audit::verify(key, &events, &head, checkpoints);
+    Ok(ChainCheck {
+        events,
+        head,
+        verdict,
+    })
 }
 
 /// Opens the store named by `database_url` (`sqlite://…` or `postgres://…`). Without

@@ -469,6 +469,46 @@ macro_rules! sql_store {
                 rows.iter().map(audit_event).collect()
             }
 
+            async fn audit_log(&self, filter: &$crate::store::AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+                // Only the filters given, as in `list_requests`: each then uses its own
+                // (column, seq) index, newest first.
+                let text = [
+                    ("request_id = ", filter.request_id.as_deref()),
+                    ("actor = ", filter.actor.as_deref()),
+                    ("kind = ", filter.kind.as_deref()),
+                ];
+                let text: Vec<(&str, &str)> = text
+                    .into_iter()
+                    .filter_map(|(condition, value)| Some((condition, value?)))
+                    .collect();
+                let mut conditions: Vec<String> = text
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (condition, _))| format!("{condition}${}", i + 1))
+                    .collect();
+                if filter.before_seq.is_some() {
+                    conditions.push(format!("seq < ${}", conditions.len() + 1));
+                }
+                let filtered = match conditions.is_empty() {
+                    true => String::new(),
+                    false => format!(" where {}", conditions.join(" and ")),
+                };
+                let sql = format!(
+                    "select seq, request_id, kind, actor, channel, at, detail, prev_hash, hash \
+                     from audit_event{filtered} order by seq desc limit ${}",
+                    conditions.len() + 1
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (_, value) in &text {
+                    query = query.bind(*value);
+                }
+                if let Some(before) = filter.before_seq {
+                    query = query.bind(before);
+                }
+                let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+                rows.iter().map(audit_event).collect()
+            }
+
             async fn last_audit_event(&self) -> StoreResult<Option<AuditEvent>> {
                 let row = sqlx::query(
                     "select seq, request_id, kind, actor, channel, at, detail, prev_hash, hash \

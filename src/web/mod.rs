@@ -8,6 +8,7 @@ mod admin;
 mod cli_login;
 mod live;
 mod pages;
+mod run;
 mod session;
 mod sso;
 
@@ -22,7 +23,7 @@ use self::session::{Browser, CsrfForm, check_csrf};
 use crate::domain::{self, Decision, Status, Surface};
 use crate::error::Error;
 use crate::http::Source;
-use crate::service::{Hoop, Submission};
+use crate::service::Hoop;
 use crate::store::ListFilter;
 
 /// Requests one list page shows at most.
@@ -53,10 +54,13 @@ fn pages_router() -> Router<Hoop> {
         .route("/access-requests/{id}/approve", post(approve))
         .route("/access-requests/{id}/reject", post(reject))
         .route("/access-requests/{id}/events", get(live::changes))
-        .route("/run", get(run_page).post(run))
+        .route("/run", get(run::run_page).post(run::run))
         .route("/link/{code}", get(link_page).post(link))
         .route("/admin/tokens", get(admin::tokens))
         .route("/admin/tokens/revoke", post(admin::revoke))
+        .route("/admin/audit", get(admin::audit))
+        .route("/admin/webhooks", get(admin::webhooks))
+        .route("/admin/config", get(admin::config))
         .route("/static/app.css", get(stylesheet))
         .route("/static/app.js", get(script))
         .layer(axum::middleware::map_response(security_headers))
@@ -291,63 +295,6 @@ async fn decide(
     match hoop.decide(&me.user, id, decision, Surface::Web).await {
         Ok(_) => Redirect::to(&pages::request_path(id)).into_response(),
         Err(e) => pages::error(Some(&me), &e),
-    }
-}
-
-async fn run_page(State(hoop): State<Hoop>, browser: Browser) -> Response {
-    match browser.signed_in() {
-        Ok(me) => pages::run(&me, &hoop.connection_names(), None).into_response(),
-        Err(to_sign_in) => to_sign_in.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct RunForm {
-    csrf: String,
-    connection: String,
-    command: String,
-    #[serde(default)]
-    justification: String,
-}
-
-impl CsrfForm for RunForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-/// A command from the Run page: the same use case as `POST /api/v1/exec`; then its request page,
-/// which says whether it waits for approval or was approved at once.
-async fn run(State(hoop): State<Hoop>, browser: Browser, Form(form): Form<RunForm>) -> Response {
-    let me = match browser.signed_in() {
-        Ok(me) => me,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
-    if let Err(refused) = check_csrf(&me, &form) {
-        return pages::error(Some(&me), &refused);
-    }
-    let submitted = async {
-        let connection = form
-            .connection
-            .parse()
-            .map_err(|e| Error::InvalidInput(format!("connection: {e}")))?;
-        // Browsers send a textarea's line breaks as CRLF; the command is what was typed.
-        let command = form.command.replace("\r\n", "\n");
-        let justification = Some(form.justification.trim().to_string()).filter(|j| !j.is_empty());
-        let submission = Submission {
-            connection,
-            command,
-            justification,
-        };
-        hoop.submit(&me.user, submission, Surface::Web).await
-    };
-    match submitted.await {
-        Ok(request) => Redirect::to(&pages::request_path(&request.id)).into_response(),
-        Err(e) => {
-            let status = status_of(&e);
-            let page = pages::run(&me, &hoop.connection_names(), Some((&form.command, &e)));
-            (status, page).into_response()
-        }
     }
 }
 

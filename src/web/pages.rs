@@ -31,7 +31,7 @@ pub fn request_path(id: &str) -> String {
 }
 
 /// A whole page: `title`, who is signed in (with the sign-out form), and `main`.
-fn page(title: &str, me: Option<&SignedIn>, main: Markup) -> Html<String> {
+pub fn page(title: &str, me: Option<&SignedIn>, main: Markup) -> Html<String> {
     live_page(title, me, None, main)
 }
 
@@ -54,8 +54,14 @@ fn live_page(title: &str, me: Option<&SignedIn>, live: Option<&str>, main: Marku
                         nav aria-label="Main" {
                             a href="/access-requests" { "Access Requests" } " · "
                             a href="/run" { "Run a command" }
-                            @if me.is_some_and(|me| me.user.is_admin) {
-                                " · " a href="/admin/tokens" { "Tokens" }
+                        }
+                        @if me.is_some_and(|me| me.user.is_admin) {
+                            nav aria-label="Admin" class="admin" {
+                                "Admin: "
+                                a href="/admin/tokens" { "Tokens" } " · "
+                                a href="/admin/audit" { "Audit log" } " · "
+                                a href="/admin/webhooks" { "Webhooks" } " · "
+                                a href="/admin/config" { "Configuration" }
                             }
                         }
                         @if let Some(me) = me {
@@ -268,19 +274,22 @@ pub fn run(me: &SignedIn, connections: &[String], refused: Option<(&str, &Error)
             @if let Some((_, error)) = refused {
                 p class="refusal" role="alert" { (error_message(error)) }
             }
-            form method="post" action="/run" class="run" {
+            form method="post" action="/run" class="run" enctype="multipart/form-data" {
                 input type="hidden" name="csrf" value=(me.csrf);
                 label for="connection" { "Connection" }
                 select id="connection" name="connection" required {
                     @for name in connections { option value=(name) { (name) } }
                 }
                 label for="command" { "Command" }
-                textarea id="command" name="command" required rows="8" spellcheck="false" class="command" { (typed) }
+                textarea id="command" name="command" rows="8" spellcheck="false" class="command" { (typed) }
+                label for="script" { "or upload a script" }
+                input id="script" name="script" type="file";
                 label for="justification" { "Justification" }
                 input id="justification" name="justification" maxlength="1000";
                 p class="hint" {
-                    "It runs exactly as typed, once approved where the connection's policy asks for \
-                     approval. In the command, Tab types a tab; press Escape, then Tab, to move on."
+                    "It runs exactly as typed, or as the file holds it (UTF-8 text), once approved \
+                     where the connection's policy asks for approval. In the command, Tab types a \
+                     tab; press Escape, then Tab, to move on."
                 }
                 button type="submit" { "Submit" }
             }

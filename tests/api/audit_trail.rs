@@ -402,7 +402,7 @@ async fn server_side_commands_say_which_config_and_database(backend: Backend) {
     }
 }
 
-async fn tamper(url: &str, sql: &'static str) {
+pub(crate) async fn tamper(url: &str, sql: &'static str) {
     if url.starts_with("sqlite:") {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();

@@ -29,6 +29,7 @@ mod slack_origin;
 mod sso;
 mod waiting;
 mod web;
+mod web_admin;
 mod webhooks;
 mod without_review;
 mod write_path;

@@ -25,7 +25,7 @@ on_both_backends!(
     an_admin_revokes_a_token_and_its_sessions_end,
 );
 
-pub fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -33,7 +33,7 @@ pub fn browser() -> reqwest::Client {
 }
 
 /// A browser session of `email`: the cookie the sign-in set.
-async fn sign_in(app: &TestApp, email: &str) -> String {
+pub(crate) async fn sign_in(app: &TestApp, email: &str) -> String {
     let reply = browser()
         .post(app.url("/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -56,7 +56,7 @@ async fn sign_in(app: &TestApp, email: &str) -> String {
     cookie.split(';').next().unwrap().to_string()
 }
 
-pub async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, String) {
+pub(crate) async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, String) {
     let reply = browser()
         .get(app.url(path))
         .header("cookie", cookie)
@@ -67,7 +67,7 @@ pub async fn page(app: &TestApp, cookie: &str, path: &str) -> (StatusCode, Strin
 }
 
 /// The CSRF token the page's forms carry.
-pub fn csrf_in(html: &str) -> String {
+pub(crate) fn csrf_in(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with the CSRF token")

@@ -1,11 +1,19 @@
-//! Admin pages: the API tokens, each with its id, holder and state, and a form to revoke one
-//! (audited as `token_revoked`, by the signed-in admin, `via` web). Revoking a token ends the
-//! web sessions it opened. Admins only: anyone else gets 403.
+//! Admin pages: the API tokens (revoking one is audited as `token_revoked`, by the signed-in
+//! admin, `via` web, and ends the web sessions it opened), the audit log with the chain's
+//! verification, the webhooks with their deliveries, and the effective configuration with its
+//! secrets masked. Admins only: anyone else gets 403.
+
+mod audit;
+mod config;
+mod webhooks;
 
 use axum::extract::{Form, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+pub use self::audit::audit;
+pub use self::config::config;
+pub use self::webhooks::webhooks;
 use super::pages;
 use super::session::{Browser, CsrfForm, check_csrf};
 use crate::domain::Surface;
@@ -21,14 +29,20 @@ fn admin(me: &SignedIn) -> Result<(), Error> {
     }
 }
 
+/// The signed-in admin; for anyone else, the page to send: the way to sign in, or 403.
+fn signed_in_admin(browser: Browser) -> Result<SignedIn, Box<Response>> {
+    let me = browser
+        .signed_in()
+        .map_err(|to_sign_in| Box::new(to_sign_in.into_response()))?;
+    admin(&me).map_err(|e| Box::new(pages::error(Some(&me), &e)))?;
+    Ok(me)
+}
+
 pub async fn tokens(State(hoop): State<Hoop>, browser: Browser) -> Response {
-    let me = match browser.signed_in() {
+    let me = match signed_in_admin(browser) {
         Ok(me) => me,
-        Err(to_sign_in) => return to_sign_in.into_response(),
+        Err(page) => return *page,
     };
-    if let Err(e) = admin(&me) {
-        return pages::error(Some(&me), &e);
-    }
     match hoop.tokens().await {
         Ok(tokens) => pages::tokens(&me, &tokens).into_response(),
         Err(e) => pages::error(Some(&me), &e),
