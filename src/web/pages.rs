@@ -358,13 +358,19 @@ pub fn tokens(me: &SignedIn, tokens: &[TokenRecord]) -> Html<String> {
             h1 { "Tokens" }
             p class="hint" { "Revoking a token ends the web sessions signed in with it." }
             table {
-                thead { tr { th { "Id" } th { "Holder" } th { "Created" } th { "State" } } }
+                thead { tr { th { "Id" } th { "Holder" } th { "Created" } th { "Expires" } th { "State" } } }
                 tbody {
                     @for token in tokens {
                         tr {
                             td { code { (token::id(&token.sha256)) } }
                             td { (holder(&token.subject)) }
                             td { (sentences::utc(token.created_at)) }
+                            td {
+                                @match token.terms.expires_at {
+                                    Some(at) => { (sentences::utc(at)) }
+                                    None => { "when revoked" }
+                                }
+                            }
                             td {
                                 @match token.revoked_at {
                                     Some(at) => { "revoked " (sentences::utc(at)) }

@@ -221,6 +221,50 @@ async fn an_approver_signs_in_reads_the_exact_command_and_approves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_rejects_with_a_reason() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.held("DELETE FROM users").await;
+    let page = app.url(&format!("/access-requests/{id}"));
+    browser.client.goto(&page).await.unwrap();
+    browser.sign_in(app.token("sam@x.com")).await;
+    browser.until_at(&page).await;
+    let reason = browser.client.find(Locator::Id("reason")).await.unwrap();
+    reason
+        .send_keys("no WHERE clause: this deletes every user")
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::XPath("//button[text()='Reject']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let source = browser.client.source().await.map_err(|e| e.to_string())?;
+        match source.contains("no WHERE clause: this deletes every user") {
+            true => Ok(()),
+            false => Err(source),
+        }
+    })
+    .await;
+    let request = app
+        .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
+        .await;
+    assert_eq!(request.body["status"], "rejected");
+    assert_eq!(
+        request.body["rejection"]["reason"],
+        "no WHERE clause: this deletes every user"
+    );
+    assert_eq!(request.body["rejection"]["via"], "web");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_signs_in_through_the_identity_provider() {
     let Some(browser) = Browser::start().await else {
         return;

@@ -637,6 +637,16 @@ async fn a_request_page_says_where_its_notifications_went(backend: Backend) {
 
 async fn an_admin_revokes_a_token_and_its_sessions_end(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let expiring = app
+        .hoop
+        .issue_token(
+            &TokenSubject::Agent("edge".into()),
+            Some(std::time::Duration::from_secs(3600)),
+            &Operator::system(),
+        )
+        .await
+        .unwrap();
+    let expiring = hoopbot::token::id(&hoopbot::token::digest(&expiring)).to_string();
     let sam = sign_in(&app, "sam@x.com").await;
     let bob = sign_in(&app, "bob@x.com").await;
     assert_eq!(
@@ -656,6 +666,19 @@ async fn an_admin_revokes_a_token_and_its_sessions_end(backend: Backend) {
         !html.contains(app.token("sam@x.com")),
         "the page never shows a token"
     );
+    // When each token stops working by itself, if it does.
+    assert!(html.contains("<th>Expires</th>"), "{html}");
+    assert!(
+        html.contains(&format!("<code>{sams}</code></td><td>sam@x.com</td><td>"))
+            && html.contains("when revoked"),
+        "{html}"
+    );
+    let row = html[html.find(&format!("<code>{expiring}</code>")).unwrap()..]
+        .split("</tr>")
+        .next()
+        .unwrap();
+    // Created and expires, both times.
+    assert_eq!(row.matches(" UTC</td>").count(), 2, "{row}");
 
     // Bob cannot revoke with a form of his own; root can.
     let bobs_page = page(&app, &bob, "/access-requests").await.1;
