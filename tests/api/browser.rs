@@ -61,7 +61,9 @@ impl Browser {
         ];
         args.extend(extra.iter().map(|arg| arg.to_string()));
         let capabilities = json!({
-            "goog:chromeOptions": { "binary": chromium, "args": args }
+            "goog:chromeOptions": { "binary": chromium, "args": args },
+            // The console, where Chromium says what the Content-Security-Policy refused.
+            "goog:loggingPrefs": { "browser": "ALL" }
         });
         let url = format!("http://127.0.0.1:{port}");
         let client = eventually(Duration::from_secs(20), || {
@@ -158,6 +160,19 @@ impl Browser {
         found
     }
 
+    /// What the page's Content-Security-Policy refused since the last call, as Chromium says it on
+    /// the console (chromedriver hands the console over through Selenium's `se/log`).
+    async fn csp_refusals(&self) -> Vec<String> {
+        let log = self.client.issue_cmd(ConsoleLog).await.unwrap();
+        log.as_array()
+            .expect("the console's entries")
+            .iter()
+            .filter_map(|entry| entry["message"].as_str())
+            .filter(|message| message.contains("Content Security Policy"))
+            .map(str::to_string)
+            .collect()
+    }
+
     async fn close(mut self) {
         let _ = self.client.close().await;
         let _ = self.driver.kill().await;
@@ -170,6 +185,27 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .split(':')
         .map(|dir| std::path::Path::new(dir).join(program))
         .find(|path| path.is_file())
+}
+
+/// chromedriver's `se/log` for the browser's console (not in W3C WebDriver; chromedriver keeps it).
+#[derive(Debug)]
+struct ConsoleLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (
+            axum::http::Method::POST,
+            Some(r#"{"type":"browser"}"#.into()),
+        )
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,6 +301,69 @@ async fn an_approver_rejects_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_run_from_the_run_page_shows_its_result_when_it_ran() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    browser
+        .client
+        .goto(&format!("{}?next=/run", app.url("/login")))
+        .await
+        .unwrap();
+    browser.sign_in(app.token("alice@x.com")).await;
+    browser.until_at(&app.url("/run")).await;
+    // `counter` needs no approval: the request is ready at once, for its agent.
+    browser
+        .client
+        .find(Locator::Css("select#connection option[value='counter']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let command = browser.client.find(Locator::Id("command")).await.unwrap();
+    command.send_keys("select 41 + 1 as answer").await.unwrap();
+    browser.click("form.run button[type=submit]").await;
+    eventually(Duration::from_secs(10), || async {
+        let at = browser
+            .client
+            .current_url()
+            .await
+            .map_err(|e| e.to_string())?;
+        match at.path().starts_with("/access-requests/") {
+            true => Ok(()),
+            false => Err(format!("at {at}")),
+        }
+    })
+    .await;
+
+    // The agent runs it while the page is open; the page hears of it and shows the result.
+    let target = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", target.path().join("t.db").display());
+    let target = hoopbot::config::ConnectionTarget {
+        kind: hoopbot::config::ConnectionType::Sqlite,
+        url: Some(url.as_str().into()),
+        command: None,
+        statement_timeout: Some(Duration::from_secs(30)),
+        max_rows: 100,
+        max_output_bytes: 1 << 20,
+        env: Default::default(),
+    };
+    let agent = app.agent("racer", vec![("counter".into(), target)]).await;
+    assert!(agent.run_once(Duration::ZERO).await.unwrap().is_some());
+    eventually(Duration::from_secs(10), || async {
+        let source = browser.client.source().await.map_err(|e| e.to_string())?;
+        match source.contains("Executed: 1 row") && source.contains(" 42\n(1 row)") {
+            true => Ok(()),
+            false => Err(source),
+        }
+    })
+    .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_signs_in_through_the_identity_provider() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -331,6 +430,24 @@ async fn a_command_written_to_break_the_page_shows_literally_and_runs_nothing() 
         .unwrap();
     assert_eq!(scripts, json!(["/static/app.js"]));
     assert!(browser.text("#timeline").await.contains("Audit timeline"));
+    // And the Content-Security-Policy had nothing to refuse: nothing tried to run.
+    assert_eq!(browser.csp_refusals().await, Vec::<String>::new());
+    // The check itself sees a refusal: a script written into the page now is refused.
+    let ran = browser
+        .client
+        .execute(
+            "const s = document.createElement('script'); s.textContent = 'window.ran = 1'; \
+             document.body.appendChild(s); return window.ran === 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ran, json!(false));
+    let refused = browser.csp_refusals().await;
+    assert!(
+        refused.iter().any(|r| r.contains("script-src 'self'")),
+        "{refused:?}"
+    );
     browser.close().await;
 }
 
