@@ -130,13 +130,15 @@ fn finish(reply: Reply) -> Either<Rewrite, Ready<Reply>> {
     }
 }
 
+/// An error reply not yet in a shape of ours: neither our JSON nor a web app page (a whole page
+/// that says what went wrong, for a person in a browser).
 fn needs_rewrite(response: &Response) -> bool {
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v == HeaderValue::from_static("application/json"));
-    (status.is_client_error() || status.is_server_error()) && !is_json
+    let ours = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
+        v == HeaderValue::from_static("application/json")
+            || v.as_bytes().starts_with(b"text/html")
+    });
+    (status.is_client_error() || status.is_server_error()) && !ours
 }
 
 /// `response`, an error reply that is not JSON, in our error shape.

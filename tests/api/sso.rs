@@ -77,7 +77,15 @@ async fn sign_on(app: &TestApp, next: &str) -> Result<(String, String), (StatusC
             let to = done.headers()[LOCATION].to_str().unwrap().to_string();
             Ok((session, to))
         }
-        None => Err((done.status(), done.text().await.unwrap())),
+        None => {
+            // A page for the person in the browser, not an API error.
+            let kind = done.headers()["content-type"].to_str().unwrap().to_string();
+            assert!(kind.starts_with("text/html"), "{kind}");
+            let status = done.status();
+            let page = done.text().await.unwrap();
+            assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+            Err((status, page))
+        }
     }
 }
 
