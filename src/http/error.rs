@@ -135,8 +135,7 @@ fn finish(reply: Reply) -> Either<Rewrite, Ready<Reply>> {
 fn needs_rewrite(response: &Response) -> bool {
     let status = response.status();
     let ours = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
-        v == HeaderValue::from_static("application/json")
-            || v.as_bytes().starts_with(b"text/html")
+        v == HeaderValue::from_static("application/json") || v.as_bytes().starts_with(b"text/html")
     });
     (status.is_client_error() || status.is_server_error()) && !ours
 }

@@ -162,7 +162,16 @@ impl Hoop {
 
     /// Keeps a single sign-on under way until the browser is back from the identity provider.
     pub async fn start_sign_in(&self, attempt: &SignInAttempt) -> Result<()> {
-        Ok(self.store.start_sign_in(attempt).await?)
+        match self.store.start_sign_in(attempt).await? {
+            true => Ok(()),
+            false => {
+                tracing::warn!("refused a single sign-on: too many are under way");
+                Err(Error::RateLimited {
+                    message: "too many sign-ins are under way; try again in a minute".into(),
+                    retry_after: Duration::from_secs(60),
+                })
+            }
+        }
     }
 
     /// Takes the single sign-on `state` names, once, unless it lapsed.

@@ -13,6 +13,10 @@ use crate::domain::Millis;
 pub const STEP_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 pub(crate) const STEP_TTL_MS: crate::domain::Millis = STEP_TTL.as_millis() as crate::domain::Millis;
 
+/// Single sign-ons under way at most. Starting one needs no credential, so without a bound a
+/// flood of starts would fill the table until they lapse; far more than people sign in at once.
+pub const MAX_SIGN_INS_UNDER_WAY: i64 = 10_000;
+
 /// A web session as kept: the SHA-256 of its cookie's value, never the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSession {
@@ -54,8 +58,9 @@ pub struct CliGrant {
 
 #[async_trait]
 pub trait Sessions: Send + Sync {
-    /// Keeps a single sign-on under way (and forgets those that lapsed).
-    async fn start_sign_in(&self, attempt: &SignInAttempt) -> StoreResult<()>;
+    /// Keeps a single sign-on under way (and forgets those that lapsed); false, keeping nothing,
+    /// when [`MAX_SIGN_INS_UNDER_WAY`] are.
+    async fn start_sign_in(&self, attempt: &SignInAttempt) -> StoreResult<bool>;
     /// Takes the sign-on whose `state` has SHA-256 `state_sha256`, once, unless it lapsed.
     async fn take_sign_in(
         &self,
@@ -78,12 +83,18 @@ macro_rules! session_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::Sessions for $store {
-            async fn start_sign_in(&self, attempt: &$crate::store::SignInAttempt) -> StoreResult<()> {
+            async fn start_sign_in(&self, attempt: &$crate::store::SignInAttempt) -> StoreResult<bool> {
                 // Those that lapsed by the time this one began.
                 sqlx::query("delete from sign_in_attempt where expires_at <= $1")
                     .bind(attempt.expires_at - $crate::store::sessions::STEP_TTL_MS)
                     .execute(&self.pool)
                     .await?;
+                let under_way: i64 = sqlx::query_scalar("select count(*) from sign_in_attempt")
+                    .fetch_one(&self.pool)
+                    .await?;
+                if under_way >= $crate::store::sessions::MAX_SIGN_INS_UNDER_WAY {
+                    return Ok(false);
+                }
                 sqlx::query(
                     "insert into sign_in_attempt (state_sha256, nonce, pkce_verifier, next, expires_at) \
                      values ($1, $2, $3, $4, $5)",
@@ -95,7 +106,7 @@ macro_rules! session_store {
                 .bind(attempt.expires_at)
                 .execute(&self.pool)
                 .await?;
-                Ok(())
+                Ok(true)
             }
 
             async fn take_sign_in(

@@ -24,6 +24,7 @@ on_both_backends!(
     an_expired_token_is_told_to_log_in_again,
     hoop_login_signs_in_through_the_browser,
     a_login_code_is_redeemed_once_and_only_with_its_secret,
+    a_flood_of_sign_on_starts_is_bounded,
 );
 
 /// Where the server sends the browser back to, as the test reaches it.
@@ -561,4 +562,30 @@ async fn a_login_code_is_redeemed_once_and_only_with_its_secret(backend: Backend
 
     // A damaged challenge is refused before anything is kept.
     assert!(app.hoop.grant_cli(&me, "short").await.is_err());
+}
+
+async fn a_flood_of_sign_on_starts_is_bounded(backend: Backend) {
+    let idp = FakeIdp::start().await;
+    let app = TestApp::spawn_with(backend, &idp.config("")).await;
+    // As many sign-ons under way as are kept (started by anyone: starting needs no credential).
+    crate::helpers::execute_sql(
+        &app.db.url,
+        "insert into sign_in_attempt (state_sha256, nonce, pkce_verifier, next, expires_at) \
+         with recursive n(i) as (select 1 union all select i + 1 from n where i < 10000) \
+         select 'flood-' || i, 'n', 'v', '/', 9999999999999 from n"
+            .into(),
+    )
+    .await;
+    let refused = browser().get(app.url("/login/oidc")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(set_cookie(&refused, "hoop_sign_in").is_none());
+    assert!(refused.text().await.unwrap().contains("too many sign-ins"));
+    // Once they lapse, sign-ons start again.
+    crate::helpers::execute_sql(
+        &app.db.url,
+        "delete from sign_in_attempt where state_sha256 like 'flood-%'".into(),
+    )
+    .await;
+    idp.sign_in_next(person("bob@x.com", &[], None));
+    sign_on(&app, "/").await.expect("signed in");
 }
