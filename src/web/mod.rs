@@ -121,9 +121,6 @@ struct ListQuery {
     before: Option<String>,
 }
 
-/// Pending requests looked through at most for the ones waiting for the reader.
-const WAITING_SCAN: i64 = 500;
-
 async fn list(
     State(hoop): State<Hoop>,
     browser: Browser,
@@ -165,38 +162,40 @@ async fn list(
         }
         _ => pages::View::All,
     };
-    let listed = async {
-        if view == pages::View::WaitingForMe {
-            // The pending requests the one rule lets this reader approve now: those still
-            // waiting for one of their groups, found by the database, then the rule itself.
-            let pending = ListFilter {
-                awaiting: Some(me.user.groups.iter().cloned().collect()),
-                status: Some(Status::Pending),
-                connection: None,
-                requester: None,
-                before_id: None,
-                limit: WAITING_SCAN,
-            };
-            let now = hoop.now().await?;
-            let mut requests = hoop.list(&pending).await?;
-            requests.retain(|r| domain::you_may(r, &me.user, now).may_approve());
-            return Ok((requests, pending));
-        }
-        let filter = ListFilter {
+    let filter = match view {
+        // The pending requests still waiting for one of the reader's groups, found by the
+        // database a page at a time; the one rule then keeps those they may approve now.
+        pages::View::WaitingForMe => ListFilter {
+            awaiting: Some(me.user.groups.iter().cloned().collect()),
+            status: Some(Status::Pending),
+            connection: None,
+            requester: None,
+            before_id: query.before,
+            limit: PAGE,
+        },
+        pages::View::All => ListFilter {
             awaiting: None,
             status,
             connection,
             requester,
             before_id: query.before,
             limit: PAGE,
-        };
-        Ok::<_, Error>((hoop.list(&filter).await?, filter))
+        },
+    };
+    let listed = async {
+        let mut requests = hoop.list(&filter).await?;
+        // Older ones follow the last one read, whether or not the rule keeps it.
+        let older = (requests.len() as i64 == PAGE)
+            .then(|| requests.last().map(|r| r.id.clone()))
+            .flatten();
+        if view == pages::View::WaitingForMe {
+            let now = hoop.now().await?;
+            requests.retain(|r| domain::you_may(r, &me.user, now).may_approve());
+        }
+        Ok::<_, Error>((requests, older))
     };
     match listed.await {
-        Ok((requests, filter)) => {
-            let older = (view == pages::View::All && requests.len() as i64 == PAGE)
-                .then(|| requests.last().map(|r| r.id.clone()))
-                .flatten();
+        Ok((requests, older)) => {
             pages::list(&me, view, &requests, &filter, older.as_deref()).into_response()
         }
         Err(e) => pages::error(Some(&me), &e),

@@ -178,6 +178,9 @@ pub fn list(
 ) -> Html<String> {
     let chosen = filter.status.map(|s| s.as_str()).unwrap_or_default();
     let older = older.map(|before| {
+        if view == View::WaitingForMe {
+            return format!("/access-requests?view=mine&before={}", segment(before));
+        }
         let mut query = vec![("view", "all"), ("before", before)];
         if !chosen.is_empty() {
             query.push(("status", chosen));

@@ -623,6 +623,31 @@ async fn an_approver_sees_what_waits_for_them_first(backend: Backend) {
         "{html}"
     );
     assert!(html.contains("name=\"requester\" type=\"email\""), "{html}");
+    // A page at a time: with 50 newer ones waiting too, the first is on the next page.
+    for n in 0..50 {
+        app.held(&format!("SELECT {n}")).await;
+    }
+    let (_, first) = page(&app, &bob, "/access-requests").await;
+    assert_eq!(first.matches("<tr>").count() - 1, 50, "{first}");
+    assert!(!first.contains(&format!("/access-requests/{waiting}\"")));
+    let older = first
+        .split("href=\"")
+        .map(|rest| rest.split('"').next().unwrap().replace("&amp;", "&"))
+        .find(|href| href.contains("before="))
+        .expect("a link to older requests");
+    assert!(
+        older.starts_with("/access-requests?view=mine&before="),
+        "{older}"
+    );
+    let (_, second) = page(&app, &bob, &older).await;
+    assert!(
+        second.contains(&format!("/access-requests/{waiting}\"")),
+        "{second}"
+    );
+    assert!(
+        !second.contains(&format!("/access-requests/{done}\"")),
+        "{second}"
+    );
 }
 
 async fn a_request_page_says_where_its_notifications_went(backend: Backend) {
