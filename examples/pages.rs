@@ -6,7 +6,8 @@
 //!     ./target/release/examples/pages postgres 100000
 //!
 //! Server and load generator are pinned to a core each, as in `decisions`. Alice submits N held
-//! requests (default 100,000); Bob signs in once through `/login` with his token, and his
+//! requests (default 100,000); on Postgres the tables are then analyzed, as autovacuum would soon
+//! after such a load; Bob signs in once through `/login` with his token, and his
 //! session's cookie is then sent with every page:
 //!
 //! - request page: `GET /access-requests/{id}` for ids across the whole table, closed loop over 32
@@ -46,6 +47,7 @@ async fn bench(backend: &str, n: usize, core: Option<usize>) -> anyhow::Result<(
     let cpu = Cpu::now(hoop.pid())?;
     let (ids, run) = submit(port, &hoop.alice, n).await?;
     report(backend, "setup", "held requests", &run, cpu.since()?);
+    hoop.settle().await?;
     let cookie = sign_in(port, &hoop.bob).await?;
 
     let pages = 20_000;
