@@ -214,8 +214,16 @@ macro_rules! sql_store {
             async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<AccessRequest>> {
                 // Only the filters given, each its own condition: `($1 is null or column = $1)`
                 // would keep both backends off the (connection, id) and (requester, id) indexes.
+                // "Waiting for me" reads the newest requests first and stops at the page: the
+                // status is then an expression no index answers, so both backends walk the
+                // primary key newest first instead of sorting every request of that status (an
+                // index of its own would cost every submission and decision).
+                let status = match filter.awaiting {
+                    Some(_) => "status || '' = ",
+                    None => "status = ",
+                };
                 let given = [
-                    ("status = ", filter.status.map(|s| s.as_str())),
+                    (status, filter.status.map(|s| s.as_str())),
                     ("connection = ", filter.connection.as_deref()),
                     ("requester = ", filter.requester.as_deref()),
                     ("id < ", filter.before_id.as_deref()),
