@@ -78,11 +78,7 @@ pub async fn page(
         pages::cli_login(&me, ask.port, &ask.challenge, &ask.state, lasts).into_response();
     // This page's form ends at the command line's loopback port (a redirect after the POST),
     // which the usual `form-action 'self'` would stop.
-    let policy = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
-         form-action 'self' http://127.0.0.1:{}; frame-ancestors 'none'; base-uri 'none'",
-        ask.port
-    );
+    let policy = super::policy_with_form_target(&format!("http://127.0.0.1:{}", ask.port));
     if let Ok(value) = HeaderValue::from_str(&policy) {
         response
             .headers_mut()

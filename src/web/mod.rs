@@ -66,18 +66,27 @@ fn pages_router() -> Router<Hoop> {
         .layer(axum::middleware::map_response(security_headers))
 }
 
-/// What every page is sent with: scripts and styles only from this server, no inline ones, no
-/// framing (an Approve button under someone else's page is the classic attack), no sniffing, and
-/// no full URL sent elsewhere.
+/// Every page's Content-Security-Policy: scripts and styles only from this server, no inline
+/// ones, forms only to it, and no framing (an Approve button under someone else's page is the
+/// classic attack).
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// [`POLICY`], with forms also allowed to end at `target` (the `hoop login` page's loopback port).
+fn policy_with_form_target(target: &str) -> String {
+    POLICY.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {target}"),
+    )
+}
+
+/// What every page is sent with: [`POLICY`], `X-Frame-Options: DENY`, no sniffing, and no full
+/// URL sent elsewhere.
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     // A page may set a Content-Security-Policy of its own (the `hoop login` page): it is kept.
     for (name, value) in [
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        (header::CONTENT_SECURITY_POLICY, POLICY),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "same-origin"),

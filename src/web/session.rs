@@ -73,7 +73,28 @@ impl FromRequestParts<Hoop> for Browser {
 
 /// The session cookie's value, if the request carries one.
 fn session_cookie(parts: &Parts) -> Option<String> {
-    super::sso::cookie(&parts.headers, COOKIE)
+    cookie(&parts.headers, COOKIE)
+}
+
+/// The value of the cookie `name`, if the request carries it.
+pub(super) fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty())
+}
+
+/// The `Secure` attribute for this server's cookies: only when it is reached by https.
+pub(super) fn secure(hoop: &Hoop) -> &'static str {
+    match hoop.public_url().starts_with("https://") {
+        true => "; Secure",
+        false => "",
+    }
 }
 
 /// A form that carries the session's CSRF token.
@@ -154,14 +175,10 @@ pub async fn login(
 
 /// Has the browser keep `cookie` as its session (`Secure` when the server is reached by https).
 pub(super) fn set_session_cookie(hoop: &Hoop, response: &mut Response, cookie: &str) {
-    let secure = if hoop.public_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
     let cookie = format!(
-        "{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        SESSION_TTL.as_secs()
+        "{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        secure(hoop)
     );
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);

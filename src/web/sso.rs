@@ -36,7 +36,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Mutex;
 
 use super::pages;
-use super::session::{local, set_session_cookie};
+use super::session::{cookie, local, secure, set_session_cookie};
 use crate::config::OidcConfig;
 use crate::domain::Email;
 use crate::error::Error;
@@ -393,24 +393,4 @@ pub async fn callback(
                 .into_response()
         }
     }
-}
-
-fn secure(hoop: &Hoop) -> &'static str {
-    match hoop.public_url().starts_with("https://") {
-        true => "; Secure",
-        false => "",
-    }
-}
-
-/// The value of the cookie `name`, if the request carries it.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.to_string())
-        .filter(|value| !value.is_empty())
 }

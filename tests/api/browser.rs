@@ -160,6 +160,31 @@ impl Browser {
         found
     }
 
+    /// Waits for the page to say all of `texts` (a click does not wait for the navigation it
+    /// starts, nor a live page for its reload).
+    async fn until_page_says(&self, texts: &[&str]) {
+        eventually(Duration::from_secs(10), || async {
+            let source = self.client.source().await.map_err(|e| e.to_string())?;
+            match texts.iter().all(|text| source.contains(text)) {
+                true => Ok(()),
+                false => Err(source),
+            }
+        })
+        .await;
+    }
+
+    /// Waits for the browser to be on a request's page (where a submitted form leads).
+    async fn until_on_a_request_page(&self) {
+        eventually(Duration::from_secs(10), || async {
+            let at = self.client.current_url().await.map_err(|e| e.to_string())?;
+            match at.path().starts_with("/access-requests/") {
+                true => Ok(()),
+                false => Err(format!("at {at}")),
+            }
+        })
+        .await;
+    }
+
     /// What the page's Content-Security-Policy refused since the last call, as Chromium says it on
     /// the console (chromedriver hands the console over through Selenium's `se/log`).
     async fn csp_refusals(&self) -> Vec<String> {
@@ -240,15 +265,9 @@ async fn an_approver_signs_in_reads_the_exact_command_and_approves() {
         .unwrap();
     // The form posts and the page comes back with the approval (a click does not wait for the
     // navigation it starts).
-    eventually(Duration::from_secs(10), || async {
-        let source = browser.client.source().await.map_err(|e| e.to_string())?;
-        if source.contains("dba-team</strong> — approved by bob@x.com (web)") {
-            Ok(())
-        } else {
-            Err(source)
-        }
-    })
-    .await;
+    browser
+        .until_page_says(&["dba-team</strong> — approved by bob@x.com (web)"])
+        .await;
     let request = app
         .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
         .await;
@@ -280,14 +299,9 @@ async fn an_approver_rejects_with_a_reason() {
         .click()
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        let source = browser.client.source().await.map_err(|e| e.to_string())?;
-        match source.contains("no WHERE clause: this deletes every user") {
-            true => Ok(()),
-            false => Err(source),
-        }
-    })
-    .await;
+    browser
+        .until_page_says(&["no WHERE clause: this deletes every user"])
+        .await;
     let request = app
         .get("alice@x.com", &format!("/api/v1/access-requests/{id}"))
         .await;
@@ -325,41 +339,17 @@ async fn a_command_run_from_the_run_page_shows_its_result_when_it_ran() {
     let command = browser.client.find(Locator::Id("command")).await.unwrap();
     command.send_keys("select 41 + 1 as answer").await.unwrap();
     browser.click("form.run button[type=submit]").await;
-    eventually(Duration::from_secs(10), || async {
-        let at = browser
-            .client
-            .current_url()
-            .await
-            .map_err(|e| e.to_string())?;
-        match at.path().starts_with("/access-requests/") {
-            true => Ok(()),
-            false => Err(format!("at {at}")),
-        }
-    })
-    .await;
+    browser.until_on_a_request_page().await;
 
     // The agent runs it while the page is open; the page hears of it and shows the result.
     let target = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", target.path().join("t.db").display());
-    let target = hoopbot::config::ConnectionTarget {
-        kind: hoopbot::config::ConnectionType::Sqlite,
-        url: Some(url.as_str().into()),
-        command: None,
-        statement_timeout: Some(Duration::from_secs(30)),
-        max_rows: 100,
-        max_output_bytes: 1 << 20,
-        env: Default::default(),
-    };
+    let target = crate::execution::sqlite_target(&url);
     let agent = app.agent("racer", vec![("counter".into(), target)]).await;
     assert!(agent.run_once(Duration::ZERO).await.unwrap().is_some());
-    eventually(Duration::from_secs(10), || async {
-        let source = browser.client.source().await.map_err(|e| e.to_string())?;
-        match source.contains("Executed: 1 row") && source.contains(" 42\n(1 row)") {
-            true => Ok(()),
-            false => Err(source),
-        }
-    })
-    .await;
+    browser
+        .until_page_says(&["Executed: 1 row", " 42\n(1 row)"])
+        .await;
     browser.close().await;
 }
 
@@ -471,14 +461,9 @@ async fn an_open_request_page_shows_an_approval_made_through_the_api() {
     // The page is listening once the server has a waiter on the request.
     app.until_parked(&id).await;
     app.approve("sam@x.com", &id, None).await;
-    eventually(Duration::from_secs(10), || async {
-        let source = browser.client.source().await.map_err(|e| e.to_string())?;
-        match source.contains("security</strong> — approved by sam@x.com (api)") {
-            true => Ok(()),
-            false => Err(source),
-        }
-    })
-    .await;
+    browser
+        .until_page_says(&["security</strong> — approved by sam@x.com (api)"])
+        .await;
     browser.close().await;
 }
 
@@ -506,18 +491,7 @@ async fn the_run_page_types_tabs_and_its_request_counts_down() {
         .unwrap();
     assert_eq!(typed, json!("SELECT 1\tAS x"));
     browser.click("form.run button[type=submit]").await;
-    eventually(Duration::from_secs(10), || async {
-        let at = browser
-            .client
-            .current_url()
-            .await
-            .map_err(|e| e.to_string())?;
-        match at.path().starts_with("/access-requests/") {
-            true => Ok(()),
-            false => Err(format!("at {at}")),
-        }
-    })
-    .await;
+    browser.until_on_a_request_page().await;
     // Its text as the page holds it (WebDriver's element text would show the tab as a space).
     let shown = browser
         .client

@@ -613,7 +613,7 @@ async fn heartbeats_keep_a_job_and_only_its_agent_may_report(backend: Backend) {
     );
 }
 
-fn sqlite_target(url: &str) -> ConnectionTarget {
+pub(crate) fn sqlite_target(url: &str) -> ConnectionTarget {
     ConnectionTarget {
         kind: ConnectionType::Sqlite,
         url: Some(url.into()),

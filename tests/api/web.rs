@@ -527,15 +527,7 @@ async fn an_executed_request_shows_its_result_as_psql_prints_it(backend: Backend
     )
     .await;
     let location = sent.headers()[LOCATION].to_str().unwrap().to_string();
-    let target = hoopbot::config::ConnectionTarget {
-        kind: hoopbot::config::ConnectionType::Sqlite,
-        url: Some(url.as_str().into()),
-        command: None,
-        statement_timeout: Some(std::time::Duration::from_secs(30)),
-        max_rows: 100,
-        max_output_bytes: 1 << 20,
-        env: Default::default(),
-    };
+    let target = crate::execution::sqlite_target(&url);
     let agent = app.agent("racer", vec![("counter".into(), target)]).await;
     assert!(
         agent
